@@ -1,0 +1,57 @@
+# Thin front door: the build is CMake's, the stack is deploy/stack.sh's.
+# `make run` and `make test` work on a fresh Debian 12 machine as root.
+
+BUILD ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps build run up down status test test-unit migrate-up \
+        migrate-down format format-check clean
+
+all: build
+
+deps:
+	@deploy/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The service and its whole stack in the foreground; Ctrl-C stops it all.
+run: build
+	@deploy/run.sh
+
+# The same stack in the background (idempotent), and its teardown.
+up: build
+	@deploy/stack.sh up
+
+down:
+	@deploy/stack.sh down
+
+status:
+	@deploy/stack.sh status
+
+# Every suite: unit tests and the integration, concurrency and crash tests
+# against a private stack, all under AddressSanitizer + UBSan.
+test: deps
+	@tests/run.sh
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure
+
+migrate-up: build
+	$(BUILD)/bin/counterctl migrate up
+
+migrate-down: build
+	$(BUILD)/bin/counterctl migrate down
+
+format:
+	git ls-files '*.c' '*.h' | xargs clang-format -i
+
+format-check:
+	git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan

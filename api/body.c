@@ -1,0 +1,126 @@
+/*
+ * body.c - see body.h.
+ */
+#include "api/body.h"
+
+#include "common/jsonparse.h"
+#include "common/name.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fail(api_body_error *err, const char *code, const char *field,
+                const char *message)
+{
+    err->code = code;
+    err->field = field;
+    if (field)
+        snprintf(err->message, sizeof(err->message), "%s: %s", field, message);
+    else
+        snprintf(err->message, sizeof(err->message), "%s", message);
+    return -1;
+}
+
+void api_write_body_clear(api_write_body *body)
+{
+    if (body == NULL)
+        return;
+    free(body->user_id);
+    free(body->metadata);
+    memset(body, 0, sizeof(*body));
+}
+
+int api_body_parse_write(const char *buf, size_t len, api_write_body *out,
+                         api_body_error *err)
+{
+    struct json_object *root = NULL;
+    int rc = -1;
+    size_t i;
+
+    memset(out, 0, sizeof(*out));
+    out->value = 1;
+    for (i = 0; i < len; i++)
+        if (buf[i] != ' ' && buf[i] != '\t' && buf[i] != '\r' && buf[i] != '\n')
+            break;
+    if (i == len)
+        return 0;
+
+    root = ctr_json_parse(buf, len);
+    if (root == NULL) {
+        fail(err, "invalid_json", NULL, "request body is not valid JSON");
+        goto out;
+    }
+    if (!json_object_is_type(root, json_type_object)) {
+        fail(err, "invalid_json", NULL, "request body must be a JSON object");
+        goto out;
+    }
+
+    json_object_object_foreach(root, key, val)
+    {
+        if (strcmp(key, "value") == 0) {
+            int64_t v;
+            if (!json_object_is_type(val, json_type_int)) {
+                fail(err, "invalid_field", "value",
+                     "must be a positive integer");
+                goto out;
+            }
+            v = json_object_get_int64(val);
+            if (v == INT64_MAX &&
+                json_object_get_uint64(val) > (uint64_t)INT64_MAX) {
+                fail(err, "invalid_field", "value",
+                     "must be at most 9223372036854775807");
+                goto out;
+            }
+            if (v < 1) {
+                fail(err, "invalid_field", "value",
+                     "must be a positive integer");
+                goto out;
+            }
+            out->value = v;
+        } else if (strcmp(key, "user_id") == 0) {
+            if (json_object_is_type(val, json_type_null))
+                continue;
+            if (!json_object_is_type(val, json_type_string) ||
+                !ctr_user_id_valid(json_object_get_string(val),
+                                   (size_t)json_object_get_string_len(val))) {
+                fail(err, "invalid_field", "user_id",
+                     "must be a string of 1-256 bytes of UTF-8 without "
+                     "control characters");
+                goto out;
+            }
+            free(out->user_id);
+            out->user_id = strdup(json_object_get_string(val));
+            if (out->user_id == NULL) {
+                fail(err, "internal", NULL, "out of memory");
+                goto out;
+            }
+        } else if (strcmp(key, "metadata") == 0) {
+            if (json_object_is_type(val, json_type_null))
+                continue;
+            if (!json_object_is_type(val, json_type_object)) {
+                fail(err, "invalid_field", "metadata", "must be an object");
+                goto out;
+            }
+            free(out->metadata);
+            out->metadata = strdup(
+                json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN));
+            if (out->metadata == NULL) {
+                fail(err, "internal", NULL, "out of memory");
+                goto out;
+            }
+        } else {
+            /* The key may hold anything; never echo it into the message. */
+            fail(err, "unknown_field", NULL,
+                 "unknown field in request body (allowed: value, user_id, "
+                 "metadata)");
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (rc != 0)
+        api_write_body_clear(out);
+    json_object_put(root);
+    return rc;
+}

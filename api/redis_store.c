@@ -1,0 +1,444 @@
+/*
+ * redis_store.c - see redis_store.h.
+ */
+#include "api/redis_store.h"
+
+#include "common/log.h"
+#include "common/name.h"
+
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * The write: add and stamp in one step. Bounds, windows and dedup arrive
+ * with the counter kinds; they belong in this same call.
+ */
+static const char incr_script[] =
+    "local v = redis.call('HINCRBY', KEYS[1], 'v', ARGV[1])\n"
+    "redis.call('HSET', KEYS[1], 't', ARGV[2])\n"
+    "return v\n";
+
+enum { BACKOFF_MIN_MS = 100, BACKOFF_MAX_MS = 2000 };
+
+/* "{c:" + name + "}" */
+#define CTR_KEY_MAX (CTR_NAME_MAX + 8)
+
+/* Status passed to on_reply for an answer that came after the deadline. */
+#define CMD_LATE ((enum api_redis_status)100)
+
+struct api_redis {
+    struct event_base *base;
+    redisAsyncContext *ac;
+    int ready; /* connected, authenticated, script loaded */
+    char host[256];
+    int port;
+    char *password;
+    int db;
+    char incr_sha[41];
+    struct event *reconnect_ev;
+    int backoff_ms;
+    int closing;
+};
+
+/* One command in flight. Freed by whichever of reply/timeout comes last. */
+typedef struct redis_cmd {
+    api_redis *r;
+    struct event *timer;
+    int answered; /* the caller's callback has fired */
+    void (*on_reply)(struct redis_cmd *cmd, redisReply *reply,
+                     enum api_redis_status st);
+    void *owner; /* what on_reply works on */
+    int index;
+} redis_cmd;
+
+static void schedule_reconnect(api_redis *r);
+
+static void cmd_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    redis_cmd *cmd = arg;
+    (void)fd;
+    (void)what;
+    cmd->answered = 1;
+    cmd->on_reply(cmd, NULL, API_REDIS_TIMEOUT);
+}
+
+static void cmd_reply(redisAsyncContext *ac, void *replyp, void *privdata)
+{
+    redis_cmd *cmd = privdata;
+    redisReply *reply = replyp;
+    (void)ac;
+
+    if (cmd->timer)
+        event_free(cmd->timer);
+    cmd->timer = NULL;
+    if (!cmd->answered) {
+        cmd->answered = 1;
+        cmd->on_reply(cmd, reply,
+                      reply == NULL ? API_REDIS_DISCONNECTED : API_REDIS_OK);
+    } else {
+        /* already timed out: on_reply gets a second, "late" call */
+        cmd->on_reply(cmd, reply, CMD_LATE);
+    }
+    free(cmd);
+}
+
+/* Sends argv; on success the command's on_reply fires as described. */
+static int cmd_send(api_redis *r, redis_cmd *cmd, int timeout_ms, int argc,
+                    const char **argv, const size_t *argvlen)
+{
+    if (!r->ready)
+        return -1;
+    cmd->r = r;
+    if (timeout_ms > 0) {
+        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        cmd->timer = evtimer_new(r->base, cmd_timeout, cmd);
+        if (cmd->timer == NULL || evtimer_add(cmd->timer, &tv) != 0) {
+            if (cmd->timer)
+                event_free(cmd->timer);
+            cmd->timer = NULL;
+            return -1;
+        }
+    }
+    if (redisAsyncCommandArgv(r->ac, cmd_reply, cmd, argc, argv, argvlen) !=
+        REDIS_OK) {
+        if (cmd->timer)
+            event_free(cmd->timer);
+        cmd->timer = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- connection management ---- */
+
+static void setup_reply(redisAsyncContext *ac, void *replyp, void *privdata)
+{
+    api_redis *r = privdata;
+    redisReply *reply = replyp;
+    (void)ac;
+    if (reply == NULL)
+        return; /* disconnected; the disconnect callback reconnects */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ctr_error("redis setup failed: %s", reply->str);
+        redisAsyncDisconnect(r->ac);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_STRING && reply->len == 40) {
+        memcpy(r->incr_sha, reply->str, 40);
+        r->incr_sha[40] = '\0';
+        r->ready = 1;
+        r->backoff_ms = BACKOFF_MIN_MS;
+        ctr_info("connected to redis at %s:%d", r->host, r->port);
+    }
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    api_redis *r = ac->data;
+    if (status != REDIS_OK) {
+        ctr_warn("could not connect to redis at %s:%d: %s", r->host, r->port,
+                 ac->errstr);
+        r->ac = NULL; /* hiredis frees the context after this callback */
+        schedule_reconnect(r);
+        return;
+    }
+    /* Pipelined in order: setup completes before any command of ours. */
+    if (r->password[0])
+        redisAsyncCommand(r->ac, setup_reply, r, "AUTH %s", r->password);
+    if (r->db)
+        redisAsyncCommand(r->ac, setup_reply, r, "SELECT %d", r->db);
+    redisAsyncCommand(r->ac, setup_reply, r, "SCRIPT LOAD %s", incr_script);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    api_redis *r = ac->data;
+    r->ready = 0;
+    r->ac = NULL;
+    if (r->closing)
+        return;
+    ctr_warn("lost connection to redis at %s:%d: %s", r->host, r->port,
+             status == REDIS_OK ? "closed" : ac->errstr);
+    schedule_reconnect(r);
+}
+
+static void do_connect(evutil_socket_t fd, short what, void *arg)
+{
+    api_redis *r = arg;
+    (void)fd;
+    (void)what;
+    r->ac = redisAsyncConnect(r->host, r->port);
+    if (r->ac == NULL || r->ac->err) {
+        ctr_warn("could not connect to redis at %s:%d: %s", r->host, r->port,
+                 r->ac ? r->ac->errstr : "out of memory");
+        if (r->ac)
+            redisAsyncFree(r->ac);
+        r->ac = NULL;
+        schedule_reconnect(r);
+        return;
+    }
+    r->ac->data = r;
+    redisLibeventAttach(r->ac, r->base);
+    redisAsyncSetConnectCallback(r->ac, on_connect);
+    redisAsyncSetDisconnectCallback(r->ac, on_disconnect);
+}
+
+static void schedule_reconnect(api_redis *r)
+{
+    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
+    evtimer_add(r->reconnect_ev, &tv);
+    r->backoff_ms *= 2;
+    if (r->backoff_ms > BACKOFF_MAX_MS)
+        r->backoff_ms = BACKOFF_MAX_MS;
+}
+
+api_redis *api_redis_new(const ctr_config *cfg, struct event_base *base,
+                         char *errbuf, size_t errlen)
+{
+    api_redis *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto err;
+    }
+    r->base = base;
+    r->db = cfg->redis_db;
+    r->backoff_ms = BACKOFF_MIN_MS;
+    if (ctr_config_split_addr(cfg->redis_addr, r->host, sizeof(r->host),
+                              &r->port)) {
+        snprintf(errbuf, errlen, "redis.addr: expected host:port");
+        goto err;
+    }
+    r->password = strdup(cfg->redis_password);
+    r->reconnect_ev = evtimer_new(base, do_connect, r);
+    if (r->password == NULL || r->reconnect_ev == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto err;
+    }
+    do_connect(-1, 0, r);
+    return r;
+err:
+    api_redis_free(r);
+    return NULL;
+}
+
+int api_redis_ready(const api_redis *r) { return r->ready; }
+
+void api_redis_free(api_redis *r)
+{
+    if (r == NULL)
+        return;
+    r->closing = 1;
+    if (r->ac)
+        redisAsyncFree(r->ac); /* pending callbacks fire with NULL */
+    if (r->reconnect_ev)
+        event_free(r->reconnect_ev);
+    free(r->password);
+    free(r);
+}
+
+/* ---- increment ---- */
+
+typedef struct incr_op {
+    api_redis_incr_cb cb, late_cb;
+    void *arg;
+} incr_op;
+
+static enum api_redis_status classify(redisReply *reply, int64_t *value)
+{
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        *value = reply->integer;
+        return API_REDIS_OK;
+    }
+    if (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "overflow"))
+        return API_REDIS_OVERFLOW;
+    if (reply->type == REDIS_REPLY_ERROR)
+        ctr_warn("redis write failed: %s", reply->str);
+    return API_REDIS_ERROR;
+}
+
+static void incr_reply(redis_cmd *cmd, redisReply *reply,
+                       enum api_redis_status st)
+{
+    incr_op *op = cmd->owner;
+    int64_t value = 0;
+    int late = st == CMD_LATE;
+
+    if (reply)
+        st = classify(reply, &value);
+    else if (late)
+        st = API_REDIS_DISCONNECTED;
+    if (!late) {
+        op->cb(st, value, op->arg);
+        if (st != API_REDIS_TIMEOUT)
+            free(op);
+        return;
+    }
+    if (op->late_cb)
+        op->late_cb(st, value, op->arg);
+    free(op);
+}
+
+int api_redis_incr(api_redis *r, const char *name, int64_t delta,
+                   int64_t now_ms, int timeout_ms, api_redis_incr_cb cb,
+                   api_redis_incr_cb late_cb, void *arg)
+{
+    char key[CTR_KEY_MAX], d[24], ts[24];
+    incr_op *op = NULL;
+    redis_cmd *cmd = NULL;
+
+    if (!r->ready)
+        return -1;
+    int klen = snprintf(key, sizeof(key), "{c:%s}", name);
+    int dlen = snprintf(d, sizeof(d), "%" PRId64, delta);
+    int tlen = snprintf(ts, sizeof(ts), "%" PRId64, now_ms);
+    const char *argv[] = {"EVALSHA", r->incr_sha, "1", key, d, ts};
+    size_t argvlen[] = {7, 40, 1, (size_t)klen, (size_t)dlen, (size_t)tlen};
+
+    op = malloc(sizeof(*op));
+    cmd = calloc(1, sizeof(*cmd));
+    if (op == NULL || cmd == NULL)
+        goto err;
+    op->cb = cb;
+    op->late_cb = late_cb;
+    op->arg = arg;
+    cmd->on_reply = incr_reply;
+    cmd->owner = op;
+    if (cmd_send(r, cmd, timeout_ms, 6, argv, argvlen) != 0)
+        goto err;
+    return 0;
+err:
+    free(op);
+    free(cmd);
+    return -1;
+}
+
+/* ---- read ---- */
+
+typedef struct get_op {
+    api_redis_get_cb cb;
+    void *arg;
+    size_t n, pending;
+    int answered;
+    enum api_redis_status status;
+    struct event *timer;
+    api_redis_value values[];
+} get_op;
+
+static void get_finish(get_op *op)
+{
+    if (!op->answered) {
+        op->answered = 1;
+        op->cb(op->status, op->values, op->n, op->arg);
+    }
+    if (op->pending == 0) {
+        if (op->timer)
+            event_free(op->timer);
+        free(op);
+    }
+}
+
+static void get_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    get_op *op = arg;
+    (void)fd;
+    (void)what;
+    op->status = API_REDIS_TIMEOUT;
+    get_finish(op);
+}
+
+static int parse_i64(const redisReply *r, int64_t *out)
+{
+    char *end;
+    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
+        return -1;
+    long long v = strtoll(r->str, &end, 10);
+    if (end != r->str + r->len)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void get_reply(redis_cmd *cmd, redisReply *reply,
+                      enum api_redis_status st)
+{
+    get_op *op = cmd->owner;
+    api_redis_value *val = &op->values[cmd->index];
+
+    op->pending--;
+    if (reply == NULL) {
+        if (op->status == API_REDIS_OK)
+            op->status = st == CMD_LATE ? API_REDIS_DISCONNECTED : st;
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+        if (reply->element[0]->type == REDIS_REPLY_NIL) {
+            val->exists = 0;
+        } else if (parse_i64(reply->element[0], &val->value) == 0) {
+            val->exists = 1;
+            if (parse_i64(reply->element[1], &val->updated_ms) != 0)
+                val->updated_ms = 0;
+        } else if (op->status == API_REDIS_OK) {
+            op->status = API_REDIS_ERROR;
+        }
+    } else if (op->status == API_REDIS_OK) {
+        if (reply->type == REDIS_REPLY_ERROR)
+            ctr_warn("redis read failed: %s", reply->str);
+        op->status = API_REDIS_ERROR;
+    }
+    if (op->pending == 0 || op->status != API_REDIS_OK)
+        get_finish(op);
+}
+
+int api_redis_get(api_redis *r, const char *const *names, size_t n,
+                  int timeout_ms, api_redis_get_cb cb, void *arg)
+{
+    get_op *op;
+
+    /* One timer covers the whole batch, so the commands carry none. */
+    if (!r->ready || n == 0)
+        return -1;
+    op = calloc(1, sizeof(*op) + n * sizeof(api_redis_value));
+    if (op == NULL)
+        return -1;
+    op->cb = cb;
+    op->arg = arg;
+    op->n = n;
+    op->timer = evtimer_new(r->base, get_timeout, op);
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    if (op->timer == NULL || evtimer_add(op->timer, &tv) != 0) {
+        if (op->timer)
+            event_free(op->timer);
+        free(op);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char key[CTR_KEY_MAX];
+        int klen = snprintf(key, sizeof(key), "{c:%s}", names[i]);
+        const char *argv[] = {"HMGET", key, "v", "t"};
+        size_t argvlen[] = {5, (size_t)klen, 1, 1};
+        redis_cmd *cmd = calloc(1, sizeof(*cmd));
+        if (cmd == NULL) {
+            op->status = API_REDIS_ERROR;
+            break;
+        }
+        cmd->on_reply = get_reply;
+        cmd->owner = op;
+        cmd->index = (int)i;
+        if (cmd_send(r, cmd, 0, 4, argv, argvlen) != 0) {
+            free(cmd);
+            op->status = API_REDIS_DISCONNECTED;
+            break;
+        }
+        op->pending++;
+    }
+    if (op->pending == 0) {
+        /* nothing was sent: a failed call never fires its callback */
+        event_free(op->timer);
+        free(op);
+        return -1;
+    }
+    return 0;
+}

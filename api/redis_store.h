@@ -1,0 +1,80 @@
+/*
+ * redis_store.h - the api's connection to Redis: the write script, reads,
+ * per-command deadlines, and reconnection.
+ *
+ * Keys: every key of counter <name> carries the hash tag "{c:<name>}", so a
+ * script touching one counter stays in one Redis Cluster slot. The counter
+ * itself is the hash "{c:<name>}" with fields v (value) and t (last update,
+ * ms since the epoch).
+ *
+ * hiredis 0.14 has no command timeout, so each command carries a libevent
+ * timer. Every call that returns 0 fires its callback exactly once (reply,
+ * error, timeout or disconnect); a call that returns non-zero never does.
+ * All on the loop's thread.
+ */
+#ifndef COUNTER_API_REDIS_STORE_H
+#define COUNTER_API_REDIS_STORE_H
+
+#include "common/config.h"
+
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct api_redis api_redis;
+
+enum api_redis_status {
+    API_REDIS_OK = 0,
+    API_REDIS_OVERFLOW,     /* the change would leave the 64-bit range */
+    API_REDIS_ERROR,        /* Redis answered with an error */
+    API_REDIS_TIMEOUT,      /* no answer within the deadline */
+    API_REDIS_DISCONNECTED, /* connection lost before the answer */
+};
+
+/* Result of an increment. */
+typedef void (*api_redis_incr_cb)(enum api_redis_status st, int64_t value,
+                                  void *arg);
+
+/* One counter as read from Redis; exists 0 means never written. */
+typedef struct api_redis_value {
+    int exists;
+    int64_t value;
+    int64_t updated_ms;
+} api_redis_value;
+
+/* Result of a read of n counters; values[] lives only during the call. */
+typedef void (*api_redis_get_cb)(enum api_redis_status st,
+                                 const api_redis_value *values, size_t n,
+                                 void *arg);
+
+/*
+ * Creates the store and starts connecting (it keeps reconnecting with a
+ * capped backoff). Returns NULL with a reason in errbuf.
+ */
+api_redis *api_redis_new(const ctr_config *cfg, struct event_base *base,
+                         char *errbuf, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* 1 when connected and ready (scripts loaded). */
+int api_redis_ready(const api_redis *r);
+
+/*
+ * Adds delta to counter name and stamps its last update, atomically.
+ * cb fires once with the new value. If the deadline passes first, cb fires
+ * with API_REDIS_TIMEOUT, and when the real answer arrives later late_cb
+ * (if not NULL) fires with it, so the caller can finish the write.
+ */
+int api_redis_incr(api_redis *r, const char *name, int64_t delta,
+                   int64_t now_ms, int timeout_ms, api_redis_incr_cb cb,
+                   api_redis_incr_cb late_cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Reads n counters (pipelined) within timeout_ms; cb fires once. */
+int api_redis_get(api_redis *r, const char *const *names, size_t n,
+                  int timeout_ms, api_redis_get_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Closes the connection; pending callbacks fire with DISCONNECTED. */
+void api_redis_free(api_redis *r);
+
+#endif

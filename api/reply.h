@@ -1,0 +1,25 @@
+/*
+ * reply.h - JSON responses. Every request gets exactly one reply, through
+ * one of these functions; the reply is what frees the request.
+ */
+#ifndef COUNTER_API_REPLY_H
+#define COUNTER_API_REPLY_H
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+
+/* Sends body (consumed) with the given status and a JSON content type. */
+void api_reply_json(struct evhttp_request *req, int status,
+                    struct evbuffer *body);
+
+/*
+ * Sends {"success":false,"error":{"code":..,"message":..[,"field":..]}}.
+ * field may be NULL. Strings are JSON-escaped.
+ */
+void api_reply_error(struct evhttp_request *req, int status, const char *code,
+                     const char *field, const char *message);
+
+/* Appends s to buf as a JSON string literal. */
+void api_json_append_string(struct evbuffer *buf, const char *s);
+
+#endif

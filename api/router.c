@@ -1,0 +1,146 @@
+/*
+ * router.c - see router.h.
+ */
+#include "api/router.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes seg[0..len) into out and validates it as a counter name. */
+static int decode_name(const char *seg, size_t len, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = seg[i];
+        if (c == '%') {
+            int hi, lo;
+            if (i + 2 >= len)
+                return -1;
+            hi = hexval(seg[i + 1]);
+            lo = hexval(seg[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (o >= CTR_NAME_MAX)
+            return -1;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return ctr_name_valid(out, o) ? 0 : -1;
+}
+
+static int method_is(enum api_method m, enum api_method want)
+{
+    return m == want || (want == API_GET && m == API_HEAD);
+}
+
+static int finish(api_route *route, enum api_method method,
+                  enum api_method want, enum api_endpoint ep,
+                  const char *allow)
+{
+    if (!method_is(method, want)) {
+        route->status = 405;
+        route->allow = allow;
+        return -1;
+    }
+    route->endpoint = ep;
+    route->status = 0;
+    return 0;
+}
+
+int api_route_match(enum api_method method, const char *path, api_route *route)
+{
+    static const char counter_prefix[] = "/api/v1/counter/";
+    const size_t plen = sizeof(counter_prefix) - 1;
+
+    memset(route, 0, sizeof(*route));
+    route->status = 404;
+    if (path == NULL)
+        return -1;
+
+    if (strcmp(path, "/healthz") == 0)
+        return finish(route, method, API_GET, API_EP_HEALTH, "GET, HEAD");
+    if (strcmp(path, "/api/v1/counters") == 0)
+        return finish(route, method, API_GET, API_EP_COUNTERS_GET,
+                      "GET, HEAD");
+    if (strncmp(path, counter_prefix, plen) != 0)
+        return -1;
+
+    const char *seg = path + plen;
+    const char *slash = strchr(seg, '/');
+    size_t seglen = slash ? (size_t)(slash - seg) : strlen(seg);
+    enum api_endpoint ep;
+    enum api_method want;
+    const char *allow;
+
+    if (slash == NULL) {
+        ep = API_EP_COUNTER_GET;
+        want = API_GET;
+        allow = "GET, HEAD";
+    } else if (strcmp(slash, "/increment") == 0) {
+        ep = API_EP_COUNTER_INCR;
+        want = API_POST;
+        allow = "POST";
+    } else if (strcmp(slash, "/decrement") == 0) {
+        ep = API_EP_COUNTER_DECR;
+        want = API_POST;
+        allow = "POST";
+    } else {
+        return -1;
+    }
+    if (seglen == 0)
+        return -1;
+    if (decode_name(seg, seglen, route->name) != 0) {
+        route->status = 400;
+        return -1;
+    }
+    return finish(route, method, want, ep, allow);
+}
+
+int api_parse_names(const char *value, api_name_list *out, char *errbuf,
+                    size_t errlen)
+{
+    out->n = 0;
+    if (value == NULL || value[0] == '\0') {
+        snprintf(errbuf, errlen, "names: give 1 to %d comma-separated names",
+                 API_BATCH_MAX);
+        return -1;
+    }
+    const char *p = value;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (out->n >= API_BATCH_MAX) {
+            snprintf(errbuf, errlen, "names: at most %d names per request",
+                     API_BATCH_MAX);
+            return -1;
+        }
+        if (!ctr_name_valid(p, len)) {
+            snprintf(errbuf, errlen,
+                     "names: item %zu is not a valid counter name (1-128 "
+                     "characters of [A-Za-z0-9_.-])",
+                     out->n + 1);
+            return -1;
+        }
+        memcpy(out->names[out->n], p, len);
+        out->names[out->n][len] = '\0';
+        out->n++;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    return 0;
+}

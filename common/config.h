@@ -1,0 +1,79 @@
+/*
+ * config.h - every setting of every process, declared once.
+ *
+ * Load order: built-in defaults, then the YAML file (COUNTER_CONFIG, else
+ * ./config.yaml if present), then COUNTER_<KEY_PATH> environment variables
+ * (COUNTER_SERVER_PORT=8081 overrides server.port). The result is validated
+ * as a whole; any problem is reported as one line naming the key.
+ *
+ * Keys under kafka.producer.* and kafka.consumer.* pass through to
+ * librdkafka unchanged (for example kafka.producer.linger.ms: 1).
+ */
+#ifndef COUNTER_COMMON_CONFIG_H
+#define COUNTER_COMMON_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ctr_config_kv {
+    char *key;
+    char *value;
+} ctr_config_kv;
+
+/* Plain data, read-only after ctr_config_load(); owned by the loader. */
+typedef struct ctr_config {
+    char *server_bind;
+    int server_port;
+    int server_max_body_bytes;
+    int server_timeout_s;
+
+    char *redis_addr; /* host:port */
+    char *redis_password;
+    int redis_db;
+    int redis_timeout_ms;       /* reads: past this, fall back to PostgreSQL */
+    int redis_write_timeout_ms; /* writes: past this, answer "indeterminate" */
+
+    char *postgres_host;
+    int postgres_port;
+    char *postgres_user;
+    char *postgres_password;
+    char *postgres_dbname;
+    int postgres_timeout_ms;
+
+    char *kafka_brokers;
+    char *kafka_topic;
+    int kafka_partitions;
+    int kafka_delivery_timeout_ms;
+    ctr_config_kv *kafka_producer; /* passthrough, n_kafka_producer entries */
+    size_t n_kafka_producer;
+    ctr_config_kv *kafka_consumer;
+    size_t n_kafka_consumer;
+
+    int persister_batch_size;
+    int persister_batch_ms;
+    char *persister_group_id;
+
+    char *log_level;
+
+    char *source_path; /* file that was read, or "" for defaults only */
+} ctr_config;
+
+/*
+ * Loads the configuration. path NULL means COUNTER_CONFIG, else
+ * ./config.yaml if it exists, else defaults only. Returns a new config the
+ * caller frees with ctr_config_free(), or NULL with a one-line reason in
+ * errbuf. Main thread, at startup.
+ */
+ctr_config *ctr_config_load(const char *path, char *errbuf, size_t errlen)
+    __attribute__((warn_unused_result));
+
+void ctr_config_free(ctr_config *cfg);
+
+/*
+ * Splits "host:port" (IPv6 as "[::1]:6379"). Returns 0, or -1 if malformed.
+ * host receives at most hostlen-1 characters.
+ */
+int ctr_config_split_addr(const char *addr, char *host, size_t hostlen,
+                          int *port) __attribute__((warn_unused_result));
+
+#endif

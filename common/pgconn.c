@@ -1,0 +1,43 @@
+/*
+ * pgconn.c - see pgconn.h.
+ */
+#include "common/pgconn.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void ctr_pg_params_init(ctr_pg_params *p, const ctr_config *cfg,
+                        const char *application_name)
+{
+    int i = 0;
+    snprintf(p->port, sizeof(p->port), "%d", cfg->postgres_port);
+    snprintf(p->connect_timeout_s, sizeof(p->connect_timeout_s), "%d",
+             (cfg->postgres_timeout_ms + 999) / 1000);
+    p->keys[i] = "host", p->vals[i++] = cfg->postgres_host;
+    p->keys[i] = "port", p->vals[i++] = p->port;
+    p->keys[i] = "user", p->vals[i++] = cfg->postgres_user;
+    p->keys[i] = "password", p->vals[i++] = cfg->postgres_password;
+    p->keys[i] = "dbname", p->vals[i++] = cfg->postgres_dbname;
+    p->keys[i] = "connect_timeout", p->vals[i++] = p->connect_timeout_s;
+    p->keys[i] = "application_name", p->vals[i++] = application_name;
+    p->keys[i] = NULL, p->vals[i] = NULL;
+}
+
+PGconn *ctr_pg_connect(const ctr_config *cfg, const char *application_name,
+                       char *errbuf, size_t errlen)
+{
+    ctr_pg_params params;
+    ctr_pg_params_init(&params, cfg, application_name);
+    PGconn *conn = PQconnectdbParams(params.keys, params.vals, 0);
+    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+        char reason[512];
+        snprintf(reason, sizeof(reason), "%s",
+                 conn ? PQerrorMessage(conn) : "out of memory");
+        reason[strcspn(reason, "\n")] = '\0';
+        snprintf(errbuf, errlen, "could not connect to postgresql at %s:%d: %s",
+                 cfg->postgres_host, cfg->postgres_port, reason);
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}

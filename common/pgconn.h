@@ -1,0 +1,34 @@
+/*
+ * pgconn.h - PostgreSQL connection parameters from the config, and a
+ * blocking connect for the processes that may block (persister, counterctl).
+ */
+#ifndef COUNTER_COMMON_PGCONN_H
+#define COUNTER_COMMON_PGCONN_H
+
+#include "common/config.h"
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+/* Keyword/value arrays for PQconnectdbParams; they point into cfg, which
+ * must outlive them. */
+typedef struct ctr_pg_params {
+    const char *keys[8];
+    const char *vals[8];
+    char port[16];
+    char connect_timeout_s[16];
+} ctr_pg_params;
+
+void ctr_pg_params_init(ctr_pg_params *p, const ctr_config *cfg,
+                        const char *application_name);
+
+/*
+ * Connects, blocking up to postgres.timeout_ms (rounded up to seconds).
+ * Returns the connection, or NULL with "could not connect to postgresql at
+ * host:port: reason" in errbuf.
+ */
+PGconn *ctr_pg_connect(const ctr_config *cfg, const char *application_name,
+                       char *errbuf, size_t errlen)
+    __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,126 @@
+/*
+ * topic.c - see topic.h.
+ */
+#include "ctl/topic.h"
+
+#include "common/timeutil.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* Leaders known for every partition of the topic? Returns count or -1. */
+static int partitions_ready(rd_kafka_t *rk, const char *topic)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    int n = -1;
+    if (rd_kafka_metadata(rk, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        md->topic_cnt == 1 && md->topics[0].err == 0) {
+        n = md->topics[0].partition_cnt;
+        for (int i = 0; i < md->topics[0].partition_cnt; i++)
+            if (md->topics[0].partitions[i].leader < 0)
+                n = -1;
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return n;
+}
+
+int ctl_topic_create(const ctr_config *cfg, int timeout_ms)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_NewTopic_t *nt = NULL;
+    rd_kafka_event_t *ev = NULL;
+    int rc = -1;
+
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->kafka_brokers, err,
+                          sizeof(err)) != RD_KAFKA_CONF_OK) {
+        fprintf(stderr, "counterctl: kafka.brokers: %s\n", err);
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (rk == NULL) {
+        fprintf(stderr, "counterctl: could not create kafka client: %s\n", err);
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    nt = rd_kafka_NewTopic_new(cfg->kafka_topic, cfg->kafka_partitions, 1, err,
+                               sizeof(err));
+    if (nt == NULL) {
+        fprintf(stderr, "counterctl: topic %s: %s\n", cfg->kafka_topic, err);
+        goto out;
+    }
+    q = rd_kafka_queue_new(rk);
+    opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, err,
+                                              sizeof(err));
+    rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, err,
+                                                sizeof(err));
+    rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
+    ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
+    if (ev == NULL) {
+        fprintf(stderr, "counterctl: no answer from kafka at %s within %d ms\n",
+                cfg->kafka_brokers, timeout_ms);
+        goto out;
+    }
+    if (rd_kafka_event_error(ev)) {
+        fprintf(stderr, "counterctl: could not create topic %s: %s\n",
+                cfg->kafka_topic, rd_kafka_event_error_string(ev));
+        goto out;
+    }
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **res = rd_kafka_CreateTopics_result_topics(
+        rd_kafka_event_CreateTopics_result(ev), &cnt);
+    rd_kafka_resp_err_t terr = cnt ? rd_kafka_topic_result_error(res[0])
+                                   : RD_KAFKA_RESP_ERR_UNKNOWN;
+    if (terr == RD_KAFKA_RESP_ERR_NO_ERROR)
+        printf("created topic %s with %d partitions\n", cfg->kafka_topic,
+               cfg->kafka_partitions);
+    else if (terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        fprintf(stderr, "counterctl: could not create topic %s: %s\n",
+                cfg->kafka_topic,
+                cnt ? rd_kafka_topic_result_error_string(res[0])
+                    : "no result");
+        goto out;
+    }
+
+    int64_t deadline = ctr_time_mono_ms() + timeout_ms;
+    int n;
+    while ((n = partitions_ready(rk, cfg->kafka_topic)) < 0 &&
+           ctr_time_mono_ms() < deadline) {
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (n < 0) {
+        fprintf(stderr, "counterctl: topic %s has no leaders after %d ms\n",
+                cfg->kafka_topic, timeout_ms);
+        goto out;
+    }
+    if (n != cfg->kafka_partitions)
+        fprintf(stderr,
+                "counterctl: note: topic %s has %d partitions, config says "
+                "%d\n",
+                cfg->kafka_topic, n, cfg->kafka_partitions);
+    printf("topic %s ready (%d partitions)\n", cfg->kafka_topic, n);
+    rc = 0;
+out:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (opts)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (nt)
+        rd_kafka_NewTopic_destroy(nt);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    return rc;
+}

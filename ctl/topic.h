@@ -1,0 +1,14 @@
+/*
+ * topic.h - creates the event topic with the configured partition count
+ * (topics are never auto-created), and waits until it is usable.
+ */
+#ifndef COUNTER_CTL_TOPIC_H
+#define COUNTER_CTL_TOPIC_H
+
+#include "common/config.h"
+
+/* Creates cfg's topic if missing. Returns 0 (created or already there,
+ * leaders known) or -1 with the reason printed. */
+int ctl_topic_create(const ctr_config *cfg, int timeout_ms);
+
+#endif

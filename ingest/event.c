@@ -1,0 +1,286 @@
+/*
+ * event.c - see event.h. Encoding is done by hand (the fields are few and
+ * the api encodes one event per write); decoding uses json-c and checks
+ * every field's type.
+ */
+#include "ingest/event.h"
+#include "common/jsonparse.h"
+
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void ctr_event_clear(ctr_event *ev)
+{
+    if (ev == NULL)
+        return;
+    free(ev->user_id);
+    free(ev->metadata);
+    memset(ev, 0, sizeof(*ev));
+}
+
+int ctr_event_id_valid(const char *s, size_t len)
+{
+    if (s == NULL || len == 0 || len > CTR_EVENT_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < 0x21 || s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+/*
+ * xorshift128+ seeded from /dev/urandom, one state per thread: event ids
+ * need uniqueness, not secrecy, and this costs no system call per id.
+ */
+static _Thread_local uint64_t rng_state[2];
+static _Thread_local int rng_seeded;
+
+static uint64_t rng_next(void)
+{
+    if (!rng_seeded) {
+        int fd = open("/dev/urandom", O_RDONLY);
+        ssize_t got = fd >= 0 ? read(fd, rng_state, sizeof(rng_state)) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (got != (ssize_t)sizeof(rng_state)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            rng_state[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL;
+            rng_state[1] = (uint64_t)getpid() ^ (uint64_t)ts.tv_sec;
+        }
+        if ((rng_state[0] | rng_state[1]) == 0)
+            rng_state[1] = 1;
+        rng_seeded = 1;
+    }
+    uint64_t s1 = rng_state[0];
+    const uint64_t s0 = rng_state[1];
+    rng_state[0] = s0;
+    s1 ^= s1 << 23;
+    rng_state[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return rng_state[1] + s0;
+}
+
+void ctr_event_new_id(char buf[37])
+{
+    uint8_t b[16];
+    uint64_t r0 = rng_next(), r1 = rng_next();
+    memcpy(b, &r0, 8);
+    memcpy(b + 8, &r1, 8);
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    static const char hex[] = "0123456789abcdef";
+    int p = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            buf[p++] = '-';
+        buf[p++] = hex[b[i] >> 4];
+        buf[p++] = hex[b[i] & 15];
+    }
+    buf[p] = '\0';
+}
+
+typedef struct sbuf {
+    char *data;
+    size_t len, cap;
+    bool failed;
+} sbuf;
+
+static void sb_reserve(sbuf *sb, size_t more)
+{
+    if (sb->failed || sb->len + more + 1 <= sb->cap)
+        return;
+    size_t cap = sb->cap ? sb->cap : 256;
+    while (cap < sb->len + more + 1)
+        cap *= 2;
+    char *grown = realloc(sb->data, cap);
+    if (grown == NULL) {
+        sb->failed = true;
+        return;
+    }
+    sb->data = grown;
+    sb->cap = cap;
+}
+
+static void sb_put(sbuf *sb, const char *s, size_t n)
+{
+    sb_reserve(sb, n);
+    if (sb->failed)
+        return;
+    memcpy(sb->data + sb->len, s, n);
+    sb->len += n;
+    sb->data[sb->len] = '\0';
+}
+
+static void sb_puts(sbuf *sb, const char *s) { sb_put(sb, s, strlen(s)); }
+
+/* Appends s as a JSON string literal; bytes >= 0x80 pass through (UTF-8). */
+static void sb_put_json_string(sbuf *sb, const char *s)
+{
+    sb_put(sb, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[8];
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            sb_put(sb, esc, 2);
+        } else if (*p < 0x20) {
+            snprintf(esc, sizeof(esc), "\\u%04x", *p);
+            sb_put(sb, esc, 6);
+        } else {
+            sb_put(sb, (const char *)p, 1);
+        }
+    }
+    sb_put(sb, "\"", 1);
+}
+
+char *ctr_event_encode(const ctr_event *ev, size_t *outlen)
+{
+    sbuf sb = {0};
+    char num[64];
+
+    snprintf(num, sizeof(num), "{\"v\":%d,\"id\":", ev->v);
+    sb_puts(&sb, num);
+    sb_put_json_string(&sb, ev->id);
+    sb_puts(&sb, ",\"counter\":");
+    sb_put_json_string(&sb, ev->counter);
+    snprintf(num, sizeof(num), ",\"delta\":%lld", (long long)ev->delta);
+    sb_puts(&sb, num);
+    if (ev->user_id) {
+        sb_puts(&sb, ",\"user_id\":");
+        sb_put_json_string(&sb, ev->user_id);
+    }
+    snprintf(num, sizeof(num), ",\"ts\":%lld", (long long)ev->ts_ms);
+    sb_puts(&sb, num);
+    if (ev->metadata) {
+        sb_puts(&sb, ",\"metadata\":");
+        sb_puts(&sb, ev->metadata);
+    }
+    sb_put(&sb, "}", 1);
+    if (sb.failed) {
+        free(sb.data);
+        return NULL;
+    }
+    *outlen = sb.len;
+    return sb.data;
+}
+
+/* Reads an integer field; json-c keeps big values as uint64, which we
+ * refuse rather than silently clamp. */
+static int get_int64(struct json_object *o, int64_t *out)
+{
+    if (!json_object_is_type(o, json_type_int))
+        return -1;
+    int64_t v = json_object_get_int64(o);
+    if (v == INT64_MAX && json_object_get_uint64(o) > (uint64_t)INT64_MAX)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int ctr_event_decode(const char *buf, size_t len, ctr_event *ev, char *errbuf,
+                     size_t errlen)
+{
+    struct json_object *root = NULL, *f;
+    const char *bad = NULL;
+    int64_t n;
+    int rc = -1;
+
+    memset(ev, 0, sizeof(*ev));
+    if (len > CTR_EVENT_MAX_BYTES) {
+        snprintf(errbuf, errlen, "event is larger than %d bytes",
+                 CTR_EVENT_MAX_BYTES);
+        goto out;
+    }
+    root = ctr_json_parse(buf, len);
+    if (root == NULL) {
+        snprintf(errbuf, errlen, "event is not valid JSON");
+        goto out;
+    }
+    if (!json_object_is_type(root, json_type_object)) {
+        snprintf(errbuf, errlen, "event must be a JSON object");
+        goto out;
+    }
+
+    if (!json_object_object_get_ex(root, "v", &f) || get_int64(f, &n) ||
+        n != CTR_EVENT_VERSION) {
+        bad = "v: must be 1";
+        goto bad;
+    }
+    ev->v = (int)n;
+
+    if (!json_object_object_get_ex(root, "id", &f) ||
+        !json_object_is_type(f, json_type_string) ||
+        !ctr_event_id_valid(json_object_get_string(f),
+                            (size_t)json_object_get_string_len(f))) {
+        bad = "id: must be a string of 1-128 printable ASCII characters";
+        goto bad;
+    }
+    memcpy(ev->id, json_object_get_string(f),
+           (size_t)json_object_get_string_len(f) + 1);
+
+    if (!json_object_object_get_ex(root, "counter", &f) ||
+        !json_object_is_type(f, json_type_string) ||
+        !ctr_name_valid(json_object_get_string(f),
+                        (size_t)json_object_get_string_len(f))) {
+        bad = "counter: must be 1-128 characters of [A-Za-z0-9_.-]";
+        goto bad;
+    }
+    memcpy(ev->counter, json_object_get_string(f),
+           (size_t)json_object_get_string_len(f) + 1);
+
+    if (!json_object_object_get_ex(root, "delta", &f) ||
+        get_int64(f, &ev->delta)) {
+        bad = "delta: must be a 64-bit signed integer";
+        goto bad;
+    }
+
+    if (json_object_object_get_ex(root, "user_id", &f) &&
+        !json_object_is_type(f, json_type_null)) {
+        if (!json_object_is_type(f, json_type_string) ||
+            !ctr_user_id_valid(json_object_get_string(f),
+                               (size_t)json_object_get_string_len(f))) {
+            bad = "user_id: must be a string of 1-256 bytes without control "
+                  "characters";
+            goto bad;
+        }
+        ev->user_id = strdup(json_object_get_string(f));
+        if (ev->user_id == NULL)
+            goto oom;
+    }
+
+    if (!json_object_object_get_ex(root, "ts", &f) || get_int64(f, &n) ||
+        n <= 0) {
+        bad = "ts: must be a positive integer (ms since the epoch)";
+        goto bad;
+    }
+    ev->ts_ms = n;
+
+    if (json_object_object_get_ex(root, "metadata", &f) &&
+        !json_object_is_type(f, json_type_null)) {
+        if (!json_object_is_type(f, json_type_object)) {
+            bad = "metadata: must be an object";
+            goto bad;
+        }
+        ev->metadata = strdup(
+            json_object_to_json_string_ext(f, JSON_C_TO_STRING_PLAIN));
+        if (ev->metadata == NULL)
+            goto oom;
+    }
+    rc = 0;
+    goto out;
+oom:
+    bad = "out of memory";
+bad:
+    snprintf(errbuf, errlen, "%s", bad);
+    ctr_event_clear(ev);
+out:
+    json_object_put(root);
+    return rc;
+}

@@ -1,0 +1,237 @@
+/*
+ * producer.c - see producer.h.
+ */
+#include "ingest/producer.h"
+
+#include "common/log.h"
+
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct ctr_producer {
+    rd_kafka_t *rk;
+    rd_kafka_topic_t *rkt;
+    ctr_producer_cb cb;
+    struct event *wake_ev; /* librdkafka's queue became non-empty */
+    struct event *tick_ev; /* belt and braces: poll every 100 ms */
+    int wake_fd[2];
+};
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
+                        void *opaque)
+{
+    ctr_producer *p = opaque;
+    enum ctr_delivery result = CTR_DELIVERED;
+    (void)rk;
+
+    if (msg->err) {
+        rd_kafka_msg_status_t st = rd_kafka_message_status(msg);
+        result = st == RD_KAFKA_MSG_STATUS_NOT_PERSISTED ? CTR_DELIVERY_FAILED
+                                                         : CTR_DELIVERY_UNKNOWN;
+        ctr_warn("kafka delivery failed (%s): %s",
+                 result == CTR_DELIVERY_FAILED ? "not persisted"
+                                               : "possibly persisted",
+                 rd_kafka_err2str(msg->err));
+    }
+    p->cb(result, msg->_private);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char buf[512];
+        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
+        ctr_error("kafka producer fatal error: %s: %s", rd_kafka_err2name(orig),
+                  buf);
+        return;
+    }
+    /* Broker-down states are transient; librdkafka retries by itself. */
+    ctr_warn("kafka: %s: %s", rd_kafka_err2name(err), reason);
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac,
+                   const char *buf)
+{
+    (void)rk;
+    if (level <= 3)
+        ctr_error("kafka: %s: %s", fac, buf);
+    else if (level <= 5)
+        ctr_warn("kafka: %s: %s", fac, buf);
+    else
+        ctr_debug("kafka: %s: %s", fac, buf);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    char drain[64];
+    (void)what;
+    while (read(fd, drain, sizeof(drain)) > 0)
+        ;
+    rd_kafka_poll(((ctr_producer *)arg)->rk, 0);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rd_kafka_poll(((ctr_producer *)arg)->rk, 0);
+}
+
+static int set_conf(rd_kafka_conf_t *conf, const char *k, const char *v,
+                    char *errbuf, size_t errlen)
+{
+    char err[256];
+    if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+        snprintf(errbuf, errlen, "kafka producer setting %s=%s: %s", k, v,
+                 err);
+        return -1;
+    }
+    return 0;
+}
+
+ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
+                               ctr_producer_cb cb, char *errbuf, size_t errlen)
+{
+    ctr_producer *p = NULL;
+    rd_kafka_conf_t *conf = NULL;
+    char num[32], err[512];
+
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto err;
+    }
+    p->wake_fd[0] = p->wake_fd[1] = -1;
+    p->cb = cb;
+
+    conf = rd_kafka_conf_new();
+    snprintf(num, sizeof(num), "%d", cfg->kafka_delivery_timeout_ms);
+    /* Defaults first, so the passthrough settings can override them. */
+    if (set_conf(conf, "bootstrap.servers", cfg->kafka_brokers, errbuf,
+                 errlen) ||
+        set_conf(conf, "enable.idempotence", "true", errbuf, errlen) ||
+        set_conf(conf, "acks", "all", errbuf, errlen) ||
+        set_conf(conf, "message.timeout.ms", num, errbuf, errlen) ||
+        set_conf(conf, "linger.ms", "1", errbuf, errlen) ||
+        set_conf(conf, "partitioner", "murmur2_random", errbuf, errlen) ||
+        set_conf(conf, "socket.connection.setup.timeout.ms", "2000", errbuf,
+                 errlen) ||
+        set_conf(conf, "reconnect.backoff.max.ms", "1000", errbuf, errlen))
+        goto err;
+    for (size_t i = 0; i < cfg->n_kafka_producer; i++)
+        if (set_conf(conf, cfg->kafka_producer[i].key,
+                     cfg->kafka_producer[i].value, errbuf, errlen))
+            goto err;
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_opaque(conf, p);
+
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (p->rk == NULL) {
+        snprintf(errbuf, errlen, "could not create kafka producer: %s", err);
+        goto err;
+    }
+    conf = NULL; /* owned by rk now */
+    p->rkt = rd_kafka_topic_new(p->rk, cfg->kafka_topic, NULL);
+    if (p->rkt == NULL) {
+        snprintf(errbuf, errlen, "could not create kafka topic handle %s: %s",
+                 cfg->kafka_topic, rd_kafka_err2str(rd_kafka_last_error()));
+        goto err;
+    }
+
+    if (base) {
+        if (pipe(p->wake_fd) != 0) {
+            snprintf(errbuf, errlen, "could not create pipe");
+            goto err;
+        }
+        for (int i = 0; i < 2; i++)
+            fcntl(p->wake_fd[i], F_SETFL,
+                  fcntl(p->wake_fd[i], F_GETFL) | O_NONBLOCK);
+        rd_kafka_queue_t *mainq = rd_kafka_queue_get_main(p->rk);
+        rd_kafka_queue_io_event_enable(mainq, p->wake_fd[1], "1", 1);
+        rd_kafka_queue_destroy(mainq);
+        p->wake_ev =
+            event_new(base, p->wake_fd[0], EV_READ | EV_PERSIST, on_wake, p);
+        p->tick_ev = event_new(base, -1, EV_PERSIST, on_tick, p);
+        struct timeval tick = {0, 100 * 1000};
+        if (p->wake_ev == NULL || p->tick_ev == NULL ||
+            event_add(p->wake_ev, NULL) || event_add(p->tick_ev, &tick)) {
+            snprintf(errbuf, errlen, "could not register kafka events");
+            goto err;
+        }
+    }
+    return p;
+err:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    ctr_producer_free(p);
+    return NULL;
+}
+
+int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
+                      const char *payload, size_t len, bool origin_api,
+                      void *arg)
+{
+    rd_kafka_resp_err_t err;
+
+    if (origin_api)
+        err = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_RKT(p->rkt),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
+            RD_KAFKA_V_HEADER("origin", "api", 3), RD_KAFKA_V_OPAQUE(arg),
+            RD_KAFKA_V_END);
+    else
+        err = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_RKT(p->rkt),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
+            RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
+    if (err) {
+        ctr_warn("could not queue kafka message: %s", rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+void ctr_producer_poll(ctr_producer *p, int timeout_ms)
+{
+    rd_kafka_poll(p->rk, timeout_ms);
+}
+
+int ctr_producer_flush(ctr_producer *p, int timeout_ms)
+{
+    rd_kafka_flush(p->rk, timeout_ms);
+    return rd_kafka_outq_len(p->rk);
+}
+
+int ctr_producer_outq_len(ctr_producer *p) { return rd_kafka_outq_len(p->rk); }
+
+void ctr_producer_free(ctr_producer *p)
+{
+    if (p == NULL)
+        return;
+    if (p->wake_ev)
+        event_free(p->wake_ev);
+    if (p->tick_ev)
+        event_free(p->tick_ev);
+    if (p->rkt)
+        rd_kafka_topic_destroy(p->rkt);
+    if (p->rk) {
+        /* rd_kafka_destroy fires the remaining delivery reports (as
+         * failed) through a final poll; purge first so it cannot block. */
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(p->rk, 0);
+        rd_kafka_destroy(p->rk);
+    }
+    for (int i = 0; i < 2; i++)
+        if (p->wake_fd[i] >= 0)
+            close(p->wake_fd[i]);
+    free(p);
+}

@@ -1,0 +1,65 @@
+/*
+ * producer.h - the Kafka producer for counter events: idempotent, acks=all,
+ * key = counter name, murmur2 partitioning (the Java client's default, so
+ * external producers in any language put a counter on the same partition).
+ *
+ * Delivery reports are served on the owner's libevent loop (librdkafka
+ * signals a pipe when its queue becomes non-empty), so the callback runs on
+ * the loop's thread and needs no locks.
+ */
+#ifndef COUNTER_INGEST_PRODUCER_H
+#define COUNTER_INGEST_PRODUCER_H
+
+#include "common/config.h"
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct ctr_producer ctr_producer;
+
+enum ctr_delivery {
+    CTR_DELIVERED = 0,
+    /* definitely not in the log: safe to undo and report "not applied" */
+    CTR_DELIVERY_FAILED = -1,
+    /* timed out in flight: the broker may or may not have it */
+    CTR_DELIVERY_UNKNOWN = -2,
+};
+
+/* Called exactly once per message that ctr_producer_send() accepted. */
+typedef void (*ctr_producer_cb)(enum ctr_delivery result, void *arg);
+
+/*
+ * Creates the producer. With base non-NULL, delivery reports are served
+ * from that loop; with base NULL the caller drives ctr_producer_poll().
+ * Returns NULL with a reason in errbuf. Main thread.
+ */
+ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
+                               ctr_producer_cb cb, char *errbuf,
+                               size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * Queues one event (the payload is copied). origin_api adds the header
+ * "origin: api". Returns 0, after which cb fires exactly once with arg, or
+ * a negative value (queue full, producer failed) and cb never fires.
+ */
+int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
+                      const char *payload, size_t len, bool origin_api,
+                      void *arg) __attribute__((warn_unused_result));
+
+/* Serves delivery reports, waiting up to timeout_ms. */
+void ctr_producer_poll(ctr_producer *p, int timeout_ms);
+
+/* Waits up to timeout_ms for every queued message; returns how many are
+ * still undelivered. Their callbacks have fired with a failure or will
+ * fire when the producer is freed. */
+int ctr_producer_flush(ctr_producer *p, int timeout_ms);
+
+/* Messages queued or in flight. */
+int ctr_producer_outq_len(ctr_producer *p);
+
+/* Flushes briefly, then destroys; outstanding callbacks fire (as failed)
+ * before it returns. p may be NULL. */
+void ctr_producer_free(ctr_producer *p);
+
+#endif

@@ -1,0 +1,381 @@
+/*
+ * main.c - counter-persister: a Kafka consumer group that folds events into
+ * PostgreSQL exactly once. Offsets live in PostgreSQL beside the totals and
+ * are written in the same transaction; on assignment the consumer seeks to
+ * them, so Kafka's own committed offsets are informational only.
+ *
+ * Single thread: rebalance callbacks run inside rd_kafka_consumer_poll on
+ * this thread, so the batch and the offset table need no locks.
+ */
+#include "common/config.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "ingest/event.h"
+#include "persister/batch.h"
+#include "persister/sink.h"
+
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { MAX_PARTS = 1024, BACKOFF_MAX_MS = 5000 };
+
+static volatile sig_atomic_t stop_requested;
+
+typedef struct persister {
+    const ctr_config *cfg;
+    rd_kafka_t *rk;
+    ps_sink *sink;
+    ps_batch *batch;
+    int64_t batch_started_ms;
+    /* stored next offset per assigned partition; -1: no row yet */
+    size_t n_assigned;
+    int32_t assigned[MAX_PARTS];
+    int64_t committed[MAX_PARTS];
+    uint64_t events_total, invalid_total, batches_total;
+} persister;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t *committed_slot(persister *p, int32_t partition)
+{
+    for (size_t i = 0; i < p->n_assigned; i++)
+        if (p->assigned[i] == partition)
+            return &p->committed[i];
+    return NULL;
+}
+
+/* Loads stored offsets for every assigned partition, retrying until it
+ * works or a stop is requested. Returns 0 or -1 (stopping). */
+static int load_offsets(persister *p)
+{
+    int backoff = 100;
+    while (!stop_requested) {
+        if (ps_sink_load_offsets(p->sink, p->cfg->kafka_topic, p->assigned,
+                                 p->n_assigned, p->committed) == 0)
+            return 0;
+        sleep_ms(backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    return -1;
+}
+
+/* The list of assigned partitions with the stored offsets as positions. */
+static rd_kafka_topic_partition_list_t *positions(persister *p)
+{
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new((int)p->n_assigned);
+    for (size_t i = 0; i < p->n_assigned; i++) {
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(
+            l, p->cfg->kafka_topic, p->assigned[i]);
+        tp->offset = p->committed[i] >= 0 ? p->committed[i]
+                                          : RD_KAFKA_OFFSET_BEGINNING;
+    }
+    return l;
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    persister *p = opaque;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        p->n_assigned = 0;
+        for (int i = 0; i < parts->cnt && i < MAX_PARTS; i++)
+            if (strcmp(parts->elems[i].topic, p->cfg->kafka_topic) == 0)
+                p->assigned[p->n_assigned++] = parts->elems[i].partition;
+        if (load_offsets(p) != 0) {
+            rd_kafka_assign(rk, NULL);
+            return;
+        }
+        rd_kafka_topic_partition_list_t *l = positions(p);
+        for (size_t i = 0; i < p->n_assigned; i++)
+            ctr_info("assigned partition %" PRId32 " from offset %" PRId64
+                     "%s",
+                     p->assigned[i], p->committed[i] < 0 ? 0 : p->committed[i],
+                     p->committed[i] < 0 ? " (beginning)" : "");
+        rd_kafka_assign(rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    } else {
+        /* Best effort: what is not committed now is redone by the next
+         * owner from the stored offsets. */
+        if (ps_batch_messages(p->batch) > 0) {
+            enum ps_sink_result r = PS_SINK_ERROR;
+            int64_t expected[MAX_PARTS];
+            size_t np = ps_batch_partitions(p->batch);
+            for (size_t i = 0; i < np; i++) {
+                int64_t *slot = committed_slot(
+                    p, ps_batch_partition_at(p->batch, i)->partition);
+                expected[i] = slot ? *slot : -1;
+            }
+            r = ps_sink_commit(p->sink, p->cfg->kafka_topic, p->batch,
+                               expected);
+            if (r != PS_SINK_OK)
+                ctr_info("dropped an uncommitted batch of %zu events on "
+                         "revocation; the next owner redoes it",
+                         ps_batch_messages(p->batch));
+            ps_batch_reset(p->batch);
+        }
+        p->n_assigned = 0;
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* After a fenced commit: forget the batch and go back to the stored
+ * offsets, which another member advanced. */
+static void resync(persister *p)
+{
+    ps_batch_reset(p->batch);
+    if (load_offsets(p) != 0)
+        return;
+    rd_kafka_topic_partition_list_t *l = positions(p);
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(p->rk, l, 5000);
+    if (e) {
+        ctr_warn("could not seek to stored offsets: %s",
+                 rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/*
+ * Commits the batch, retrying with backoff while PostgreSQL is down: until
+ * a stop is requested, or with final set until final_deadline_ms.
+ */
+static void flush_batch(persister *p, int final, int64_t final_deadline_ms)
+{
+    int64_t expected[MAX_PARTS];
+    size_t np = ps_batch_partitions(p->batch);
+    int backoff = 100;
+
+    if (ps_batch_messages(p->batch) == 0)
+        return;
+    for (;;) {
+        for (size_t i = 0; i < np; i++) {
+            int64_t *slot = committed_slot(
+                p, ps_batch_partition_at(p->batch, i)->partition);
+            expected[i] = slot ? *slot : -1;
+        }
+        enum ps_sink_result r =
+            ps_sink_commit(p->sink, p->cfg->kafka_topic, p->batch, expected);
+        if (r == PS_SINK_OK)
+            break;
+        if (r == PS_SINK_FENCED) {
+            resync(p);
+            return;
+        }
+        if (final ? ctr_time_mono_ms() >= final_deadline_ms
+                  : stop_requested) {
+            ctr_warn("stopping with an uncommitted batch of %zu events; it "
+                     "is redone on restart",
+                     ps_batch_messages(p->batch));
+            ps_batch_reset(p->batch);
+            return;
+        }
+        sleep_ms(backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+
+    /* Mirror the positions into Kafka so its lag tools see progress. */
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new((int)np);
+    for (size_t i = 0; i < np; i++) {
+        const ps_partition_range *r = ps_batch_partition_at(p->batch, i);
+        int64_t *slot = committed_slot(p, r->partition);
+        if (slot)
+            *slot = r->last_offset + 1;
+        rd_kafka_topic_partition_list_add(l, p->cfg->kafka_topic, r->partition)
+            ->offset = r->last_offset + 1;
+    }
+    rd_kafka_commit(p->rk, l, 1);
+    rd_kafka_topic_partition_list_destroy(l);
+
+    p->batches_total++;
+    ctr_debug("committed a batch of %zu events over %zu counters",
+              ps_batch_messages(p->batch), ps_batch_counters(p->batch));
+    ps_batch_reset(p->batch);
+}
+
+static void handle_message(persister *p, rd_kafka_message_t *msg)
+{
+    ctr_event ev;
+    char err[256];
+
+    if (msg->err) {
+        if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            ctr_warn("kafka consumer: %s", rd_kafka_message_errstr(msg));
+        return;
+    }
+    if (committed_slot(p, msg->partition) == NULL)
+        return; /* a leftover from a partition we no longer own */
+    int valid = ctr_event_decode(msg->payload, msg->len, &ev, err,
+                                 sizeof(err)) == 0;
+    if (!valid) {
+        p->invalid_total++;
+        ctr_warn("skipping invalid event at partition %" PRId32
+                 " offset %" PRId64 ": %s",
+                 msg->partition, msg->offset, err);
+    }
+    if (ps_batch_messages(p->batch) == 0)
+        p->batch_started_ms = ctr_time_mono_ms();
+    if (ps_batch_add(p->batch, msg->partition, msg->offset,
+                     valid ? &ev : NULL) != 0) {
+        flush_batch(p, 0, 0);
+        p->batch_started_ms = ctr_time_mono_ms();
+        if (ps_batch_add(p->batch, msg->partition, msg->offset,
+                         valid ? &ev : NULL) != 0)
+            ctr_error("event at partition %" PRId32 " offset %" PRId64
+                      " does not fit an empty batch; skipped",
+                      msg->partition, msg->offset);
+    }
+    p->events_total++;
+    if (valid)
+        ctr_event_clear(&ev);
+}
+
+static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
+                         const char *buf)
+{
+    (void)rk;
+    if (level <= 4)
+        ctr_warn("kafka: %s: %s", fac, buf);
+    else
+        ctr_debug("kafka: %s: %s", fac, buf);
+}
+
+static rd_kafka_t *consumer_new(persister *p, char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *defaults[][2] = {
+        {"bootstrap.servers", p->cfg->kafka_brokers},
+        {"group.id", p->cfg->persister_group_id},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"isolation.level", "read_committed"},
+        {"partition.assignment.strategy", "range,roundrobin"},
+        {"reconnect.backoff.max.ms", "1000"},
+    };
+    char err[256];
+
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+        if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], err,
+                              sizeof(err)) != RD_KAFKA_CONF_OK)
+            goto bad;
+    for (size_t i = 0; i < p->cfg->n_kafka_consumer; i++)
+        if (rd_kafka_conf_set(conf, p->cfg->kafka_consumer[i].key,
+                              p->cfg->kafka_consumer[i].value, err,
+                              sizeof(err)) != RD_KAFKA_CONF_OK)
+            goto bad;
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_log_cb(conf, on_kafka_log);
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (rk == NULL)
+        goto bad;
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+bad:
+    snprintf(errbuf, errlen, "kafka consumer: %s", err);
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+int main(void)
+{
+    persister p;
+    ctr_config *cfg = NULL;
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    char err[512];
+    int rc = 1;
+
+    memset(&p, 0, sizeof(p));
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    cfg = ctr_config_load(NULL, err, sizeof(err));
+    if (cfg == NULL) {
+        fprintf(stderr, "counter-persister: %s\n", err);
+        return 2;
+    }
+    ctr_log_init("counter-persister", ctr_log_level_parse(cfg->log_level));
+    p.cfg = cfg;
+    p.sink = ps_sink_new(cfg);
+    p.batch = ps_batch_new((size_t)cfg->persister_batch_size);
+    if (p.sink == NULL || p.batch == NULL) {
+        ctr_error("out of memory");
+        goto out;
+    }
+    p.rk = consumer_new(&p, err, sizeof(err));
+    if (p.rk == NULL) {
+        ctr_error("%s", err);
+        goto out;
+    }
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, cfg->kafka_topic,
+                                      RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(p.rk, topics);
+    if (kerr) {
+        ctr_error("could not subscribe to %s: %s", cfg->kafka_topic,
+                  rd_kafka_err2str(kerr));
+        goto out;
+    }
+    ctr_info("consuming %s as group %s into postgresql at %s:%d",
+             cfg->kafka_topic, cfg->persister_group_id, cfg->postgres_host,
+             cfg->postgres_port);
+
+    while (!stop_requested) {
+        int wait_ms = 100;
+        if (ps_batch_messages(p.batch) > 0) {
+            int64_t left = p.batch_started_ms + cfg->persister_batch_ms -
+                           ctr_time_mono_ms();
+            wait_ms = left < 0 ? 0 : (int)left;
+        }
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(p.rk, wait_ms);
+        if (msg) {
+            handle_message(&p, msg);
+            rd_kafka_message_destroy(msg);
+        }
+        size_t n = ps_batch_messages(p.batch);
+        if (n >= (size_t)cfg->persister_batch_size ||
+            (n > 0 && ctr_time_mono_ms() - p.batch_started_ms >=
+                          cfg->persister_batch_ms))
+            flush_batch(&p, 0, 0);
+    }
+
+    ctr_info("stopping: committing the last batch");
+    flush_batch(&p, 1, ctr_time_mono_ms() + 5000);
+    rc = 0;
+out:
+    if (p.rk) {
+        rd_kafka_consumer_close(p.rk);
+        rd_kafka_destroy(p.rk);
+    }
+    if (topics)
+        rd_kafka_topic_partition_list_destroy(topics);
+    ctr_info("stopped after %" PRIu64 " events (%" PRIu64 " invalid) in %" PRIu64
+             " batches",
+             p.events_total, p.invalid_total, p.batches_total);
+    ps_batch_free(p.batch);
+    ps_sink_free(p.sink);
+    ctr_config_free(cfg);
+    return rc;
+}

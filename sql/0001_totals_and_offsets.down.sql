@@ -1,0 +1,2 @@
+DROP TABLE consumer_offsets;
+DROP TABLE counter_totals;

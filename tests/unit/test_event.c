@@ -1,0 +1,138 @@
+/* test_event.c - the event schema: round trips and every rejection. */
+#include "ingest/event.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_round_trip(void **state)
+{
+    ctr_event in, out;
+    char err[256];
+    size_t len;
+    (void)state;
+
+    memset(&in, 0, sizeof(in));
+    in.v = 1;
+    strcpy(in.id, "e-1");
+    strcpy(in.counter, "games_played");
+    in.delta = -42;
+    in.user_id = strdup("user \"quoted\" \\ caf\xc3\xa9");
+    in.ts_ms = 1764153000123;
+    in.metadata = strdup("{\"k\":[1,true,null]}");
+
+    char *json = ctr_event_encode(&in, &len);
+    assert_non_null(json);
+    assert_int_equal(strlen(json), len);
+    assert_int_equal(ctr_event_decode(json, len, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.v, 1);
+    assert_string_equal(out.id, "e-1");
+    assert_string_equal(out.counter, "games_played");
+    assert_int_equal(out.delta, -42);
+    assert_string_equal(out.user_id, in.user_id);
+    assert_int_equal(out.ts_ms, 1764153000123);
+    assert_string_equal(out.metadata, "{\"k\":[1,true,null]}");
+    free(json);
+    ctr_event_clear(&out);
+
+    /* optional fields absent, extreme delta */
+    free(in.user_id);
+    free(in.metadata);
+    in.user_id = NULL;
+    in.metadata = NULL;
+    in.delta = INT64_MIN;
+    json = ctr_event_encode(&in, &len);
+    assert_non_null(json);
+    assert_null(strstr(json, "user_id"));
+    assert_int_equal(ctr_event_decode(json, len, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.delta, INT64_MIN);
+    assert_null(out.user_id);
+    assert_null(out.metadata);
+    free(json);
+    ctr_event_clear(&out);
+}
+
+static void test_rejections(void **state)
+{
+    static const struct {
+        const char *json;
+        const char *field;
+    } cases[] = {
+        {"not json", "JSON"},
+        {"[1]", "object"},
+        {"{\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":1}", "v"},
+        {"{\"v\":2,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":1}", "v"},
+        {"{\"v\":\"1\",\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":1}",
+         "v"},
+        {"{\"v\":1,\"counter\":\"c\",\"delta\":1,\"ts\":1}", "id"},
+        {"{\"v\":1,\"id\":\"a b\",\"counter\":\"c\",\"delta\":1,\"ts\":1}",
+         "id"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"a:b\",\"delta\":1,\"ts\":1}",
+         "counter"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"\",\"delta\":1,\"ts\":1}",
+         "counter"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1.5,\"ts\":1}",
+         "delta"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":"
+         "9223372036854775808,\"ts\":1}",
+         "delta"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"ts\":1}", "delta"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1}", "ts"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":-5}",
+         "ts"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":1,"
+         "\"user_id\":7}",
+         "user_id"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":1,"
+         "\"metadata\":[]}",
+         "metadata"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ctr_event ev;
+        char err[256] = "";
+        if (ctr_event_decode(cases[i].json, strlen(cases[i].json), &ev, err,
+                             sizeof(err)) == 0)
+            fail_msg("accepted: %s", cases[i].json);
+        if (strstr(err, cases[i].field) == NULL)
+            fail_msg("%s: error \"%s\" does not name %s", cases[i].json, err,
+                     cases[i].field);
+    }
+
+    /* oversize */
+    size_t big = CTR_EVENT_MAX_BYTES + 10;
+    char *buf = malloc(big);
+    memset(buf, ' ', big);
+    ctr_event ev;
+    char err[256];
+    assert_int_equal(ctr_event_decode(buf, big, &ev, err, sizeof(err)), -1);
+    free(buf);
+}
+
+static void test_ids(void **state)
+{
+    char a[37], b[37];
+    (void)state;
+    ctr_event_new_id(a);
+    ctr_event_new_id(b);
+    assert_int_equal(strlen(a), 36);
+    assert_string_not_equal(a, b);
+    assert_int_equal(a[14], '4');
+    assert_true(ctr_event_id_valid(a, 36));
+    assert_false(ctr_event_id_valid("", 0));
+    assert_false(ctr_event_id_valid("a b", 3));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_ids),
+    };
+    return cmocka_run_group_tests_name("event", tests, NULL, NULL);
+}
