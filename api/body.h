@@ -29,7 +29,8 @@ typedef struct api_body_error {
  * with *err filled and nothing to free.
  */
 int api_body_parse_write(const char *buf, size_t len, api_write_body *out,
-                         api_body_error *err) __attribute__((warn_unused_result));
+                         api_body_error *err)
+    __attribute__((warn_unused_result));
 
 void api_write_body_clear(api_write_body *body);
 

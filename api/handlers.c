@@ -34,10 +34,13 @@ typedef struct write_op {
     int64_t value;
     char *payload;
     size_t payload_len;
+    struct event *kafka_deadline; /* answer by then even if Kafka has not */
 } write_op;
 
 static void write_release(write_op *op)
 {
+    if (op->kafka_deadline)
+        event_free(op->kafka_deadline);
     op->app->inflight--;
     free(op->payload);
     free(op);
@@ -66,7 +69,7 @@ static void undo_done(enum api_redis_status st, int64_t value, void *arg)
 static void write_undo(write_op *op)
 {
     api_app *app = op->app;
-    if (api_redis_incr(app->redis, op->name, -op->delta, ctr_time_now_ms(),
+    if (api_redis_incr(app->redis, op->name, -op->delta, 0,
                        app->cfg->redis_write_timeout_ms, undo_done, NULL,
                        op) != 0) {
         ctr_error("could not undo write %s to counter %s (delta %" PRId64
@@ -74,6 +77,22 @@ static void write_undo(write_op *op)
                   op->event_id, op->name, op->delta);
         write_release(op);
     }
+}
+
+/*
+ * librdkafka checks message timeouts about once a second, so its own
+ * verdict can come up to a second after kafka.delivery_timeout_ms. The
+ * client is answered at the deadline; the verdict still settles the write
+ * (kept, or undone) when it arrives.
+ */
+static void write_kafka_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    write_op *op = arg;
+    (void)fd;
+    (void)what;
+    write_answer_error(op, 503, "indeterminate",
+                       "the event log did not confirm the write in time; "
+                       "it may or may not be recorded");
 }
 
 void api_on_delivery(enum ctr_delivery result, void *arg)
@@ -108,6 +127,11 @@ void api_on_delivery(enum ctr_delivery result, void *arg)
 /* Publishes the event of a write that Redis has applied. */
 static void write_publish(write_op *op)
 {
+    int ms = op->app->cfg->kafka_delivery_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    op->kafka_deadline = evtimer_new(op->app->base, write_kafka_deadline, op);
+    if (op->kafka_deadline)
+        evtimer_add(op->kafka_deadline, &tv);
     if (ctr_producer_send(op->app->producer, op->name, strlen(op->name),
                           op->payload, op->payload_len, true, op) != 0) {
         write_answer_error(op, 503, "kafka_unavailable",
@@ -153,8 +177,7 @@ static void write_applied(enum api_redis_status st, int64_t value, void *arg)
         /* Keep op: write_applied_late finishes it when Redis answers. */
         write_answer_error(op, 503, "indeterminate",
                            "redis did not answer in time; the write may or "
-                           "may not be applied: retry with the same "
-                           "Idempotency-Key");
+                           "may not be applied");
         return;
     case API_REDIS_DISCONNECTED:
         write_answer_error(op, 503, "indeterminate",
@@ -251,9 +274,11 @@ static void append_counter(struct evbuffer *b, const char *name, int64_t value,
                            int64_t as_of_ms)
 {
     char ts[40];
-    evbuffer_add_printf(b, "{\"name\":\"%s\",\"value\":%" PRId64
-                           ",\"last_updated\":", name, value);
-    if (updated_ms > 0 && ctr_time_format_rfc3339(updated_ms, ts, sizeof(ts)) > 0)
+    evbuffer_add_printf(
+        b, "{\"name\":\"%s\",\"value\":%" PRId64 ",\"last_updated\":", name,
+        value);
+    if (updated_ms > 0 &&
+        ctr_time_format_rfc3339(updated_ms, ts, sizeof(ts)) > 0)
         evbuffer_add_printf(b, "\"%s\"", ts);
     else
         evbuffer_add_printf(b, "null");
@@ -261,7 +286,8 @@ static void append_counter(struct evbuffer *b, const char *name, int64_t value,
                         stale ? "true" : "false");
     if (stale) {
         evbuffer_add_printf(b, ",\"as_of\":");
-        if (as_of_ms > 0 && ctr_time_format_rfc3339(as_of_ms, ts, sizeof(ts)) > 0)
+        if (as_of_ms > 0 &&
+            ctr_time_format_rfc3339(as_of_ms, ts, sizeof(ts)) > 0)
             evbuffer_add_printf(b, "\"%s\"", ts);
         else
             evbuffer_add_printf(b, "null");
@@ -309,8 +335,8 @@ static void read_from_pg_done(int ok, const api_pg_value *vals, size_t n,
 
 static void read_from_pg(read_op *op)
 {
-    if (api_pg_get(op->app->pg, op->ptrs, op->names.n, read_from_pg_done,
-                   op) != 0) {
+    if (api_pg_get(op->app->pg, op->ptrs, op->names.n, read_from_pg_done, op) !=
+        0) {
         api_reply_error(op->req, 503, "unavailable", NULL,
                         "redis is unavailable and postgresql is busy");
         read_release(op);
@@ -349,7 +375,8 @@ static void handle_read(api_app *app, struct evhttp_request *req,
     if (batch) {
         struct evkeyvalq query;
         char err[160];
-        const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+        const char *q =
+            evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
         int rc = -1;
         if (q && evhttp_parse_query_str(q, &query) == 0) {
             rc = api_parse_names(evhttp_find_header(&query, "names"),
@@ -416,18 +443,10 @@ void api_handle_request(struct evhttp_request *req, void *arg)
         return;
     }
     switch (route.endpoint) {
-    case API_EP_COUNTER_INCR:
-        handle_write(app, req, &route, 1);
-        break;
-    case API_EP_COUNTER_DECR:
-        handle_write(app, req, &route, -1);
-        break;
-    case API_EP_COUNTER_GET:
-        handle_read(app, req, &route, 0);
-        break;
-    case API_EP_COUNTERS_GET:
-        handle_read(app, req, &route, 1);
-        break;
+    case API_EP_COUNTER_INCR: handle_write(app, req, &route, 1); break;
+    case API_EP_COUNTER_DECR: handle_write(app, req, &route, -1); break;
+    case API_EP_COUNTER_GET: handle_read(app, req, &route, 0); break;
+    case API_EP_COUNTERS_GET: handle_read(app, req, &route, 1); break;
     case API_EP_HEALTH: {
         struct evbuffer *b = evbuffer_new();
         evbuffer_add_printf(b, "{\"status\":\"%s\",\"redis\":%s}\n",

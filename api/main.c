@@ -125,8 +125,8 @@ int main(void)
     m.drain_ev = event_new(m.app.base, -1, EV_PERSIST, drain_check, &m);
     sigterm_ev = evsignal_new(m.app.base, SIGTERM, on_signal, &m);
     sigint_ev = evsignal_new(m.app.base, SIGINT, on_signal, &m);
-    if (!m.drain_ev || !sigterm_ev || !sigint_ev || event_add(sigterm_ev, NULL) ||
-        event_add(sigint_ev, NULL)) {
+    if (!m.drain_ev || !sigterm_ev || !sigint_ev ||
+        event_add(sigterm_ev, NULL) || event_add(sigint_ev, NULL)) {
         ctr_error("could not register signal handlers");
         goto out;
     }

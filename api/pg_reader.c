@@ -121,8 +121,7 @@ static void connect_step(api_pg *pg)
         ctr_info("connected to postgresql for fallback reads");
         pump(pg);
         return;
-    default:
-        break;
+    default: break;
     }
     ctr_warn("could not connect to postgresql: %s",
              pg->conn ? PQerrorMessage(pg->conn) : "out of memory");
@@ -272,8 +271,8 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     pump(pg);
 }
 
-int api_pg_get(api_pg *pg, const char *const *names, size_t n,
-               api_pg_get_cb cb, void *arg)
+int api_pg_get(api_pg *pg, const char *const *names, size_t n, api_pg_get_cb cb,
+               void *arg)
 {
     pg_request *req;
     size_t len = 3;
@@ -314,8 +313,8 @@ int api_pg_get(api_pg *pg, const char *const *names, size_t n,
     return 0;
 }
 
-api_pg *api_pg_new(const ctr_config *cfg, struct event_base *base,
-                   char *errbuf, size_t errlen)
+api_pg *api_pg_new(const ctr_config *cfg, struct event_base *base, char *errbuf,
+                   size_t errlen)
 {
     api_pg *pg = calloc(1, sizeof(*pg));
 

@@ -30,15 +30,15 @@ typedef void (*api_pg_get_cb)(int ok, const api_pg_value *values, size_t n,
                               int64_t as_of_ms, void *arg);
 
 /* Creates the reader; it connects on first use. NULL + errbuf on failure. */
-api_pg *api_pg_new(const ctr_config *cfg, struct event_base *base,
-                   char *errbuf, size_t errlen) __attribute__((warn_unused_result));
+api_pg *api_pg_new(const ctr_config *cfg, struct event_base *base, char *errbuf,
+                   size_t errlen) __attribute__((warn_unused_result));
 
 /*
  * Reads n counters (names must be valid counter names). Returns 0 and cb
  * fires exactly once, or -1 (queue full, out of memory) and it never does.
  */
-int api_pg_get(api_pg *pg, const char *const *names, size_t n,
-               api_pg_get_cb cb, void *arg) __attribute__((warn_unused_result));
+int api_pg_get(api_pg *pg, const char *const *names, size_t n, api_pg_get_cb cb,
+               void *arg) __attribute__((warn_unused_result));
 
 /* Closes; queued callbacks fire with ok 0 first. pg may be NULL. */
 void api_pg_free(api_pg *pg);

@@ -20,7 +20,7 @@
  */
 static const char incr_script[] =
     "local v = redis.call('HINCRBY', KEYS[1], 'v', ARGV[1])\n"
-    "redis.call('HSET', KEYS[1], 't', ARGV[2])\n"
+    "if ARGV[2] ~= '0' then redis.call('HSET', KEYS[1], 't', ARGV[2]) end\n"
     "return v\n";
 
 enum { BACKOFF_MIN_MS = 100, BACKOFF_MAX_MS = 2000 };
@@ -226,7 +226,10 @@ err:
     return NULL;
 }
 
-int api_redis_ready(const api_redis *r) { return r->ready; }
+int api_redis_ready(const api_redis *r)
+{
+    return r->ready;
+}
 
 void api_redis_free(api_redis *r)
 {

@@ -59,7 +59,8 @@ api_redis *api_redis_new(const ctr_config *cfg, struct event_base *base,
 int api_redis_ready(const api_redis *r);
 
 /*
- * Adds delta to counter name and stamps its last update, atomically.
+ * Adds delta to counter name and stamps its last update (now_ms; 0 leaves
+ * the stamp alone, as an undo should), atomically.
  * cb fires once with the new value. If the deadline passes first, cb fires
  * with API_REDIS_TIMEOUT, and when the real answer arrives later late_cb
  * (if not NULL) fires with it, so the caller can finish the write.

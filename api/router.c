@@ -48,8 +48,7 @@ static int method_is(enum api_method m, enum api_method want)
 }
 
 static int finish(api_route *route, enum api_method method,
-                  enum api_method want, enum api_endpoint ep,
-                  const char *allow)
+                  enum api_method want, enum api_endpoint ep, const char *allow)
 {
     if (!method_is(method, want)) {
         route->status = 405;
@@ -74,8 +73,7 @@ int api_route_match(enum api_method method, const char *path, api_route *route)
     if (strcmp(path, "/healthz") == 0)
         return finish(route, method, API_GET, API_EP_HEALTH, "GET, HEAD");
     if (strcmp(path, "/api/v1/counters") == 0)
-        return finish(route, method, API_GET, API_EP_COUNTERS_GET,
-                      "GET, HEAD");
+        return finish(route, method, API_GET, API_EP_COUNTERS_GET, "GET, HEAD");
     if (strncmp(path, counter_prefix, plen) != 0)
         return -1;
 

@@ -13,12 +13,12 @@
 enum api_method { API_GET, API_POST, API_HEAD, API_OTHER };
 
 enum api_endpoint {
-    API_EP_NONE = 0,      /* see status */
-    API_EP_COUNTER_GET,   /* GET  /api/v1/counter/{name} */
-    API_EP_COUNTER_INCR,  /* POST /api/v1/counter/{name}/increment */
-    API_EP_COUNTER_DECR,  /* POST /api/v1/counter/{name}/decrement */
-    API_EP_COUNTERS_GET,  /* GET  /api/v1/counters?names=a,b */
-    API_EP_HEALTH,        /* GET  /healthz */
+    API_EP_NONE = 0,     /* see status */
+    API_EP_COUNTER_GET,  /* GET  /api/v1/counter/{name} */
+    API_EP_COUNTER_INCR, /* POST /api/v1/counter/{name}/increment */
+    API_EP_COUNTER_DECR, /* POST /api/v1/counter/{name}/decrement */
+    API_EP_COUNTERS_GET, /* GET  /api/v1/counters?names=a,b */
+    API_EP_HEALTH,       /* GET  /healthz */
 };
 
 typedef struct api_route {

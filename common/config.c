@@ -41,18 +41,17 @@ static const opt_def options[] = {
     {"postgres.user", OPT_STR, O(postgres_user), "counter", 1, 0},
     {"postgres.password", OPT_STR, O(postgres_password), "", 0, 0},
     {"postgres.dbname", OPT_STR, O(postgres_dbname), "counter", 1, 0},
-    {"postgres.timeout_ms", OPT_INT, O(postgres_timeout_ms), "2000", 1,
-     600000},
+    {"postgres.timeout_ms", OPT_INT, O(postgres_timeout_ms), "2000", 1, 600000},
     {"kafka.brokers", OPT_STR, O(kafka_brokers), "127.0.0.1:9092", 1, 0},
     {"kafka.topic", OPT_STR, O(kafka_topic), "counter-events", 1, 0},
     {"kafka.partitions", OPT_INT, O(kafka_partitions), "4", 1, 10000},
-    {"kafka.delivery_timeout_ms", OPT_INT, O(kafka_delivery_timeout_ms),
-     "2000", 10, 600000},
+    {"kafka.delivery_timeout_ms", OPT_INT, O(kafka_delivery_timeout_ms), "2000",
+     10, 600000},
     {"persister.batch_size", OPT_INT, O(persister_batch_size), "5000", 1,
      1000000},
     {"persister.batch_ms", OPT_INT, O(persister_batch_ms), "50", 1, 60000},
-    {"persister.group_id", OPT_STR, O(persister_group_id),
-     "counter-persister", 1, 0},
+    {"persister.group_id", OPT_STR, O(persister_group_id), "counter-persister",
+     1, 0},
     {"log.level", OPT_STR, O(log_level), "info", 1, 0},
 };
 #undef O
@@ -124,17 +123,15 @@ static int apply_pair(ctr_config *cfg, const char *key, const char *value,
 {
     for (size_t i = 0; i < N_OPTIONS; i++)
         if (strcmp(options[i].key, key) == 0)
-            return set_option(cfg, &options[i], value, source, errbuf,
-                              errlen);
+            return set_option(cfg, &options[i], value, source, errbuf, errlen);
     for (int k = 0; k < 2; k++) {
         size_t plen = strlen(passthrough_prefix[k]);
         if (strncmp(key, passthrough_prefix[k], plen) == 0 && key[plen]) {
-            int rc = k == 0 ? kv_append(&cfg->kafka_producer,
-                                        &cfg->n_kafka_producer, key + plen,
-                                        value)
-                            : kv_append(&cfg->kafka_consumer,
-                                        &cfg->n_kafka_consumer, key + plen,
-                                        value);
+            int rc = k == 0
+                         ? kv_append(&cfg->kafka_producer,
+                                     &cfg->n_kafka_producer, key + plen, value)
+                         : kv_append(&cfg->kafka_consumer,
+                                     &cfg->n_kafka_consumer, key + plen, value);
             if (rc != 0)
                 snprintf(errbuf, errlen, "config: %s: out of memory", key);
             return rc;
@@ -190,8 +187,7 @@ static int load_yaml(ctr_config *cfg, const char *path, char *errbuf,
         switch (type) {
         case YAML_MAPPING_START_EVENT:
             if (depth >= 31) {
-                snprintf(errbuf, errlen, "config: %s: nested too deeply",
-                         path);
+                snprintf(errbuf, errlen, "config: %s: nested too deeply", path);
                 yaml_event_delete(&ev);
                 goto out;
             }
@@ -222,8 +218,8 @@ static int load_yaml(ctr_config *cfg, const char *path, char *errbuf,
                 break; /* a bare scalar document: nothing to set */
             if (expect_key && !have_key) {
                 size_t base = depth_len[depth - 1];
-                int n = snprintf(keypath + base, sizeof(keypath) - base,
-                                 "%s%s", base ? "." : "", text);
+                int n = snprintf(keypath + base, sizeof(keypath) - base, "%s%s",
+                                 base ? "." : "", text);
                 if (n < 0 || (size_t)n >= sizeof(keypath) - base) {
                     snprintf(errbuf, errlen, "config: key too long");
                     yaml_event_delete(&ev);
@@ -243,8 +239,7 @@ static int load_yaml(ctr_config *cfg, const char *path, char *errbuf,
             }
             break;
         }
-        default:
-            break;
+        default: break;
         }
         /* a mapping value that was itself a mapping: its key is consumed */
         if (type == YAML_MAPPING_END_EVENT && depth > 0)
@@ -305,8 +300,8 @@ ctr_config *ctr_config_load(const char *path, char *errbuf, size_t errlen)
         return NULL;
     }
     for (size_t i = 0; i < N_OPTIONS; i++)
-        if (set_option(cfg, &options[i], options[i].defval, "defaults",
-                       errbuf, errlen))
+        if (set_option(cfg, &options[i], options[i].defval, "defaults", errbuf,
+                       errlen))
             goto err;
 
     if (path == NULL)

@@ -2,9 +2,10 @@
  * log.h - one-line structured logging shared by every process.
  *
  * Lines look like
- *   ts=2026-11-26T10:30:00.123Z level=warning proc=counter-api msg="could not connect to redis at 127.0.0.1:6379: connection refused"
- * so that people and log shippers can both read them. The level check
- * happens before the arguments are evaluated.
+ *   ts=2026-11-26T10:30:00.123Z level=warning proc=counter-api msg="could not
+ * connect to redis at 127.0.0.1:6379: connection refused" so that people and
+ * log shippers can both read them. The level check happens before the arguments
+ * are evaluated.
  */
 #ifndef COUNTER_COMMON_LOG_H
 #define COUNTER_COMMON_LOG_H
@@ -34,8 +35,8 @@ void ctr_log_write(int level, const char *fmt, ...)
     } while (0)
 
 #define ctr_debug(...) ctr_log(CTR_LOG_DEBUG, __VA_ARGS__)
-#define ctr_info(...) ctr_log(CTR_LOG_INFO, __VA_ARGS__)
-#define ctr_warn(...) ctr_log(CTR_LOG_WARNING, __VA_ARGS__)
+#define ctr_info(...)  ctr_log(CTR_LOG_INFO, __VA_ARGS__)
+#define ctr_warn(...)  ctr_log(CTR_LOG_WARNING, __VA_ARGS__)
 #define ctr_error(...) ctr_log(CTR_LOG_ERROR, __VA_ARGS__)
 
 #endif

@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define CTR_NAME_MAX 128
+#define CTR_NAME_MAX    128
 #define CTR_USER_ID_MAX 256
 
 /* True if s[0..len) is a valid counter name. */

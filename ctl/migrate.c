@@ -75,7 +75,8 @@ static char *read_file(const char *dir, const char *name)
     char *buf = NULL;
     long len;
     if (fp == NULL || fseek(fp, 0, SEEK_END) != 0 || (len = ftell(fp)) < 0 ||
-        fseek(fp, 0, SEEK_SET) != 0 || (buf = malloc((size_t)len + 1)) == NULL ||
+        fseek(fp, 0, SEEK_SET) != 0 ||
+        (buf = malloc((size_t)len + 1)) == NULL ||
         fread(buf, 1, (size_t)len, fp) != (size_t)len) {
         fprintf(stderr, "counterctl: could not read %s\n", path);
         free(buf);
@@ -151,7 +152,8 @@ static int run_one(PGconn *conn, const char *sql_dir, const char *file,
         return -1;
     if (up)
         snprintf(book, sizeof(book),
-                 "INSERT INTO schema_migrations (version) VALUES (%d)", version);
+                 "INSERT INTO schema_migrations (version) VALUES (%d)",
+                 version);
     else
         snprintf(book, sizeof(book),
                  "DELETE FROM schema_migrations WHERE version = %d", version);
@@ -175,8 +177,8 @@ int ctl_migrate_up(PGconn *conn, const char *sql_dir)
     int applied[MAX_MIGRATIONS];
     int n = scan(sql_dir, m), na, done = 0;
 
-    if (n < 0 || prepare(conn) || (na = applied_versions(conn, applied,
-                                                         MAX_MIGRATIONS)) < 0)
+    if (n < 0 || prepare(conn) ||
+        (na = applied_versions(conn, applied, MAX_MIGRATIONS)) < 0)
         return -1;
     for (int i = 0; i < n; i++) {
         if (is_applied(applied, na, m[i].version))
@@ -196,8 +198,8 @@ int ctl_migrate_down(PGconn *conn, const char *sql_dir, int steps)
     int applied[MAX_MIGRATIONS];
     int n = scan(sql_dir, m), na;
 
-    if (n < 0 || prepare(conn) || (na = applied_versions(conn, applied,
-                                                         MAX_MIGRATIONS)) < 0)
+    if (n < 0 || prepare(conn) ||
+        (na = applied_versions(conn, applied, MAX_MIGRATIONS)) < 0)
         return -1;
     for (int i = n - 1; i >= 0 && steps > 0; i--) {
         if (!is_applied(applied, na, m[i].version))
@@ -215,8 +217,8 @@ int ctl_migrate_status(PGconn *conn, const char *sql_dir)
     int applied[MAX_MIGRATIONS];
     int n = scan(sql_dir, m), na;
 
-    if (n < 0 || prepare(conn) || (na = applied_versions(conn, applied,
-                                                         MAX_MIGRATIONS)) < 0)
+    if (n < 0 || prepare(conn) ||
+        (na = applied_versions(conn, applied, MAX_MIGRATIONS)) < 0)
         return -1;
     for (int i = 0; i < n; i++)
         printf("%04d %-8s %s\n", m[i].version,

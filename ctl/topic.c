@@ -16,7 +16,8 @@ static int partitions_ready(rd_kafka_t *rk, const char *topic)
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     int n = -1;
-    if (rd_kafka_metadata(rk, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+    if (rd_kafka_metadata(rk, 0, rkt, &md, 2000) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
         md->topic_cnt == 1 && md->topics[0].err == 0) {
         n = md->topics[0].partition_cnt;
         for (int i = 0; i < md->topics[0].partition_cnt; i++)
@@ -80,16 +81,15 @@ int ctl_topic_create(const ctr_config *cfg, int timeout_ms)
     size_t cnt = 0;
     const rd_kafka_topic_result_t **res = rd_kafka_CreateTopics_result_topics(
         rd_kafka_event_CreateTopics_result(ev), &cnt);
-    rd_kafka_resp_err_t terr = cnt ? rd_kafka_topic_result_error(res[0])
-                                   : RD_KAFKA_RESP_ERR_UNKNOWN;
+    rd_kafka_resp_err_t terr =
+        cnt ? rd_kafka_topic_result_error(res[0]) : RD_KAFKA_RESP_ERR_UNKNOWN;
     if (terr == RD_KAFKA_RESP_ERR_NO_ERROR)
         printf("created topic %s with %d partitions\n", cfg->kafka_topic,
                cfg->kafka_partitions);
     else if (terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
         fprintf(stderr, "counterctl: could not create topic %s: %s\n",
                 cfg->kafka_topic,
-                cnt ? rd_kafka_topic_result_error_string(res[0])
-                    : "no result");
+                cnt ? rd_kafka_topic_result_error_string(res[0]) : "no result");
         goto out;
     }
 

@@ -118,7 +118,10 @@ static void sb_put(sbuf *sb, const char *s, size_t n)
     sb->data[sb->len] = '\0';
 }
 
-static void sb_puts(sbuf *sb, const char *s) { sb_put(sb, s, strlen(s)); }
+static void sb_puts(sbuf *sb, const char *s)
+{
+    sb_put(sb, s, strlen(s));
+}
 
 /* Appends s as a JSON string literal; bytes >= 0x80 pass through (UTF-8). */
 static void sb_put_json_string(sbuf *sb, const char *s)
@@ -268,8 +271,8 @@ int ctr_event_decode(const char *buf, size_t len, ctr_event *ev, char *errbuf,
             bad = "metadata: must be an object";
             goto bad;
         }
-        ev->metadata = strdup(
-            json_object_to_json_string_ext(f, JSON_C_TO_STRING_PLAIN));
+        ev->metadata =
+            strdup(json_object_to_json_string_ext(f, JSON_C_TO_STRING_PLAIN));
         if (ev->metadata == NULL)
             goto oom;
     }

@@ -17,8 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CTR_EVENT_VERSION 1
-#define CTR_EVENT_ID_MAX 128
+#define CTR_EVENT_VERSION   1
+#define CTR_EVENT_ID_MAX    128
 #define CTR_EVENT_MAX_BYTES (64 * 1024)
 
 typedef struct ctr_event {

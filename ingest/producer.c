@@ -87,8 +87,7 @@ static int set_conf(rd_kafka_conf_t *conf, const char *k, const char *v,
 {
     char err[256];
     if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
-        snprintf(errbuf, errlen, "kafka producer setting %s=%s: %s", k, v,
-                 err);
+        snprintf(errbuf, errlen, "kafka producer setting %s=%s: %s", k, v, err);
         return -1;
     }
     return 0;
@@ -181,18 +180,18 @@ int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
     rd_kafka_resp_err_t err;
 
     if (origin_api)
-        err = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_RKT(p->rkt),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
-            RD_KAFKA_V_HEADER("origin", "api", 3), RD_KAFKA_V_OPAQUE(arg),
-            RD_KAFKA_V_END);
+        err = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_KEY(key, keylen),
+                                RD_KAFKA_V_VALUE((void *)payload, len),
+                                RD_KAFKA_V_HEADER("origin", "api", 3),
+                                RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
     else
-        err = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_RKT(p->rkt),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
-            RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
+        err = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_KEY(key, keylen),
+                                RD_KAFKA_V_VALUE((void *)payload, len),
+                                RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
     if (err) {
         ctr_warn("could not queue kafka message: %s", rd_kafka_err2str(err));
         return -1;
@@ -211,7 +210,10 @@ int ctr_producer_flush(ctr_producer *p, int timeout_ms)
     return rd_kafka_outq_len(p->rk);
 }
 
-int ctr_producer_outq_len(ctr_producer *p) { return rd_kafka_outq_len(p->rk); }
+int ctr_producer_outq_len(ctr_producer *p)
+{
+    return rd_kafka_outq_len(p->rk);
+}
 
 void ctr_producer_free(ctr_producer *p)
 {
@@ -226,7 +228,8 @@ void ctr_producer_free(ctr_producer *p)
     if (p->rk) {
         /* rd_kafka_destroy fires the remaining delivery reports (as
          * failed) through a final poll; purge first so it cannot block. */
-        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_purge(p->rk,
+                       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(p->rk, 0);
         rd_kafka_destroy(p->rk);
     }

@@ -35,8 +35,8 @@ typedef void (*ctr_producer_cb)(enum ctr_delivery result, void *arg);
  * Returns NULL with a reason in errbuf. Main thread.
  */
 ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
-                               ctr_producer_cb cb, char *errbuf,
-                               size_t errlen) __attribute__((warn_unused_result));
+                               ctr_producer_cb cb, char *errbuf, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /*
  * Queues one event (the payload is copied). origin_api adds the header

@@ -51,7 +51,10 @@ void ps_batch_reset(ps_batch *b)
     b->n_parts = 0;
 }
 
-size_t ps_batch_messages(const ps_batch *b) { return b->messages; }
+size_t ps_batch_messages(const ps_batch *b)
+{
+    return b->messages;
+}
 
 static uint64_t hash_name(const char *s)
 {
@@ -116,16 +119,25 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
     return 0;
 }
 
-size_t ps_batch_total_slots(const ps_batch *b) { return b->cap; }
+size_t ps_batch_total_slots(const ps_batch *b)
+{
+    return b->cap;
+}
 
 const ps_total *ps_batch_total_at(const ps_batch *b, size_t i)
 {
     return &b->totals[i];
 }
 
-size_t ps_batch_counters(const ps_batch *b) { return b->counters; }
+size_t ps_batch_counters(const ps_batch *b)
+{
+    return b->counters;
+}
 
-size_t ps_batch_partitions(const ps_batch *b) { return b->n_parts; }
+size_t ps_batch_partitions(const ps_batch *b)
+{
+    return b->n_parts;
+}
 
 const ps_partition_range *ps_batch_partition_at(const ps_batch *b, size_t i)
 {

@@ -82,8 +82,8 @@ static rd_kafka_topic_partition_list_t *positions(persister *p)
     for (size_t i = 0; i < p->n_assigned; i++) {
         rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(
             l, p->cfg->kafka_topic, p->assigned[i]);
-        tp->offset = p->committed[i] >= 0 ? p->committed[i]
-                                          : RD_KAFKA_OFFSET_BEGINNING;
+        tp->offset =
+            p->committed[i] >= 0 ? p->committed[i] : RD_KAFKA_OFFSET_BEGINNING;
     }
     return l;
 }
@@ -104,8 +104,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         rd_kafka_topic_partition_list_t *l = positions(p);
         for (size_t i = 0; i < p->n_assigned; i++)
-            ctr_info("assigned partition %" PRId32 " from offset %" PRId64
-                     "%s",
+            ctr_info("assigned partition %" PRId32 " from offset %" PRId64 "%s",
                      p->assigned[i], p->committed[i] < 0 ? 0 : p->committed[i],
                      p->committed[i] < 0 ? " (beginning)" : "");
         rd_kafka_assign(rk, l);
@@ -178,8 +177,7 @@ static void flush_batch(persister *p, int final, int64_t final_deadline_ms)
             resync(p);
             return;
         }
-        if (final ? ctr_time_mono_ms() >= final_deadline_ms
-                  : stop_requested) {
+        if (final ? ctr_time_mono_ms() >= final_deadline_ms : stop_requested) {
             ctr_warn("stopping with an uncommitted batch of %zu events; it "
                      "is redone on restart",
                      ps_batch_messages(p->batch));
@@ -222,8 +220,8 @@ static void handle_message(persister *p, rd_kafka_message_t *msg)
     }
     if (committed_slot(p, msg->partition) == NULL)
         return; /* a leftover from a partition we no longer own */
-    int valid = ctr_event_decode(msg->payload, msg->len, &ev, err,
-                                 sizeof(err)) == 0;
+    int valid =
+        ctr_event_decode(msg->payload, msg->len, &ev, err, sizeof(err)) == 0;
     if (!valid) {
         p->invalid_total++;
         ctr_warn("skipping invalid event at partition %" PRId32
@@ -371,8 +369,8 @@ out:
     }
     if (topics)
         rd_kafka_topic_partition_list_destroy(topics);
-    ctr_info("stopped after %" PRIu64 " events (%" PRIu64 " invalid) in %" PRIu64
-             " batches",
+    ctr_info("stopped after %" PRIu64 " events (%" PRIu64
+             " invalid) in %" PRIu64 " batches",
              p.events_total, p.invalid_total, p.batches_total);
     ps_batch_free(p.batch);
     ps_sink_free(p.sink);

@@ -83,8 +83,8 @@ int ps_sink_load_offsets(ps_sink *s, const char *topic,
             PQclear(res);
             return -1;
         }
-        next[i] = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
-                                 : -1;
+        next[i] =
+            PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
         PQclear(res);
     }
     return 0;
@@ -94,8 +94,8 @@ int ps_sink_load_offsets(ps_sink *s, const char *topic,
 static long exec_cmd(ps_sink *s, const char *sql, int nparams,
                      const char *const *params, const char *what)
 {
-    PGresult *res = PQexecParams(s->conn, sql, nparams, NULL, params, NULL,
-                                 NULL, 0);
+    PGresult *res =
+        PQexecParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         report(s, res, what);
         PQclear(res);
@@ -152,16 +152,15 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
         snprintf(part, sizeof(part), "%" PRId32, r->partition);
         snprintf(next, sizeof(next), "%" PRId64, r->last_offset + 1);
         snprintf(exp, sizeof(exp), "%" PRId64, expected[i]);
-        const char *params[5] = {s->cfg->persister_group_id, topic, part,
-                                 next, exp};
+        const char *params[5] = {s->cfg->persister_group_id, topic, part, next,
+                                 exp};
         long rows;
         if (expected[i] < 0)
-            rows = exec_cmd(
-                s,
-                "INSERT INTO consumer_offsets "
-                "(group_id, topic, partition, next_offset) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                4, params, "offset insert");
+            rows = exec_cmd(s,
+                            "INSERT INTO consumer_offsets "
+                            "(group_id, topic, partition, next_offset) "
+                            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                            4, params, "offset insert");
         else
             rows = exec_cmd(
                 s,

@@ -17,8 +17,8 @@ typedef struct ps_sink ps_sink;
 
 enum ps_sink_result {
     PS_SINK_OK = 0,
-    PS_SINK_FENCED = 1,  /* stored offsets moved: another member did it */
-    PS_SINK_ERROR = -1,  /* connection or server error: retry later */
+    PS_SINK_FENCED = 1, /* stored offsets moved: another member did it */
+    PS_SINK_ERROR = -1, /* connection or server error: retry later */
 };
 
 /* Creates the sink (not yet connected). NULL when out of memory. */

@@ -117,12 +117,12 @@ static void test_split_addr(void **state)
     char host[64];
     int port;
     (void)state;
-    assert_int_equal(ctr_config_split_addr("127.0.0.1:6379", host,
-                                           sizeof(host), &port), 0);
+    assert_int_equal(
+        ctr_config_split_addr("127.0.0.1:6379", host, sizeof(host), &port), 0);
     assert_string_equal(host, "127.0.0.1");
     assert_int_equal(port, 6379);
-    assert_int_equal(ctr_config_split_addr("[::1]:7000", host, sizeof(host),
-                                           &port), 0);
+    assert_int_equal(
+        ctr_config_split_addr("[::1]:7000", host, sizeof(host), &port), 0);
     assert_string_equal(host, "::1");
     assert_int_equal(ctr_config_split_addr("host", host, sizeof(host), &port),
                      -1);

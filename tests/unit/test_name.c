@@ -15,11 +15,20 @@ static void test_counter_names(void **state)
         const char *name;
         int valid;
     } cases[] = {
-        {"online_players", 1}, {"a", 1},           {"A.b-c_9", 1},
-        {"", 0},               {"a b", 0},         {"a:b", 0},
-        {"{c:x}", 0},          {"a}", 0},          {"a/b", 0},
-        {"a%20", 0},           {"caf\xc3\xa9", 0}, {"a\nb", 0},
-        {"'; DROP", 0},        {"EVAL", 1},
+        {"online_players", 1},
+        {"a", 1},
+        {"A.b-c_9", 1},
+        {"", 0},
+        {"a b", 0},
+        {"a:b", 0},
+        {"{c:x}", 0},
+        {"a}", 0},
+        {"a/b", 0},
+        {"a%20", 0},
+        {"caf\xc3\xa9", 0},
+        {"a\nb", 0},
+        {"'; DROP", 0},
+        {"EVAL", 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         assert_int_equal(ctr_name_valid(cases[i].name, strlen(cases[i].name)),
@@ -43,9 +52,9 @@ static void test_user_ids(void **state)
     assert_false(ctr_user_id_valid("", 0));
     assert_false(ctr_user_id_valid("a\r\nb", 4));
     assert_false(ctr_user_id_valid("a\0b", 3));
-    assert_false(ctr_user_id_valid("\xc3", 1));         /* truncated */
-    assert_false(ctr_user_id_valid("\xc0\xaf", 2));     /* overlong */
-    assert_false(ctr_user_id_valid("\xe2\x82", 2));     /* truncated */
+    assert_false(ctr_user_id_valid("\xc3", 1));     /* truncated */
+    assert_false(ctr_user_id_valid("\xc0\xaf", 2)); /* overlong */
+    assert_false(ctr_user_id_valid("\xe2\x82", 2)); /* truncated */
     assert_false(ctr_user_id_valid("\xff", 1));
 
     char big[CTR_USER_ID_MAX + 1];

@@ -22,20 +22,19 @@ static void test_routes(void **state)
         {API_GET, "/api/v1/counter/online_players", 0, API_EP_COUNTER_GET, 0,
          "online_players"},
         {API_HEAD, "/api/v1/counter/x", 0, API_EP_COUNTER_GET, 0, "x"},
-        {API_POST, "/api/v1/counter/games/increment", 0, API_EP_COUNTER_INCR,
-         0, "games"},
-        {API_POST, "/api/v1/counter/games/decrement", 0, API_EP_COUNTER_DECR,
-         0, "games"},
-        {API_POST, "/api/v1/counter/a%2Eb/increment", 0, API_EP_COUNTER_INCR,
-         0, "a.b"},
+        {API_POST, "/api/v1/counter/games/increment", 0, API_EP_COUNTER_INCR, 0,
+         "games"},
+        {API_POST, "/api/v1/counter/games/decrement", 0, API_EP_COUNTER_DECR, 0,
+         "games"},
+        {API_POST, "/api/v1/counter/a%2Eb/increment", 0, API_EP_COUNTER_INCR, 0,
+         "a.b"},
         {API_GET, "/api/v1/counters", 0, API_EP_COUNTERS_GET, 0, NULL},
         {API_GET, "/healthz", 0, API_EP_HEALTH, 0, NULL},
         {API_GET, "/api/v1/counter/games/increment", -1, API_EP_NONE, 405,
          NULL},
         {API_POST, "/api/v1/counter/games", -1, API_EP_NONE, 405, NULL},
         {API_OTHER, "/api/v1/counters", -1, API_EP_NONE, 405, NULL},
-        {API_POST, "/api/v1/counter/a:b/increment", -1, API_EP_NONE, 400,
-         NULL},
+        {API_POST, "/api/v1/counter/a:b/increment", -1, API_EP_NONE, 400, NULL},
         {API_GET, "/api/v1/counter/%7Bc%3Ax%7D", -1, API_EP_NONE, 400, NULL},
         {API_GET, "/api/v1/counter/a%00b", -1, API_EP_NONE, 400, NULL},
         {API_GET, "/api/v1/counter/a%2", -1, API_EP_NONE, 400, NULL},
@@ -85,8 +84,7 @@ static void test_names_list(void **state)
     assert_string_equal(l.names[1], "b");
     assert_string_equal(l.names[2], "a");
 
-    static const char *const bad[] = {"", "a,", ",a", "a,,b", "a,b:c",
-                                      "a b"};
+    static const char *const bad[] = {"", "a,", ",a", "a,,b", "a,b:c", "a b"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
         assert_int_equal(api_parse_names(bad[i], &l, err, sizeof(err)), -1);
