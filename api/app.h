@@ -1,7 +1,8 @@
 /*
- * app.h - the api process's shared state: the stores, the producer, and
- * the count of writes in flight (shutdown waits for it to reach zero).
- * Owned by main(); everything here runs on the one loop thread.
+ * app.h - the api process's shared state: the stores, the producer, the
+ * metrics, and the count of requests in flight (shutdown waits for it to
+ * reach zero). Owned by main(); everything here runs on the one loop
+ * thread.
  */
 #ifndef COUNTER_API_APP_H
 #define COUNTER_API_APP_H
@@ -15,12 +16,28 @@
 #include <event2/http.h>
 #include <stdint.h>
 
+typedef struct api_metrics {
+    uint64_t requests;
+    uint64_t writes_applied;       /* 2xx writes that changed a value */
+    uint64_t writes_duplicate;     /* unique counters: user already counted */
+    uint64_t writes_bound_refused; /* 409: would cross a gauge bound */
+    uint64_t writes_clamped;       /* applied, but clamped to a bound */
+    uint64_t writes_unavailable;   /* 503 nothing applied */
+    uint64_t writes_indeterminate; /* 503 indeterminate */
+    uint64_t writes_undone;        /* Redis changes taken back */
+    uint64_t reads_redis;
+    uint64_t reads_postgres; /* fallback reads */
+    uint64_t reads_failed;
+    uint64_t rejected_4xx;
+} api_metrics;
+
 typedef struct api_app {
     const ctr_config *cfg;
     struct event_base *base;
     api_redis *redis;
     api_pg *pg;
     ctr_producer *producer;
+    api_metrics metrics;
     long inflight; /* requests not yet answered, plus writes still settling */
     int stopping;
 } api_app;

@@ -5,6 +5,7 @@
 
 #include "common/jsonparse.h"
 #include "common/name.h"
+#include "common/timeutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,8 +32,8 @@ void api_write_body_clear(api_write_body *body)
     memset(body, 0, sizeof(*body));
 }
 
-int api_body_parse_write(const char *buf, size_t len, api_write_body *out,
-                         api_body_error *err)
+int api_body_parse_write(const char *buf, size_t len, enum api_body_mode mode,
+                         api_write_body *out, api_body_error *err)
 {
     struct json_object *root = NULL;
     int rc = -1;
@@ -43,8 +44,12 @@ int api_body_parse_write(const char *buf, size_t len, api_write_body *out,
     for (i = 0; i < len; i++)
         if (buf[i] != ' ' && buf[i] != '\t' && buf[i] != '\r' && buf[i] != '\n')
             break;
-    if (i == len)
+    if (i == len) {
+        if (mode == API_BODY_SET)
+            return fail(err, "invalid_field", "value",
+                        "is required: the new value of the gauge");
         return 0;
+    }
 
     root = ctr_json_parse(buf, len);
     if (root == NULL) {
@@ -62,7 +67,8 @@ int api_body_parse_write(const char *buf, size_t len, api_write_body *out,
             int64_t v;
             if (!json_object_is_type(val, json_type_int)) {
                 fail(err, "invalid_field", "value",
-                     "must be a positive integer");
+                     mode == API_BODY_SET ? "must be an integer"
+                                          : "must be a positive integer");
                 goto out;
             }
             v = json_object_get_int64(val);
@@ -72,12 +78,23 @@ int api_body_parse_write(const char *buf, size_t len, api_write_body *out,
                      "must be at most 9223372036854775807");
                 goto out;
             }
-            if (v < 1) {
+            if (v < 1 && mode == API_BODY_DELTA) {
                 fail(err, "invalid_field", "value",
                      "must be a positive integer");
                 goto out;
             }
             out->value = v;
+            out->has_value = 1;
+        } else if (strcmp(key, "timestamp") == 0) {
+            if (!json_object_is_type(val, json_type_string) ||
+                ctr_time_parse_rfc3339(json_object_get_string(val),
+                                       &out->ts_ms) != 0 ||
+                out->ts_ms <= 0) {
+                fail(err, "invalid_field", "timestamp",
+                     "must be an RFC 3339 date-time with an offset, such as "
+                     "2026-11-26T10:30:00Z");
+                goto out;
+            }
         } else if (strcmp(key, "user_id") == 0) {
             if (json_object_is_type(val, json_type_null))
                 continue;
@@ -112,8 +129,8 @@ int api_body_parse_write(const char *buf, size_t len, api_write_body *out,
         } else {
             /* The key may hold anything; never echo it into the message. */
             fail(err, "unknown_field", NULL,
-                 "unknown field in request body (allowed: value, user_id, "
-                 "metadata)");
+                 "unknown field in request body (allowed: value, timestamp, "
+                 "user_id, metadata)");
             goto out;
         }
     }
@@ -121,6 +138,12 @@ int api_body_parse_write(const char *buf, size_t len, api_write_body *out,
 out:
     if (rc != 0)
         api_write_body_clear(out);
+    if (rc == 0 && mode == API_BODY_SET && !out->has_value) {
+        fail(err, "invalid_field", "value",
+             "is required: the new value of the gauge");
+        rc = -1;
+        api_write_body_clear(out);
+    }
     json_object_put(root);
     return rc;
 }

@@ -9,10 +9,17 @@
 #include <stdint.h>
 
 typedef struct api_write_body {
-    int64_t value;  /* > 0; 1 when absent */
+    int64_t value;  /* > 0 (any integer for a set); 1 when absent */
+    int has_value;  /* "value" was given */
+    int64_t ts_ms;  /* "timestamp" as ms since the epoch; 0 when absent */
     char *user_id;  /* owned; NULL when absent */
     char *metadata; /* owned compact JSON object text; NULL when absent */
 } api_write_body;
+
+enum api_body_mode {
+    API_BODY_DELTA, /* increment/decrement: value is a positive amount */
+    API_BODY_SET,   /* set: value is the new value, any integer, required */
+};
 
 typedef struct api_body_error {
     const char *code;  /* "invalid_json", "invalid_field", "unknown_field" */
@@ -22,14 +29,15 @@ typedef struct api_body_error {
 
 /*
  * Parses buf[0..len). An empty or all-whitespace body means all defaults.
- * Accepted fields: "value" (integer >= 1), "user_id" (string, see
- * ctr_user_id_valid), "metadata" (object). Any other field is refused so a
- * misspelt "vaule" cannot silently count as 1.
+ * Accepted fields: "value" (integer >= 1; for a set, any integer and
+ * required), "timestamp" (RFC 3339 string with an offset), "user_id"
+ * (string, see ctr_user_id_valid), "metadata" (object). Any other field is
+ * refused so a misspelt "vaule" cannot silently count as 1.
  * Returns 0 with *out filled (caller calls api_write_body_clear), or -1
  * with *err filled and nothing to free.
  */
-int api_body_parse_write(const char *buf, size_t len, api_write_body *out,
-                         api_body_error *err)
+int api_body_parse_write(const char *buf, size_t len, enum api_body_mode mode,
+                         api_write_body *out, api_body_error *err)
     __attribute__((warn_unused_result));
 
 void api_write_body_clear(api_write_body *body);

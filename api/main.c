@@ -9,7 +9,10 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <errno.h>
+#include <netdb.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +55,49 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     m->drain_deadline_ms = ctr_time_mono_ms() + DRAIN_DEADLINE_MS;
     struct timeval tick = {0, 20 * 1000};
     event_add(m->drain_ev, &tick);
+}
+
+/*
+ * evhttp_bind_socket listens with a backlog of 128, which makes a burst of
+ * new connections wait for SYN retries; this listens with the system's
+ * maximum instead.
+ */
+static struct evhttp_bound_socket *listen_on(struct evhttp *http,
+                                             const char *bind_addr, int port)
+{
+    struct addrinfo hints, *ai = NULL;
+    char portstr[16];
+    evutil_socket_t fd = -1;
+    int one = 1;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    if (getaddrinfo(bind_addr, portstr, &hints, &ai) != 0 || ai == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (fd < 0 || evutil_make_socket_nonblocking(fd) != 0 ||
+        evutil_make_socket_closeonexec(fd) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+        listen(fd, SOMAXCONN > 4096 ? SOMAXCONN : 4096) != 0) {
+        int saved = errno;
+        if (fd >= 0)
+            evutil_closesocket(fd);
+        freeaddrinfo(ai);
+        errno = saved;
+        return NULL;
+    }
+    freeaddrinfo(ai);
+    struct evhttp_bound_socket *bound =
+        evhttp_accept_socket_with_handle(http, fd);
+    if (bound == NULL)
+        evutil_closesocket(fd);
+    return bound;
 }
 
 int main(void)
@@ -104,21 +150,23 @@ int main(void)
     evhttp_set_allowed_methods(
         m.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                     EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                    EVHTTP_REQ_PATCH);
+                    EVHTTP_REQ_PATCH | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
     /*
-     * evhttp's own limit answers with an HTML 413, so it is set well above
-     * ours: bodies up to it reach the handler, which answers a JSON 413.
+     * evhttp's own limit answers with an HTML 413 that cannot be changed
+     * (libevent 2.1 has no error callback), so it is set well above ours:
+     * bodies up to it reach the handler, which answers a JSON 413. Past it
+     * evhttp answers 413 itself and closes the connection.
      */
     size_t hard_cap = (size_t)cfg->server_max_body_bytes * 4;
-    evhttp_set_max_body_size(m.http, hard_cap < 65536 ? 65536 : hard_cap);
+    evhttp_set_max_body_size(m.http,
+                             hard_cap < (1u << 20) ? (1u << 20) : hard_cap);
     evhttp_set_max_headers_size(m.http, 16384);
     evhttp_set_timeout(m.http, cfg->server_timeout_s);
     evhttp_set_gencb(m.http, api_handle_request, &m.app);
-    m.listener = evhttp_bind_socket_with_handle(m.http, cfg->server_bind,
-                                                (ev_uint16_t)cfg->server_port);
+    m.listener = listen_on(m.http, cfg->server_bind, cfg->server_port);
     if (m.listener == NULL) {
-        ctr_error("could not listen on %s:%d", cfg->server_bind,
-                  cfg->server_port);
+        ctr_error("could not listen on %s:%d: %s", cfg->server_bind,
+                  cfg->server_port, strerror(errno));
         goto out;
     }
 

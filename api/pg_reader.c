@@ -15,14 +15,17 @@ enum { QUEUE_MAX = 1024 };
 
 enum pg_state { PG_DOWN, PG_CONNECTING, PG_IDLE, PG_BUSY };
 
+enum { MAX_PARAMS = 8 };
+
 typedef struct pg_request {
     struct pg_request *next;
     api_pg *pg;
-    api_pg_get_cb cb;
+    api_pg_cb cb;
     void *arg;
     struct event *timer;
-    size_t n;
-    char *array_literal; /* {"a","b"} */
+    const char *sql; /* static text */
+    int nparams;
+    char *params[MAX_PARAMS];
 } pg_request;
 
 struct api_pg {
@@ -36,21 +39,14 @@ struct api_pg {
     ctr_pg_params params;
 };
 
-static const char read_sql[] =
-    "SELECT t.value, t.last_event_ms, o.as_of_ms "
-    "FROM unnest($1::text[]) WITH ORDINALITY AS q(name, i) "
-    "LEFT JOIN counter_totals t ON t.name = q.name "
-    "CROSS JOIN (SELECT (extract(epoch FROM max(updated_at)) * 1000)::bigint "
-    "            AS as_of_ms FROM consumer_offsets) o "
-    "ORDER BY q.i";
-
 static void pump(api_pg *pg);
 
 static void request_free(pg_request *req)
 {
     if (req->timer)
         event_free(req->timer);
-    free(req->array_literal);
+    for (int i = 0; i < req->nparams; i++)
+        free(req->params[i]);
     free(req);
 }
 
@@ -88,7 +84,7 @@ static void fail_all(api_pg *pg)
     while (pg->head) {
         pg_request *req = pg->head;
         unlink_request(pg, req);
-        req->cb(0, NULL, req->n, 0, req->arg);
+        req->cb(NULL, req->arg);
         request_free(req);
     }
 }
@@ -143,42 +139,22 @@ static void start_connect(api_pg *pg)
     connect_step(pg);
 }
 
-static int64_t field_i64(const PGresult *res, int row, int col, int *isnull)
-{
-    *isnull = PQgetisnull(res, row, col);
-    return *isnull ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
-}
-
 static void finish_query(api_pg *pg, PGresult *res)
 {
     pg_request *req = pg->head;
-    api_pg_value *values = NULL;
-    int64_t as_of = 0;
-    int ok = 0, isnull;
 
     pg->state = PG_IDLE;
     if (req == NULL)
         return;
     unlink_request(pg, req);
-    if (res && PQresultStatus(res) == PGRES_TUPLES_OK &&
-        (size_t)PQntuples(res) == req->n) {
-        values = calloc(req->n ? req->n : 1, sizeof(*values));
-        if (values) {
-            for (size_t i = 0; i < req->n; i++) {
-                int row = (int)i;
-                values[i].value = field_i64(res, row, 0, &isnull);
-                values[i].exists = !isnull;
-                values[i].updated_ms = field_i64(res, row, 1, &isnull);
-                as_of = field_i64(res, row, 2, &isnull);
-            }
-            ok = 1;
-        }
-    } else if (res) {
-        ctr_warn("postgresql fallback read failed: %s",
-                 PQresultErrorMessage(res));
+    if (res && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char line[256];
+        snprintf(line, sizeof(line), "%s", PQresultErrorMessage(res));
+        line[strcspn(line, "\n")] = '\0';
+        ctr_warn("postgresql read failed: %s", line);
+        res = NULL;
     }
-    req->cb(ok, values, req->n, as_of, req->arg);
-    free(values);
+    req->cb(res, req->arg);
     request_free(req);
 }
 
@@ -237,9 +213,9 @@ static void pump(api_pg *pg)
     }
     if (pg->state != PG_IDLE)
         return;
-    const char *params[1] = {pg->head->array_literal};
-    if (!PQsendQueryParams(pg->conn, read_sql, 1, NULL, params, NULL, NULL,
-                           0)) {
+    pg_request *req = pg->head;
+    if (!PQsendQueryParams(pg->conn, req->sql, req->nparams, NULL,
+                           (const char *const *)req->params, NULL, NULL, 0)) {
         ctr_warn("could not send postgresql query: %s",
                  PQerrorMessage(pg->conn));
         reset_connection(pg);
@@ -265,42 +241,36 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     if (pg->head == req && pg->state == PG_BUSY)
         reset_connection(pg);
     unlink_request(pg, req);
-    ctr_warn("postgresql fallback read timed out after %d ms", pg->timeout_ms);
-    req->cb(0, NULL, req->n, 0, req->arg);
+    ctr_warn("postgresql read timed out after %d ms", pg->timeout_ms);
+    req->cb(NULL, req->arg);
     request_free(req);
     pump(pg);
 }
 
-int api_pg_get(api_pg *pg, const char *const *names, size_t n, api_pg_get_cb cb,
-               void *arg)
+int api_pg_query(api_pg *pg, const char *sql, int nparams,
+                 const char *const *params, api_pg_cb cb, void *arg)
 {
     pg_request *req;
-    size_t len = 3;
 
-    if (pg->queued >= QUEUE_MAX || n == 0)
+    if (pg->queued >= QUEUE_MAX || nparams > MAX_PARAMS)
         return -1;
-    for (size_t i = 0; i < n; i++)
-        len += strlen(names[i]) + 3;
     req = calloc(1, sizeof(*req));
     if (req == NULL)
         return -1;
-    req->array_literal = malloc(len);
     req->timer = evtimer_new(pg->base, on_timeout, req);
-    if (req->array_literal == NULL || req->timer == NULL) {
+    req->nparams = nparams;
+    int ok = req->timer != NULL;
+    for (int i = 0; i < nparams; i++)
+        if ((req->params[i] = strdup(params[i])) == NULL)
+            ok = 0;
+    if (!ok) {
         request_free(req);
         return -1;
     }
-    /* Names are [A-Za-z0-9_.-] only, so quoting needs no escapes. */
-    char *p = req->array_literal;
-    *p++ = '{';
-    for (size_t i = 0; i < n; i++)
-        p += sprintf(p, "%s\"%s\"", i ? "," : "", names[i]);
-    *p++ = '}';
-    *p = '\0';
     req->pg = pg;
     req->cb = cb;
     req->arg = arg;
-    req->n = n;
+    req->sql = sql;
     struct timeval tv = {pg->timeout_ms / 1000, (pg->timeout_ms % 1000) * 1000};
     evtimer_add(req->timer, &tv);
     if (pg->tail)

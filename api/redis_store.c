@@ -9,24 +9,82 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /*
- * The write: add and stamp in one step. Bounds, windows and dedup arrive
- * with the counter kinds; they belong in this same call.
+ * The write, in one call so that no interleaving can see half of it:
+ * dedup (SADD or PFADD), bounds (reject or clamp), the add or set, the
+ * last-update stamp and the window's expiry.
+ *
+ * KEYS[1] value hash ({c:name} or {c:name}:d:<date>), KEYS[2] dedup key
+ * ARGV: op (add|set), delta or target, stamp ms ("0": none), dedup
+ * (""|exact|hll), user id, min, max ("" = none), on_bound (reject|clamp),
+ * expiry in seconds of the value hash and of the dedup key ("0": none)
+ * Returns {outcome, value, previous value, previous stamp}; outcome 0
+ * applied, 1 duplicate (nothing changed), 2 refused by a bound. Values go
+ * back as strings: Lua numbers are doubles and would round past 2^53.
  */
-static const char incr_script[] =
-    "local v = redis.call('HINCRBY', KEYS[1], 'v', ARGV[1])\n"
-    "if ARGV[2] ~= '0' then redis.call('HSET', KEYS[1], 't', ARGV[2]) end\n"
+static const char write_script[] =
+    "local key, dkey = KEYS[1], KEYS[2]\n"
+    "local op, arg, ts = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local ttl, dttl = tonumber(ARGV[9]), tonumber(ARGV[10])\n"
+    "local prev = redis.call('HGET', key, 'v') or '0'\n"
+    "local old_t = redis.call('HGET', key, 't') or ''\n"
+    "if ARGV[4] == 'exact' then\n"
+    "  local added = redis.call('SADD', dkey, ARGV[5])\n"
+    "  if dttl > 0 then redis.call('EXPIRE', dkey, dttl) end\n"
+    "  if added == 0 then return {1, prev, prev, old_t} end\n"
+    "elseif ARGV[4] == 'hll' then\n"
+    "  local before = redis.call('PFCOUNT', dkey)\n"
+    "  redis.call('PFADD', dkey, ARGV[5])\n"
+    "  if dttl > 0 then redis.call('EXPIRE', dkey, dttl) end\n"
+    "  local after = redis.call('PFCOUNT', dkey)\n"
+    "  if after <= before then return {1, prev, prev, old_t} end\n"
+    "  arg = tostring(after - before)\n"
+    "end\n"
+    "local cur = tonumber(prev)\n"
+    "local new = op == 'set' and tonumber(arg) or cur + tonumber(arg)\n"
+    "local lo, hi = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "if (lo and new < lo) or (hi and new > hi) then\n"
+    "  if ARGV[8] ~= 'clamp' then return {2, prev, prev, old_t} end\n"
+    "  local target = (lo and new < lo) and lo or hi\n"
+    "  op, arg = 'set', string.format('%d', target)\n"
+    "end\n"
+    "if op == 'set' then\n"
+    "  redis.call('HSET', key, 'v', arg)\n"
+    "else\n"
+    "  redis.call('HINCRBY', key, 'v', arg)\n"
+    "end\n"
+    "if ts ~= '0' then redis.call('HSET', key, 't', ts) end\n"
+    "if ttl > 0 then redis.call('EXPIRE', key, ttl) end\n"
+    "return {0, redis.call('HGET', key, 'v'), prev, old_t}\n";
+
+/*
+ * Takes back a write that the event log refused: restores the previous
+ * value (by the applied difference, so later writes survive) and, if no
+ * later write stamped the hash, the previous stamp; removes the user from
+ * an exact dedup set. A hash left holding nothing is deleted.
+ * KEYS as above; ARGV: negated applied delta, our stamp, previous stamp,
+ * dedup, user id.
+ */
+static const char undo_script[] =
+    "local key, dkey = KEYS[1], KEYS[2]\n"
+    "local v = redis.call('HINCRBY', key, 'v', ARGV[1])\n"
+    "if redis.call('HGET', key, 't') == ARGV[2] then\n"
+    "  if ARGV[3] == '' then redis.call('HDEL', key, 't')\n"
+    "  else redis.call('HSET', key, 't', ARGV[3]) end\n"
+    "end\n"
+    "if v == 0 and redis.call('HEXISTS', key, 't') == 0 then\n"
+    "  redis.call('DEL', key)\n"
+    "end\n"
+    "if ARGV[4] == 'exact' then redis.call('SREM', dkey, ARGV[5]) end\n"
     "return v\n";
 
 enum { BACKOFF_MIN_MS = 100, BACKOFF_MAX_MS = 2000 };
-
-/* "{c:" + name + "}" */
-#define CTR_KEY_MAX (CTR_NAME_MAX + 8)
 
 /* Status passed to on_reply for an answer that came after the deadline. */
 #define CMD_LATE ((enum api_redis_status)100)
@@ -39,10 +97,12 @@ struct api_redis {
     int port;
     char *password;
     int db;
-    char incr_sha[41];
+    char write_sha[41];
+    char undo_sha[41];
     struct event *reconnect_ev;
     int backoff_ms;
     int closing;
+    int down_logged; /* one line per outage, not one per retry */
 };
 
 /* One command in flight. Freed by whichever of reply/timeout comes last. */
@@ -116,22 +176,50 @@ static int cmd_send(api_redis *r, redis_cmd *cmd, int timeout_ms, int argc,
 
 /* ---- connection management ---- */
 
-static void setup_reply(redisAsyncContext *ac, void *replyp, void *privdata)
+static int setup_check(api_redis *r, redisReply *reply)
 {
-    api_redis *r = privdata;
-    redisReply *reply = replyp;
-    (void)ac;
     if (reply == NULL)
-        return; /* disconnected; the disconnect callback reconnects */
+        return -1; /* disconnected; the disconnect callback reconnects */
     if (reply->type == REDIS_REPLY_ERROR) {
         ctr_error("redis setup failed: %s", reply->str);
         redisAsyncDisconnect(r->ac);
-        return;
+        return -1;
     }
-    if (reply->type == REDIS_REPLY_STRING && reply->len == 40) {
-        memcpy(r->incr_sha, reply->str, 40);
-        r->incr_sha[40] = '\0';
+    return 0;
+}
+
+static void setup_reply(redisAsyncContext *ac, void *replyp, void *privdata)
+{
+    (void)ac;
+    setup_check(privdata, replyp);
+}
+
+static void copy_sha(char *dst, const redisReply *reply)
+{
+    size_t n = reply->type == REDIS_REPLY_STRING && reply->len == 40 ? 40 : 0;
+    memcpy(dst, reply->str, n);
+    dst[n] = '\0';
+}
+
+static void write_sha_reply(redisAsyncContext *ac, void *replyp, void *privdata)
+{
+    api_redis *r = privdata;
+    (void)ac;
+    if (setup_check(r, replyp) == 0)
+        copy_sha(r->write_sha, replyp);
+}
+
+/* The last setup step: after it, the connection serves commands. */
+static void undo_sha_reply(redisAsyncContext *ac, void *replyp, void *privdata)
+{
+    api_redis *r = privdata;
+    (void)ac;
+    if (setup_check(r, replyp) != 0)
+        return;
+    copy_sha(r->undo_sha, replyp);
+    if (r->write_sha[0] && r->undo_sha[0]) {
         r->ready = 1;
+        r->down_logged = 0;
         r->backoff_ms = BACKOFF_MIN_MS;
         ctr_info("connected to redis at %s:%d", r->host, r->port);
     }
@@ -141,8 +229,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
 {
     api_redis *r = ac->data;
     if (status != REDIS_OK) {
-        ctr_warn("could not connect to redis at %s:%d: %s", r->host, r->port,
-                 ac->errstr);
+        if (!r->down_logged)
+            ctr_warn("could not connect to redis at %s:%d: %s; retrying",
+                     r->host, r->port, ac->errstr);
+        r->down_logged = 1;
         r->ac = NULL; /* hiredis frees the context after this callback */
         schedule_reconnect(r);
         return;
@@ -152,7 +242,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
         redisAsyncCommand(r->ac, setup_reply, r, "AUTH %s", r->password);
     if (r->db)
         redisAsyncCommand(r->ac, setup_reply, r, "SELECT %d", r->db);
-    redisAsyncCommand(r->ac, setup_reply, r, "SCRIPT LOAD %s", incr_script);
+    redisAsyncCommand(r->ac, write_sha_reply, r, "SCRIPT LOAD %s",
+                      write_script);
+    redisAsyncCommand(r->ac, undo_sha_reply, r, "SCRIPT LOAD %s", undo_script);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -174,8 +266,10 @@ static void do_connect(evutil_socket_t fd, short what, void *arg)
     (void)what;
     r->ac = redisAsyncConnect(r->host, r->port);
     if (r->ac == NULL || r->ac->err) {
-        ctr_warn("could not connect to redis at %s:%d: %s", r->host, r->port,
-                 r->ac ? r->ac->errstr : "out of memory");
+        if (!r->down_logged)
+            ctr_warn("could not connect to redis at %s:%d: %s; retrying",
+                     r->host, r->port, r->ac ? r->ac->errstr : "out of memory");
+        r->down_logged = 1;
         if (r->ac)
             redisAsyncFree(r->ac);
         r->ac = NULL;
@@ -244,63 +338,120 @@ void api_redis_free(api_redis *r)
     free(r);
 }
 
-/* ---- increment ---- */
+/* ---- write ---- */
 
-typedef struct incr_op {
-    api_redis_incr_cb cb, late_cb;
+typedef struct write_op {
+    api_redis_write_cb cb, late_cb;
     void *arg;
-} incr_op;
+} write_op;
 
-static enum api_redis_status classify(redisReply *reply, int64_t *value)
+static int parse_i64(const redisReply *r, int64_t *out);
+
+static enum api_redis_status classify(redisReply *reply, api_write_result *res)
 {
-    if (reply->type == REDIS_REPLY_INTEGER) {
-        *value = reply->integer;
+    int64_t outcome;
+    memset(res, 0, sizeof(*res));
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 4 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER &&
+        parse_i64(reply->element[1], &res->value) == 0 &&
+        parse_i64(reply->element[2], &res->prev) == 0 &&
+        reply->element[3]->type == REDIS_REPLY_STRING &&
+        reply->element[3]->len < sizeof(res->prev_stamp)) {
+        outcome = reply->element[0]->integer;
+        res->outcome = outcome == 1   ? API_WRITE_DUPLICATE
+                       : outcome == 2 ? API_WRITE_BOUND_REFUSED
+                                      : API_WRITE_APPLIED;
+        memcpy(res->prev_stamp, reply->element[3]->str, reply->element[3]->len);
         return API_REDIS_OK;
     }
     if (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "overflow"))
         return API_REDIS_OVERFLOW;
     if (reply->type == REDIS_REPLY_ERROR)
         ctr_warn("redis write failed: %s", reply->str);
+    else
+        ctr_warn("redis write: unexpected reply type %d", reply->type);
     return API_REDIS_ERROR;
 }
 
-static void incr_reply(redis_cmd *cmd, redisReply *reply,
-                       enum api_redis_status st)
+static void write_reply(redis_cmd *cmd, redisReply *reply,
+                        enum api_redis_status st)
 {
-    incr_op *op = cmd->owner;
-    int64_t value = 0;
+    write_op *op = cmd->owner;
+    api_write_result res;
     int late = st == CMD_LATE;
 
+    memset(&res, 0, sizeof(res));
     if (reply)
-        st = classify(reply, &value);
+        st = classify(reply, &res);
     else if (late)
         st = API_REDIS_DISCONNECTED;
     if (!late) {
-        op->cb(st, value, op->arg);
+        op->cb(st, &res, op->arg);
         if (st != API_REDIS_TIMEOUT)
             free(op);
         return;
     }
     if (op->late_cb)
-        op->late_cb(st, value, op->arg);
+        op->late_cb(st, &res, op->arg);
     free(op);
 }
 
-int api_redis_incr(api_redis *r, const char *name, int64_t delta,
-                   int64_t now_ms, int timeout_ms, api_redis_incr_cb cb,
-                   api_redis_incr_cb late_cb, void *arg)
+static const char *dedup_word(enum api_dedup d)
 {
-    char key[CTR_KEY_MAX], d[24], ts[24];
-    incr_op *op = NULL;
+    return d == API_DEDUP_EXACT ? "exact" : d == API_DEDUP_HLL ? "hll" : "";
+}
+
+/* Builds "{c:<name>}<suffix>". */
+static int make_key(char *buf, size_t len, const char *name, const char *suffix)
+{
+    int n = snprintf(buf, len, "{c:%s}%s", name, suffix ? suffix : "");
+    return n > 0 && (size_t)n < len ? n : -1;
+}
+
+int api_redis_write(api_redis *r, const char *name, const api_write_spec *w,
+                    int timeout_ms, api_redis_write_cb cb,
+                    api_redis_write_cb late_cb, void *arg)
+{
+    char key[API_KEY_MAX], dkey[API_KEY_MAX], a[24], ts[24];
+    char lo[24] = "", hi[24] = "", ttl[16], dttl[16];
+    write_op *op = NULL;
     redis_cmd *cmd = NULL;
 
     if (!r->ready)
         return -1;
-    int klen = snprintf(key, sizeof(key), "{c:%s}", name);
-    int dlen = snprintf(d, sizeof(d), "%" PRId64, delta);
-    int tlen = snprintf(ts, sizeof(ts), "%" PRId64, now_ms);
-    const char *argv[] = {"EVALSHA", r->incr_sha, "1", key, d, ts};
-    size_t argvlen[] = {7, 40, 1, (size_t)klen, (size_t)dlen, (size_t)tlen};
+    int klen = make_key(key, sizeof(key), name, w->key_suffix);
+    int dlen = make_key(dkey, sizeof(dkey), name,
+                        w->dedup_suffix ? w->dedup_suffix : ":none");
+    if (klen < 0 || dlen < 0)
+        return -1;
+    snprintf(a, sizeof(a), "%" PRId64, w->arg);
+    snprintf(ts, sizeof(ts), "%" PRId64, w->stamp_ms);
+    if (w->has_min)
+        snprintf(lo, sizeof(lo), "%" PRId64, w->min);
+    if (w->has_max)
+        snprintf(hi, sizeof(hi), "%" PRId64, w->max);
+    snprintf(ttl, sizeof(ttl), "%d", w->ttl_s);
+    snprintf(dttl, sizeof(dttl), "%d", w->dedup_ttl_s);
+    const char *user = w->user_id ? w->user_id : "";
+    const char *dd = dedup_word(w->dedup);
+    const char *argv[] = {"EVALSHA",
+                          r->write_sha,
+                          "2",
+                          key,
+                          dkey,
+                          w->is_set ? "set" : "add",
+                          a,
+                          ts,
+                          dd,
+                          user,
+                          lo,
+                          hi,
+                          w->clamp ? "clamp" : "reject",
+                          ttl,
+                          dttl};
+    size_t argvlen[15];
+    for (int i = 0; i < 15; i++)
+        argvlen[i] = strlen(argv[i]);
 
     op = malloc(sizeof(*op));
     cmd = calloc(1, sizeof(*cmd));
@@ -309,9 +460,81 @@ int api_redis_incr(api_redis *r, const char *name, int64_t delta,
     op->cb = cb;
     op->late_cb = late_cb;
     op->arg = arg;
-    cmd->on_reply = incr_reply;
+    cmd->on_reply = write_reply;
     cmd->owner = op;
-    if (cmd_send(r, cmd, timeout_ms, 6, argv, argvlen) != 0)
+    if (cmd_send(r, cmd, timeout_ms, 15, argv, argvlen) != 0)
+        goto err;
+    return 0;
+err:
+    free(op);
+    free(cmd);
+    return -1;
+}
+
+typedef struct undo_op {
+    api_redis_undo_cb cb;
+    void *arg;
+} undo_op;
+
+static void undo_reply(redis_cmd *cmd, redisReply *reply,
+                       enum api_redis_status st)
+{
+    undo_op *op = cmd->owner;
+    if (st == CMD_LATE) {
+        free(op); /* the caller already heard about the timeout */
+        return;
+    }
+    if (reply && reply->type == REDIS_REPLY_INTEGER)
+        st = API_REDIS_OK;
+    else if (reply) {
+        if (reply->type == REDIS_REPLY_ERROR)
+            ctr_warn("redis undo failed: %s", reply->str);
+        st = API_REDIS_ERROR;
+    }
+    op->cb(st, op->arg);
+    if (st != API_REDIS_TIMEOUT || reply != NULL)
+        free(op);
+}
+
+int api_redis_undo(api_redis *r, const char *name, const api_write_spec *w,
+                   const api_write_result *res, int timeout_ms,
+                   api_redis_undo_cb cb, void *arg)
+{
+    char key[API_KEY_MAX], dkey[API_KEY_MAX], neg[24], ts[24];
+    int64_t applied;
+
+    if (!r->ready || __builtin_sub_overflow(res->value, res->prev, &applied) ||
+        applied == INT64_MIN)
+        return -1;
+    if (make_key(key, sizeof(key), name, w->key_suffix) < 0 ||
+        make_key(dkey, sizeof(dkey), name,
+                 w->dedup_suffix ? w->dedup_suffix : ":none") < 0)
+        return -1;
+    snprintf(neg, sizeof(neg), "%" PRId64, -applied);
+    snprintf(ts, sizeof(ts), "%" PRId64, w->stamp_ms);
+    const char *argv[] = {"EVALSHA",
+                          r->undo_sha,
+                          "2",
+                          key,
+                          dkey,
+                          neg,
+                          ts,
+                          res->prev_stamp,
+                          dedup_word(w->dedup),
+                          w->user_id ? w->user_id : ""};
+    size_t argvlen[10];
+    for (int i = 0; i < 10; i++)
+        argvlen[i] = strlen(argv[i]);
+
+    undo_op *op = malloc(sizeof(*op));
+    redis_cmd *cmd = calloc(1, sizeof(*cmd));
+    if (op == NULL || cmd == NULL)
+        goto err;
+    op->cb = cb;
+    op->arg = arg;
+    cmd->on_reply = undo_reply;
+    cmd->owner = op;
+    if (cmd_send(r, cmd, timeout_ms, 10, argv, argvlen) != 0)
         goto err;
     return 0;
 err:
@@ -359,8 +582,9 @@ static int parse_i64(const redisReply *r, int64_t *out)
     char *end;
     if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
         return -1;
+    errno = 0;
     long long v = strtoll(r->str, &end, 10);
-    if (end != r->str + r->len)
+    if (end != r->str + r->len || errno == ERANGE)
         return -1;
     *out = v;
     return 0;
@@ -395,7 +619,7 @@ static void get_reply(redis_cmd *cmd, redisReply *reply,
         get_finish(op);
 }
 
-int api_redis_get(api_redis *r, const char *const *names, size_t n,
+int api_redis_get(api_redis *r, const char *const *keys, size_t n,
                   int timeout_ms, api_redis_get_cb cb, void *arg)
 {
     get_op *op;
@@ -418,10 +642,8 @@ int api_redis_get(api_redis *r, const char *const *names, size_t n,
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
-        char key[CTR_KEY_MAX];
-        int klen = snprintf(key, sizeof(key), "{c:%s}", names[i]);
-        const char *argv[] = {"HMGET", key, "v", "t"};
-        size_t argvlen[] = {5, (size_t)klen, 1, 1};
+        const char *argv[] = {"HMGET", keys[i], "v", "t"};
+        size_t argvlen[] = {5, strlen(keys[i]), 1, 1};
         redis_cmd *cmd = calloc(1, sizeof(*cmd));
         if (cmd == NULL) {
             op->status = API_REDIS_ERROR;

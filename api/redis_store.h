@@ -16,6 +16,7 @@
 #define COUNTER_API_REDIS_STORE_H
 
 #include "common/config.h"
+#include "common/name.h"
 
 #include <event2/event.h>
 #include <stddef.h>
@@ -31,9 +32,44 @@ enum api_redis_status {
     API_REDIS_DISCONNECTED, /* connection lost before the answer */
 };
 
-/* Result of an increment. */
-typedef void (*api_redis_incr_cb)(enum api_redis_status st, int64_t value,
-                                  void *arg);
+/* Longest key: "{c:" name "}" ":d:2026-11-26" */
+#define API_KEY_MAX (CTR_NAME_MAX + 32)
+
+enum api_dedup { API_DEDUP_NONE, API_DEDUP_EXACT, API_DEDUP_HLL };
+
+/* One write, as the handler decided it from the counter's definition. */
+typedef struct api_write_spec {
+    const char *key_suffix;   /* "" or ":d:<local date>" (daily window) */
+    const char *dedup_suffix; /* ":u:<date>" / ":h:<date>", or NULL */
+    enum api_dedup dedup;
+    const char *user_id; /* for dedup; may be NULL otherwise */
+    int is_set;          /* arg is a target value, not a delta */
+    int64_t arg;
+    int64_t stamp_ms; /* last-update stamp */
+    int has_min, has_max, clamp;
+    int64_t min, max;
+    int ttl_s;       /* expiry of the value hash (daily windows); 0: none */
+    int dedup_ttl_s; /* expiry of the dedup key; 0: none */
+} api_write_spec;
+
+enum api_write_outcome {
+    API_WRITE_APPLIED,
+    API_WRITE_DUPLICATE,     /* dedup: this user was already counted */
+    API_WRITE_BOUND_REFUSED, /* would cross min/max with on_bound reject */
+};
+
+typedef struct api_write_result {
+    enum api_write_outcome outcome;
+    int64_t value; /* after the write */
+    int64_t prev;  /* before it: value - prev is what was applied */
+    char prev_stamp[24];
+} api_write_result;
+
+/* Result of a write; res lives only during the call. */
+typedef void (*api_redis_write_cb)(enum api_redis_status st,
+                                   const api_write_result *res, void *arg);
+
+typedef void (*api_redis_undo_cb)(enum api_redis_status st, void *arg);
 
 /* One counter as read from Redis; exists 0 means never written. */
 typedef struct api_redis_value {
@@ -59,19 +95,28 @@ api_redis *api_redis_new(const ctr_config *cfg, struct event_base *base,
 int api_redis_ready(const api_redis *r);
 
 /*
- * Adds delta to counter name and stamps its last update (now_ms; 0 leaves
- * the stamp alone, as an undo should), atomically.
- * cb fires once with the new value. If the deadline passes first, cb fires
- * with API_REDIS_TIMEOUT, and when the real answer arrives later late_cb
- * (if not NULL) fires with it, so the caller can finish the write.
+ * Applies write w to counter name in one Lua call. cb fires once. If the
+ * deadline passes first, cb fires with API_REDIS_TIMEOUT, and when the
+ * real answer arrives later late_cb (if not NULL) fires with it, so the
+ * caller can finish the write.
  */
-int api_redis_incr(api_redis *r, const char *name, int64_t delta,
-                   int64_t now_ms, int timeout_ms, api_redis_incr_cb cb,
-                   api_redis_incr_cb late_cb, void *arg)
+int api_redis_write(api_redis *r, const char *name, const api_write_spec *w,
+                    int timeout_ms, api_redis_write_cb cb,
+                    api_redis_write_cb late_cb, void *arg)
     __attribute__((warn_unused_result));
 
-/* Reads n counters (pipelined) within timeout_ms; cb fires once. */
-int api_redis_get(api_redis *r, const char *const *names, size_t n,
+/*
+ * Takes back write w whose result was res (the event log refused it).
+ * cb fires once.
+ */
+int api_redis_undo(api_redis *r, const char *name, const api_write_spec *w,
+                   const api_write_result *res, int timeout_ms,
+                   api_redis_undo_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Reads the hashes at n full keys (pipelined) within timeout_ms; cb fires
+ * once. */
+int api_redis_get(api_redis *r, const char *const *keys, size_t n,
                   int timeout_ms, api_redis_get_cb cb, void *arg)
     __attribute__((warn_unused_result));
 

@@ -72,6 +72,10 @@ int api_route_match(enum api_method method, const char *path, api_route *route)
 
     if (strcmp(path, "/healthz") == 0)
         return finish(route, method, API_GET, API_EP_HEALTH, "GET, HEAD");
+    if (strcmp(path, "/metrics") == 0)
+        return finish(route, method, API_GET, API_EP_METRICS, "GET, HEAD");
+    if (strcmp(path, "/api/v1/counters/definitions") == 0)
+        return finish(route, method, API_GET, API_EP_DEFINITIONS, "GET, HEAD");
     if (strcmp(path, "/api/v1/counters") == 0)
         return finish(route, method, API_GET, API_EP_COUNTERS_GET, "GET, HEAD");
     if (strncmp(path, counter_prefix, plen) != 0)
@@ -96,6 +100,14 @@ int api_route_match(enum api_method method, const char *path, api_route *route)
         ep = API_EP_COUNTER_DECR;
         want = API_POST;
         allow = "POST";
+    } else if (strcmp(slash, "/set") == 0) {
+        ep = API_EP_COUNTER_SET;
+        want = API_POST;
+        allow = "POST";
+    } else if (strcmp(slash, "/history") == 0) {
+        ep = API_EP_HISTORY;
+        want = API_GET;
+        allow = "GET, HEAD";
     } else {
         return -1;
     }

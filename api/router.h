@@ -17,8 +17,12 @@ enum api_endpoint {
     API_EP_COUNTER_GET,  /* GET  /api/v1/counter/{name} */
     API_EP_COUNTER_INCR, /* POST /api/v1/counter/{name}/increment */
     API_EP_COUNTER_DECR, /* POST /api/v1/counter/{name}/decrement */
+    API_EP_COUNTER_SET,  /* POST /api/v1/counter/{name}/set */
+    API_EP_HISTORY,      /* GET  /api/v1/counter/{name}/history */
     API_EP_COUNTERS_GET, /* GET  /api/v1/counters?names=a,b */
+    API_EP_DEFINITIONS,  /* GET  /api/v1/counters/definitions */
     API_EP_HEALTH,       /* GET  /healthz */
+    API_EP_METRICS,      /* GET  /metrics */
 };
 
 typedef struct api_route {

@@ -4,6 +4,7 @@
  */
 #include "common/config.h"
 #include "common/log.h"
+#include "common/name.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -53,6 +54,8 @@ static const opt_def options[] = {
     {"persister.group_id", OPT_STR, O(persister_group_id), "counter-persister",
      1, 0},
     {"log.level", OPT_STR, O(log_level), "info", 1, 0},
+    {"timezone", OPT_STR, O(timezone), "UTC", 1, 0},
+    {"lateness_s", OPT_INT, O(lateness_s), "172800", 0, 400 * 86400},
 };
 #undef O
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -141,118 +144,392 @@ static int apply_pair(ctr_config *cfg, const char *key, const char *value,
     return -1;
 }
 
-/*
- * Walks the YAML document, joining nested mapping keys with '.', and applies
- * every scalar leaf. Sequences are refused: no setting takes a list yet.
- */
-static int load_yaml(ctr_config *cfg, const char *path, char *errbuf,
-                     size_t errlen)
+/* A `counters:` entry as read, validated once the whole config is known. */
+typedef struct raw_def {
+    char *pattern;
+    ctr_config_kv *fields;
+    size_t n_fields;
+    size_t line;
+} raw_def;
+
+typedef struct loader {
+    ctr_config *cfg;
+    yaml_document_t *doc;
+    const char *file;
+    raw_def *defs;
+    size_t n_defs;
+    char *errbuf;
+    size_t errlen;
+} loader;
+
+static int read_counters(loader *ld, yaml_node_t *node)
+{
+    if (node->type != YAML_MAPPING_NODE) {
+        snprintf(ld->errbuf, ld->errlen,
+                 "config: counters: expected a mapping of name: {settings}");
+        return -1;
+    }
+    for (yaml_node_pair_t *pr = node->data.mapping.pairs.start;
+         pr < node->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = yaml_document_get_node(ld->doc, pr->key);
+        yaml_node_t *v = yaml_document_get_node(ld->doc, pr->value);
+        if (k == NULL || k->type != YAML_SCALAR_NODE || v == NULL ||
+            v->type != YAML_MAPPING_NODE) {
+            snprintf(ld->errbuf, ld->errlen,
+                     "config: counters (%s line %zu): each entry is "
+                     "name: {kind: ..., ...}",
+                     ld->file, k ? k->start_mark.line + 1 : 0);
+            return -1;
+        }
+        raw_def *grown = realloc(ld->defs, (ld->n_defs + 1) * sizeof(*grown));
+        if (grown == NULL)
+            return -1;
+        ld->defs = grown;
+        raw_def *d = &ld->defs[ld->n_defs++];
+        memset(d, 0, sizeof(*d));
+        d->pattern = strdup((const char *)k->data.scalar.value);
+        d->line = k->start_mark.line + 1;
+        if (d->pattern == NULL)
+            return -1;
+        for (yaml_node_pair_t *fp = v->data.mapping.pairs.start;
+             fp < v->data.mapping.pairs.top; fp++) {
+            yaml_node_t *fk = yaml_document_get_node(ld->doc, fp->key);
+            yaml_node_t *fv = yaml_document_get_node(ld->doc, fp->value);
+            if (fk == NULL || fk->type != YAML_SCALAR_NODE || fv == NULL ||
+                fv->type != YAML_SCALAR_NODE) {
+                snprintf(ld->errbuf, ld->errlen,
+                         "config: counters.%s (%s line %zu): settings must "
+                         "be plain values",
+                         d->pattern, ld->file, d->line);
+                return -1;
+            }
+            if (kv_append(&d->fields, &d->n_fields,
+                          (const char *)fk->data.scalar.value,
+                          (const char *)fv->data.scalar.value))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Applies every scalar leaf under node, joining mapping keys with '.'. */
+static int walk(loader *ld, yaml_node_t *node, const char *path)
+{
+    char source[600];
+
+    switch (node->type) {
+    case YAML_SCALAR_NODE:
+        if (path[0] == '\0')
+            return 0; /* a bare scalar document sets nothing */
+        snprintf(source, sizeof(source), "%s line %zu", ld->file,
+                 node->start_mark.line + 1);
+        return apply_pair(ld->cfg, path, (const char *)node->data.scalar.value,
+                          source, ld->errbuf, ld->errlen);
+    case YAML_SEQUENCE_NODE:
+        snprintf(ld->errbuf, ld->errlen,
+                 "config: %s (%s line %zu): lists are not supported",
+                 path[0] ? path : "(top)", ld->file, node->start_mark.line + 1);
+        return -1;
+    case YAML_MAPPING_NODE:
+        for (yaml_node_pair_t *pr = node->data.mapping.pairs.start;
+             pr < node->data.mapping.pairs.top; pr++) {
+            yaml_node_t *k = yaml_document_get_node(ld->doc, pr->key);
+            yaml_node_t *v = yaml_document_get_node(ld->doc, pr->value);
+            char sub[512];
+            if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE) {
+                snprintf(ld->errbuf, ld->errlen,
+                         "config: %s: keys must be plain strings", ld->file);
+                return -1;
+            }
+            const char *key = (const char *)k->data.scalar.value;
+            if (path[0] == '\0' && strcmp(key, "counters") == 0) {
+                if (read_counters(ld, v))
+                    return -1;
+                continue;
+            }
+            int n = snprintf(sub, sizeof(sub), "%s%s%s", path,
+                             path[0] ? "." : "", key);
+            if (n < 0 || (size_t)n >= sizeof(sub)) {
+                snprintf(ld->errbuf, ld->errlen, "config: key too long");
+                return -1;
+            }
+            if (walk(ld, v, sub))
+                return -1;
+        }
+        return 0;
+    default: return 0;
+    }
+}
+
+static int load_yaml(loader *ld, const char *path)
 {
     FILE *fp = NULL;
     yaml_parser_t parser;
-    yaml_event_t ev;
-    bool parser_ready = false;
-    char keypath[512] = "";
-    size_t depth_len[32];
-    int depth = 0;
-    bool expect_key = false; /* inside a mapping, next scalar is a key */
-    bool have_key = false;
-    int rc = -1;
+    yaml_document_t doc;
+    int parser_ready = 0, doc_ready = 0, rc = -1;
 
     fp = fopen(path, "r");
     if (fp == NULL) {
-        snprintf(errbuf, errlen, "config: could not open \"%s\": %s", path,
-                 strerror(errno));
+        snprintf(ld->errbuf, ld->errlen, "config: could not open \"%s\": %s",
+                 path, strerror(errno));
         goto out;
     }
     if (!yaml_parser_initialize(&parser)) {
-        snprintf(errbuf, errlen, "config: could not initialize yaml parser");
+        snprintf(ld->errbuf, ld->errlen, "config: out of memory");
         goto out;
     }
-    parser_ready = true;
+    parser_ready = 1;
     yaml_parser_set_input_file(&parser, fp);
-
-    for (;;) {
-        if (!yaml_parser_parse(&parser, &ev)) {
-            snprintf(errbuf, errlen, "config: %s:%zu: %s", path,
-                     parser.problem_mark.line + 1,
-                     parser.problem ? parser.problem : "parse error");
-            goto out;
-        }
-        yaml_event_type_t type = ev.type;
-        if (type == YAML_STREAM_END_EVENT) {
-            yaml_event_delete(&ev);
-            break;
-        }
-        switch (type) {
-        case YAML_MAPPING_START_EVENT:
-            if (depth >= 31) {
-                snprintf(errbuf, errlen, "config: %s: nested too deeply", path);
-                yaml_event_delete(&ev);
-                goto out;
-            }
-            depth_len[depth++] = strlen(keypath);
-            expect_key = true;
-            have_key = false;
-            break;
-        case YAML_MAPPING_END_EVENT:
-            depth--;
-            if (depth > 0) {
-                /* drop the key that named this mapping */
-                size_t parent = depth_len[depth - 1];
-                keypath[parent] = '\0';
-            } else {
-                keypath[0] = '\0';
-            }
-            expect_key = true;
-            have_key = false;
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-            snprintf(errbuf, errlen, "config: %s: lists are not supported",
-                     keypath[0] ? keypath : path);
-            yaml_event_delete(&ev);
-            goto out;
-        case YAML_SCALAR_EVENT: {
-            const char *text = (const char *)ev.data.scalar.value;
-            if (depth == 0)
-                break; /* a bare scalar document: nothing to set */
-            if (expect_key && !have_key) {
-                size_t base = depth_len[depth - 1];
-                int n = snprintf(keypath + base, sizeof(keypath) - base, "%s%s",
-                                 base ? "." : "", text);
-                if (n < 0 || (size_t)n >= sizeof(keypath) - base) {
-                    snprintf(errbuf, errlen, "config: key too long");
-                    yaml_event_delete(&ev);
-                    goto out;
-                }
-                have_key = true;
-            } else {
-                char source[600];
-                snprintf(source, sizeof(source), "%s line %zu", path,
-                         ev.start_mark.line + 1);
-                if (apply_pair(cfg, keypath, text, source, errbuf, errlen)) {
-                    yaml_event_delete(&ev);
-                    goto out;
-                }
-                keypath[depth_len[depth - 1]] = '\0';
-                have_key = false;
-            }
-            break;
-        }
-        default: break;
-        }
-        /* a mapping value that was itself a mapping: its key is consumed */
-        if (type == YAML_MAPPING_END_EVENT && depth > 0)
-            have_key = false;
-        yaml_event_delete(&ev);
+    if (!yaml_parser_load(&parser, &doc)) {
+        snprintf(ld->errbuf, ld->errlen, "config: %s line %zu: %s", path,
+                 parser.problem_mark.line + 1,
+                 parser.problem ? parser.problem : "parse error");
+        goto out;
     }
-    rc = 0;
+    doc_ready = 1;
+    ld->doc = &doc;
+    ld->file = path;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    rc = root ? walk(ld, root, "") : 0;
 out:
+    if (doc_ready)
+        yaml_document_delete(&doc);
     if (parser_ready)
         yaml_parser_delete(&parser);
     if (fp)
         fclose(fp);
     return rc;
+}
+
+static const char *def_field(const raw_def *d, const char *key)
+{
+    for (size_t i = 0; i < d->n_fields; i++)
+        if (strcmp(d->fields[i].key, key) == 0)
+            return d->fields[i].value;
+    return NULL;
+}
+
+static int parse_i64_text(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Builds one definition from its raw fields; errors name the key. */
+static int build_def(const ctr_config *cfg, const raw_def *r,
+                     ctr_counter_def *d, char *errbuf, size_t errlen)
+{
+    static const char *const known[] = {"kind",     "min",           "max",
+                                        "on_bound", "reset",         "timezone",
+                                        "dedup",    "retention_days"};
+    const char *v;
+    char tzerr[200];
+    size_t plen = strlen(r->pattern);
+
+    memset(d, 0, sizeof(*d));
+    for (size_t i = 0; i < r->n_fields; i++) {
+        size_t k;
+        for (k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+            if (strcmp(r->fields[i].key, known[k]) == 0)
+                break;
+        if (k == sizeof(known) / sizeof(known[0])) {
+            snprintf(errbuf, errlen,
+                     "config: counters.%s.%s: unknown setting (known: kind, "
+                     "min, max, on_bound, reset, timezone, dedup, "
+                     "retention_days)",
+                     r->pattern, r->fields[i].key);
+            return -1;
+        }
+    }
+    d->pattern = strdup(r->pattern);
+    if (d->pattern == NULL)
+        return -1;
+    if (plen > 0 && r->pattern[plen - 1] == '*') {
+        d->is_prefix = 1;
+        d->prefix_len = plen - 1;
+    }
+    if ((d->is_prefix && d->prefix_len > 0 &&
+         !ctr_name_valid(r->pattern, d->prefix_len)) ||
+        (!d->is_prefix && !ctr_name_valid(r->pattern, plen))) {
+        snprintf(errbuf, errlen,
+                 "config: counters.%s: not a counter name or prefix pattern "
+                 "(name, prefix_*, or *)",
+                 r->pattern);
+        return -1;
+    }
+
+    v = def_field(r, "kind");
+    if (v == NULL || strcmp(v, "counter") == 0)
+        d->kind = CTR_KIND_COUNTER;
+    else if (strcmp(v, "gauge") == 0)
+        d->kind = CTR_KIND_GAUGE;
+    else if (strcmp(v, "unique") == 0)
+        d->kind = CTR_KIND_UNIQUE;
+    else {
+        snprintf(errbuf, errlen,
+                 "config: counters.%s.kind: expected gauge, counter or "
+                 "unique, got \"%.32s\"",
+                 r->pattern, v);
+        return -1;
+    }
+
+    const char *bounds[2] = {"min", "max"};
+    for (int b = 0; b < 2; b++) {
+        v = def_field(r, bounds[b]);
+        if (v == NULL)
+            continue;
+        int64_t x;
+        if (d->kind != CTR_KIND_GAUGE) {
+            snprintf(errbuf, errlen,
+                     "config: counters.%s.%s: only gauges have bounds",
+                     r->pattern, bounds[b]);
+            return -1;
+        }
+        if (parse_i64_text(v, &x) || x > CTR_BOUND_LIMIT ||
+            x < -CTR_BOUND_LIMIT) {
+            snprintf(errbuf, errlen,
+                     "config: counters.%s.%s: must be an integer within "
+                     "+/-2^53, got \"%.32s\"",
+                     r->pattern, bounds[b], v);
+            return -1;
+        }
+        if (b == 0)
+            d->has_min = 1, d->min = x;
+        else
+            d->has_max = 1, d->max = x;
+    }
+    if (d->has_min && d->has_max && d->min > d->max) {
+        snprintf(errbuf, errlen, "config: counters.%s: min is above max",
+                 r->pattern);
+        return -1;
+    }
+
+    v = def_field(r, "on_bound");
+    if (v && d->kind != CTR_KIND_GAUGE) {
+        snprintf(errbuf, errlen,
+                 "config: counters.%s.on_bound: only gauges have bounds",
+                 r->pattern);
+        return -1;
+    }
+    if (v == NULL || strcmp(v, "reject") == 0)
+        d->on_bound = CTR_BOUND_REJECT;
+    else if (strcmp(v, "clamp") == 0)
+        d->on_bound = CTR_BOUND_CLAMP;
+    else {
+        snprintf(errbuf, errlen,
+                 "config: counters.%s.on_bound: expected reject or clamp",
+                 r->pattern);
+        return -1;
+    }
+
+    v = def_field(r, "reset");
+    if (v == NULL || strcmp(v, "none") == 0)
+        d->reset = CTR_RESET_NONE;
+    else if (strcmp(v, "daily") == 0)
+        d->reset = CTR_RESET_DAILY;
+    else {
+        snprintf(errbuf, errlen,
+                 "config: counters.%s.reset: expected none or daily",
+                 r->pattern);
+        return -1;
+    }
+
+    v = def_field(r, "dedup");
+    if (v && d->kind != CTR_KIND_UNIQUE) {
+        snprintf(errbuf, errlen,
+                 "config: counters.%s.dedup: only unique counters dedup",
+                 r->pattern);
+        return -1;
+    }
+    if (v == NULL || strcmp(v, "exact") == 0)
+        d->dedup = CTR_DEDUP_EXACT;
+    else if (strcmp(v, "hll") == 0)
+        d->dedup = CTR_DEDUP_HLL;
+    else {
+        snprintf(errbuf, errlen,
+                 "config: counters.%s.dedup: expected exact or hll",
+                 r->pattern);
+        return -1;
+    }
+
+    v = def_field(r, "timezone");
+    d->tz = ctr_tz_get(v ? v : cfg->timezone, tzerr, sizeof(tzerr));
+    if (d->tz == NULL) {
+        snprintf(errbuf, errlen, "config: counters.%s.timezone: %s", r->pattern,
+                 tzerr);
+        return -1;
+    }
+
+    int64_t days = 400;
+    v = def_field(r, "retention_days");
+    if (v && (parse_i64_text(v, &days) || days < 1 || days > 36500)) {
+        snprintf(errbuf, errlen,
+                 "config: counters.%s.retention_days: must be an integer "
+                 "from 1 to 36500",
+                 r->pattern);
+        return -1;
+    }
+    d->retention_days = (int)days;
+    return 0;
+}
+
+static int build_defs(ctr_config *cfg, loader *ld, char *errbuf, size_t errlen)
+{
+    char tzerr[200];
+    const ctr_tz *tz = ctr_tz_get(cfg->timezone, tzerr, sizeof(tzerr));
+    if (tz == NULL) {
+        snprintf(errbuf, errlen, "config: timezone: %s", tzerr);
+        return -1;
+    }
+    /* built-in default: a plain counter in the default time zone */
+    memset(&cfg->default_counter, 0, sizeof(cfg->default_counter));
+    cfg->default_counter.pattern = strdup("*");
+    cfg->default_counter.is_prefix = 1;
+    cfg->default_counter.tz = tz;
+    cfg->default_counter.retention_days = 400;
+    if (cfg->default_counter.pattern == NULL)
+        return -1;
+
+    cfg->counters = calloc(ld->n_defs ? ld->n_defs : 1, sizeof(*cfg->counters));
+    if (cfg->counters == NULL)
+        return -1;
+    for (size_t i = 0; i < ld->n_defs; i++) {
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(ld->defs[j].pattern, ld->defs[i].pattern) == 0) {
+                snprintf(errbuf, errlen, "config: counters.%s: declared twice",
+                         ld->defs[i].pattern);
+                return -1;
+            }
+        if (build_def(cfg, &ld->defs[i], &cfg->counters[i], errbuf, errlen))
+            return -1;
+        cfg->n_counters++;
+    }
+    return 0;
+}
+
+static void free_raw_defs(loader *ld)
+{
+    for (size_t i = 0; i < ld->n_defs; i++) {
+        free(ld->defs[i].pattern);
+        for (size_t k = 0; k < ld->defs[i].n_fields; k++) {
+            free(ld->defs[i].fields[k].key);
+            free(ld->defs[i].fields[k].value);
+        }
+        free(ld->defs[i].fields);
+    }
+    free(ld->defs);
+}
+
+const ctr_counter_def *ctr_config_counter(const ctr_config *cfg,
+                                          const char *name)
+{
+    return ctr_counter_def_find(cfg->counters, cfg->n_counters, name,
+                                &cfg->default_counter);
 }
 
 /* "server.max_body_bytes" -> "COUNTER_SERVER_MAX_BODY_BYTES" */
@@ -294,6 +571,9 @@ static int validate(ctr_config *cfg, char *errbuf, size_t errlen)
 
 ctr_config *ctr_config_load(const char *path, char *errbuf, size_t errlen)
 {
+    loader ld;
+    memset(&ld, 0, sizeof(ld));
+    errbuf[0] = '\0';
     ctr_config *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL) {
         snprintf(errbuf, errlen, "config: out of memory");
@@ -316,7 +596,10 @@ ctr_config *ctr_config_load(const char *path, char *errbuf, size_t errlen)
     cfg->source_path = strdup(path ? path : "");
     if (cfg->source_path == NULL)
         goto err;
-    if (path && load_yaml(cfg, path, errbuf, errlen))
+    ld.cfg = cfg;
+    ld.errbuf = errbuf;
+    ld.errlen = errlen;
+    if (path && load_yaml(&ld, path))
         goto err;
 
     for (size_t i = 0; i < N_OPTIONS; i++) {
@@ -326,10 +609,14 @@ ctr_config *ctr_config_load(const char *path, char *errbuf, size_t errlen)
         if (v && set_option(cfg, &options[i], v, name, errbuf, errlen))
             goto err;
     }
-    if (validate(cfg, errbuf, errlen))
+    if (validate(cfg, errbuf, errlen) || build_defs(cfg, &ld, errbuf, errlen))
         goto err;
+    free_raw_defs(&ld);
     return cfg;
 err:
+    if (errbuf[0] == '\0')
+        snprintf(errbuf, errlen, "config: out of memory");
+    free_raw_defs(&ld);
     ctr_config_free(cfg);
     return NULL;
 }
@@ -351,6 +638,10 @@ void ctr_config_free(ctr_config *cfg)
     }
     free(cfg->kafka_producer);
     free(cfg->kafka_consumer);
+    for (size_t i = 0; i < cfg->n_counters; i++)
+        free(cfg->counters[i].pattern);
+    free(cfg->counters);
+    free(cfg->default_counter.pattern);
     free(cfg->source_path);
     free(cfg);
 }

@@ -12,6 +12,8 @@
 #ifndef COUNTER_COMMON_CONFIG_H
 #define COUNTER_COMMON_CONFIG_H
 
+#include "common/counterdef.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,6 +57,12 @@ typedef struct ctr_config {
 
     char *log_level;
 
+    char *timezone;            /* default IANA zone of counters */
+    int lateness_s;            /* how old an event's own timestamp may be */
+    ctr_counter_def *counters; /* the `counters:` section, n_counters */
+    size_t n_counters;
+    ctr_counter_def default_counter; /* for names nothing matches */
+
     char *source_path; /* file that was read, or "" for defaults only */
 } ctr_config;
 
@@ -68,6 +76,10 @@ ctr_config *ctr_config_load(const char *path, char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
 void ctr_config_free(ctr_config *cfg);
+
+/* The definition that applies to counter `name` (never NULL). */
+const ctr_counter_def *ctr_config_counter(const ctr_config *cfg,
+                                          const char *name);
 
 /*
  * Splits "host:port" (IPv6 as "[::1]:6379"). Returns 0, or -1 if malformed.

@@ -19,4 +19,19 @@ int64_t ctr_time_mono_ms(void);
  */
 int ctr_time_format_rfc3339(int64_t epoch_ms, char *buf, size_t bufsize);
 
+/*
+ * Writes "2026-11-25T00:00:00+08:00": the instant in local time at the
+ * given UTC offset, second precision. Returns the length or -1.
+ */
+int ctr_time_format_offset(int64_t epoch_ms, int offset_s, char *buf,
+                           size_t bufsize);
+
+/*
+ * Parses an RFC 3339 date-time: "2026-11-26T10:30:00Z",
+ * "2026-11-26T10:30:00.123+08:00" (a lowercase t or z is accepted; an
+ * offset is required). Returns 0 with ms since the epoch, or -1.
+ */
+int ctr_time_parse_rfc3339(const char *s, int64_t *epoch_ms)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -3,6 +3,7 @@
  */
 #include "ingest/producer.h"
 
+#include "common/jsonparse.h"
 #include "common/log.h"
 
 #include <fcntl.h>
@@ -19,6 +20,7 @@ struct ctr_producer {
     struct event *wake_ev; /* librdkafka's queue became non-empty */
     struct event *tick_ev; /* belt and braces: poll every 100 ms */
     int wake_fd[2];
+    int brokers_up; /* from the last statistics: -1 unknown, 0 none, 1 some */
 };
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
@@ -50,17 +52,51 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
                   buf);
         return;
     }
-    /* Broker-down states are transient; librdkafka retries by itself. */
+    /* Broker-down states are transient and librdkafka retries by itself;
+     * each connection failure already has its own log line. */
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT)
+        return;
     ctr_warn("kafka: %s: %s", rd_kafka_err2name(err), reason);
+}
+
+/*
+ * librdkafka's statistics (every 500 ms, served by rd_kafka_poll on the
+ * owner's thread) say whether any broker connection is up. While none is,
+ * the api refuses writes at once instead of applying them to Redis and
+ * undoing them when the delivery times out.
+ */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    ctr_producer *p = opaque;
+    struct json_object *root = ctr_json_parse(json, len), *brokers;
+    (void)rk;
+    if (root && json_object_object_get_ex(root, "brokers", &brokers) &&
+        json_object_is_type(brokers, json_type_object)) {
+        int up = 0;
+        json_object_object_foreach(brokers, name, b)
+        {
+            struct json_object *state, *nodeid;
+            (void)name;
+            if (json_object_object_get_ex(b, "nodeid", &nodeid) &&
+                json_object_get_int(nodeid) >= 0 &&
+                json_object_object_get_ex(b, "state", &state) &&
+                strcmp(json_object_get_string(state), "UP") == 0)
+                up = 1;
+        }
+        if (up != p->brokers_up && p->brokers_up != -1)
+            ctr_info("kafka brokers are %s",
+                     up ? "reachable again" : "unreachable");
+        p->brokers_up = up;
+    }
+    json_object_put(root);
+    return 0; /* librdkafka frees json */
 }
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac,
                    const char *buf)
 {
     (void)rk;
-    if (level <= 3)
-        ctr_error("kafka: %s: %s", fac, buf);
-    else if (level <= 5)
+    if (level <= 5) /* librdkafka's errors are mostly transient */
         ctr_warn("kafka: %s: %s", fac, buf);
     else
         ctr_debug("kafka: %s: %s", fac, buf);
@@ -107,9 +143,18 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
     }
     p->wake_fd[0] = p->wake_fd[1] = -1;
     p->cb = cb;
+    p->brokers_up = -1;
 
     conf = rd_kafka_conf_new();
-    snprintf(num, sizeof(num), "%d", cfg->kafka_delivery_timeout_ms);
+    /*
+     * librdkafka checks message timeouts about once a second, so its
+     * verdict is asked for a second early: the definite "not persisted"
+     * then usually arrives before the api's own deadline.
+     */
+    int msg_timeout = cfg->kafka_delivery_timeout_ms - 1000;
+    if (msg_timeout < cfg->kafka_delivery_timeout_ms / 2)
+        msg_timeout = cfg->kafka_delivery_timeout_ms / 2;
+    snprintf(num, sizeof(num), "%d", msg_timeout);
     /* Defaults first, so the passthrough settings can override them. */
     if (set_conf(conf, "bootstrap.servers", cfg->kafka_brokers, errbuf,
                  errlen) ||
@@ -120,7 +165,9 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
         set_conf(conf, "partitioner", "murmur2_random", errbuf, errlen) ||
         set_conf(conf, "socket.connection.setup.timeout.ms", "2000", errbuf,
                  errlen) ||
-        set_conf(conf, "reconnect.backoff.max.ms", "1000", errbuf, errlen))
+        set_conf(conf, "reconnect.backoff.max.ms", "1000", errbuf, errlen) ||
+        (base &&
+         set_conf(conf, "statistics.interval.ms", "500", errbuf, errlen)))
         goto err;
     for (size_t i = 0; i < cfg->n_kafka_producer; i++)
         if (set_conf(conf, cfg->kafka_producer[i].key,
@@ -128,6 +175,8 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
             goto err;
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_error);
+    if (base)
+        rd_kafka_conf_set_stats_cb(conf, on_stats);
     rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_opaque(conf, p);
 
@@ -213,6 +262,11 @@ int ctr_producer_flush(ctr_producer *p, int timeout_ms)
 int ctr_producer_outq_len(ctr_producer *p)
 {
     return rd_kafka_outq_len(p->rk);
+}
+
+int ctr_producer_brokers_down(const ctr_producer *p)
+{
+    return p->brokers_up == 0;
 }
 
 void ctr_producer_free(ctr_producer *p)

@@ -58,6 +58,10 @@ int ctr_producer_flush(ctr_producer *p, int timeout_ms);
 /* Messages queued or in flight. */
 int ctr_producer_outq_len(ctr_producer *p);
 
+/* 1 when the last statistics (every 500 ms, only with an event loop) found
+ * no broker connection up: writes would only time out. */
+int ctr_producer_brokers_down(const ctr_producer *p);
+
 /* Flushes briefly, then destroys; outstanding callbacks fire (as failed)
  * before it returns. p may be NULL. */
 void ctr_producer_free(ctr_producer *p);

@@ -1,19 +1,24 @@
 /*
- * batch.c - see batch.h. Totals live in an open-addressing table sized to
- * twice the batch's event limit, so it never needs to grow.
+ * batch.c - see batch.h. Sums live in one open-addressing table sized for
+ * three entries per event at most half full, so it never grows.
  */
 #include "persister/batch.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_PARTITIONS = 1024 };
+enum { MAX_PARTITIONS = 1024, MAX_HLL_GROUPS = 64 };
 
 struct ps_batch {
     size_t messages;
-    size_t counters;
+    size_t max_events;
     size_t cap; /* power of two */
-    ps_total *totals;
+    size_t n_sums[3];
+    ps_sum *sums;
+    size_t n_unique;
+    ps_unique_row *unique;
+    size_t n_hll;
+    ps_hll_group *hll;
     size_t n_parts;
     ps_partition_range parts[MAX_PARTITIONS];
 };
@@ -23,32 +28,43 @@ ps_batch *ps_batch_new(size_t max_events)
     ps_batch *b = calloc(1, sizeof(*b));
     if (b == NULL)
         return NULL;
+    b->max_events = max_events;
     b->cap = 16;
-    while (b->cap < max_events * 2)
+    while (b->cap < max_events * 6)
         b->cap *= 2;
-    b->totals = calloc(b->cap, sizeof(*b->totals));
-    if (b->totals == NULL) {
-        free(b);
+    b->sums = calloc(b->cap, sizeof(*b->sums));
+    b->unique = calloc(max_events, sizeof(*b->unique));
+    b->hll = calloc(MAX_HLL_GROUPS, sizeof(*b->hll));
+    if (b->sums == NULL || b->unique == NULL || b->hll == NULL) {
+        ps_batch_free(b);
         return NULL;
     }
     return b;
+}
+
+void ps_batch_reset(ps_batch *b)
+{
+    if (b->n_sums[0] + b->n_sums[1] + b->n_sums[2])
+        memset(b->sums, 0, b->cap * sizeof(*b->sums));
+    for (size_t i = 0; i < b->n_unique; i++)
+        free(b->unique[i].user_id);
+    memset(b->n_sums, 0, sizeof(b->n_sums));
+    b->n_unique = 0;
+    b->n_hll = 0;
+    b->messages = 0;
+    b->n_parts = 0;
 }
 
 void ps_batch_free(ps_batch *b)
 {
     if (b == NULL)
         return;
-    free(b->totals);
+    if (b->sums && b->unique)
+        ps_batch_reset(b);
+    free(b->sums);
+    free(b->unique);
+    free(b->hll);
     free(b);
-}
-
-void ps_batch_reset(ps_batch *b)
-{
-    if (b->counters)
-        memset(b->totals, 0, b->cap * sizeof(*b->totals));
-    b->counters = 0;
-    b->messages = 0;
-    b->n_parts = 0;
 }
 
 size_t ps_batch_messages(const ps_batch *b)
@@ -56,14 +72,43 @@ size_t ps_batch_messages(const ps_batch *b)
     return b->messages;
 }
 
-static uint64_t hash_name(const char *s)
+static uint64_t hash_key(enum ps_table t, const char *name, int64_t sub)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)t; /* FNV-1a */
+    for (; *name; name++) {
+        h ^= (unsigned char)*name;
         h *= 1099511628211ULL;
     }
-    return h;
+    h ^= (uint64_t)sub;
+    h *= 1099511628211ULL;
+    return h ^ (h >> 29);
+}
+
+static int64_t day_key(ctr_date d)
+{
+    return (int64_t)d.year * 10000 + d.month * 100 + d.day;
+}
+
+static int64_t sub_of(const ps_sum *s)
+{
+    return s->table == PS_DAILY    ? day_key(s->day)
+           : s->table == PS_BUCKET ? s->minute_ms
+                                   : 0;
+}
+
+/* Finds or claims the slot of (table, name, sub). */
+static ps_sum *slot_for(ps_batch *b, enum ps_table t, const char *name,
+                        ctr_date day, int64_t minute_ms)
+{
+    ps_sum probe = {.table = t, .day = day, .minute_ms = minute_ms};
+    int64_t sub = sub_of(&probe);
+    size_t mask = b->cap - 1;
+    size_t i = hash_key(t, name, sub) & mask;
+    while (b->sums[i].used &&
+           (b->sums[i].table != t || sub_of(&b->sums[i]) != sub ||
+            strcmp(b->sums[i].name, name) != 0))
+        i = (i + 1) & mask;
+    return &b->sums[i];
 }
 
 static ps_partition_range *range_for(ps_batch *b, int32_t partition)
@@ -80,58 +125,125 @@ static ps_partition_range *range_for(ps_batch *b, int32_t partition)
     return r;
 }
 
-int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
-                 const ctr_event *ev)
+static ps_hll_group *hll_group_for(ps_batch *b, const char *name, ctr_date day)
 {
-    ps_total *t = NULL;
+    for (size_t i = 0; i < b->n_hll; i++)
+        if (day_key(b->hll[i].day) == day_key(day) &&
+            strcmp(b->hll[i].name, name) == 0)
+            return &b->hll[i];
+    return NULL;
+}
 
-    if (ev) {
-        size_t mask = b->cap - 1;
-        size_t i = hash_name(ev->counter) & mask;
-        while (b->totals[i].used && strcmp(b->totals[i].name, ev->counter))
-            i = (i + 1) & mask;
-        t = &b->totals[i];
-        int64_t sum;
-        if (t->used && __builtin_add_overflow(t->delta, ev->delta, &sum))
-            return -1;
-        if (b->counters + 1 >= b->cap && !t->used)
-            return -1;
-    }
-    ps_partition_range *r = range_for(b, partition);
-    if (r == NULL)
+int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
+                 const ctr_event *ev, const ctr_counter_def *def, ctr_date day)
+{
+    ps_sum *slots[3] = {NULL, NULL, NULL};
+    ps_hll_group *group = NULL;
+    int unique = ev && def->kind == CTR_KIND_UNIQUE;
+
+    if (b->messages >= b->max_events || b->n_parts >= MAX_PARTITIONS)
         return -1;
+
+    /* Check everything first, so a refused event leaves no trace. */
+    if (ev && !unique) {
+        int64_t minute = ev->ts_ms - ((ev->ts_ms % 60000) + 60000) % 60000;
+        slots[PS_TOTAL] = slot_for(b, PS_TOTAL, ev->counter, day, 0);
+        slots[PS_DAILY] = slot_for(b, PS_DAILY, ev->counter, day, 0);
+        slots[PS_BUCKET] = slot_for(b, PS_BUCKET, ev->counter, day, minute);
+        for (int t = 0; t < 3; t++) {
+            int64_t sum;
+            if (slots[t]->used &&
+                __builtin_add_overflow(slots[t]->delta, ev->delta, &sum))
+                return -1;
+        }
+        for (int t = 0; t < 3; t++)
+            if (!slots[t]->used) {
+                slots[t]->used = 1;
+                slots[t]->table = (enum ps_table)t;
+                memcpy(slots[t]->name, ev->counter, sizeof(slots[t]->name));
+                slots[t]->day = day;
+                slots[t]->minute_ms = minute;
+                b->n_sums[t]++;
+            }
+    } else if (unique && def->dedup == CTR_DEDUP_HLL) {
+        if (ev->user_id == NULL)
+            goto counted; /* nothing to count; the offset still advances */
+        group = hll_group_for(b, ev->counter, day);
+        if (group == NULL) {
+            if (b->n_hll >= MAX_HLL_GROUPS)
+                return -1;
+            group = &b->hll[b->n_hll++];
+            memset(group, 0, sizeof(*group));
+            memcpy(group->name, ev->counter, sizeof(group->name));
+            group->day = day;
+        }
+    } else if (unique) {
+        if (ev->user_id == NULL)
+            goto counted;
+        ps_unique_row *row = &b->unique[b->n_unique];
+        row->user_id = strdup(ev->user_id);
+        if (row->user_id == NULL)
+            return -1;
+        memcpy(row->name, ev->counter, sizeof(row->name));
+        row->day = day;
+        row->ts_ms = ev->ts_ms;
+        b->n_unique++;
+    }
+
+    for (int t = 0; t < 3; t++)
+        if (slots[t]) {
+            slots[t]->delta += ev->delta;
+            if (ev->ts_ms > slots[t]->last_event_ms)
+                slots[t]->last_event_ms = ev->ts_ms;
+        }
+    if (group) {
+        ctr_hll_add(group->regs,
+                    ctr_hll_hash(ev->user_id, strlen(ev->user_id)));
+        if (ev->ts_ms > group->last_event_ms)
+            group->last_event_ms = ev->ts_ms;
+    }
+counted:;
+    ps_partition_range *r = range_for(b, partition); /* room checked above */
     if (r->first_offset < 0)
         r->first_offset = offset;
     r->last_offset = offset;
     b->messages++;
-    if (t) {
-        if (!t->used) {
-            t->used = 1;
-            memcpy(t->name, ev->counter, sizeof(t->name));
-            b->counters++;
-            t->delta = 0;
-            t->last_event_ms = 0;
-        }
-        t->delta += ev->delta;
-        if (ev->ts_ms > t->last_event_ms)
-            t->last_event_ms = ev->ts_ms;
-    }
     return 0;
 }
 
-size_t ps_batch_total_slots(const ps_batch *b)
+size_t ps_batch_sum_slots(const ps_batch *b)
 {
     return b->cap;
 }
 
-const ps_total *ps_batch_total_at(const ps_batch *b, size_t i)
+const ps_sum *ps_batch_sum_at(const ps_batch *b, size_t i)
 {
-    return &b->totals[i];
+    return &b->sums[i];
 }
 
-size_t ps_batch_counters(const ps_batch *b)
+size_t ps_batch_sums(const ps_batch *b, enum ps_table table)
 {
-    return b->counters;
+    return b->n_sums[table];
+}
+
+size_t ps_batch_unique_rows(const ps_batch *b)
+{
+    return b->n_unique;
+}
+
+const ps_unique_row *ps_batch_unique_at(const ps_batch *b, size_t i)
+{
+    return &b->unique[i];
+}
+
+size_t ps_batch_hll_groups(const ps_batch *b)
+{
+    return b->n_hll;
+}
+
+const ps_hll_group *ps_batch_hll_at(const ps_batch *b, size_t i)
+{
+    return &b->hll[i];
 }
 
 size_t ps_batch_partitions(const ps_batch *b)

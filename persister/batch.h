@@ -1,11 +1,19 @@
 /*
- * batch.h - one batch of consumed events, aggregated for PostgreSQL: a sum
- * per counter (one upsert may touch a key only once, SQLSTATE 21000) and
- * the offset range consumed per partition. Pure data; no I/O.
+ * batch.h - one batch of consumed events, shaped for PostgreSQL:
+ * - sums per counter (totals), per counter and local day (daily), and per
+ *   counter and UTC minute (history buckets), each key once, since one
+ *   upsert may touch a key only once (SQLSTATE 21000);
+ * - the (counter, day, user) rows of exact unique counters, which
+ *   PostgreSQL dedups itself;
+ * - HyperLogLog registers per (counter, day) of approximate ones;
+ * - the offset range consumed per partition.
+ * Pure data; no I/O.
  */
 #ifndef COUNTER_PERSISTER_BATCH_H
 #define COUNTER_PERSISTER_BATCH_H
 
+#include "common/counterdef.h"
+#include "common/hll.h"
 #include "ingest/event.h"
 
 #include <stddef.h>
@@ -13,12 +21,31 @@
 
 typedef struct ps_batch ps_batch;
 
-typedef struct ps_total {
+enum ps_table { PS_TOTAL, PS_DAILY, PS_BUCKET };
+
+typedef struct ps_sum {
+    int used;
+    enum ps_table table;
     char name[CTR_NAME_MAX + 1];
+    ctr_date day;          /* PS_DAILY */
+    int64_t minute_ms;     /* PS_BUCKET: start of the UTC minute */
     int64_t delta;         /* sum of the batch's deltas */
     int64_t last_event_ms; /* newest event time */
-    int used;
-} ps_total;
+} ps_sum;
+
+typedef struct ps_unique_row {
+    char name[CTR_NAME_MAX + 1];
+    ctr_date day;
+    char *user_id;
+    int64_t ts_ms;
+} ps_unique_row;
+
+typedef struct ps_hll_group {
+    char name[CTR_NAME_MAX + 1];
+    ctr_date day;
+    int64_t last_event_ms;
+    uint8_t regs[CTR_HLL_REGISTERS]; /* this batch's users only */
+} ps_hll_group;
 
 typedef struct ps_partition_range {
     int32_t partition;
@@ -26,8 +53,7 @@ typedef struct ps_partition_range {
     int64_t last_offset;
 } ps_partition_range;
 
-/* Creates an empty batch for up to max_events events. NULL if out of
- * memory. */
+/* An empty batch for up to max_events events. NULL if out of memory. */
 ps_batch *ps_batch_new(size_t max_events) __attribute__((warn_unused_result));
 void ps_batch_free(ps_batch *b);
 void ps_batch_reset(ps_batch *b);
@@ -36,17 +62,26 @@ void ps_batch_reset(ps_batch *b);
 size_t ps_batch_messages(const ps_batch *b);
 
 /*
- * Records the message at (partition, offset); ev is NULL for a message that
- * failed validation (its offset still advances). Returns 0, or -1 when the
- * sum would overflow int64 (the caller flushes and adds again).
+ * Records the message at (partition, offset). ev is NULL for a message
+ * that failed validation (its offset still advances); otherwise def is
+ * the counter's definition and day the local date of ev->ts_ms in its
+ * zone. Returns 0, or -1 when the batch cannot take it (a sum would
+ * overflow, too many groups) and the caller flushes and adds again.
  */
 int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
-                 const ctr_event *ev) __attribute__((warn_unused_result));
+                 const ctr_event *ev, const ctr_counter_def *def, ctr_date day)
+    __attribute__((warn_unused_result));
 
-/* Iteration over the per-counter totals (slots with used == 0 skipped). */
-size_t ps_batch_total_slots(const ps_batch *b);
-const ps_total *ps_batch_total_at(const ps_batch *b, size_t i);
-size_t ps_batch_counters(const ps_batch *b);
+/* The sums: iterate slots 0..ps_batch_sum_slots()-1, skipping unused. */
+size_t ps_batch_sum_slots(const ps_batch *b);
+const ps_sum *ps_batch_sum_at(const ps_batch *b, size_t i);
+size_t ps_batch_sums(const ps_batch *b, enum ps_table table);
+
+size_t ps_batch_unique_rows(const ps_batch *b);
+const ps_unique_row *ps_batch_unique_at(const ps_batch *b, size_t i);
+
+size_t ps_batch_hll_groups(const ps_batch *b);
+const ps_hll_group *ps_batch_hll_at(const ps_batch *b, size_t i);
 
 /* The partitions touched, in first-seen order. */
 size_t ps_batch_partitions(const ps_batch *b);

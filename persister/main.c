@@ -22,7 +22,12 @@
 #include <string.h>
 #include <time.h>
 
-enum { MAX_PARTS = 1024, BACKOFF_MAX_MS = 5000 };
+enum {
+    MAX_PARTS = 1024,
+    BACKOFF_MAX_MS = 5000,
+    RETENTION_FIRST_MS = 60 * 1000,
+    RETENTION_EVERY_MS = 3600 * 1000,
+};
 
 static volatile sig_atomic_t stop_requested;
 
@@ -203,8 +208,7 @@ static void flush_batch(persister *p, int final, int64_t final_deadline_ms)
     rd_kafka_topic_partition_list_destroy(l);
 
     p->batches_total++;
-    ctr_debug("committed a batch of %zu events over %zu counters",
-              ps_batch_messages(p->batch), ps_batch_counters(p->batch));
+    ctr_debug("committed a batch of %zu events", ps_batch_messages(p->batch));
     ps_batch_reset(p->batch);
 }
 
@@ -228,14 +232,20 @@ static void handle_message(persister *p, rd_kafka_message_t *msg)
                  " offset %" PRId64 ": %s",
                  msg->partition, msg->offset, err);
     }
+    const ctr_counter_def *def = NULL;
+    ctr_date day = {0, 0, 0};
+    if (valid) {
+        def = ctr_config_counter(p->cfg, ev.counter);
+        day = ctr_tz_local_day(def->tz, ev.ts_ms, NULL, NULL);
+    }
     if (ps_batch_messages(p->batch) == 0)
         p->batch_started_ms = ctr_time_mono_ms();
-    if (ps_batch_add(p->batch, msg->partition, msg->offset,
-                     valid ? &ev : NULL) != 0) {
+    if (ps_batch_add(p->batch, msg->partition, msg->offset, valid ? &ev : NULL,
+                     def, day) != 0) {
         flush_batch(p, 0, 0);
         p->batch_started_ms = ctr_time_mono_ms();
         if (ps_batch_add(p->batch, msg->partition, msg->offset,
-                         valid ? &ev : NULL) != 0)
+                         valid ? &ev : NULL, def, day) != 0)
             ctr_error("event at partition %" PRId32 " offset %" PRId64
                       " does not fit an empty batch; skipped",
                       msg->partition, msg->offset);
@@ -267,6 +277,10 @@ static rd_kafka_t *consumer_new(persister *p, char *errbuf, size_t errlen)
         {"isolation.level", "read_committed"},
         {"partition.assignment.strategy", "range,roundrobin"},
         {"reconnect.backoff.max.ms", "1000"},
+        /* A crashed member's partitions wait this long for a new owner;
+         * librdkafka's 45 s default would stall the totals that long. */
+        {"session.timeout.ms", "10000"},
+        {"heartbeat.interval.ms", "2000"},
     };
     char err[256];
 
@@ -340,8 +354,15 @@ int main(void)
              cfg->kafka_topic, cfg->persister_group_id, cfg->postgres_host,
              cfg->postgres_port);
 
+    int64_t next_retention_ms = ctr_time_mono_ms() + RETENTION_FIRST_MS;
     while (!stop_requested) {
         int wait_ms = 100;
+        if (ctr_time_mono_ms() >= next_retention_ms) {
+            long n = ps_sink_apply_retention(p.sink, ctr_time_now_ms());
+            if (n > 0)
+                ctr_info("retention: dropped %ld expired rows", n);
+            next_retention_ms = ctr_time_mono_ms() + RETENTION_EVERY_MS;
+        }
         if (ps_batch_messages(p.batch) > 0) {
             int64_t left = p.batch_started_ms + cfg->persister_batch_ms -
                            ctr_time_mono_ms();

@@ -7,6 +7,7 @@
 #include "common/pgconn.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,37 +107,308 @@ static long exec_cmd(ps_sink *s, const char *sql, int nparams,
     return rows;
 }
 
-/* Builds the three array literals of the totals upsert. */
-static int build_arrays(const ps_batch *b, char **names, char **deltas,
-                        char **times)
+/* A growable text buffer for array literals. */
+typedef struct text {
+    char *s;
+    size_t len, cap;
+    int failed;
+} text;
+
+static void text_put(text *t, const char *p, size_t n)
 {
-    size_t n = ps_batch_counters(b);
-    size_t cap_names = n * (CTR_NAME_MAX + 3) + 3, cap_nums = n * 22 + 3;
-    char *pn = *names = malloc(cap_names);
-    char *pd = *deltas = malloc(cap_nums);
-    char *pt = *times = malloc(cap_nums);
-    if (!pn || !pd || !pt)
-        return -1;
-    *pn++ = '{', *pd++ = '{', *pt++ = '{';
-    int first = 1;
-    for (size_t i = 0; i < ps_batch_total_slots(b); i++) {
-        const ps_total *t = ps_batch_total_at(b, i);
-        if (!t->used)
-            continue;
-        /* Names are [A-Za-z0-9_.-]: quoting needs no escapes. */
-        pn += sprintf(pn, "%s\"%s\"", first ? "" : ",", t->name);
-        pd += sprintf(pd, "%s%" PRId64, first ? "" : ",", t->delta);
-        pt += sprintf(pt, "%s%" PRId64, first ? "" : ",", t->last_event_ms);
-        first = 0;
+    if (t->failed)
+        return;
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 1024;
+        while (cap < t->len + n + 1)
+            cap *= 2;
+        char *grown = realloc(t->s, cap);
+        if (grown == NULL) {
+            t->failed = 1;
+            return;
+        }
+        t->s = grown;
+        t->cap = cap;
     }
-    strcpy(pn, "}"), strcpy(pd, "}"), strcpy(pt, "}");
+    memcpy(t->s + t->len, p, n);
+    t->len += n;
+    t->s[t->len] = '\0';
+}
+
+static void text_printf(text *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void text_printf(text *t, const char *fmt, ...)
+{
+    char buf[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        text_put(t, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+}
+
+/* Appends one element of a text[] literal: quoted, with \ and " escaped. */
+static void text_put_elem(text *t, const char *v)
+{
+    text_put(t, t->len > 1 ? ",\"" : "\"", t->len > 1 ? 2 : 1);
+    for (const char *p = v; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            text_put(t, "\\", 1);
+        text_put(t, p, 1);
+    }
+    text_put(t, "\"", 1);
+}
+
+static void text_put_date(text *t, ctr_date d)
+{
+    char buf[16];
+    ctr_date_format(d, buf, sizeof(buf));
+    text_put_elem(t, buf);
+}
+
+static void text_put_i64(text *t, int64_t v)
+{
+    text_printf(t, t->len > 1 ? ",%" PRId64 : "%" PRId64, v);
+}
+
+static void text_free(text *t)
+{
+    free(t->s);
+}
+
+static const char totals_sql[] =
+    "INSERT INTO counter_totals (name, value, last_event_ms) "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) "
+    "ON CONFLICT (name) DO UPDATE SET "
+    "value = counter_totals.value + EXCLUDED.value, "
+    "last_event_ms = GREATEST(counter_totals.last_event_ms, "
+    "EXCLUDED.last_event_ms), updated_at = now()";
+
+static const char daily_sql[] =
+    "INSERT INTO counter_daily (name, day, value, last_event_ms) "
+    "SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[], "
+    "$4::bigint[]) "
+    "ON CONFLICT (name, day) DO UPDATE SET "
+    "value = counter_daily.value + EXCLUDED.value, "
+    "last_event_ms = GREATEST(counter_daily.last_event_ms, "
+    "EXCLUDED.last_event_ms), updated_at = now()";
+
+static const char buckets_sql[] =
+    "INSERT INTO counter_buckets (name, bucket_start, value) "
+    "SELECT n, to_timestamp(m / 1000.0), v "
+    "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(n, m, v) "
+    "ON CONFLICT (name, bucket_start) DO UPDATE SET "
+    "value = counter_buckets.value + EXCLUDED.value";
+
+/*
+ * Exact unique counting: a (counter, day, user) row is inserted once; only
+ * the rows actually inserted count, into the total, the day and the
+ * minute the user was first seen.
+ */
+static const char unique_sql[] =
+    "WITH ins AS ("
+    "  INSERT INTO counter_unique_users (name, day, user_id, first_seen_ms)"
+    "  SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[])"
+    "  ON CONFLICT DO NOTHING RETURNING name, day, first_seen_ms),"
+    " t AS ("
+    "  INSERT INTO counter_totals (name, value, last_event_ms)"
+    "  SELECT name, count(*), max(first_seen_ms) FROM ins GROUP BY name"
+    "  ON CONFLICT (name) DO UPDATE SET"
+    "  value = counter_totals.value + EXCLUDED.value,"
+    "  last_event_ms = GREATEST(counter_totals.last_event_ms,"
+    "  EXCLUDED.last_event_ms), updated_at = now()),"
+    " d AS ("
+    "  INSERT INTO counter_daily (name, day, value, last_event_ms)"
+    "  SELECT name, day, count(*), max(first_seen_ms) FROM ins"
+    "  GROUP BY name, day"
+    "  ON CONFLICT (name, day) DO UPDATE SET"
+    "  value = counter_daily.value + EXCLUDED.value,"
+    "  last_event_ms = GREATEST(counter_daily.last_event_ms,"
+    "  EXCLUDED.last_event_ms), updated_at = now())"
+    "INSERT INTO counter_buckets (name, bucket_start, value)"
+    " SELECT name, to_timestamp((first_seen_ms / 60000) * 60), count(*)"
+    " FROM ins GROUP BY 1, 2"
+    " ON CONFLICT (name, bucket_start) DO UPDATE SET"
+    " value = counter_buckets.value + EXCLUDED.value";
+
+static int write_sums(ps_sink *s, const ps_batch *b)
+{
+    text names = {0}, days = {0}, deltas = {0}, times = {0}, minutes = {0};
+    int rc = 0;
+
+    for (int table = PS_TOTAL; table <= PS_BUCKET && rc == 0; table++) {
+        if (ps_batch_sums(b, (enum ps_table)table) == 0)
+            continue;
+        names.len = days.len = deltas.len = times.len = minutes.len = 0;
+        text_put(&names, "{", 1), text_put(&days, "{", 1);
+        text_put(&deltas, "{", 1), text_put(&times, "{", 1);
+        text_put(&minutes, "{", 1);
+        for (size_t i = 0; i < ps_batch_sum_slots(b); i++) {
+            const ps_sum *sum = ps_batch_sum_at(b, i);
+            if (!sum->used || sum->table != (enum ps_table)table)
+                continue;
+            text_put_elem(&names, sum->name);
+            text_put_date(&days, sum->day);
+            text_put_i64(&deltas, sum->delta);
+            text_put_i64(&times, sum->last_event_ms);
+            text_put_i64(&minutes, sum->minute_ms);
+        }
+        text_put(&names, "}", 1), text_put(&days, "}", 1);
+        text_put(&deltas, "}", 1), text_put(&times, "}", 1);
+        text_put(&minutes, "}", 1);
+        if (names.failed || days.failed || deltas.failed || times.failed ||
+            minutes.failed) {
+            ctr_error("out of memory building a batch");
+            rc = -1;
+            break;
+        }
+        if (table == PS_TOTAL) {
+            const char *p[3] = {names.s, deltas.s, times.s};
+            rc = exec_cmd(s, totals_sql, 3, p, "totals upsert") < 0 ? -1 : 0;
+        } else if (table == PS_DAILY) {
+            const char *p[4] = {names.s, days.s, deltas.s, times.s};
+            rc = exec_cmd(s, daily_sql, 4, p, "daily upsert") < 0 ? -1 : 0;
+        } else {
+            const char *p[3] = {names.s, minutes.s, deltas.s};
+            rc = exec_cmd(s, buckets_sql, 3, p, "buckets upsert") < 0 ? -1 : 0;
+        }
+    }
+    text_free(&names), text_free(&days), text_free(&deltas);
+    text_free(&times), text_free(&minutes);
+    return rc;
+}
+
+static int write_unique(ps_sink *s, const ps_batch *b)
+{
+    text names = {0}, days = {0}, users = {0}, times = {0};
+    size_t n = ps_batch_unique_rows(b);
+    int rc = -1;
+
+    if (n == 0)
+        return 0;
+    text_put(&names, "{", 1), text_put(&days, "{", 1);
+    text_put(&users, "{", 1), text_put(&times, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        const ps_unique_row *row = ps_batch_unique_at(b, i);
+        text_put_elem(&names, row->name);
+        text_put_date(&days, row->day);
+        text_put_elem(&users, row->user_id);
+        text_put_i64(&times, row->ts_ms);
+    }
+    text_put(&names, "}", 1), text_put(&days, "}", 1);
+    text_put(&users, "}", 1), text_put(&times, "}", 1);
+    if (names.failed || days.failed || users.failed || times.failed) {
+        ctr_error("out of memory building a batch");
+    } else {
+        const char *p[4] = {names.s, days.s, users.s, times.s};
+        rc = exec_cmd(s, unique_sql, 4, p, "unique rows insert") < 0 ? -1 : 0;
+    }
+    text_free(&names), text_free(&days), text_free(&users);
+    text_free(&times);
+    return rc;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                  : -1;
+}
+
+/*
+ * Approximate unique counting: merge the batch's registers into the
+ * stored ones (locked), and add the change of the estimate to the total,
+ * the day and the minute of the group's newest event.
+ */
+static int write_hll(ps_sink *s, const ps_batch *b)
+{
+    static char hex[2 + 2 * CTR_HLL_REGISTERS + 1];
+    uint8_t regs[CTR_HLL_REGISTERS];
+
+    for (size_t g = 0; g < ps_batch_hll_groups(b); g++) {
+        const ps_hll_group *grp = ps_batch_hll_at(b, g);
+        char day[16], est_s[24], last_s[24], minute_s[24], delta_s[24];
+        ctr_date_format(grp->day, day, sizeof(day));
+        const char *key[2] = {grp->name, day};
+        PGresult *res =
+            PQexecParams(s->conn,
+                         "SELECT registers, estimate FROM counter_hll "
+                         "WHERE name = $1 AND day = $2 FOR UPDATE",
+                         2, NULL, key, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            report(s, res, "hll read");
+            PQclear(res);
+            return -1;
+        }
+        int64_t old_est = 0;
+        memset(regs, 0, sizeof(regs));
+        if (PQntuples(res) == 1) {
+            const char *h = PQgetvalue(res, 0, 0);
+            if (strlen(h) == 2 + 2 * CTR_HLL_REGISTERS && h[0] == '\\') {
+                for (int i = 0; i < CTR_HLL_REGISTERS; i++)
+                    regs[i] = (uint8_t)(hexval(h[2 + 2 * i]) * 16 +
+                                        hexval(h[3 + 2 * i]));
+            }
+            old_est = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        }
+        PQclear(res);
+        for (int i = 0; i < CTR_HLL_REGISTERS; i++)
+            if (grp->regs[i] > regs[i])
+                regs[i] = grp->regs[i];
+        int64_t est = ctr_hll_estimate(regs);
+        int64_t delta = est > old_est ? est - old_est : 0;
+        hex[0] = '\\', hex[1] = 'x';
+        for (int i = 0; i < CTR_HLL_REGISTERS; i++)
+            sprintf(hex + 2 + 2 * i, "%02x", regs[i]);
+        int64_t minute = grp->last_event_ms - grp->last_event_ms % 60000;
+        snprintf(est_s, sizeof(est_s), "%" PRId64, old_est + delta);
+        snprintf(last_s, sizeof(last_s), "%" PRId64, grp->last_event_ms);
+        snprintf(minute_s, sizeof(minute_s), "%" PRId64, minute);
+        snprintf(delta_s, sizeof(delta_s), "%" PRId64, delta);
+        const char *up[4] = {grp->name, day, hex, est_s};
+        if (exec_cmd(s,
+                     "INSERT INTO counter_hll (name, day, registers, estimate) "
+                     "VALUES ($1, $2, $3::bytea, $4) ON CONFLICT (name, day) "
+                     "DO UPDATE SET registers = EXCLUDED.registers, "
+                     "estimate = EXCLUDED.estimate",
+                     4, up, "hll upsert") < 0)
+            return -1;
+        if (delta == 0)
+            continue;
+        const char *pt[3] = {grp->name, delta_s, last_s};
+        const char *pd[4] = {grp->name, day, delta_s, last_s};
+        const char *pb[3] = {grp->name, minute_s, delta_s};
+        if (exec_cmd(s,
+                     "INSERT INTO counter_totals (name, value, last_event_ms) "
+                     "VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET "
+                     "value = counter_totals.value + EXCLUDED.value, "
+                     "last_event_ms = GREATEST(counter_totals.last_event_ms, "
+                     "EXCLUDED.last_event_ms), updated_at = now()",
+                     3, pt, "hll totals") < 0 ||
+            exec_cmd(s,
+                     "INSERT INTO counter_daily (name, day, value, "
+                     "last_event_ms) VALUES ($1, $2, $3, $4) "
+                     "ON CONFLICT (name, day) DO UPDATE SET "
+                     "value = counter_daily.value + EXCLUDED.value, "
+                     "last_event_ms = GREATEST(counter_daily.last_event_ms, "
+                     "EXCLUDED.last_event_ms), updated_at = now()",
+                     4, pd, "hll daily") < 0 ||
+            exec_cmd(s,
+                     "INSERT INTO counter_buckets (name, bucket_start, value) "
+                     "VALUES ($1, to_timestamp($2::bigint / 1000.0), $3) "
+                     "ON CONFLICT (name, bucket_start) DO UPDATE SET "
+                     "value = counter_buckets.value + EXCLUDED.value",
+                     3, pb, "hll bucket") < 0)
+            return -1;
+    }
     return 0;
 }
 
 enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
                                    const ps_batch *b, const int64_t *expected)
 {
-    char *names = NULL, *deltas = NULL, *times = NULL;
     enum ps_sink_result rc = PS_SINK_ERROR;
     int in_tx = 0;
 
@@ -179,23 +451,8 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
         }
     }
 
-    if (ps_batch_counters(b) > 0) {
-        if (build_arrays(b, &names, &deltas, &times)) {
-            ctr_error("out of memory building a batch");
-            goto out;
-        }
-        const char *params[3] = {names, deltas, times};
-        if (exec_cmd(s,
-                     "INSERT INTO counter_totals (name, value, last_event_ms) "
-                     "SELECT * FROM unnest($1::text[], $2::bigint[], "
-                     "$3::bigint[]) "
-                     "ON CONFLICT (name) DO UPDATE SET "
-                     "value = counter_totals.value + EXCLUDED.value, "
-                     "last_event_ms = GREATEST(counter_totals.last_event_ms, "
-                     "EXCLUDED.last_event_ms), updated_at = now()",
-                     3, params, "totals upsert") < 0)
-            goto out;
-    }
+    if (write_sums(s, b) || write_unique(s, b) || write_hll(s, b))
+        goto out;
     if (exec_cmd(s, "COMMIT", 0, NULL, "commit") < 0) {
         in_tx = 0; /* a failed COMMIT leaves no transaction open */
         goto out;
@@ -207,8 +464,85 @@ out:
         PGresult *res = PQexec(s->conn, "ROLLBACK");
         PQclear(res);
     }
-    free(names);
-    free(deltas);
-    free(times);
     return rc;
+}
+
+/* def's LIKE pattern: exact names match themselves; a prefix escapes '_'
+ * (names hold no '%' or '\'). out holds 2 * CTR_NAME_MAX + 4 bytes. */
+static void like_pattern(char *out, const ctr_counter_def *d)
+{
+    size_t n = d->is_prefix ? d->prefix_len : strlen(d->pattern);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (d->pattern[i] == '_')
+            out[o++] = '\\';
+        out[o++] = d->pattern[i];
+    }
+    if (d->is_prefix)
+        out[o++] = '%';
+    out[o] = '\0';
+}
+
+/* Does def `other` take names away from def `d` (more specific)? */
+static int overrides(const ctr_counter_def *d, const ctr_counter_def *other)
+{
+    if (other == d || !d->is_prefix)
+        return 0;
+    if (!other->is_prefix)
+        return strncmp(other->pattern, d->pattern, d->prefix_len) == 0;
+    return other->prefix_len > d->prefix_len &&
+           strncmp(other->pattern, d->pattern, d->prefix_len) == 0;
+}
+
+long ps_sink_apply_retention(ps_sink *s, int64_t now_ms)
+{
+    const ctr_config *cfg = s->cfg;
+    long deleted = 0;
+    static const char *const sql[3] = {
+        "DELETE FROM counter_unique_users WHERE name LIKE $1 "
+        "AND NOT (name LIKE ANY ($2::text[])) AND day < $3::date",
+        "DELETE FROM counter_hll WHERE name LIKE $1 "
+        "AND NOT (name LIKE ANY ($2::text[])) AND day < $3::date",
+        "DELETE FROM counter_buckets WHERE name LIKE $1 "
+        "AND NOT (name LIKE ANY ($2::text[])) "
+        "AND bucket_start < $3::date::timestamp AT TIME ZONE $4",
+    };
+
+    if (ensure_connected(s))
+        return -1;
+    for (size_t i = 0; i <= cfg->n_counters; i++) {
+        const ctr_counter_def *d =
+            i < cfg->n_counters ? &cfg->counters[i] : &cfg->default_counter;
+        /* a declared "*" replaces the built-in default */
+        if (i == cfg->n_counters && ctr_config_counter(cfg, "") != d)
+            continue;
+        char pattern[2 * CTR_NAME_MAX + 4], other[2 * CTR_NAME_MAX + 4];
+        text others = {0};
+        like_pattern(pattern, d);
+        text_put(&others, "{", 1);
+        for (size_t j = 0; j < cfg->n_counters; j++)
+            if (overrides(d, &cfg->counters[j])) {
+                like_pattern(other, &cfg->counters[j]);
+                text_put_elem(&others, other);
+            }
+        text_put(&others, "}", 1);
+
+        char cutoff[16];
+        ctr_date today = ctr_tz_local_day(d->tz, now_ms, NULL, NULL);
+        ctr_date_format(ctr_date_add_days(today, -d->retention_days), cutoff,
+                        sizeof(cutoff));
+        const char *params[4] = {pattern, others.s, cutoff, ctr_tz_name(d->tz)};
+        for (int k = 0; k < 3 && !others.failed; k++) {
+            long n = exec_cmd(s, sql[k], k == 2 ? 4 : 3, params, "retention");
+            if (n < 0) {
+                deleted = -1;
+                break;
+            }
+            deleted += n;
+        }
+        text_free(&others);
+        if (deleted < 0)
+            return -1;
+    }
+    return deleted;
 }

@@ -42,4 +42,11 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
                                    const ps_batch *b, const int64_t *expected)
     __attribute__((warn_unused_result));
 
+/*
+ * Drops history buckets, unique rows and HLL registers older than each
+ * counter's retention_days (daily values, the archive, are kept). Returns
+ * the rows deleted, or -1.
+ */
+long ps_sink_apply_retention(ps_sink *s, int64_t now_ms);
+
 #endif

@@ -54,10 +54,10 @@ PY
 
 echo "== building (address,undefined sanitizers) in build-asan"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCOUNTER_SANITIZE=address >/dev/null &&
-    cmake --build build-asan -j "$JOBS" >build-asan.log 2>&1
+    cmake --build build-asan -j "$JOBS" >build-asan/build.log 2>&1
 rc=$?
 if [[ $rc -ne 0 ]]; then
-    tail -50 build-asan.log
+    tail -50 build-asan/build.log
     echo "== FAIL: build"
     echo "0 passed, 1 failed"
     exit 1
@@ -67,7 +67,7 @@ fi
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp:print_suppressions=0"
-export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1"
+export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:suppressions=$ROOT/tests/tsan.supp"
 
 echo "== layout (clang-format, .clang-format)"
 git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
@@ -85,6 +85,7 @@ export REDIS_PORT=${TEST_REDIS_PORT:-26380} PG_PORT=${TEST_PG_PORT:-25433}
 export KAFKA_PORT=${TEST_KAFKA_PORT:-29092} KAFKA_CONTROLLER_PORT=${TEST_KAFKA_CONTROLLER_PORT:-29093}
 export API_PORT=${TEST_API_PORT:-28080} KAFKA_TOPIC=counter-events KAFKA_PARTITIONS=4
 export BIN_DIR="$ROOT/build-asan/bin"
+export COUNTER_CONFIG="$ROOT/tests/config.test.yaml"
 export LOADGEN="$ROOT/build-asan/bin/loadgen"
 LOG_KEEP="$ROOT/build-asan/test-logs"
 
@@ -122,7 +123,7 @@ note_result "integration tests" $rc "$ROOT/build-asan/pytest.xml"
 # ---- ThreadSanitizer ----
 echo "== building (thread sanitizer) in build-tsan"
 if cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCOUNTER_SANITIZE=thread >/dev/null &&
-    cmake --build build-tsan -j "$JOBS" --target counter-api counter-persister >build-tsan.log 2>&1; then
+    cmake --build build-tsan -j "$JOBS" --target counter-api counter-persister >build-tsan/build.log 2>&1; then
     "$ROOT/deploy/stack.sh" stop counter-api >/dev/null
     "$ROOT/deploy/stack.sh" stop counter-persister >/dev/null
     BIN_DIR="$ROOT/build-tsan/bin" "$ROOT/deploy/stack.sh" start counter-api &&
@@ -140,7 +141,7 @@ if cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCOUNTER_SANITIZE=thread >
     fi
     note_result "thread sanitizer load" $rc
 else
-    tail -50 build-tsan.log
+    tail -50 build-tsan/build.log
     note_result "thread sanitizer build" 1
 fi
 

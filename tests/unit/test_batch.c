@@ -1,5 +1,6 @@
-/* test_batch.c - the persister's aggregation: one sum per counter, offset
- * ranges per partition, overflow handed back to the caller. */
+/* test_batch.c - the persister's batch: sums per counter, day and minute,
+ * unique rows, HLL groups, offset ranges, and refusals that leave no
+ * trace. */
 #include "persister/batch.h"
 
 #include <setjmp.h>
@@ -10,7 +11,14 @@
 #include <stdio.h>
 #include <string.h>
 
-static ctr_event make(const char *name, int64_t delta, int64_t ts)
+static ctr_counter_def plain = {.kind = CTR_KIND_COUNTER};
+static ctr_counter_def exact = {.kind = CTR_KIND_UNIQUE,
+                                .dedup = CTR_DEDUP_EXACT};
+static ctr_counter_def approx = {.kind = CTR_KIND_UNIQUE,
+                                 .dedup = CTR_DEDUP_HLL};
+static const ctr_date d1 = {2026, 11, 25}, d2 = {2026, 11, 26};
+
+static ctr_event make(const char *name, int64_t delta, int64_t ts, char *user)
 {
     ctr_event ev;
     memset(&ev, 0, sizeof(ev));
@@ -18,88 +26,129 @@ static ctr_event make(const char *name, int64_t delta, int64_t ts)
     snprintf(ev.counter, sizeof(ev.counter), "%s", name);
     ev.delta = delta;
     ev.ts_ms = ts;
+    ev.user_id = user;
     return ev;
 }
 
-static const ps_total *find(ps_batch *b, const char *name)
+static const ps_sum *find(ps_batch *b, enum ps_table t, const char *name,
+                          ctr_date day, int64_t minute)
 {
-    for (size_t i = 0; i < ps_batch_total_slots(b); i++) {
-        const ps_total *t = ps_batch_total_at(b, i);
-        if (t->used && strcmp(t->name, name) == 0)
-            return t;
+    for (size_t i = 0; i < ps_batch_sum_slots(b); i++) {
+        const ps_sum *s = ps_batch_sum_at(b, i);
+        if (!s->used || s->table != t || strcmp(s->name, name) != 0)
+            continue;
+        if (t == PS_DAILY && memcmp(&s->day, &day, sizeof(day)) != 0)
+            continue;
+        if (t == PS_BUCKET && s->minute_ms != minute)
+            continue;
+        return s;
     }
     return NULL;
 }
 
-static void test_aggregation(void **state)
+static void test_sums(void **state)
 {
     (void)state;
     ps_batch *b = ps_batch_new(100);
     assert_non_null(b);
-    ctr_event a1 = make("a", 5, 10), a2 = make("a", -2, 30),
-              b1 = make("b", 1, 20);
-    assert_int_equal(ps_batch_add(b, 0, 100, &a1), 0);
-    assert_int_equal(ps_batch_add(b, 1, 7, &b1), 0);
-    assert_int_equal(ps_batch_add(b, 0, 101, NULL), 0); /* invalid event */
-    assert_int_equal(ps_batch_add(b, 0, 102, &a2), 0);
+    ctr_event a1 = make("a", 5, 60000, NULL), a2 = make("a", -2, 61000, NULL),
+              a3 = make("a", 7, 125000, NULL), b1 = make("b", 1, 20, NULL);
+    assert_int_equal(ps_batch_add(b, 0, 100, &a1, &plain, d1), 0);
+    assert_int_equal(ps_batch_add(b, 1, 7, &b1, &plain, d1), 0);
+    assert_int_equal(ps_batch_add(b, 0, 101, NULL, NULL, d1), 0); /* bad */
+    assert_int_equal(ps_batch_add(b, 0, 102, &a2, &plain, d1), 0);
+    assert_int_equal(ps_batch_add(b, 0, 103, &a3, &plain, d2), 0);
 
-    assert_int_equal(ps_batch_messages(b), 4);
-    assert_int_equal(ps_batch_counters(b), 2);
-    assert_int_equal(find(b, "a")->delta, 3);
-    assert_int_equal(find(b, "a")->last_event_ms, 30);
-    assert_int_equal(find(b, "b")->delta, 1);
+    assert_int_equal(ps_batch_messages(b), 5);
+    assert_int_equal(ps_batch_sums(b, PS_TOTAL), 2);
+    assert_int_equal(find(b, PS_TOTAL, "a", d1, 0)->delta, 10);
+    assert_int_equal(find(b, PS_TOTAL, "a", d1, 0)->last_event_ms, 125000);
+    assert_int_equal(ps_batch_sums(b, PS_DAILY), 3);
+    assert_int_equal(find(b, PS_DAILY, "a", d1, 0)->delta, 3);
+    assert_int_equal(find(b, PS_DAILY, "a", d2, 0)->delta, 7);
+    assert_int_equal(ps_batch_sums(b, PS_BUCKET), 3);
+    assert_int_equal(find(b, PS_BUCKET, "a", d1, 60000)->delta, 3);
+    assert_int_equal(find(b, PS_BUCKET, "a", d1, 120000)->delta, 7);
+    assert_int_equal(find(b, PS_BUCKET, "b", d1, 0)->delta, 1);
+
     assert_int_equal(ps_batch_partitions(b), 2);
-    assert_int_equal(ps_batch_partition_at(b, 0)->partition, 0);
     assert_int_equal(ps_batch_partition_at(b, 0)->first_offset, 100);
-    assert_int_equal(ps_batch_partition_at(b, 0)->last_offset, 102);
+    assert_int_equal(ps_batch_partition_at(b, 0)->last_offset, 103);
     assert_int_equal(ps_batch_partition_at(b, 1)->last_offset, 7);
 
     ps_batch_reset(b);
     assert_int_equal(ps_batch_messages(b), 0);
-    assert_int_equal(ps_batch_counters(b), 0);
-    assert_null(find(b, "a"));
+    assert_null(find(b, PS_TOTAL, "a", d1, 0));
+    assert_int_equal(ps_batch_partitions(b), 0);
     ps_batch_free(b);
 }
 
-static void test_many_counters(void **state)
+static void test_unique_and_hll(void **state)
 {
     (void)state;
-    ps_batch *b = ps_batch_new(5000);
-    char name[32];
-    for (int i = 0; i < 5000; i++) {
-        snprintf(name, sizeof(name), "c%d", i % 1000);
-        ctr_event ev = make(name, 1, i);
-        assert_int_equal(ps_batch_add(b, i % 4, i, &ev), 0);
-    }
-    assert_int_equal(ps_batch_counters(b), 1000);
-    int64_t sum = 0;
-    for (size_t i = 0; i < ps_batch_total_slots(b); i++)
-        if (ps_batch_total_at(b, i)->used)
-            sum += ps_batch_total_at(b, i)->delta;
-    assert_int_equal(sum, 5000);
-    ps_batch_free(b);
+    ps_batch *b = ps_batch_new(100);
+    char u1[] = "u1", u2[] = "u\"2\\";
+    ctr_event e1 = make("dau", 1, 10, u1), e2 = make("dau", 1, 11, u2),
+              e3 = make("dau", 1, 12, u1), h1 = make("hau", 1, 13, u1),
+              h2 = make("hau", 1, 14, u2), nouser = make("dau", 1, 15, NULL);
+    assert_int_equal(ps_batch_add(b, 0, 0, &e1, &exact, d1), 0);
+    assert_int_equal(ps_batch_add(b, 0, 1, &e2, &exact, d1), 0);
+    assert_int_equal(ps_batch_add(b, 0, 2, &e3, &exact, d1), 0);
+    assert_int_equal(ps_batch_add(b, 0, 3, &h1, &approx, d1), 0);
+    assert_int_equal(ps_batch_add(b, 0, 4, &h2, &approx, d1), 0);
+    assert_int_equal(ps_batch_add(b, 0, 5, &nouser, &exact, d1), 0);
+
+    /* rows are kept in log order; PostgreSQL dedups them */
+    assert_int_equal(ps_batch_unique_rows(b), 3);
+    assert_string_equal(ps_batch_unique_at(b, 1)->user_id, u2);
+    assert_int_equal(ps_batch_sums(b, PS_TOTAL), 0);
+    assert_int_equal(ps_batch_hll_groups(b), 1);
+    assert_int_equal(ctr_hll_estimate(ps_batch_hll_at(b, 0)->regs), 2);
+    assert_int_equal(ps_batch_partition_at(b, 0)->last_offset, 5);
+    ps_batch_free(b); /* frees the copied user ids (ASan checks) */
 }
 
-static void test_overflow_refused(void **state)
+static void test_refusals_leave_no_trace(void **state)
 {
     (void)state;
-    ps_batch *b = ps_batch_new(10);
-    ctr_event big = make("x", INT64_MAX, 1), one = make("x", 1, 2);
-    assert_int_equal(ps_batch_add(b, 0, 0, &big), 0);
-    assert_int_equal(ps_batch_add(b, 0, 1, &one), -1);
-    /* the refused event left no trace */
+    ps_batch *b = ps_batch_new(2);
+    ctr_event big = make("x", INT64_MAX, 1, NULL), one = make("x", 1, 2, NULL);
+    assert_int_equal(ps_batch_add(b, 0, 0, &big, &plain, d1), 0);
+    assert_int_equal(ps_batch_add(b, 3, 1, &one, &plain, d1), -1);
     assert_int_equal(ps_batch_messages(b), 1);
-    assert_int_equal(ps_batch_partition_at(b, 0)->last_offset, 0);
-    assert_int_equal(find(b, "x")->delta, INT64_MAX);
+    assert_int_equal(ps_batch_partitions(b), 1); /* no range for partition 3 */
+    assert_int_equal(find(b, PS_TOTAL, "x", d1, 0)->delta, INT64_MAX);
+
+    ctr_event ok = make("y", 1, 3, NULL);
+    assert_int_equal(ps_batch_add(b, 0, 2, &ok, &plain, d1), 0);
+    assert_int_equal(ps_batch_add(b, 0, 3, &ok, &plain, d1), -1); /* full */
     ps_batch_free(b);
+}
+
+static void test_hll_accuracy(void **state)
+{
+    (void)state;
+    uint8_t regs[CTR_HLL_REGISTERS] = {0};
+    char id[32];
+    for (int i = 0; i < 100000; i++) {
+        int n = snprintf(id, sizeof(id), "user-%d", i);
+        ctr_hll_add(regs, ctr_hll_hash(id, (size_t)n));
+    }
+    int64_t est = ctr_hll_estimate(regs);
+    assert_in_range(est, 95000, 105000); /* about 1.6% standard error */
+    for (int i = 0; i < 1000; i++) {     /* the same users again add nothing */
+        int n = snprintf(id, sizeof(id), "user-%d", i);
+        assert_int_equal(ctr_hll_add(regs, ctr_hll_hash(id, (size_t)n)), 0);
+    }
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_aggregation),
-        cmocka_unit_test(test_many_counters),
-        cmocka_unit_test(test_overflow_refused),
+        cmocka_unit_test(test_sums),
+        cmocka_unit_test(test_unique_and_hll),
+        cmocka_unit_test(test_refusals_leave_no_trace),
+        cmocka_unit_test(test_hll_accuracy),
     };
     return cmocka_run_group_tests_name("batch", tests, NULL, NULL);
 }

@@ -10,7 +10,7 @@
 
 static int parse(const char *text, api_write_body *out, api_body_error *err)
 {
-    return api_body_parse_write(text, strlen(text), out, err);
+    return api_body_parse_write(text, strlen(text), API_BODY_DELTA, out, err);
 }
 
 static void test_defaults(void **state)

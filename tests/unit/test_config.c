@@ -104,6 +104,87 @@ static void test_errors_name_the_key(void **state)
     }
 }
 
+static void test_counter_definitions(void **state)
+{
+    char err[256];
+    (void)state;
+    write_yaml("timezone: Asia/Shanghai\n"
+               "counters:\n"
+               "  online_players: {kind: gauge, min: 0, on_bound: clamp}\n"
+               "  daily_active_users: {kind: unique, reset: daily}\n"
+               "  \"daily_*\": {kind: counter, reset: daily}\n"
+               "  \"daily_x_*\": {kind: counter, timezone: UTC}\n"
+               "  hll.users: {kind: unique, dedup: hll, retention_days: 7}\n");
+    ctr_config *cfg = ctr_config_load(path, err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    const ctr_counter_def *d = ctr_config_counter(cfg, "online_players");
+    assert_int_equal(d->kind, CTR_KIND_GAUGE);
+    assert_true(d->has_min);
+    assert_false(d->has_max);
+    assert_int_equal(d->on_bound, CTR_BOUND_CLAMP);
+    d = ctr_config_counter(cfg, "daily_active_users"); /* exact beats daily_* */
+    assert_int_equal(d->kind, CTR_KIND_UNIQUE);
+    assert_string_equal(ctr_tz_name(d->tz), "Asia/Shanghai");
+    d = ctr_config_counter(cfg, "daily_logins");
+    assert_string_equal(d->pattern, "daily_*");
+    assert_int_equal(d->reset, CTR_RESET_DAILY);
+    d = ctr_config_counter(cfg, "daily_x_1"); /* the longest prefix wins */
+    assert_string_equal(d->pattern, "daily_x_*");
+    assert_string_equal(ctr_tz_name(d->tz), "UTC");
+    d = ctr_config_counter(cfg, "hll.users"); /* dots in names are fine */
+    assert_int_equal(d->dedup, CTR_DEDUP_HLL);
+    assert_int_equal(d->retention_days, 7);
+    d = ctr_config_counter(cfg, "anything_else"); /* built-in default */
+    assert_int_equal(d->kind, CTR_KIND_COUNTER);
+    assert_int_equal(d->reset, CTR_RESET_NONE);
+    assert_string_equal(ctr_tz_name(d->tz), "Asia/Shanghai");
+    ctr_config_free(cfg);
+
+    write_yaml("counters:\n  \"*\": {kind: gauge, min: -5}\n");
+    cfg = ctr_config_load(path, err, sizeof(err));
+    assert_non_null(cfg);
+    d = ctr_config_counter(cfg, "whatever");
+    assert_int_equal(d->kind, CTR_KIND_GAUGE);
+    assert_int_equal(d->min, -5);
+    ctr_config_free(cfg);
+}
+
+static void test_definition_errors(void **state)
+{
+    static const struct {
+        const char *yaml;
+        const char *expect;
+    } cases[] = {
+        {"counters:\n  a: {kind: gauge, timezone: Mars/Base}\n",
+         "counters.a.timezone"},
+        {"timezone: Nowhere/Land\n", "timezone"},
+        {"counters:\n  a: {kind: meter}\n", "counters.a.kind"},
+        {"counters:\n  a: {kind: counter, min: 0}\n", "counters.a.min"},
+        {"counters:\n  a: {kind: gauge, min: 5, max: 1}\n", "counters.a"},
+        {"counters:\n  a: {kind: gauge, max: 99999999999999999}\n",
+         "counters.a.max"},
+        {"counters:\n  a: {kind: counter, dedup: hll}\n", "counters.a.dedup"},
+        {"counters:\n  a: {kind: counter, reset: weekly}\n",
+         "counters.a.reset"},
+        {"counters:\n  a: {kind: counter, colour: red}\n", "counters.a.colour"},
+        {"counters:\n  \"a:b\": {kind: counter}\n", "counters.a:b"},
+        {"counters:\n  a: {kind: counter, retention_days: 0}\n",
+         "counters.a.retention_days"},
+        {"counters:\n  - a\n", "counters"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[256] = "";
+        write_yaml(cases[i].yaml);
+        ctr_config *cfg = ctr_config_load(path, err, sizeof(err));
+        if (cfg != NULL)
+            fail_msg("accepted: %s", cases[i].yaml);
+        if (strstr(err, cases[i].expect) == NULL)
+            fail_msg("error \"%s\" does not name %s", err, cases[i].expect);
+    }
+}
+
 static void test_missing_file(void **state)
 {
     char err[256];
@@ -139,6 +220,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_file_and_env, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_name_the_key, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_counter_definitions, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_definition_errors, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test(test_split_addr),

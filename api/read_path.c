@@ -1,0 +1,468 @@
+/*
+ * read_path.c - reads: one counter or a batch from Redis, else from
+ * PostgreSQL (saying so: source, stale, as_of); the history of a counter
+ * from PostgreSQL's buckets; the counter definitions.
+ */
+#include "api/handlers.h"
+#include "api/reply.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+
+#include <sys/queue.h> /* before evhttp's, for TAILQ_FOREACH */
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { HISTORY_MAX_POINTS = 10000 };
+
+void api_live_key(const ctr_counter_def *def, const char *name, int64_t now_ms,
+                  char *key, size_t keylen, char period[11])
+{
+    period[0] = '\0';
+    if (def->reset == CTR_RESET_DAILY) {
+        ctr_date today = ctr_tz_local_day(def->tz, now_ms, NULL, NULL);
+        ctr_date_format(today, period, 11);
+        snprintf(key, keylen, "{c:%s}:d:%s", name, period);
+    } else {
+        snprintf(key, keylen, "{c:%s}", name);
+    }
+}
+
+typedef struct read_op {
+    api_app *app;
+    struct evhttp_request *req;
+    int batch; /* answer {"counters":[...]} rather than one object */
+    api_name_list names;
+    const ctr_counter_def *defs[API_BATCH_MAX];
+    char periods[API_BATCH_MAX][11];
+    char keys[API_BATCH_MAX][API_KEY_MAX];
+    const char *key_ptrs[API_BATCH_MAX];
+} read_op;
+
+static void read_release(read_op *op)
+{
+    op->app->inflight--;
+    free(op);
+}
+
+static void append_time_or_null(struct evbuffer *b, int64_t ms)
+{
+    char ts[40];
+    if (ms > 0 && ctr_time_format_rfc3339(ms, ts, sizeof(ts)) > 0)
+        evbuffer_add_printf(b, "\"%s\"", ts);
+    else
+        evbuffer_add_printf(b, "null");
+}
+
+static void append_counter(struct evbuffer *b, const read_op *op, size_t i,
+                           int64_t value, int64_t updated_ms,
+                           const char *source, int stale, int64_t as_of_ms)
+{
+    const ctr_counter_def *def = op->defs[i];
+    evbuffer_add_printf(b,
+                        "{\"name\":\"%s\",\"value\":%" PRId64
+                        ",\"kind\":\"%s\",\"last_updated\":",
+                        op->names.names[i], value, ctr_kind_name(def->kind));
+    append_time_or_null(b, updated_ms);
+    if (op->periods[i][0])
+        evbuffer_add_printf(b, ",\"period\":\"%s\"", op->periods[i]);
+    if (def->kind == CTR_KIND_UNIQUE && def->dedup == CTR_DEDUP_HLL)
+        evbuffer_add_printf(b, ",\"approximate\":true");
+    evbuffer_add_printf(b, ",\"source\":\"%s\",\"stale\":%s", source,
+                        stale ? "true" : "false");
+    if (stale) {
+        evbuffer_add_printf(b, ",\"as_of\":");
+        append_time_or_null(b, as_of_ms);
+    }
+    evbuffer_add(b, "}", 1);
+}
+
+static void read_answer(read_op *op, const int64_t *values,
+                        const int64_t *updated, const char *source, int stale,
+                        int64_t as_of_ms)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (op->batch)
+        evbuffer_add_printf(b, "{\"counters\":[");
+    for (size_t i = 0; i < op->names.n; i++) {
+        if (i)
+            evbuffer_add(b, ",", 1);
+        append_counter(b, op, i, values[i], updated[i], source, stale,
+                       as_of_ms);
+    }
+    if (op->batch)
+        evbuffer_add_printf(b, "]}");
+    evbuffer_add(b, "\n", 1);
+    api_reply_json(op->req, 200, b);
+    evbuffer_free(b);
+}
+
+/* Daily counters read today's row of counter_daily, others the total. */
+static const char fallback_sql[] =
+    "SELECT CASE WHEN q.day IS NULL THEN t.value ELSE d.value END, "
+    "       CASE WHEN q.day IS NULL THEN t.last_event_ms "
+    "            ELSE d.last_event_ms END, o.as_of_ms "
+    "FROM unnest($1::text[], $2::date[]) WITH ORDINALITY AS q(name, day, i) "
+    "LEFT JOIN counter_totals t ON q.day IS NULL AND t.name = q.name "
+    "LEFT JOIN counter_daily d ON q.day IS NOT NULL AND d.name = q.name "
+    "     AND d.day = q.day "
+    "CROSS JOIN (SELECT (extract(epoch FROM max(updated_at)) * 1000)::bigint "
+    "            AS as_of_ms FROM consumer_offsets) o "
+    "ORDER BY q.i";
+
+static int64_t field_i64(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col)
+               ? 0
+               : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static void read_from_pg_done(const PGresult *res, void *arg)
+{
+    read_op *op = arg;
+    if (res == NULL || (size_t)PQntuples(res) != op->names.n) {
+        op->app->metrics.reads_failed++;
+        api_reply_error(op->req, 503, "unavailable", NULL,
+                        "neither redis nor postgresql could answer in time");
+    } else {
+        int64_t values[API_BATCH_MAX], updated[API_BATCH_MAX], as_of = 0;
+        for (size_t i = 0; i < op->names.n; i++) {
+            values[i] = field_i64(res, (int)i, 0);
+            updated[i] = field_i64(res, (int)i, 1);
+            as_of = field_i64(res, (int)i, 2);
+        }
+        op->app->metrics.reads_postgres++;
+        read_answer(op, values, updated, "postgres", 1, as_of);
+    }
+    read_release(op);
+}
+
+static void read_from_pg(read_op *op)
+{
+    /* names are [A-Za-z0-9_.-]: array literals need no escapes */
+    size_t cap = op->names.n * (CTR_NAME_MAX + 16) + 8;
+    char *names = malloc(cap), *days = malloc(op->names.n * 16 + 8);
+    int rc = -1;
+    if (names && days) {
+        char *pn = names, *pd = days;
+        *pn++ = '{', *pd++ = '{';
+        for (size_t i = 0; i < op->names.n; i++) {
+            pn += sprintf(pn, "%s\"%s\"", i ? "," : "", op->names.names[i]);
+            pd += sprintf(pd, "%s%s", i ? "," : "",
+                          op->periods[i][0] ? op->periods[i] : "NULL");
+        }
+        strcpy(pn, "}");
+        strcpy(pd, "}");
+        const char *params[2] = {names, days};
+        rc = api_pg_query(op->app->pg, fallback_sql, 2, params,
+                          read_from_pg_done, op);
+    }
+    free(names);
+    free(days);
+    if (rc != 0) {
+        op->app->metrics.reads_failed++;
+        api_reply_error(op->req, 503, "unavailable", NULL,
+                        "redis is unavailable and postgresql is busy");
+        read_release(op);
+    }
+}
+
+static void read_from_redis_done(enum api_redis_status st,
+                                 const api_redis_value *vals, size_t n,
+                                 void *arg)
+{
+    read_op *op = arg;
+    if (st != API_REDIS_OK) {
+        read_from_pg(op);
+        return;
+    }
+    int64_t values[API_BATCH_MAX], updated[API_BATCH_MAX];
+    for (size_t i = 0; i < n; i++) {
+        values[i] = vals[i].exists ? vals[i].value : 0;
+        updated[i] = vals[i].exists ? vals[i].updated_ms : 0;
+    }
+    op->app->metrics.reads_redis++;
+    read_answer(op, values, updated, "redis", 0, 0);
+    read_release(op);
+}
+
+/* The value of query parameter `key`, or NULL; *dup set if it repeats. */
+static const char *query_param(struct evkeyvalq *q, const char *key, int *dup)
+{
+    const char *found = NULL;
+    struct evkeyval *kv;
+    *dup = 0;
+    TAILQ_FOREACH(kv, q, next)
+    {
+        if (strcmp(kv->key, key) != 0)
+            continue;
+        if (found)
+            *dup = 1;
+        found = kv->value;
+    }
+    return found;
+}
+
+void api_handle_read(api_app *app, struct evhttp_request *req,
+                     const api_route *route, int batch)
+{
+    read_op *op = calloc(1, sizeof(*op));
+    int64_t now = ctr_time_now_ms();
+
+    if (op == NULL) {
+        api_reply_error(req, 500, "internal", NULL, "out of memory");
+        return;
+    }
+    op->app = app;
+    op->req = req;
+    op->batch = batch;
+    if (batch) {
+        struct evkeyvalq query;
+        char err[160];
+        int dup = 0, rc = -1;
+        const char *q =
+            evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+        TAILQ_INIT(&query);
+        if (q && evhttp_parse_query_str(q, &query) == 0) {
+            const char *names = query_param(&query, "names", &dup);
+            if (dup)
+                snprintf(err, sizeof(err),
+                         "names: give it once, as a comma-separated list");
+            else
+                rc = api_parse_names(names, &op->names, err, sizeof(err));
+        } else {
+            snprintf(err, sizeof(err),
+                     "names: give 1 to %d comma-separated names",
+                     API_BATCH_MAX);
+        }
+        evhttp_clear_headers(&query);
+        if (rc != 0) {
+            app->metrics.rejected_4xx++;
+            api_reply_error(req, 400, "invalid_query", "names", err);
+            free(op);
+            return;
+        }
+    } else {
+        op->names.n = 1;
+        memcpy(op->names.names[0], route->name, sizeof(route->name));
+    }
+    for (size_t i = 0; i < op->names.n; i++) {
+        op->defs[i] = ctr_config_counter(app->cfg, op->names.names[i]);
+        api_live_key(op->defs[i], op->names.names[i], now, op->keys[i],
+                     sizeof(op->keys[i]), op->periods[i]);
+        op->key_ptrs[i] = op->keys[i];
+    }
+    app->inflight++;
+    if (api_redis_get(app->redis, op->key_ptrs, op->names.n,
+                      app->cfg->redis_timeout_ms, read_from_redis_done,
+                      op) != 0)
+        read_from_pg(op);
+}
+
+/* ------------------------------------------------------------- history */
+
+typedef struct history_op {
+    api_app *app;
+    struct evhttp_request *req;
+    const ctr_counter_def *def;
+    char name[CTR_NAME_MAX + 1];
+    const char *interval;
+    const ctr_tz *tz; /* the zone points are shown in */
+} history_op;
+
+/*
+ * Buckets are kept per minute; hours and days are sums over local-time
+ * periods of the zone ($5), stepped in local time so that a day is 23,
+ * 24 or 25 hours as the calendar says. Empty periods come back as 0.
+ */
+static const char history_sql[] =
+    "WITH s AS ("
+    "  SELECT g AS local_start FROM generate_series("
+    "    date_trunc($4, $2::timestamptz AT TIME ZONE $5),"
+    "    $3::timestamptz AT TIME ZONE $5 - interval '1 microsecond',"
+    "    ('1 ' || $4)::interval) g)"
+    "SELECT (extract(epoch FROM s.local_start AT TIME ZONE $5) * 1000)::bigint,"
+    "       coalesce(sum(b.value), 0)::bigint "
+    "FROM s LEFT JOIN counter_buckets b ON b.name = $1 "
+    "  AND b.bucket_start >= s.local_start AT TIME ZONE $5 "
+    "  AND b.bucket_start < (s.local_start + ('1 ' || $4)::interval) "
+    "                       AT TIME ZONE $5 "
+    "GROUP BY s.local_start ORDER BY s.local_start";
+
+static void history_done(const PGresult *res, void *arg)
+{
+    history_op *op = arg;
+    if (res == NULL) {
+        api_reply_error(op->req, 503, "unavailable", NULL,
+                        "postgresql could not answer in time");
+    } else {
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b,
+                            "{\"name\":\"%s\",\"kind\":\"%s\",\"interval\":"
+                            "\"%s\",\"timezone\":",
+                            op->name, ctr_kind_name(op->def->kind),
+                            op->interval);
+        api_json_append_string(b, ctr_tz_name(op->tz));
+        if (op->def->kind == CTR_KIND_UNIQUE && op->def->dedup == CTR_DEDUP_HLL)
+            evbuffer_add_printf(b, ",\"approximate\":true");
+        evbuffer_add_printf(b, ",\"points\":[");
+        for (int i = 0; i < PQntuples(res); i++) {
+            char ts[40];
+            int64_t start = field_i64(res, i, 0);
+            ctr_time_format_offset(start, ctr_tz_offset_s(op->tz, start), ts,
+                                   sizeof(ts));
+            evbuffer_add_printf(b, "%s{\"start\":\"%s\",\"value\":%" PRId64 "}",
+                                i ? "," : "", ts, field_i64(res, i, 1));
+        }
+        evbuffer_add_printf(b, "]}\n");
+        api_reply_json(op->req, 200, b);
+        evbuffer_free(b);
+    }
+    op->app->inflight--;
+    free(op);
+}
+
+static int history_bad(api_app *app, struct evhttp_request *req,
+                       const char *field, const char *message)
+{
+    app->metrics.rejected_4xx++;
+    api_reply_error(req, 400, "invalid_query", field, message);
+    return -1;
+}
+
+void api_handle_history(api_app *app, struct evhttp_request *req,
+                        const api_route *route)
+{
+    struct evkeyvalq query;
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    int64_t from, to, step_ms;
+    int dup_from, dup_to, dup_iv;
+    history_op *op = NULL;
+    char msg[160];
+
+    TAILQ_INIT(&query);
+    if (q == NULL || evhttp_parse_query_str(q, &query) != 0) {
+        history_bad(app, req, "from",
+                    "from, to: give both as RFC 3339 date-times");
+        goto out;
+    }
+    const char *from_s = query_param(&query, "from", &dup_from);
+    const char *to_s = query_param(&query, "to", &dup_to);
+    const char *iv = query_param(&query, "interval", &dup_iv);
+    if (from_s == NULL || dup_from || ctr_time_parse_rfc3339(from_s, &from)) {
+        history_bad(app, req, "from",
+                    "from: must be one RFC 3339 date-time with an offset");
+        goto out;
+    }
+    if (to_s == NULL || dup_to || ctr_time_parse_rfc3339(to_s, &to)) {
+        history_bad(app, req, "to",
+                    "to: must be one RFC 3339 date-time with an offset");
+        goto out;
+    }
+    if (iv == NULL)
+        iv = "hour";
+    if (dup_iv) {
+        history_bad(app, req, "interval", "interval: give it once");
+        goto out;
+    } else if (strcmp(iv, "minute") == 0) {
+        iv = "minute", step_ms = 60000;
+    } else if (strcmp(iv, "hour") == 0) {
+        iv = "hour", step_ms = 3600000;
+    } else if (strcmp(iv, "day") == 0) {
+        iv = "day", step_ms = 86400000;
+    } else {
+        history_bad(app, req, "interval",
+                    "interval: must be minute, hour or day");
+        goto out;
+    }
+    if (to <= from) {
+        history_bad(app, req, "to", "to: must be after from");
+        goto out;
+    }
+    /* a 25-hour day can add a period; the limit is on the order */
+    if ((to - from) / step_ms + 2 > HISTORY_MAX_POINTS) {
+        snprintf(msg, sizeof(msg),
+                 "to: the range holds more than %d %s points; narrow it or "
+                 "use a coarser interval",
+                 HISTORY_MAX_POINTS, iv);
+        history_bad(app, req, "to", msg);
+        goto out;
+    }
+
+    op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        api_reply_error(req, 500, "internal", NULL, "out of memory");
+        goto out;
+    }
+    op->app = app;
+    op->req = req;
+    op->def = ctr_config_counter(app->cfg, route->name);
+    op->interval = iv;
+    memcpy(op->name, route->name, sizeof(op->name));
+    /* minutes are the same everywhere; hours and days follow the zone */
+    char err[200];
+    op->tz = strcmp(iv, "minute") == 0 ? ctr_tz_get("UTC", err, sizeof(err))
+                                       : op->def->tz;
+    if (op->tz == NULL)
+        op->tz = op->def->tz;
+    char from_iso[40], to_iso[40];
+    ctr_time_format_rfc3339(from, from_iso, sizeof(from_iso));
+    ctr_time_format_rfc3339(to, to_iso, sizeof(to_iso));
+    const char *params[5] = {op->name, from_iso, to_iso, iv,
+                             ctr_tz_name(op->tz)};
+    app->inflight++;
+    if (api_pg_query(app->pg, history_sql, 5, params, history_done, op) != 0) {
+        app->inflight--;
+        free(op);
+        api_reply_error(req, 503, "unavailable", NULL,
+                        "postgresql is busy; try again");
+    }
+out:
+    evhttp_clear_headers(&query);
+}
+
+/* --------------------------------------------------------- definitions */
+
+static void append_def(struct evbuffer *b, const ctr_counter_def *d)
+{
+    evbuffer_add_printf(b, "{\"pattern\":");
+    api_json_append_string(b, d->pattern);
+    evbuffer_add_printf(b, ",\"kind\":\"%s\",\"reset\":\"%s\",\"timezone\":",
+                        ctr_kind_name(d->kind), ctr_reset_name(d->reset));
+    api_json_append_string(b, ctr_tz_name(d->tz));
+    if (d->kind == CTR_KIND_GAUGE) {
+        if (d->has_min)
+            evbuffer_add_printf(b, ",\"min\":%" PRId64, d->min);
+        if (d->has_max)
+            evbuffer_add_printf(b, ",\"max\":%" PRId64, d->max);
+        evbuffer_add_printf(b, ",\"on_bound\":\"%s\"",
+                            ctr_on_bound_name(d->on_bound));
+    }
+    if (d->kind == CTR_KIND_UNIQUE)
+        evbuffer_add_printf(b, ",\"dedup\":\"%s\"", ctr_dedup_name(d->dedup));
+    evbuffer_add_printf(b, ",\"retention_days\":%d}", d->retention_days);
+}
+
+void api_handle_definitions(api_app *app, struct evhttp_request *req)
+{
+    const ctr_config *cfg = app->cfg;
+    struct evbuffer *b = evbuffer_new();
+    const ctr_counter_def *fallback = ctr_config_counter(cfg, "");
+
+    evbuffer_add_printf(b, "{\"definitions\":[");
+    for (size_t i = 0; i < cfg->n_counters; i++) {
+        if (i)
+            evbuffer_add(b, ",", 1);
+        append_def(b, &cfg->counters[i]);
+    }
+    /* what an undeclared name gets ("*" when declared, else built in) */
+    evbuffer_add_printf(b, "],\"default\":");
+    append_def(b, fallback);
+    evbuffer_add_printf(b, "}\n");
+    api_reply_json(req, 200, b);
+    evbuffer_free(b);
+}

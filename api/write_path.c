@@ -1,0 +1,451 @@
+/*
+ * write_path.c - increment, decrement and set.
+ *
+ * validate -> one Lua call on Redis (dedup, bounds, add, stamp, expiry)
+ * -> publish the event to Kafka -> answer when both confirmed.
+ *
+ * A write is one write_op, freed in exactly one place (write_release) once
+ * nothing can call back into it. Its HTTP request is answered exactly once
+ * and then forgotten (op->req = NULL): a write whose answer went out early
+ * (a deadline passed) still runs to completion, so that it is applied
+ * wholly or not at all:
+ * - Redis answers after its deadline: the write is published anyway;
+ * - Kafka says "not persisted": the Redis change is undone;
+ * - Kafka says "possibly persisted" (timed out in flight): the Redis change
+ *   is kept, since a broker that was slow, not down, usually has it.
+ */
+#include "api/handlers.h"
+#include "api/body.h"
+#include "api/reply.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "ingest/event.h"
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { FUTURE_TOLERANCE_MS = 5 * 60 * 1000, MIN_WINDOW_TTL_S = 60 };
+
+typedef struct write_op {
+    api_app *app;
+    struct evhttp_request *req; /* NULL once answered */
+    const ctr_counter_def *def;
+    char name[CTR_NAME_MAX + 1];
+    char event_id[CTR_EVENT_ID_MAX + 1];
+    char period[11];       /* local date of a daily window, or "" */
+    char key_suffix[24];   /* ":d:<date>" or "" */
+    char dedup_suffix[24]; /* ":u:<date>" / ":h:<date>" or "" */
+    api_write_spec spec;
+    api_write_result res;
+    int64_t requested; /* the delta asked for (or the target of a set) */
+    int64_t ts_ms;
+    char *user_id;
+    char *metadata;
+    char *payload;
+    size_t payload_len;
+    struct event *kafka_deadline; /* answer by then even if Kafka has not */
+} write_op;
+
+static void write_release(write_op *op)
+{
+    if (op->kafka_deadline)
+        event_free(op->kafka_deadline);
+    op->app->inflight--;
+    free(op->user_id);
+    free(op->metadata);
+    free(op->payload);
+    free(op);
+}
+
+static void write_answer_error(write_op *op, int status, const char *code,
+                               const char *message)
+{
+    if (op->req)
+        api_reply_error(op->req, status, code, NULL, message);
+    op->req = NULL;
+    if (status == 503 && strcmp(code, "indeterminate") == 0)
+        op->app->metrics.writes_indeterminate++;
+    else if (status == 503)
+        op->app->metrics.writes_unavailable++;
+}
+
+static void write_answer_ok(write_op *op)
+{
+    struct evbuffer *body;
+    if (op->req == NULL)
+        return;
+    body = evbuffer_new();
+    evbuffer_add_printf(
+        body, "{\"success\":true,\"current_value\":%" PRId64 ",\"event_id\":",
+        op->res.value);
+    api_json_append_string(body, op->event_id);
+    if (op->period[0])
+        evbuffer_add_printf(body, ",\"period\":\"%s\"", op->period);
+    if (op->res.outcome == API_WRITE_DUPLICATE)
+        evbuffer_add_printf(body, ",\"counted\":false");
+    if (op->def->kind == CTR_KIND_UNIQUE && op->def->dedup == CTR_DEDUP_HLL)
+        evbuffer_add_printf(body, ",\"approximate\":true");
+    if (op->def->kind == CTR_KIND_GAUGE && !op->spec.is_set &&
+        op->res.value - op->res.prev != op->requested)
+        evbuffer_add_printf(body, ",\"clamped\":true");
+    evbuffer_add_printf(body, "}\n");
+    api_reply_json(op->req, 200, body);
+    evbuffer_free(body);
+    op->req = NULL;
+}
+
+static void undo_done(enum api_redis_status st, void *arg)
+{
+    write_op *op = arg;
+    if (st != API_REDIS_OK)
+        ctr_error("could not undo write %s to counter %s: redis status %d; "
+                  "redis is ahead of the log by %" PRId64,
+                  op->event_id, op->name, (int)st,
+                  op->res.value - op->res.prev);
+    else
+        op->app->metrics.writes_undone++;
+    write_release(op);
+}
+
+/* Takes the Redis change back after Kafka refused the event. */
+static void write_undo(write_op *op)
+{
+    api_app *app = op->app;
+    if (op->res.outcome != API_WRITE_APPLIED) {
+        write_release(op); /* a duplicate changed nothing */
+        return;
+    }
+    if (api_redis_undo(app->redis, op->name, &op->spec, &op->res,
+                       app->cfg->redis_write_timeout_ms, undo_done, op) != 0) {
+        ctr_error("could not undo write %s to counter %s: redis unavailable; "
+                  "redis is ahead of the log by %" PRId64,
+                  op->event_id, op->name, op->res.value - op->res.prev);
+        write_release(op);
+    }
+}
+
+/*
+ * librdkafka's verdict can come up to a second after its message timeout.
+ * The client is answered at kafka.delivery_timeout_ms; the verdict still
+ * settles the write (kept, or undone) when it arrives.
+ */
+static void write_kafka_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    write_op *op = arg;
+    (void)fd;
+    (void)what;
+    write_answer_error(op, 503, "indeterminate",
+                       "the event log did not confirm the write in time; "
+                       "it may or may not be recorded");
+}
+
+void api_on_delivery(enum ctr_delivery result, void *arg)
+{
+    write_op *op = arg;
+
+    switch (result) {
+    case CTR_DELIVERED:
+        if (op->res.outcome == API_WRITE_DUPLICATE)
+            op->app->metrics.writes_duplicate++;
+        else
+            op->app->metrics.writes_applied++;
+        write_answer_ok(op);
+        write_release(op);
+        return;
+    case CTR_DELIVERY_FAILED:
+        write_answer_error(op, 503, "kafka_unavailable",
+                           "the event log did not accept the write; nothing "
+                           "was applied");
+        write_undo(op);
+        return;
+    case CTR_DELIVERY_UNKNOWN:
+        ctr_warn("write %s to counter %s timed out in flight to kafka; kept "
+                 "in redis (the broker may have it)",
+                 op->event_id, op->name);
+        write_answer_error(op, 503, "indeterminate",
+                           "the event log did not confirm the write in time; "
+                           "it may or may not be recorded");
+        write_release(op);
+        return;
+    }
+}
+
+/* Encodes the event of a write Redis has decided, and publishes it. */
+static void write_publish(write_op *op)
+{
+    ctr_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.v = CTR_EVENT_VERSION;
+    memcpy(ev.id, op->event_id, sizeof(ev.id));
+    memcpy(ev.counter, op->name, sizeof(ev.counter));
+    /* Unique counters log the attempt (PostgreSQL dedups by itself);
+     * others log what was applied, which a clamp or a set decides. */
+    ev.delta =
+        op->def->kind == CTR_KIND_UNIQUE ? 1 : op->res.value - op->res.prev;
+    ev.user_id = op->user_id;
+    ev.ts_ms = op->ts_ms;
+    ev.metadata = op->metadata;
+    op->payload = ctr_event_encode(&ev, &op->payload_len);
+
+    int ms = op->app->cfg->kafka_delivery_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    op->kafka_deadline = evtimer_new(op->app->base, write_kafka_deadline, op);
+    if (op->kafka_deadline)
+        evtimer_add(op->kafka_deadline, &tv);
+    if (op->payload == NULL ||
+        ctr_producer_send(op->app->producer, op->name, strlen(op->name),
+                          op->payload, op->payload_len, true, op) != 0) {
+        write_answer_error(op, 503, "kafka_unavailable",
+                           "the event log is not accepting writes; nothing "
+                           "was applied");
+        write_undo(op);
+    }
+}
+
+static void write_bound_refused(write_op *op)
+{
+    const ctr_counter_def *def = op->def;
+    int64_t attempted;
+    char msg[320];
+
+    op->app->metrics.writes_bound_refused++;
+    if (op->req == NULL)
+        return;
+    if (op->spec.is_set)
+        attempted = op->requested;
+    else if (__builtin_add_overflow(op->res.value, op->requested, &attempted))
+        attempted = op->requested < 0 ? INT64_MIN : INT64_MAX;
+    int below = def->has_min && attempted < def->min;
+    snprintf(msg, sizeof(msg),
+             "value: the write would take %s %s its %s of %" PRId64
+             "; nothing was applied",
+             op->name, below ? "below" : "above", below ? "minimum" : "maximum",
+             below ? def->min : def->max);
+    struct evbuffer *body = evbuffer_new();
+    evbuffer_add_printf(body, "{\"success\":false,\"error\":{\"code\":"
+                              "\"out_of_bounds\",\"field\":\"value\","
+                              "\"message\":");
+    api_json_append_string(body, msg);
+    evbuffer_add_printf(body, "},\"current_value\":%" PRId64 "}\n",
+                        op->res.value);
+    api_reply_json(op->req, 409, body);
+    evbuffer_free(body);
+    op->req = NULL;
+}
+
+/* A Redis answer that came after the client was told "indeterminate". */
+static void write_applied_late(enum api_redis_status st,
+                               const api_write_result *res, void *arg)
+{
+    write_op *op = arg;
+    if (st == API_REDIS_OK && res->outcome != API_WRITE_BOUND_REFUSED) {
+        /* Redis has it: publish too, so the write is whole, not half. */
+        op->res = *res;
+        write_publish(op);
+        return;
+    }
+    write_release(op);
+}
+
+static void write_applied(enum api_redis_status st, const api_write_result *res,
+                          void *arg)
+{
+    write_op *op = arg;
+
+    switch (st) {
+    case API_REDIS_OK:
+        op->res = *res;
+        if (res->outcome == API_WRITE_BOUND_REFUSED) {
+            write_bound_refused(op);
+            break;
+        }
+        if (op->def->kind == CTR_KIND_GAUGE && !op->spec.is_set &&
+            res->value - res->prev != op->requested)
+            op->app->metrics.writes_clamped++;
+        write_publish(op);
+        return;
+    case API_REDIS_OVERFLOW:
+        if (op->req)
+            api_reply_error(op->req, 422, "value_out_of_range", "value",
+                            "the counter would leave the 64-bit signed "
+                            "range; nothing was applied");
+        op->req = NULL;
+        break;
+    case API_REDIS_ERROR:
+        write_answer_error(op, 503, "redis_error",
+                           "redis refused the write; nothing was applied");
+        break;
+    case API_REDIS_TIMEOUT:
+        /* Keep op: write_applied_late finishes it when Redis answers. */
+        write_answer_error(op, 503, "indeterminate",
+                           "redis did not answer in time; the write may or "
+                           "may not be applied");
+        return;
+    case API_REDIS_DISCONNECTED:
+        write_answer_error(op, 503, "indeterminate",
+                           "lost the connection to redis; the write may or "
+                           "may not be applied");
+        break;
+    }
+    write_release(op);
+}
+
+static void reject(api_app *app, struct evhttp_request *req, int status,
+                   const char *code, const char *field, const char *message)
+{
+    app->metrics.rejected_4xx++;
+    api_reply_error(req, status, code, field, message);
+}
+
+/* Checks what the counter's kind allows; 0 or -1 (answered). */
+static int check_kind(api_app *app, struct evhttp_request *req,
+                      const ctr_counter_def *def, const char *name,
+                      enum api_write_kind kind, const api_write_body *body)
+{
+    char msg[200];
+    if (kind == API_WRITE_SET && def->kind != CTR_KIND_GAUGE) {
+        snprintf(msg, sizeof(msg),
+                 "set applies to gauges only; %s is a %s counter", name,
+                 ctr_kind_name(def->kind));
+        reject(app, req, 400, "invalid_operation", NULL, msg);
+        return -1;
+    }
+    if (def->kind != CTR_KIND_UNIQUE)
+        return 0;
+    if (kind == API_WRITE_DECR) {
+        snprintf(msg, sizeof(msg),
+                 "%s counts distinct users and cannot be decremented", name);
+        reject(app, req, 400, "invalid_operation", NULL, msg);
+        return -1;
+    }
+    if (body->user_id == NULL) {
+        reject(app, req, 400, "invalid_field", "user_id",
+               "user_id: is required for unique counters");
+        return -1;
+    }
+    if (body->has_value && body->value != 1) {
+        reject(app, req, 400, "invalid_field", "value",
+               "value: must be 1 (or absent) for unique counters");
+        return -1;
+    }
+    return 0;
+}
+
+void api_handle_write(api_app *app, struct evhttp_request *req,
+                      const api_route *route, enum api_write_kind kind)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    api_write_body body;
+    api_body_error err;
+    write_op *op = NULL;
+    int64_t now = ctr_time_now_ms(), day_start, day_end;
+
+    if (len > (size_t)app->cfg->server_max_body_bytes) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "request body is larger than %d bytes",
+                 app->cfg->server_max_body_bytes);
+        reject(app, req, 413, "body_too_large", NULL, msg);
+        return;
+    }
+    const char *data = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (api_body_parse_write(
+            data, len, kind == API_WRITE_SET ? API_BODY_SET : API_BODY_DELTA,
+            &body, &err) != 0) {
+        if (strcmp(err.code, "internal") == 0)
+            api_reply_error(req, 500, err.code, NULL, err.message);
+        else
+            reject(app, req, 400, err.code, err.field, err.message);
+        return;
+    }
+    const ctr_counter_def *def = ctr_config_counter(app->cfg, route->name);
+    if (check_kind(app, req, def, route->name, kind, &body) != 0)
+        goto done;
+
+    int64_t ts = body.ts_ms ? body.ts_ms : now;
+    if (ts < now - (int64_t)app->cfg->lateness_s * 1000) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "timestamp: older than the accepted lateness of %d s",
+                 app->cfg->lateness_s);
+        reject(app, req, 422, "too_late", "timestamp", msg);
+        goto done;
+    }
+    if (ts > now + FUTURE_TOLERANCE_MS) {
+        reject(app, req, 422, "in_future", "timestamp",
+               "timestamp: more than 5 minutes in the future");
+        goto done;
+    }
+    if (ctr_producer_brokers_down(app->producer)) {
+        app->metrics.writes_unavailable++;
+        api_reply_error(req, 503, "kafka_unavailable", NULL,
+                        "the event log is unreachable; nothing was applied");
+        goto done;
+    }
+
+    op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        api_reply_error(req, 500, "internal", NULL, "out of memory");
+        goto done;
+    }
+    op->app = app;
+    op->req = req;
+    op->def = def;
+    op->ts_ms = ts;
+    memcpy(op->name, route->name, sizeof(op->name));
+    ctr_event_new_id(op->event_id);
+    op->user_id = body.user_id;
+    op->metadata = body.metadata;
+    body.user_id = body.metadata = NULL;
+
+    /* The window and the dedup day are the event's local date. */
+    ctr_date day = ctr_tz_local_day(def->tz, ts, &day_start, &day_end);
+    char date[11];
+    ctr_date_format(day, date, sizeof(date));
+    int ttl = (int)((day_end - now) / 1000) + app->cfg->lateness_s + 86400;
+    if (ttl < MIN_WINDOW_TTL_S)
+        ttl = MIN_WINDOW_TTL_S;
+    if (def->reset == CTR_RESET_DAILY) {
+        snprintf(op->key_suffix, sizeof(op->key_suffix), ":d:%s", date);
+        memcpy(op->period, date, sizeof(op->period));
+        op->spec.ttl_s = ttl;
+    }
+    if (def->kind == CTR_KIND_UNIQUE) {
+        snprintf(op->dedup_suffix, sizeof(op->dedup_suffix), ":%c:%s",
+                 def->dedup == CTR_DEDUP_HLL ? 'h' : 'u', date);
+        op->spec.dedup_suffix = op->dedup_suffix;
+        op->spec.dedup =
+            def->dedup == CTR_DEDUP_HLL ? API_DEDUP_HLL : API_DEDUP_EXACT;
+        op->spec.user_id = op->user_id;
+        op->spec.dedup_ttl_s = ttl;
+    }
+    op->spec.key_suffix = op->key_suffix;
+    op->spec.is_set = kind == API_WRITE_SET;
+    op->requested = kind == API_WRITE_DECR ? -body.value : body.value;
+    if (def->kind == CTR_KIND_UNIQUE)
+        op->requested = 1;
+    op->spec.arg = op->requested;
+    op->spec.stamp_ms = ts;
+    if (def->kind == CTR_KIND_GAUGE) {
+        op->spec.has_min = def->has_min;
+        op->spec.min = def->min;
+        op->spec.has_max = def->has_max;
+        op->spec.max = def->max;
+        op->spec.clamp = def->on_bound == CTR_BOUND_CLAMP;
+    }
+
+    app->inflight++;
+    if (api_redis_write(app->redis, op->name, &op->spec,
+                        app->cfg->redis_write_timeout_ms, write_applied,
+                        write_applied_late, op) != 0) {
+        write_answer_error(op, 503, "redis_unavailable",
+                           "redis is not reachable; nothing was applied");
+        write_release(op);
+    }
+done:
+    api_write_body_clear(&body);
+}
