@@ -505,9 +505,9 @@ static int build_defs(ctr_config *cfg, loader *ld, char *errbuf, size_t errlen)
                          ld->defs[i].pattern);
                 return -1;
             }
+        cfg->n_counters++; /* counted first: a failed one is freed too */
         if (build_def(cfg, &ld->defs[i], &cfg->counters[i], errbuf, errlen))
             return -1;
-        cfg->n_counters++;
     }
     return 0;
 }

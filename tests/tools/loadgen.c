@@ -104,8 +104,9 @@ static void usage(FILE *f)
           "         [--connections C] [--requests-per-conn R]\n"
           "         [--timeout-s S] [--req-timeout-s S] [--log FILE]\n"
           "defaults: --method GET (POST with a body), C=1, R=1,\n"
-          "          --body-template: {conn} and {req} become the indexes\n"
-          "          --timeout-s 120, --req-timeout-s 30\n",
+          "          --timeout-s 120, --req-timeout-s 30\n"
+          "--body-template: each {conn} and {req} in it becomes the index\n"
+          "          of the connection and of the request on it (from 0)\n",
           f);
 }
 
