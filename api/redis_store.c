@@ -174,6 +174,30 @@ static int cmd_send(api_redis *r, redis_cmd *cmd, int timeout_ms, int argc,
     return 0;
 }
 
+/* Sends NUL-terminated argv with on_reply(owner); on failure nothing is
+ * sent and owner is untouched. */
+static int
+send_args(api_redis *r,
+          void (*on_reply)(redis_cmd *, redisReply *, enum api_redis_status),
+          void *owner, int index, int timeout_ms, int argc, const char **argv)
+{
+    size_t argvlen[16];
+    redis_cmd *cmd;
+
+    if (argc > 16 || (cmd = calloc(1, sizeof(*cmd))) == NULL)
+        return -1;
+    for (int i = 0; i < argc; i++)
+        argvlen[i] = strlen(argv[i]);
+    cmd->on_reply = on_reply;
+    cmd->owner = owner;
+    cmd->index = index;
+    if (cmd_send(r, cmd, timeout_ms, argc, argv, argvlen) != 0) {
+        free(cmd);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- connection management ---- */
 
 static int setup_check(api_redis *r, redisReply *reply)
@@ -415,7 +439,6 @@ int api_redis_write(api_redis *r, const char *name, const api_write_spec *w,
     char key[API_KEY_MAX], dkey[API_KEY_MAX], a[24], ts[24];
     char lo[24] = "", hi[24] = "", ttl[16], dttl[16];
     write_op *op = NULL;
-    redis_cmd *cmd = NULL;
 
     if (!r->ready)
         return -1;
@@ -449,26 +472,17 @@ int api_redis_write(api_redis *r, const char *name, const api_write_spec *w,
                           w->clamp ? "clamp" : "reject",
                           ttl,
                           dttl};
-    size_t argvlen[15];
-    for (int i = 0; i < 15; i++)
-        argvlen[i] = strlen(argv[i]);
-
     op = malloc(sizeof(*op));
-    cmd = calloc(1, sizeof(*cmd));
-    if (op == NULL || cmd == NULL)
-        goto err;
+    if (op == NULL)
+        return -1;
     op->cb = cb;
     op->late_cb = late_cb;
     op->arg = arg;
-    cmd->on_reply = write_reply;
-    cmd->owner = op;
-    if (cmd_send(r, cmd, timeout_ms, 15, argv, argvlen) != 0)
-        goto err;
+    if (send_args(r, write_reply, op, 0, timeout_ms, 15, argv) != 0) {
+        free(op);
+        return -1;
+    }
     return 0;
-err:
-    free(op);
-    free(cmd);
-    return -1;
 }
 
 typedef struct undo_op {
@@ -522,25 +536,16 @@ int api_redis_undo(api_redis *r, const char *name, const api_write_spec *w,
                           res->prev_stamp,
                           dedup_word(w->dedup),
                           w->user_id ? w->user_id : ""};
-    size_t argvlen[10];
-    for (int i = 0; i < 10; i++)
-        argvlen[i] = strlen(argv[i]);
-
     undo_op *op = malloc(sizeof(*op));
-    redis_cmd *cmd = calloc(1, sizeof(*cmd));
-    if (op == NULL || cmd == NULL)
-        goto err;
+    if (op == NULL)
+        return -1;
     op->cb = cb;
     op->arg = arg;
-    cmd->on_reply = undo_reply;
-    cmd->owner = op;
-    if (cmd_send(r, cmd, timeout_ms, 10, argv, argvlen) != 0)
-        goto err;
+    if (send_args(r, undo_reply, op, 0, timeout_ms, 10, argv) != 0) {
+        free(op);
+        return -1;
+    }
     return 0;
-err:
-    free(op);
-    free(cmd);
-    return -1;
 }
 
 /* ---- read ---- */
@@ -643,17 +648,7 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
     }
     for (size_t i = 0; i < n; i++) {
         const char *argv[] = {"HMGET", keys[i], "v", "t"};
-        size_t argvlen[] = {5, strlen(keys[i]), 1, 1};
-        redis_cmd *cmd = calloc(1, sizeof(*cmd));
-        if (cmd == NULL) {
-            op->status = API_REDIS_ERROR;
-            break;
-        }
-        cmd->on_reply = get_reply;
-        cmd->owner = op;
-        cmd->index = (int)i;
-        if (cmd_send(r, cmd, 0, 4, argv, argvlen) != 0) {
-            free(cmd);
+        if (send_args(r, get_reply, op, (int)i, 0, 4, argv) != 0) {
             op->status = API_REDIS_DISCONNECTED;
             break;
         }

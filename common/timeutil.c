@@ -53,8 +53,7 @@ int ctr_time_format_offset(int64_t epoch_ms, int offset_s, char *buf,
                     off / 60 % 60);
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date. */
-static int64_t days_from_civil(int64_t y, int m, int d)
+int64_t ctr_days_from_civil(int64_t y, int m, int d)
 {
     y -= m <= 2;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -124,8 +123,8 @@ int ctr_time_parse_rfc3339(const char *s, int64_t *epoch_ms)
         return -1;
     if (sec == 60)
         sec = 59; /* a leap second is kept within its minute */
-    int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
-                sign * (oh * 3600 + om * 60);
+    int64_t t = ctr_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 +
+                sec - sign * (oh * 3600 + om * 60);
     *epoch_ms = t * 1000 + ms;
     return 0;
 }

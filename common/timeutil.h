@@ -19,6 +19,9 @@ int64_t ctr_time_mono_ms(void);
  */
 int ctr_time_format_rfc3339(int64_t epoch_ms, char *buf, size_t bufsize);
 
+/* Days since 1970-01-01 of a proleptic Gregorian date (month 1-12). */
+int64_t ctr_days_from_civil(int64_t year, int month, int day);
+
 /*
  * Writes "2026-11-25T00:00:00+08:00": the instant in local time at the
  * given UTC offset, second precision. Returns the length or -1.

@@ -8,6 +8,7 @@
  * the current day, so the switch happens about once per zone per day.
  */
 #include "common/tz.h"
+#include "common/timeutil.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -137,17 +138,6 @@ static int64_t midnight_locked(ctr_date d)
     return (int64_t)hi;
 }
 
-/* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
-static int64_t days_from_civil(int y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 ctr_date ctr_tz_local_day(const ctr_tz *tz_const, int64_t ts_ms,
                           int64_t *start_ms, int64_t *end_ms)
 {
@@ -195,7 +185,8 @@ int ctr_tz_offset_s(const ctr_tz *tz, int64_t ts_ms)
     localtime_r(&t, &tm);
     pthread_mutex_unlock(&tz_lock);
     int64_t local =
-        days_from_civil(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday) * 86400 +
+        ctr_days_from_civil(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday) *
+            86400 +
         tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec;
     return (int)(local - (int64_t)t);
 }

@@ -171,14 +171,26 @@ static int run_one(PGconn *conn, const char *sql_dir, const char *file,
     return rc;
 }
 
+/* Scans the directory, takes the lock and reads what is applied.
+ * Returns the number of migrations, or -1. */
+static int load_state(PGconn *conn, const char *sql_dir, migration *m,
+                      int *applied, int *na)
+{
+    int n = scan(sql_dir, m);
+    if (n < 0 || prepare(conn) ||
+        (*na = applied_versions(conn, applied, MAX_MIGRATIONS)) < 0)
+        return -1;
+    return n;
+}
+
 int ctl_migrate_up(PGconn *conn, const char *sql_dir)
 {
     static migration m[MAX_MIGRATIONS];
     int applied[MAX_MIGRATIONS];
-    int n = scan(sql_dir, m), na, done = 0;
+    int na, done = 0;
+    int n = load_state(conn, sql_dir, m, applied, &na);
 
-    if (n < 0 || prepare(conn) ||
-        (na = applied_versions(conn, applied, MAX_MIGRATIONS)) < 0)
+    if (n < 0)
         return -1;
     for (int i = 0; i < n; i++) {
         if (is_applied(applied, na, m[i].version))
@@ -196,10 +208,10 @@ int ctl_migrate_down(PGconn *conn, const char *sql_dir, int steps)
 {
     static migration m[MAX_MIGRATIONS];
     int applied[MAX_MIGRATIONS];
-    int n = scan(sql_dir, m), na;
+    int na;
+    int n = load_state(conn, sql_dir, m, applied, &na);
 
-    if (n < 0 || prepare(conn) ||
-        (na = applied_versions(conn, applied, MAX_MIGRATIONS)) < 0)
+    if (n < 0)
         return -1;
     for (int i = n - 1; i >= 0 && steps > 0; i--) {
         if (!is_applied(applied, na, m[i].version))
@@ -215,10 +227,10 @@ int ctl_migrate_status(PGconn *conn, const char *sql_dir)
 {
     static migration m[MAX_MIGRATIONS];
     int applied[MAX_MIGRATIONS];
-    int n = scan(sql_dir, m), na;
+    int na;
+    int n = load_state(conn, sql_dir, m, applied, &na);
 
-    if (n < 0 || prepare(conn) ||
-        (na = applied_versions(conn, applied, MAX_MIGRATIONS)) < 0)
+    if (n < 0)
         return -1;
     for (int i = 0; i < n; i++)
         printf("%04d %-8s %s\n", m[i].version,
