@@ -15,75 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * The write, in one call so that no interleaving can see half of it:
- * dedup (SADD or PFADD), bounds (reject or clamp), the add or set, the
- * last-update stamp and the window's expiry.
- *
- * KEYS[1] value hash ({c:name} or {c:name}:d:<date>), KEYS[2] dedup key
- * ARGV: op (add|set), delta or target, stamp ms ("0": none), dedup
- * (""|exact|hll), user id, min, max ("" = none), on_bound (reject|clamp),
- * expiry in seconds of the value hash and of the dedup key ("0": none)
- * Returns {outcome, value, previous value, previous stamp}; outcome 0
- * applied, 1 duplicate (nothing changed), 2 refused by a bound. Values go
- * back as strings: Lua numbers are doubles and would round past 2^53.
- */
-static const char write_script[] =
-    "local key, dkey = KEYS[1], KEYS[2]\n"
-    "local op, arg, ts = ARGV[1], ARGV[2], ARGV[3]\n"
-    "local ttl, dttl = tonumber(ARGV[9]), tonumber(ARGV[10])\n"
-    "local prev = redis.call('HGET', key, 'v') or '0'\n"
-    "local old_t = redis.call('HGET', key, 't') or ''\n"
-    "if ARGV[4] == 'exact' then\n"
-    "  local added = redis.call('SADD', dkey, ARGV[5])\n"
-    "  if dttl > 0 then redis.call('EXPIRE', dkey, dttl) end\n"
-    "  if added == 0 then return {1, prev, prev, old_t} end\n"
-    "elseif ARGV[4] == 'hll' then\n"
-    "  local before = redis.call('PFCOUNT', dkey)\n"
-    "  redis.call('PFADD', dkey, ARGV[5])\n"
-    "  if dttl > 0 then redis.call('EXPIRE', dkey, dttl) end\n"
-    "  local after = redis.call('PFCOUNT', dkey)\n"
-    "  if after <= before then return {1, prev, prev, old_t} end\n"
-    "  arg = tostring(after - before)\n"
-    "end\n"
-    "local cur = tonumber(prev)\n"
-    "local new = op == 'set' and tonumber(arg) or cur + tonumber(arg)\n"
-    "local lo, hi = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-    "if (lo and new < lo) or (hi and new > hi) then\n"
-    "  if ARGV[8] ~= 'clamp' then return {2, prev, prev, old_t} end\n"
-    "  local target = (lo and new < lo) and lo or hi\n"
-    "  op, arg = 'set', string.format('%d', target)\n"
-    "end\n"
-    "if op == 'set' then\n"
-    "  redis.call('HSET', key, 'v', arg)\n"
-    "else\n"
-    "  redis.call('HINCRBY', key, 'v', arg)\n"
-    "end\n"
-    "if ts ~= '0' then redis.call('HSET', key, 't', ts) end\n"
-    "if ttl > 0 then redis.call('EXPIRE', key, ttl) end\n"
-    "return {0, redis.call('HGET', key, 'v'), prev, old_t}\n";
-
-/*
- * Takes back a write that the event log refused: restores the previous
- * value (by the applied difference, so later writes survive) and, if no
- * later write stamped the hash, the previous stamp; removes the user from
- * an exact dedup set. A hash left holding nothing is deleted.
- * KEYS as above; ARGV: negated applied delta, our stamp, previous stamp,
- * dedup, user id.
- */
-static const char undo_script[] =
-    "local key, dkey = KEYS[1], KEYS[2]\n"
-    "local v = redis.call('HINCRBY', key, 'v', ARGV[1])\n"
-    "if redis.call('HGET', key, 't') == ARGV[2] then\n"
-    "  if ARGV[3] == '' then redis.call('HDEL', key, 't')\n"
-    "  else redis.call('HSET', key, 't', ARGV[3]) end\n"
-    "end\n"
-    "if v == 0 and redis.call('HEXISTS', key, 't') == 0 then\n"
-    "  redis.call('DEL', key)\n"
-    "end\n"
-    "if ARGV[4] == 'exact' then redis.call('SREM', dkey, ARGV[5]) end\n"
-    "return v\n";
-
 enum { BACKOFF_MIN_MS = 100, BACKOFF_MAX_MS = 2000 };
 
 /* Status passed to on_reply for an answer that came after the deadline. */
@@ -181,10 +112,10 @@ send_args(api_redis *r,
           void (*on_reply)(redis_cmd *, redisReply *, enum api_redis_status),
           void *owner, int index, int timeout_ms, int argc, const char **argv)
 {
-    size_t argvlen[16];
+    size_t argvlen[24];
     redis_cmd *cmd;
 
-    if (argc > 16 || (cmd = calloc(1, sizeof(*cmd))) == NULL)
+    if (argc > 24 || (cmd = calloc(1, sizeof(*cmd))) == NULL)
         return -1;
     for (int i = 0; i < argc; i++)
         argvlen[i] = strlen(argv[i]);
@@ -267,8 +198,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (r->db)
         redisAsyncCommand(r->ac, setup_reply, r, "SELECT %d", r->db);
     redisAsyncCommand(r->ac, write_sha_reply, r, "SCRIPT LOAD %s",
-                      write_script);
-    redisAsyncCommand(r->ac, undo_sha_reply, r, "SCRIPT LOAD %s", undo_script);
+                      ctr_apply_write_script);
+    redisAsyncCommand(r->ac, undo_sha_reply, r, "SCRIPT LOAD %s",
+                      ctr_apply_undo_script);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -369,39 +301,21 @@ typedef struct write_op {
     void *arg;
 } write_op;
 
-static int parse_i64(const redisReply *r, int64_t *out);
-
-static enum api_redis_status classify(redisReply *reply, api_write_result *res)
+static enum api_redis_status classify(redisReply *reply, ctr_apply_result *res)
 {
-    int64_t outcome;
-    memset(res, 0, sizeof(*res));
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 4 &&
-        reply->element[0]->type == REDIS_REPLY_INTEGER &&
-        parse_i64(reply->element[1], &res->value) == 0 &&
-        parse_i64(reply->element[2], &res->prev) == 0 &&
-        reply->element[3]->type == REDIS_REPLY_STRING &&
-        reply->element[3]->len < sizeof(res->prev_stamp)) {
-        outcome = reply->element[0]->integer;
-        res->outcome = outcome == 1   ? API_WRITE_DUPLICATE
-                       : outcome == 2 ? API_WRITE_BOUND_REFUSED
-                                      : API_WRITE_APPLIED;
-        memcpy(res->prev_stamp, reply->element[3]->str, reply->element[3]->len);
-        return API_REDIS_OK;
+    char err[256];
+    switch (ctr_apply_parse(reply, res, err, sizeof(err))) {
+    case CTR_APPLY_OK: return API_REDIS_OK;
+    case CTR_APPLY_OVERFLOW: return API_REDIS_OVERFLOW;
+    default: ctr_warn("redis write failed: %s", err); return API_REDIS_ERROR;
     }
-    if (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "overflow"))
-        return API_REDIS_OVERFLOW;
-    if (reply->type == REDIS_REPLY_ERROR)
-        ctr_warn("redis write failed: %s", reply->str);
-    else
-        ctr_warn("redis write: unexpected reply type %d", reply->type);
-    return API_REDIS_ERROR;
 }
 
 static void write_reply(redis_cmd *cmd, redisReply *reply,
                         enum api_redis_status st)
 {
     write_op *op = cmd->owner;
-    api_write_result res;
+    ctr_apply_result res;
     int late = st == CMD_LATE;
 
     memset(&res, 0, sizeof(res));
@@ -420,65 +334,22 @@ static void write_reply(redis_cmd *cmd, redisReply *reply,
     free(op);
 }
 
-static const char *dedup_word(enum api_dedup d)
-{
-    return d == API_DEDUP_EXACT ? "exact" : d == API_DEDUP_HLL ? "hll" : "";
-}
-
-/* Builds "{c:<name>}<suffix>". */
-static int make_key(char *buf, size_t len, const char *name, const char *suffix)
-{
-    int n = snprintf(buf, len, "{c:%s}%s", name, suffix ? suffix : "");
-    return n > 0 && (size_t)n < len ? n : -1;
-}
-
-int api_redis_write(api_redis *r, const char *name, const api_write_spec *w,
+int api_redis_write(api_redis *r, const char *name, const ctr_apply_spec *w,
                     int timeout_ms, api_redis_write_cb cb,
                     api_redis_write_cb late_cb, void *arg)
 {
-    char key[API_KEY_MAX], dkey[API_KEY_MAX], a[24], ts[24];
-    char lo[24] = "", hi[24] = "", ttl[16], dttl[16];
-    write_op *op = NULL;
+    ctr_apply_argv a;
+    write_op *op;
 
-    if (!r->ready)
+    if (!r->ready || ctr_apply_write_argv(&a, r->write_sha, name, w) != 0)
         return -1;
-    int klen = make_key(key, sizeof(key), name, w->key_suffix);
-    int dlen = make_key(dkey, sizeof(dkey), name,
-                        w->dedup_suffix ? w->dedup_suffix : ":none");
-    if (klen < 0 || dlen < 0)
-        return -1;
-    snprintf(a, sizeof(a), "%" PRId64, w->arg);
-    snprintf(ts, sizeof(ts), "%" PRId64, w->stamp_ms);
-    if (w->has_min)
-        snprintf(lo, sizeof(lo), "%" PRId64, w->min);
-    if (w->has_max)
-        snprintf(hi, sizeof(hi), "%" PRId64, w->max);
-    snprintf(ttl, sizeof(ttl), "%d", w->ttl_s);
-    snprintf(dttl, sizeof(dttl), "%d", w->dedup_ttl_s);
-    const char *user = w->user_id ? w->user_id : "";
-    const char *dd = dedup_word(w->dedup);
-    const char *argv[] = {"EVALSHA",
-                          r->write_sha,
-                          "2",
-                          key,
-                          dkey,
-                          w->is_set ? "set" : "add",
-                          a,
-                          ts,
-                          dd,
-                          user,
-                          lo,
-                          hi,
-                          w->clamp ? "clamp" : "reject",
-                          ttl,
-                          dttl};
     op = malloc(sizeof(*op));
     if (op == NULL)
         return -1;
     op->cb = cb;
     op->late_cb = late_cb;
     op->arg = arg;
-    if (send_args(r, write_reply, op, 0, timeout_ms, 15, argv) != 0) {
+    if (send_args(r, write_reply, op, 0, timeout_ms, a.argc, a.argv) != 0) {
         free(op);
         return -1;
     }
@@ -510,38 +381,20 @@ static void undo_reply(redis_cmd *cmd, redisReply *reply,
         free(op);
 }
 
-int api_redis_undo(api_redis *r, const char *name, const api_write_spec *w,
-                   const api_write_result *res, int timeout_ms,
+int api_redis_undo(api_redis *r, const char *name, const ctr_apply_spec *w,
+                   const ctr_apply_result *res, int timeout_ms,
                    api_redis_undo_cb cb, void *arg)
 {
-    char key[API_KEY_MAX], dkey[API_KEY_MAX], neg[24], ts[24];
-    int64_t applied;
+    ctr_apply_argv a;
 
-    if (!r->ready || __builtin_sub_overflow(res->value, res->prev, &applied) ||
-        applied == INT64_MIN)
+    if (!r->ready || ctr_apply_undo_argv(&a, r->undo_sha, name, w, res) != 0)
         return -1;
-    if (make_key(key, sizeof(key), name, w->key_suffix) < 0 ||
-        make_key(dkey, sizeof(dkey), name,
-                 w->dedup_suffix ? w->dedup_suffix : ":none") < 0)
-        return -1;
-    snprintf(neg, sizeof(neg), "%" PRId64, -applied);
-    snprintf(ts, sizeof(ts), "%" PRId64, w->stamp_ms);
-    const char *argv[] = {"EVALSHA",
-                          r->undo_sha,
-                          "2",
-                          key,
-                          dkey,
-                          neg,
-                          ts,
-                          res->prev_stamp,
-                          dedup_word(w->dedup),
-                          w->user_id ? w->user_id : ""};
     undo_op *op = malloc(sizeof(*op));
     if (op == NULL)
         return -1;
     op->cb = cb;
     op->arg = arg;
-    if (send_args(r, undo_reply, op, 0, timeout_ms, 10, argv) != 0) {
+    if (send_args(r, undo_reply, op, 0, timeout_ms, a.argc, a.argv) != 0) {
         free(op);
         return -1;
     }

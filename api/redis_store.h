@@ -17,6 +17,7 @@
 
 #include "common/config.h"
 #include "common/name.h"
+#include "ingest/apply.h"
 
 #include <event2/event.h>
 #include <stddef.h>
@@ -32,42 +33,12 @@ enum api_redis_status {
     API_REDIS_DISCONNECTED, /* connection lost before the answer */
 };
 
-/* Longest key: "{c:" name "}" ":d:2026-11-26" */
+/* Longest value key: "{c:" name "}" ":d:2026-11-26" */
 #define API_KEY_MAX (CTR_NAME_MAX + 32)
-
-enum api_dedup { API_DEDUP_NONE, API_DEDUP_EXACT, API_DEDUP_HLL };
-
-/* One write, as the handler decided it from the counter's definition. */
-typedef struct api_write_spec {
-    const char *key_suffix;   /* "" or ":d:<local date>" (daily window) */
-    const char *dedup_suffix; /* ":u:<date>" / ":h:<date>", or NULL */
-    enum api_dedup dedup;
-    const char *user_id; /* for dedup; may be NULL otherwise */
-    int is_set;          /* arg is a target value, not a delta */
-    int64_t arg;
-    int64_t stamp_ms; /* last-update stamp */
-    int has_min, has_max, clamp;
-    int64_t min, max;
-    int ttl_s;       /* expiry of the value hash (daily windows); 0: none */
-    int dedup_ttl_s; /* expiry of the dedup key; 0: none */
-} api_write_spec;
-
-enum api_write_outcome {
-    API_WRITE_APPLIED,
-    API_WRITE_DUPLICATE,     /* dedup: this user was already counted */
-    API_WRITE_BOUND_REFUSED, /* would cross min/max with on_bound reject */
-};
-
-typedef struct api_write_result {
-    enum api_write_outcome outcome;
-    int64_t value; /* after the write */
-    int64_t prev;  /* before it: value - prev is what was applied */
-    char prev_stamp[24];
-} api_write_result;
 
 /* Result of a write; res lives only during the call. */
 typedef void (*api_redis_write_cb)(enum api_redis_status st,
-                                   const api_write_result *res, void *arg);
+                                   const ctr_apply_result *res, void *arg);
 
 typedef void (*api_redis_undo_cb)(enum api_redis_status st, void *arg);
 
@@ -100,7 +71,7 @@ int api_redis_ready(const api_redis *r);
  * real answer arrives later late_cb (if not NULL) fires with it, so the
  * caller can finish the write.
  */
-int api_redis_write(api_redis *r, const char *name, const api_write_spec *w,
+int api_redis_write(api_redis *r, const char *name, const ctr_apply_spec *w,
                     int timeout_ms, api_redis_write_cb cb,
                     api_redis_write_cb late_cb, void *arg)
     __attribute__((warn_unused_result));
@@ -109,8 +80,8 @@ int api_redis_write(api_redis *r, const char *name, const api_write_spec *w,
  * Takes back write w whose result was res (the event log refused it).
  * cb fires once.
  */
-int api_redis_undo(api_redis *r, const char *name, const api_write_spec *w,
-                   const api_write_result *res, int timeout_ms,
+int api_redis_undo(api_redis *r, const char *name, const ctr_apply_spec *w,
+                   const ctr_apply_result *res, int timeout_ms,
                    api_redis_undo_cb cb, void *arg)
     __attribute__((warn_unused_result));
 

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { FUTURE_TOLERANCE_MS = 5 * 60 * 1000, MIN_WINDOW_TTL_S = 60 };
+enum { FUTURE_TOLERANCE_MS = 5 * 60 * 1000 };
 
 typedef struct write_op {
     api_app *app;
@@ -39,8 +39,8 @@ typedef struct write_op {
     char period[11];       /* local date of a daily window, or "" */
     char key_suffix[24];   /* ":d:<date>" or "" */
     char dedup_suffix[24]; /* ":u:<date>" / ":h:<date>" or "" */
-    api_write_spec spec;
-    api_write_result res;
+    ctr_apply_spec spec;
+    ctr_apply_result res;
     int64_t requested; /* the delta asked for (or the target of a set) */
     int64_t ts_ms;
     char *user_id;
@@ -83,9 +83,9 @@ static void write_answer_ok(write_op *op)
         body, "{\"success\":true,\"current_value\":%" PRId64 ",\"event_id\":",
         op->res.value);
     api_json_append_string(body, op->event_id);
-    if (op->period[0])
-        evbuffer_add_printf(body, ",\"period\":\"%s\"", op->period);
-    if (op->res.outcome == API_WRITE_DUPLICATE)
+    if (op->spec.period[0])
+        evbuffer_add_printf(body, ",\"period\":\"%s\"", op->spec.period);
+    if (op->res.outcome == CTR_APPLY_DUPLICATE)
         evbuffer_add_printf(body, ",\"counted\":false");
     if (op->def->kind == CTR_KIND_UNIQUE && op->def->dedup == CTR_DEDUP_HLL)
         evbuffer_add_printf(body, ",\"approximate\":true");
@@ -115,7 +115,7 @@ static void undo_done(enum api_redis_status st, void *arg)
 static void write_undo(write_op *op)
 {
     api_app *app = op->app;
-    if (op->res.outcome != API_WRITE_APPLIED) {
+    if (op->res.outcome != CTR_APPLY_APPLIED) {
         write_release(op); /* a duplicate changed nothing */
         return;
     }
@@ -149,7 +149,7 @@ void api_on_delivery(enum ctr_delivery result, void *arg)
 
     switch (result) {
     case CTR_DELIVERED:
-        if (op->res.outcome == API_WRITE_DUPLICATE)
+        if (op->res.outcome == CTR_APPLY_DUPLICATE)
             op->app->metrics.writes_duplicate++;
         else
             op->app->metrics.writes_applied++;
@@ -239,10 +239,10 @@ static void write_bound_refused(write_op *op)
 
 /* A Redis answer that came after the client was told "indeterminate". */
 static void write_applied_late(enum api_redis_status st,
-                               const api_write_result *res, void *arg)
+                               const ctr_apply_result *res, void *arg)
 {
     write_op *op = arg;
-    if (st == API_REDIS_OK && res->outcome != API_WRITE_BOUND_REFUSED) {
+    if (st == API_REDIS_OK && res->outcome != CTR_APPLY_BOUND_REFUSED) {
         /* Redis has it: publish too, so the write is whole, not half. */
         op->res = *res;
         write_publish(op);
@@ -251,7 +251,7 @@ static void write_applied_late(enum api_redis_status st,
     write_release(op);
 }
 
-static void write_applied(enum api_redis_status st, const api_write_result *res,
+static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
                           void *arg)
 {
     write_op *op = arg;
@@ -259,7 +259,7 @@ static void write_applied(enum api_redis_status st, const api_write_result *res,
     switch (st) {
     case API_REDIS_OK:
         op->res = *res;
-        if (res->outcome == API_WRITE_BOUND_REFUSED) {
+        if (res->outcome == CTR_APPLY_BOUND_REFUSED) {
             write_bound_refused(op);
             break;
         }
@@ -343,7 +343,7 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
     api_write_body body;
     api_body_error err;
     write_op *op = NULL;
-    int64_t now = ctr_time_now_ms(), day_start, day_end;
+    int64_t now = ctr_time_now_ms();
 
     if (len > (size_t)app->cfg->server_max_body_bytes) {
         char msg[96];
@@ -402,41 +402,11 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
     op->metadata = body.metadata;
     body.user_id = body.metadata = NULL;
 
-    /* The window and the dedup day are the event's local date. */
-    ctr_date day = ctr_tz_local_day(def->tz, ts, &day_start, &day_end);
-    char date[11];
-    ctr_date_format(day, date, sizeof(date));
-    int ttl = (int)((day_end - now) / 1000) + app->cfg->lateness_s + 86400;
-    if (ttl < MIN_WINDOW_TTL_S)
-        ttl = MIN_WINDOW_TTL_S;
-    if (def->reset == CTR_RESET_DAILY) {
-        snprintf(op->key_suffix, sizeof(op->key_suffix), ":d:%s", date);
-        memcpy(op->period, date, sizeof(op->period));
-        op->spec.ttl_s = ttl;
-    }
-    if (def->kind == CTR_KIND_UNIQUE) {
-        snprintf(op->dedup_suffix, sizeof(op->dedup_suffix), ":%c:%s",
-                 def->dedup == CTR_DEDUP_HLL ? 'h' : 'u', date);
-        op->spec.dedup_suffix = op->dedup_suffix;
-        op->spec.dedup =
-            def->dedup == CTR_DEDUP_HLL ? API_DEDUP_HLL : API_DEDUP_EXACT;
-        op->spec.user_id = op->user_id;
-        op->spec.dedup_ttl_s = ttl;
-    }
-    op->spec.key_suffix = op->key_suffix;
-    op->spec.is_set = kind == API_WRITE_SET;
     op->requested = kind == API_WRITE_DECR ? -body.value : body.value;
     if (def->kind == CTR_KIND_UNIQUE)
         op->requested = 1;
-    op->spec.arg = op->requested;
-    op->spec.stamp_ms = ts;
-    if (def->kind == CTR_KIND_GAUGE) {
-        op->spec.has_min = def->has_min;
-        op->spec.min = def->min;
-        op->spec.has_max = def->has_max;
-        op->spec.max = def->max;
-        op->spec.clamp = def->on_bound == CTR_BOUND_CLAMP;
-    }
+    ctr_apply_plan(&op->spec, def, ts, now, app->cfg->lateness_s, op->user_id,
+                   kind == API_WRITE_SET, op->requested);
 
     app->inflight++;
     if (api_redis_write(app->redis, op->name, &op->spec,

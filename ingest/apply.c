@@ -1,0 +1,285 @@
+/*
+ * apply.c - see apply.h.
+ */
+#include "ingest/apply.h"
+
+#include "common/tz.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MIN_WINDOW_TTL_S = 60 };
+
+/*
+ * The write, in one call so that no interleaving can see half of it:
+ * the applier's fence and id guard, dedup (SADD or PFADD), bounds (reject
+ * or clamp), the add or set, the last-update stamp and the expiries.
+ *
+ * KEYS: value hash, dedup key, fence, guard.
+ * ARGV: 1 op (add|set), 2 delta or target, 3 stamp ms ("0": none),
+ * 4 dedup (""|exact|hll), 5 user id, 6 min, 7 max ("": none), 8 on_bound
+ * (reject|clamp), 9 expiry of the value hash, 10 of the dedup key ("0":
+ * none), 11 fence offset ("": none), 12 guard expiry ("0": no guard).
+ * Returns {outcome, value, previous value, previous stamp, recorded}:
+ * outcome 0 applied, 1 duplicate user, 2 refused by a bound, 3 offset
+ * already applied, 4 event id already applied; recorded is what the guard
+ * holds: "a<delta>" or "r". Values go back as strings: Lua numbers are
+ * doubles and would round past 2^53.
+ */
+const char ctr_apply_write_script[] =
+    "local key, dkey, fkey, gkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
+    "local op, arg, ts = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local ttl, dttl = tonumber(ARGV[9]), tonumber(ARGV[10])\n"
+    "local prev = redis.call('HGET', key, 'v') or '0'\n"
+    "local old_t = redis.call('HGET', key, 't') or ''\n"
+    "local function done(outcome, recorded)\n"
+    "  if ARGV[11] ~= '' then redis.call('SET', fkey, ARGV[11]) end\n"
+    "  if ARGV[12] ~= '0' then\n"
+    "    redis.call('SET', gkey, recorded, 'EX', ARGV[12])\n"
+    "  end\n"
+    "  local v = redis.call('HGET', key, 'v') or '0'\n"
+    "  return {outcome, v, prev, old_t, recorded}\n"
+    "end\n"
+    "if ARGV[11] ~= '' then\n"
+    "  local last = redis.call('GET', fkey)\n"
+    "  if last and tonumber(ARGV[11]) <= tonumber(last) then\n"
+    "    return {3, prev, prev, old_t, redis.call('GET', gkey) or ''}\n"
+    "  end\n"
+    "end\n"
+    "if ARGV[12] ~= '0' then\n"
+    "  local seen = redis.call('GET', gkey)\n"
+    "  if seen then\n"
+    "    if ARGV[11] ~= '' then redis.call('SET', fkey, ARGV[11]) end\n"
+    "    return {4, prev, prev, old_t, seen}\n"
+    "  end\n"
+    "end\n"
+    "if ARGV[4] == 'exact' then\n"
+    "  local added = redis.call('SADD', dkey, ARGV[5])\n"
+    "  if dttl > 0 then redis.call('EXPIRE', dkey, dttl) end\n"
+    "  if added == 0 then return done(1, 'a0') end\n"
+    "elseif ARGV[4] == 'hll' then\n"
+    "  local before = redis.call('PFCOUNT', dkey)\n"
+    "  redis.call('PFADD', dkey, ARGV[5])\n"
+    "  if dttl > 0 then redis.call('EXPIRE', dkey, dttl) end\n"
+    "  local after = redis.call('PFCOUNT', dkey)\n"
+    "  if after <= before then return done(1, 'a0') end\n"
+    "  arg = tostring(after - before)\n"
+    "end\n"
+    "local cur = tonumber(prev)\n"
+    "local new = op == 'set' and tonumber(arg) or cur + tonumber(arg)\n"
+    "local lo, hi = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local applied = arg\n"
+    "if (lo and new < lo) or (hi and new > hi) then\n"
+    "  if ARGV[8] ~= 'clamp' then return done(2, 'r') end\n"
+    "  local target = (lo and new < lo) and lo or hi\n"
+    "  op, arg = 'set', string.format('%d', target)\n"
+    "end\n"
+    "if op == 'set' then\n"
+    "  redis.call('HSET', key, 'v', arg)\n"
+    "  applied = string.format('%d', tonumber(arg) - cur)\n"
+    "else\n"
+    "  redis.call('HINCRBY', key, 'v', arg)\n"
+    "end\n"
+    "if ts ~= '0' then redis.call('HSET', key, 't', ts) end\n"
+    "if ttl > 0 then redis.call('EXPIRE', key, ttl) end\n"
+    "return done(0, 'a' .. applied)\n";
+
+/*
+ * Takes back a write that the event log refused: restores the previous
+ * value (by the applied difference, so later writes survive) and, if no
+ * later write stamped the hash, the previous stamp; removes the user from
+ * an exact dedup set. A hash left holding nothing is deleted.
+ * KEYS as above; ARGV: negated applied delta, our stamp, previous stamp,
+ * dedup, user id.
+ */
+const char ctr_apply_undo_script[] =
+    "local key, dkey = KEYS[1], KEYS[2]\n"
+    "local v = redis.call('HINCRBY', key, 'v', ARGV[1])\n"
+    "if redis.call('HGET', key, 't') == ARGV[2] then\n"
+    "  if ARGV[3] == '' then redis.call('HDEL', key, 't')\n"
+    "  else redis.call('HSET', key, 't', ARGV[3]) end\n"
+    "end\n"
+    "if v == 0 and redis.call('HEXISTS', key, 't') == 0 then\n"
+    "  redis.call('DEL', key)\n"
+    "end\n"
+    "if ARGV[4] == 'exact' then redis.call('SREM', dkey, ARGV[5]) end\n"
+    "return v\n";
+
+void ctr_apply_plan(ctr_apply_spec *s, const ctr_counter_def *def,
+                    int64_t ts_ms, int64_t now_ms, int lateness_s,
+                    const char *user_id, int is_set, int64_t arg)
+{
+    int64_t day_start, day_end;
+    char date[11];
+
+    memset(s, 0, sizeof(*s));
+    s->fence_offset = -1;
+    ctr_date day = ctr_tz_local_day(def->tz, ts_ms, &day_start, &day_end);
+    ctr_date_format(day, date, sizeof(date));
+    int64_t ttl = (day_end - now_ms) / 1000 + lateness_s + 86400;
+    if (ttl < MIN_WINDOW_TTL_S)
+        ttl = MIN_WINDOW_TTL_S;
+    if (def->reset == CTR_RESET_DAILY) {
+        snprintf(s->key_suffix, sizeof(s->key_suffix), ":d:%s", date);
+        memcpy(s->period, date, sizeof(s->period));
+        s->ttl_s = (int)ttl;
+    }
+    if (def->kind == CTR_KIND_UNIQUE) {
+        snprintf(s->dedup_suffix, sizeof(s->dedup_suffix), ":%c:%s",
+                 def->dedup == CTR_DEDUP_HLL ? 'h' : 'u', date);
+        s->dedup = def->dedup == CTR_DEDUP_HLL ? CTR_APPLY_DEDUP_HLL
+                                               : CTR_APPLY_DEDUP_EXACT;
+        s->user_id = user_id;
+        s->dedup_ttl_s = (int)ttl;
+        arg = 1;
+        is_set = 0;
+    }
+    s->is_set = is_set;
+    s->arg = arg;
+    s->stamp_ms = ts_ms;
+    if (def->kind == CTR_KIND_GAUGE) {
+        s->has_min = def->has_min;
+        s->min = def->min;
+        s->has_max = def->has_max;
+        s->max = def->max;
+        s->clamp = def->on_bound == CTR_BOUND_CLAMP;
+    }
+}
+
+static int make_key(char *buf, size_t len, const char *name, const char *suffix)
+{
+    int n = snprintf(buf, len, "{c:%s}%s", name, suffix);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+static const char *dedup_word(enum ctr_apply_dedup d)
+{
+    return d == CTR_APPLY_DEDUP_EXACT ? "exact"
+           : d == CTR_APPLY_DEDUP_HLL ? "hll"
+                                      : "";
+}
+
+int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
+                         const ctr_apply_spec *s)
+{
+    char guard[CTR_EVENT_ID_MAX + 8];
+    snprintf(guard, sizeof(guard), ":id:%s", s->guard_id ? s->guard_id : "");
+    if (make_key(a->keys[0], sizeof(a->keys[0]), name, s->key_suffix) ||
+        make_key(a->keys[1], sizeof(a->keys[1]), name,
+                 s->dedup_suffix[0] ? s->dedup_suffix : ":none") ||
+        make_key(a->keys[2], sizeof(a->keys[2]), name, ":o") ||
+        make_key(a->keys[3], sizeof(a->keys[3]), name, guard))
+        return -1;
+    snprintf(a->nums[0], 24, "%" PRId64, s->arg);
+    snprintf(a->nums[1], 24, "%" PRId64, s->stamp_ms);
+    a->nums[2][0] = a->nums[3][0] = a->nums[6][0] = '\0';
+    if (s->has_min)
+        snprintf(a->nums[2], 24, "%" PRId64, s->min);
+    if (s->has_max)
+        snprintf(a->nums[3], 24, "%" PRId64, s->max);
+    snprintf(a->nums[4], 24, "%d", s->ttl_s);
+    snprintf(a->nums[5], 24, "%d", s->dedup_ttl_s);
+    if (s->fence_offset >= 0)
+        snprintf(a->nums[6], 24, "%" PRId64, s->fence_offset);
+    snprintf(a->nums[7], 24, "%d", s->guard_id ? s->guard_ttl_s : 0);
+
+    const char *argv[] = {"EVALSHA",
+                          sha,
+                          "4",
+                          a->keys[0],
+                          a->keys[1],
+                          a->keys[2],
+                          a->keys[3],
+                          s->is_set ? "set" : "add",
+                          a->nums[0],
+                          a->nums[1],
+                          dedup_word(s->dedup),
+                          s->user_id ? s->user_id : "",
+                          a->nums[2],
+                          a->nums[3],
+                          s->clamp ? "clamp" : "reject",
+                          a->nums[4],
+                          a->nums[5],
+                          a->nums[6],
+                          a->nums[7]};
+    a->argc = (int)(sizeof(argv) / sizeof(argv[0]));
+    memcpy(a->argv, argv, sizeof(argv));
+    return 0;
+}
+
+int ctr_apply_undo_argv(ctr_apply_argv *a, const char *sha, const char *name,
+                        const ctr_apply_spec *s, const ctr_apply_result *res)
+{
+    int64_t applied;
+    if (__builtin_sub_overflow(res->value, res->prev, &applied) ||
+        applied == INT64_MIN)
+        return -1;
+    if (make_key(a->keys[0], sizeof(a->keys[0]), name, s->key_suffix) ||
+        make_key(a->keys[1], sizeof(a->keys[1]), name,
+                 s->dedup_suffix[0] ? s->dedup_suffix : ":none"))
+        return -1;
+    snprintf(a->nums[0], 24, "%" PRId64, -applied);
+    snprintf(a->nums[1], 24, "%" PRId64, s->stamp_ms);
+    const char *argv[] = {"EVALSHA",
+                          sha,
+                          "2",
+                          a->keys[0],
+                          a->keys[1],
+                          a->nums[0],
+                          a->nums[1],
+                          res->prev_stamp,
+                          dedup_word(s->dedup),
+                          s->user_id ? s->user_id : ""};
+    a->argc = (int)(sizeof(argv) / sizeof(argv[0]));
+    memcpy(a->argv, argv, sizeof(argv));
+    return 0;
+}
+
+static int parse_i64(const redisReply *r, int64_t *out)
+{
+    char *end;
+    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
+        return -1;
+    errno = 0;
+    long long v = strtoll(r->str, &end, 10);
+    if (end != r->str + r->len || errno == ERANGE)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+enum ctr_apply_status ctr_apply_parse(const redisReply *reply,
+                                      ctr_apply_result *res, char *errbuf,
+                                      size_t errlen)
+{
+    memset(res, 0, sizeof(*res));
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 5 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER &&
+        reply->element[0]->integer >= 0 && reply->element[0]->integer <= 4 &&
+        parse_i64(reply->element[1], &res->value) == 0 &&
+        parse_i64(reply->element[2], &res->prev) == 0 &&
+        reply->element[3]->type == REDIS_REPLY_STRING &&
+        reply->element[3]->len < sizeof(res->prev_stamp) &&
+        reply->element[4]->type == REDIS_REPLY_STRING) {
+        res->outcome = (enum ctr_apply_outcome)reply->element[0]->integer;
+        memcpy(res->prev_stamp, reply->element[3]->str, reply->element[3]->len);
+        const redisReply *rec = reply->element[4];
+        if (rec->len > 0 && rec->str[0] == 'a') {
+            char *end;
+            res->recorded = 'a';
+            res->recorded_delta = strtoll(rec->str + 1, &end, 10);
+        } else if (rec->len > 0 && rec->str[0] == 'r') {
+            res->recorded = 'r';
+        }
+        return CTR_APPLY_OK;
+    }
+    if (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "overflow"))
+        return CTR_APPLY_OVERFLOW;
+    snprintf(errbuf, errlen, "%s",
+             reply->type == REDIS_REPLY_ERROR ? reply->str
+                                              : "unexpected reply type");
+    return CTR_APPLY_ERROR;
+}

@@ -1,0 +1,118 @@
+/*
+ * apply.h - how one write or event is applied to Redis, shared by the api
+ * (asynchronous hiredis) and the applier (synchronous): the Lua scripts,
+ * the plan a counter's definition makes of a write, the command's
+ * arguments and the reading of its reply.
+ *
+ * Keys of counter NAME (all with the hash tag {c:NAME}, so each script
+ * stays in one Redis Cluster slot):
+ *   {c:NAME}              value hash (v, t) of a counter without reset
+ *   {c:NAME}:d:DATE       value hash of the daily window of local DATE
+ *   {c:NAME}:u:DATE       exact dedup set of DATE;  :h:DATE  HyperLogLog
+ *   {c:NAME}:o            applier fence: last applied offset of NAME's
+ *                         partition (one counter's events share one)
+ *   {c:NAME}:id:ID        applier guard: event ID was seen; holds what it
+ *                         applied
+ */
+#ifndef COUNTER_INGEST_APPLY_H
+#define COUNTER_INGEST_APPLY_H
+
+#include "common/counterdef.h"
+#include "ingest/event.h"
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CTR_APPLY_KEY_MAX (CTR_NAME_MAX + CTR_EVENT_ID_MAX + 16)
+
+extern const char ctr_apply_write_script[];
+extern const char ctr_apply_undo_script[];
+
+enum ctr_apply_dedup {
+    CTR_APPLY_DEDUP_NONE,
+    CTR_APPLY_DEDUP_EXACT,
+    CTR_APPLY_DEDUP_HLL
+};
+
+/* One write, as a counter's definition shapes it. */
+typedef struct ctr_apply_spec {
+    char key_suffix[24];   /* ":d:<date>" or "" */
+    char dedup_suffix[24]; /* ":u:<date>" / ":h:<date>" or "" */
+    char period[11];       /* the daily window's date, or "" */
+    enum ctr_apply_dedup dedup;
+    const char *user_id; /* for dedup; not copied */
+    int is_set;          /* arg is a target value, not a delta */
+    int64_t arg;
+    int64_t stamp_ms; /* last-update stamp: the event time */
+    int has_min, has_max, clamp;
+    int64_t min, max;
+    int ttl_s;            /* expiry of a daily window; 0: none */
+    int dedup_ttl_s;      /* expiry of the dedup key */
+    int64_t fence_offset; /* applier: this event's offset; -1: none */
+    const char *guard_id; /* applier: event id to remember; NULL: none */
+    int guard_ttl_s;
+} ctr_apply_spec;
+
+enum ctr_apply_outcome {
+    CTR_APPLY_APPLIED,
+    CTR_APPLY_DUPLICATE,       /* dedup: this user was already counted */
+    CTR_APPLY_BOUND_REFUSED,   /* would cross min/max, on_bound reject */
+    CTR_APPLY_ALREADY_APPLIED, /* fence: this offset was applied before */
+    CTR_APPLY_DUPLICATE_ID,    /* guard: this event id was applied before */
+};
+
+typedef struct ctr_apply_result {
+    enum ctr_apply_outcome outcome;
+    int64_t value; /* after the write */
+    int64_t prev;  /* before it: value - prev is what was applied */
+    char prev_stamp[24];
+    /* ALREADY_APPLIED / DUPLICATE_ID: what the first time recorded: 'a'
+     * applied (delta in recorded_delta), 'r' refused, 0 unknown */
+    char recorded;
+    int64_t recorded_delta;
+} ctr_apply_result;
+
+/*
+ * Plans a write of arg (a signed delta, or the target of a set) to the
+ * counter `def` describes, at event time ts_ms: the daily window and dedup
+ * day are ts_ms's local date; keys expire lateness_s after that day ends,
+ * plus a day. Unique counters always add 1.
+ */
+void ctr_apply_plan(ctr_apply_spec *s, const ctr_counter_def *def,
+                    int64_t ts_ms, int64_t now_ms, int lateness_s,
+                    const char *user_id, int is_set, int64_t arg);
+
+/* The arguments of one EVALSHA; strings point into the struct or spec. */
+typedef struct ctr_apply_argv {
+    int argc;
+    const char *argv[20];
+    char keys[4][CTR_APPLY_KEY_MAX];
+    char nums[10][24];
+} ctr_apply_argv;
+
+/* Fills a with the write script's EVALSHA (sha of ctr_apply_write_script).
+ * Returns 0, or -1 if a key would not fit. */
+int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
+                         const ctr_apply_spec *s)
+    __attribute__((warn_unused_result));
+
+/* Fills a with the undo script's EVALSHA for write s whose result was res.
+ * Returns 0, or -1 if the applied difference cannot be negated. */
+int ctr_apply_undo_argv(ctr_apply_argv *a, const char *sha, const char *name,
+                        const ctr_apply_spec *s, const ctr_apply_result *res)
+    __attribute__((warn_unused_result));
+
+enum ctr_apply_status {
+    CTR_APPLY_OK = 0,
+    CTR_APPLY_OVERFLOW = -1, /* the value would leave the int64 range */
+    CTR_APPLY_ERROR = -2,    /* any other error reply */
+};
+
+/* Reads the write script's reply. NOSCRIPT and other errors are
+ * CTR_APPLY_ERROR with the reply's text in errbuf. */
+enum ctr_apply_status ctr_apply_parse(const redisReply *reply,
+                                      ctr_apply_result *res, char *errbuf,
+                                      size_t errlen);
+
+#endif
