@@ -275,23 +275,55 @@ typedef struct history_op {
 } history_op;
 
 /*
- * Buckets are kept per minute; hours and days are sums over local-time
- * periods of the zone ($5), stepped in local time so that a day is 23,
- * 24 or 25 hours as the calendar says. Empty periods come back as 0.
+ * Buckets are kept per minute. Days are sums over the local days of the
+ * zone ($5), stepped in local time so that a day is 23, 24 or 25 hours as
+ * the calendar says. Minutes and hours are stepped in absolute time from a
+ * start aligned in that zone (a half-hour zone has half-past hours), so a
+ * DST change neither merges two hours nor repeats one. Empty periods come
+ * back as 0.
  */
-static const char history_sql[] =
+static const char history_day_sql[] =
     "WITH s AS ("
-    "  SELECT g AS local_start FROM generate_series("
-    "    date_trunc($4, $2::timestamptz AT TIME ZONE $5),"
+    "  SELECT g AT TIME ZONE $5 AS p_start,"
+    "         (g + interval '1 day') AT TIME ZONE $5 AS p_end"
+    "  FROM generate_series("
+    "    date_trunc('day', $2::timestamptz AT TIME ZONE $5),"
     "    $3::timestamptz AT TIME ZONE $5 - interval '1 microsecond',"
-    "    ('1 ' || $4)::interval) g)"
-    "SELECT (extract(epoch FROM s.local_start AT TIME ZONE $5) * 1000)::bigint,"
+    "    interval '1 day') g)"
+    "SELECT (extract(epoch FROM s.p_start) * 1000)::bigint,"
     "       coalesce(sum(b.value), 0)::bigint "
     "FROM s LEFT JOIN counter_buckets b ON b.name = $1 "
-    "  AND b.bucket_start >= s.local_start AT TIME ZONE $5 "
-    "  AND b.bucket_start < (s.local_start + ('1 ' || $4)::interval) "
-    "                       AT TIME ZONE $5 "
-    "GROUP BY s.local_start ORDER BY s.local_start";
+    "  AND b.bucket_start >= s.p_start AND b.bucket_start < s.p_end "
+    "GROUP BY s.p_start ORDER BY s.p_start";
+
+static const char history_step_sql[] =
+    "WITH s AS ("
+    "  SELECT g AS p_start, g + ('1 ' || $4)::interval AS p_end"
+    "  FROM generate_series("
+    "    date_trunc($4, $2::timestamptz AT TIME ZONE $5) AT TIME ZONE $5,"
+    "    $3::timestamptz - interval '1 microsecond',"
+    "    ('1 ' || $4)::interval) g)"
+    "SELECT (extract(epoch FROM s.p_start) * 1000)::bigint,"
+    "       coalesce(sum(b.value), 0)::bigint "
+    "FROM s LEFT JOIN counter_buckets b ON b.name = $1 "
+    "  AND b.bucket_start >= s.p_start AND b.bucket_start < s.p_end "
+    "GROUP BY s.p_start ORDER BY s.p_start";
+
+/* How many periods [from, to) spans once from is aligned as the query
+ * aligns it. */
+static int64_t history_points(const ctr_tz *tz, int64_t from, int64_t to,
+                              int64_t step_ms)
+{
+    if (step_ms == 86400000) {
+        ctr_date a = ctr_tz_local_day(tz, from, NULL, NULL);
+        ctr_date b = ctr_tz_local_day(tz, to - 1, NULL, NULL);
+        return ctr_days_from_civil(b.year, b.month, b.day) -
+               ctr_days_from_civil(a.year, a.month, a.day) + 1;
+    }
+    int64_t local = from + (int64_t)ctr_tz_offset_s(tz, from) * 1000;
+    int64_t aligned = from - (((local % step_ms) + step_ms) % step_ms);
+    return (to - aligned + step_ms - 1) / step_ms;
+}
 
 static void history_done(const PGresult *res, void *arg)
 {
@@ -383,8 +415,14 @@ void api_handle_history(api_app *app, struct evhttp_request *req,
         history_bad(app, req, "to", "to: must be after from");
         goto out;
     }
-    /* a 25-hour day can add a period; the limit is on the order */
-    if ((to - from) / step_ms + 2 > HISTORY_MAX_POINTS) {
+    const ctr_counter_def *def = ctr_config_counter(app->cfg, route->name);
+    char tzerr[200];
+    /* minutes are the same everywhere; hours and days follow the zone */
+    const ctr_tz *tz =
+        step_ms == 60000 ? ctr_tz_get("UTC", tzerr, sizeof(tzerr)) : def->tz;
+    if (tz == NULL)
+        tz = def->tz;
+    if (history_points(tz, from, to, step_ms) > HISTORY_MAX_POINTS) {
         snprintf(msg, sizeof(msg),
                  "to: the range holds more than %d %s points; narrow it or "
                  "use a coarser interval",
@@ -400,22 +438,19 @@ void api_handle_history(api_app *app, struct evhttp_request *req,
     }
     op->app = app;
     op->req = req;
-    op->def = ctr_config_counter(app->cfg, route->name);
+    op->def = def;
     op->interval = iv;
+    op->tz = tz;
     memcpy(op->name, route->name, sizeof(op->name));
-    /* minutes are the same everywhere; hours and days follow the zone */
-    char err[200];
-    op->tz = strcmp(iv, "minute") == 0 ? ctr_tz_get("UTC", err, sizeof(err))
-                                       : op->def->tz;
-    if (op->tz == NULL)
-        op->tz = op->def->tz;
     char from_iso[40], to_iso[40];
     ctr_time_format_rfc3339(from, from_iso, sizeof(from_iso));
     ctr_time_format_rfc3339(to, to_iso, sizeof(to_iso));
     const char *params[5] = {op->name, from_iso, to_iso, iv,
                              ctr_tz_name(op->tz)};
     app->inflight++;
-    if (api_pg_query(app->pg, history_sql, 5, params, history_done, op) != 0) {
+    if (api_pg_query(app->pg,
+                     step_ms == 86400000 ? history_day_sql : history_step_sql,
+                     5, params, history_done, op) != 0) {
         app->inflight--;
         free(op);
         api_reply_error(req, 503, "unavailable", NULL,

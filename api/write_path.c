@@ -73,6 +73,31 @@ static void write_answer_error(write_op *op, int status, const char *code,
         op->app->metrics.writes_unavailable++;
 }
 
+/* The value ended elsewhere than asked: a bound clamped it. */
+static int write_was_clamped(const write_op *op)
+{
+    int64_t applied;
+    if (op->def->kind != CTR_KIND_GAUGE)
+        return 0;
+    if (op->spec.is_set)
+        return op->res.value != op->requested;
+    return __builtin_sub_overflow(op->res.value, op->res.prev, &applied) ||
+           applied != op->requested;
+}
+
+/* What the write changed; 0 if that does not fit (cannot happen: the
+ * script refuses such sets). */
+static int64_t write_applied_delta(const write_op *op)
+{
+    int64_t applied;
+    if (__builtin_sub_overflow(op->res.value, op->res.prev, &applied)) {
+        ctr_error("write %s to %s: applied difference overflows", op->event_id,
+                  op->name);
+        return 0;
+    }
+    return applied;
+}
+
 static void write_answer_ok(write_op *op)
 {
     struct evbuffer *body;
@@ -89,8 +114,7 @@ static void write_answer_ok(write_op *op)
         evbuffer_add_printf(body, ",\"counted\":false");
     if (op->def->kind == CTR_KIND_UNIQUE && op->def->dedup == CTR_DEDUP_HLL)
         evbuffer_add_printf(body, ",\"approximate\":true");
-    if (op->def->kind == CTR_KIND_GAUGE && !op->spec.is_set &&
-        op->res.value - op->res.prev != op->requested)
+    if (write_was_clamped(op))
         evbuffer_add_printf(body, ",\"clamped\":true");
     evbuffer_add_printf(body, "}\n");
     api_reply_json(op->req, 200, body);
@@ -104,8 +128,7 @@ static void undo_done(enum api_redis_status st, void *arg)
     if (st != API_REDIS_OK)
         ctr_error("could not undo write %s to counter %s: redis status %d; "
                   "redis is ahead of the log by %" PRId64,
-                  op->event_id, op->name, (int)st,
-                  op->res.value - op->res.prev);
+                  op->event_id, op->name, (int)st, write_applied_delta(op));
     else
         op->app->metrics.writes_undone++;
     write_release(op);
@@ -123,7 +146,7 @@ static void write_undo(write_op *op)
                        app->cfg->redis_write_timeout_ms, undo_done, op) != 0) {
         ctr_error("could not undo write %s to counter %s: redis unavailable; "
                   "redis is ahead of the log by %" PRId64,
-                  op->event_id, op->name, op->res.value - op->res.prev);
+                  op->event_id, op->name, write_applied_delta(op));
         write_release(op);
     }
 }
@@ -184,8 +207,7 @@ static void write_publish(write_op *op)
     memcpy(ev.counter, op->name, sizeof(ev.counter));
     /* Unique counters log the attempt (PostgreSQL dedups by itself);
      * others log what was applied, which a clamp or a set decides. */
-    ev.delta =
-        op->def->kind == CTR_KIND_UNIQUE ? 1 : op->res.value - op->res.prev;
+    ev.delta = op->def->kind == CTR_KIND_UNIQUE ? 1 : write_applied_delta(op);
     ev.user_id = op->user_id;
     ev.ts_ms = op->ts_ms;
     ev.metadata = op->metadata;
@@ -198,7 +220,7 @@ static void write_publish(write_op *op)
         evtimer_add(op->kafka_deadline, &tv);
     if (op->payload == NULL ||
         ctr_producer_send(op->app->producer, op->name, strlen(op->name),
-                          op->payload, op->payload_len, true, op) != 0) {
+                          op->payload, op->payload_len, "api", op) != 0) {
         write_answer_error(op, 503, "kafka_unavailable",
                            "the event log is not accepting writes; nothing "
                            "was applied");
@@ -263,8 +285,7 @@ static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
             write_bound_refused(op);
             break;
         }
-        if (op->def->kind == CTR_KIND_GAUGE && !op->spec.is_set &&
-            res->value - res->prev != op->requested)
+        if (write_was_clamped(op))
             op->app->metrics.writes_clamped++;
         write_publish(op);
         return;
@@ -309,7 +330,7 @@ static int check_kind(api_app *app, struct evhttp_request *req,
     char msg[200];
     if (kind == API_WRITE_SET && def->kind != CTR_KIND_GAUGE) {
         snprintf(msg, sizeof(msg),
-                 "set applies to gauges only; %s is a %s counter", name,
+                 "set applies to gauges only; %s is of kind %s", name,
                  ctr_kind_name(def->kind));
         reject(app, req, 400, "invalid_operation", NULL, msg);
         return -1;

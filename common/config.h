@@ -55,6 +55,9 @@ typedef struct ctr_config {
     int persister_batch_ms;
     char *persister_group_id;
 
+    char *applier_group_id;
+    int applier_guard_ttl_s; /* how long an applied event id is remembered */
+
     char *log_level;
 
     char *timezone;            /* default IANA zone of counters */

@@ -30,34 +30,20 @@ static int partitions_ready(rd_kafka_t *rk, const char *topic)
     return n;
 }
 
-int ctl_topic_create(const ctr_config *cfg, int timeout_ms)
+/* Creates one topic if missing and waits for its leaders. 0 or -1. */
+static int create_one(rd_kafka_t *rk, const char *topic, int partitions,
+                      int timeout_ms)
 {
     char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_t *rk = NULL;
     rd_kafka_queue_t *q = NULL;
     rd_kafka_AdminOptions_t *opts = NULL;
     rd_kafka_NewTopic_t *nt = NULL;
     rd_kafka_event_t *ev = NULL;
     int rc = -1;
 
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->kafka_brokers, err,
-                          sizeof(err)) != RD_KAFKA_CONF_OK) {
-        fprintf(stderr, "counterctl: kafka.brokers: %s\n", err);
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    if (rk == NULL) {
-        fprintf(stderr, "counterctl: could not create kafka client: %s\n", err);
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    nt = rd_kafka_NewTopic_new(cfg->kafka_topic, cfg->kafka_partitions, 1, err,
-                               sizeof(err));
+    nt = rd_kafka_NewTopic_new(topic, partitions, 1, err, sizeof(err));
     if (nt == NULL) {
-        fprintf(stderr, "counterctl: topic %s: %s\n", cfg->kafka_topic, err);
+        fprintf(stderr, "counterctl: topic %s: %s\n", topic, err);
         goto out;
     }
     q = rd_kafka_queue_new(rk);
@@ -69,13 +55,13 @@ int ctl_topic_create(const ctr_config *cfg, int timeout_ms)
     rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
     ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
     if (ev == NULL) {
-        fprintf(stderr, "counterctl: no answer from kafka at %s within %d ms\n",
-                cfg->kafka_brokers, timeout_ms);
+        fprintf(stderr, "counterctl: no answer from kafka within %d ms\n",
+                timeout_ms);
         goto out;
     }
     if (rd_kafka_event_error(ev)) {
-        fprintf(stderr, "counterctl: could not create topic %s: %s\n",
-                cfg->kafka_topic, rd_kafka_event_error_string(ev));
+        fprintf(stderr, "counterctl: could not create topic %s: %s\n", topic,
+                rd_kafka_event_error_string(ev));
         goto out;
     }
     size_t cnt = 0;
@@ -84,33 +70,31 @@ int ctl_topic_create(const ctr_config *cfg, int timeout_ms)
     rd_kafka_resp_err_t terr =
         cnt ? rd_kafka_topic_result_error(res[0]) : RD_KAFKA_RESP_ERR_UNKNOWN;
     if (terr == RD_KAFKA_RESP_ERR_NO_ERROR)
-        printf("created topic %s with %d partitions\n", cfg->kafka_topic,
-               cfg->kafka_partitions);
+        printf("created topic %s with %d partitions\n", topic, partitions);
     else if (terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-        fprintf(stderr, "counterctl: could not create topic %s: %s\n",
-                cfg->kafka_topic,
+        fprintf(stderr, "counterctl: could not create topic %s: %s\n", topic,
                 cnt ? rd_kafka_topic_result_error_string(res[0]) : "no result");
         goto out;
     }
 
     int64_t deadline = ctr_time_mono_ms() + timeout_ms;
     int n;
-    while ((n = partitions_ready(rk, cfg->kafka_topic)) < 0 &&
+    while ((n = partitions_ready(rk, topic)) < 0 &&
            ctr_time_mono_ms() < deadline) {
         struct timespec ts = {0, 200 * 1000000L};
         nanosleep(&ts, NULL);
     }
     if (n < 0) {
         fprintf(stderr, "counterctl: topic %s has no leaders after %d ms\n",
-                cfg->kafka_topic, timeout_ms);
+                topic, timeout_ms);
         goto out;
     }
-    if (n != cfg->kafka_partitions)
+    if (n != partitions)
         fprintf(stderr,
                 "counterctl: note: topic %s has %d partitions, config says "
                 "%d\n",
-                cfg->kafka_topic, n, cfg->kafka_partitions);
-    printf("topic %s ready (%d partitions)\n", cfg->kafka_topic, n);
+                topic, n, partitions);
+    printf("topic %s ready (%d partitions)\n", topic, n);
     rc = 0;
 out:
     if (ev)
@@ -121,6 +105,34 @@ out:
         rd_kafka_NewTopic_destroy(nt);
     if (q)
         rd_kafka_queue_destroy(q);
+    return rc;
+}
+
+int ctl_topic_create(const ctr_config *cfg, int timeout_ms)
+{
+    char err[512], dlq[300];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->kafka_brokers, err,
+                          sizeof(err)) != RD_KAFKA_CONF_OK) {
+        fprintf(stderr, "counterctl: kafka.brokers: %s\n", err);
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (rk == NULL) {
+        fprintf(stderr, "counterctl: could not create kafka client: %s\n", err);
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    /* the events, and the dead letters of events that failed validation */
+    snprintf(dlq, sizeof(dlq), "%s.dlq", cfg->kafka_topic);
+    int rc = create_one(rk, cfg->kafka_topic, cfg->kafka_partitions,
+                        timeout_ms) == 0 &&
+                     create_one(rk, dlq, cfg->kafka_partitions, timeout_ms) == 0
+                 ? 0
+                 : -1;
     rd_kafka_destroy(rk);
     return rc;
 }

@@ -7,8 +7,9 @@
 
 #include "common/config.h"
 
-/* Creates cfg's topic if missing. Returns 0 (created or already there,
- * leaders known) or -1 with the reason printed. */
+/* Creates cfg's topic and its dead-letter topic "<topic>.dlq" if missing.
+ * Returns 0 (created or already there, leaders known) or -1 with the
+ * reason printed. */
 int ctl_topic_create(const ctr_config *cfg, int timeout_ms);
 
 #endif

@@ -27,7 +27,9 @@ enum { MIN_WINDOW_TTL_S = 60 };
  * outcome 0 applied, 1 duplicate user, 2 refused by a bound, 3 offset
  * already applied, 4 event id already applied; recorded is what the guard
  * holds: "a<delta>" or "r". Values go back as strings: Lua numbers are
- * doubles and would round past 2^53.
+ * doubles and would round past 2^53. A set whose difference from the
+ * current value would not fit in 64 bits (the event carries it) is refused
+ * with an "overflow" error before anything changes.
  */
 const char ctr_apply_write_script[] =
     "local key, dkey, fkey, gkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
@@ -69,6 +71,9 @@ const char ctr_apply_write_script[] =
     "  arg = tostring(after - before)\n"
     "end\n"
     "local cur = tonumber(prev)\n"
+    "if op == 'set' and math.abs(tonumber(arg) - cur) > 9.2e18 then\n"
+    "  return redis.error_reply('ERR set: the difference would overflow')\n"
+    "end\n"
     "local new = op == 'set' and tonumber(arg) or cur + tonumber(arg)\n"
     "local lo, hi = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
     "local applied = arg\n"

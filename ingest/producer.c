@@ -21,6 +21,7 @@ struct ctr_producer {
     struct event *tick_ev; /* belt and braces: poll every 100 ms */
     int wake_fd[2];
     int brokers_up; /* from the last statistics: -1 unknown, 0 none, 1 some */
+    char dlq_topic[256];
 };
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
@@ -144,6 +145,7 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
     p->wake_fd[0] = p->wake_fd[1] = -1;
     p->cb = cb;
     p->brokers_up = -1;
+    snprintf(p->dlq_topic, sizeof(p->dlq_topic), "%s.dlq", cfg->kafka_topic);
 
     conf = rd_kafka_conf_new();
     /*
@@ -223,18 +225,18 @@ err:
 }
 
 int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
-                      const char *payload, size_t len, bool origin_api,
+                      const char *payload, size_t len, const char *origin,
                       void *arg)
 {
     rd_kafka_resp_err_t err;
 
-    if (origin_api)
-        err = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_KEY(key, keylen),
-                                RD_KAFKA_V_VALUE((void *)payload, len),
-                                RD_KAFKA_V_HEADER("origin", "api", 3),
-                                RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
+    if (origin)
+        err = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_RKT(p->rkt),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
+            RD_KAFKA_V_HEADER("origin", origin, (ssize_t)strlen(origin)),
+            RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
     else
         err = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -243,6 +245,29 @@ int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
                                 RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
     if (err) {
         ctr_warn("could not queue kafka message: %s", rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+int ctr_producer_send_dlq(ctr_producer *p, const void *key, size_t keylen,
+                          const void *payload, size_t len, const char *reason,
+                          int32_t partition, int64_t offset, void *arg)
+{
+    char part[16], off[24];
+    snprintf(part, sizeof(part), "%d", (int)partition);
+    snprintf(off, sizeof(off), "%lld", (long long)offset);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(p->dlq_topic),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY((void *)key, keylen),
+        RD_KAFKA_V_VALUE((void *)payload, len),
+        RD_KAFKA_V_HEADER("error", reason, (ssize_t)strlen(reason)),
+        RD_KAFKA_V_HEADER("source_partition", part, (ssize_t)strlen(part)),
+        RD_KAFKA_V_HEADER("source_offset", off, (ssize_t)strlen(off)),
+        RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
+    if (err) {
+        ctr_warn("could not queue dead letter: %s", rd_kafka_err2str(err));
         return -1;
     }
     return 0;

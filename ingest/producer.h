@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct ctr_producer ctr_producer;
 
@@ -39,13 +40,25 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
     __attribute__((warn_unused_result));
 
 /*
- * Queues one event (the payload is copied). origin_api adds the header
- * "origin: api". Returns 0, after which cb fires exactly once with arg, or
- * a negative value (queue full, producer failed) and cb never fires.
+ * Queues one event (the payload is copied). origin, when not NULL, adds
+ * the header "origin: <origin>" ("api": already applied to Redis by the
+ * api; "applier": the applier's record of an external event it applied).
+ * Returns 0, after which cb fires exactly once with arg, or a negative
+ * value (queue full, producer failed) and cb never fires.
  */
 int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
-                      const char *payload, size_t len, bool origin_api,
+                      const char *payload, size_t len, const char *origin,
                       void *arg) __attribute__((warn_unused_result));
+
+/*
+ * Copies a message that failed validation to the dead-letter topic
+ * "<topic>.dlq", with headers error (the reason), source_partition and
+ * source_offset. cb fires with arg as for ctr_producer_send.
+ */
+int ctr_producer_send_dlq(ctr_producer *p, const void *key, size_t keylen,
+                          const void *payload, size_t len, const char *reason,
+                          int32_t partition, int64_t offset, void *arg)
+    __attribute__((warn_unused_result));
 
 /* Serves delivery reports, waiting up to timeout_ms. */
 void ctr_producer_poll(ctr_producer *p, int timeout_ms);

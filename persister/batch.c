@@ -19,6 +19,8 @@ struct ps_batch {
     ps_unique_row *unique;
     size_t n_hll;
     ps_hll_group *hll;
+    size_t n_records;
+    ps_record *records;
     size_t n_parts;
     ps_partition_range parts[MAX_PARTITIONS];
 };
@@ -35,7 +37,9 @@ ps_batch *ps_batch_new(size_t max_events)
     b->sums = calloc(b->cap, sizeof(*b->sums));
     b->unique = calloc(max_events, sizeof(*b->unique));
     b->hll = calloc(MAX_HLL_GROUPS, sizeof(*b->hll));
-    if (b->sums == NULL || b->unique == NULL || b->hll == NULL) {
+    b->records = calloc(max_events, sizeof(*b->records));
+    if (b->sums == NULL || b->unique == NULL || b->hll == NULL ||
+        b->records == NULL) {
         ps_batch_free(b);
         return NULL;
     }
@@ -48,6 +52,9 @@ void ps_batch_reset(ps_batch *b)
         memset(b->sums, 0, b->cap * sizeof(*b->sums));
     for (size_t i = 0; i < b->n_unique; i++)
         free(b->unique[i].user_id);
+    for (size_t i = 0; i < b->n_records; i++)
+        ctr_event_clear(&b->records[i].ev);
+    b->n_records = 0;
     memset(b->n_sums, 0, sizeof(b->n_sums));
     b->n_unique = 0;
     b->n_hll = 0;
@@ -59,8 +66,9 @@ void ps_batch_free(ps_batch *b)
 {
     if (b == NULL)
         return;
-    if (b->sums && b->unique)
+    if (b->sums && b->unique && b->records)
         ps_batch_reset(b);
+    free(b->records);
     free(b->sums);
     free(b->unique);
     free(b->hll);
@@ -254,4 +262,37 @@ size_t ps_batch_partitions(const ps_batch *b)
 const ps_partition_range *ps_batch_partition_at(const ps_batch *b, size_t i)
 {
     return &b->parts[i];
+}
+
+int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
+                        const ctr_event *ev, const ctr_counter_def *def,
+                        ctr_date day)
+{
+    if (b->messages >= b->max_events || b->n_parts >= MAX_PARTITIONS)
+        return -1;
+    ps_record *r = &b->records[b->n_records];
+    r->ev = *ev;
+    r->ev.user_id = ev->user_id ? strdup(ev->user_id) : NULL;
+    r->ev.metadata = NULL; /* not needed to count */
+    if (ev->user_id && r->ev.user_id == NULL)
+        return -1;
+    r->def = def;
+    r->day = day;
+    b->n_records++;
+    ps_partition_range *range = range_for(b, partition);
+    if (range->first_offset < 0)
+        range->first_offset = offset;
+    range->last_offset = offset;
+    b->messages++;
+    return 0;
+}
+
+size_t ps_batch_records(const ps_batch *b)
+{
+    return b->n_records;
+}
+
+const ps_record *ps_batch_record_at(const ps_batch *b, size_t i)
+{
+    return &b->records[i];
 }

@@ -72,6 +72,24 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                  const ctr_event *ev, const ctr_counter_def *def, ctr_date day)
     __attribute__((warn_unused_result));
 
+/*
+ * Keeps a copy of an applier record (header "origin: applier") to be
+ * counted only if its event id is new to PostgreSQL (the sink decides,
+ * inside the batch's transaction). Returns 0 or -1 as ps_batch_add.
+ */
+int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
+                        const ctr_event *ev, const ctr_counter_def *def,
+                        ctr_date day) __attribute__((warn_unused_result));
+
+typedef struct ps_record {
+    ctr_event ev; /* owned copy */
+    const ctr_counter_def *def;
+    ctr_date day;
+} ps_record;
+
+size_t ps_batch_records(const ps_batch *b);
+const ps_record *ps_batch_record_at(const ps_batch *b, size_t i);
+
 /* The sums: iterate slots 0..ps_batch_sum_slots()-1, skipping unused. */
 size_t ps_batch_sum_slots(const ps_batch *b);
 const ps_sum *ps_batch_sum_at(const ps_batch *b, size_t i);

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "ingest/event.h"
+#include "ingest/producer.h"
 #include "persister/batch.h"
 #include "persister/sink.h"
 
@@ -42,6 +43,8 @@ typedef struct persister {
     int32_t assigned[MAX_PARTS];
     int64_t committed[MAX_PARTS];
     uint64_t events_total, invalid_total, batches_total;
+    ctr_producer *producer; /* dead letters */
+    int dlq_failed;
 } persister;
 
 static void on_stop_signal(int sig)
@@ -168,6 +171,12 @@ static void flush_batch(persister *p, int final, int64_t final_deadline_ms)
 
     if (ps_batch_messages(p->batch) == 0)
         return;
+    /* dead letters go out before the offsets that pass them move on */
+    if (ctr_producer_flush(p->producer, 30000) > 0 || p->dlq_failed) {
+        ctr_error("could not deliver dead letters; exiting so that a "
+                  "restart sends them again");
+        exit(1);
+    }
     for (;;) {
         for (size_t i = 0; i < np; i++) {
             int64_t *slot = committed_slot(
@@ -212,10 +221,54 @@ static void flush_batch(persister *p, int final, int64_t final_deadline_ms)
     ps_batch_reset(p->batch);
 }
 
+/* The message's origin header ("api", "applier"), or "" when none. */
+static void message_origin(const rd_kafka_message_t *msg, char *out, size_t len)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *val;
+    size_t size;
+    out[0] = '\0';
+    if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(hdrs, "origin", &val, &size) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
+        val != NULL && size < len) {
+        memcpy(out, val, size);
+        out[size] = '\0';
+    }
+}
+
+/* Adds to the batch, flushing first if it is full. */
+static void batch_add(persister *p, const rd_kafka_message_t *msg,
+                      const ctr_event *ev, const ctr_counter_def *def,
+                      ctr_date day, int record)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (ps_batch_messages(p->batch) == 0)
+            p->batch_started_ms = ctr_time_mono_ms();
+        int rc = record ? ps_batch_add_record(p->batch, msg->partition,
+                                              msg->offset, ev, def, day)
+                        : ps_batch_add(p->batch, msg->partition, msg->offset,
+                                       ev, def, day);
+        if (rc == 0)
+            return;
+        flush_batch(p, 0, 0);
+    }
+    ctr_error("event at partition %" PRId32 " offset %" PRId64
+              " does not fit an empty batch; skipped",
+              msg->partition, msg->offset);
+}
+
+/*
+ * What the persister counts: the api's events (already applied to Redis)
+ * and the applier's records of external events it applied. Raw external
+ * events count through their record, so that PostgreSQL follows what
+ * Redis decided; only their offsets advance here.
+ */
 static void handle_message(persister *p, rd_kafka_message_t *msg)
 {
     ctr_event ev;
-    char err[256];
+    char err[256], origin[16];
+    ctr_date none = {0, 0, 0};
 
     if (msg->err) {
         if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -224,35 +277,35 @@ static void handle_message(persister *p, rd_kafka_message_t *msg)
     }
     if (committed_slot(p, msg->partition) == NULL)
         return; /* a leftover from a partition we no longer own */
-    int valid =
-        ctr_event_decode(msg->payload, msg->len, &ev, err, sizeof(err)) == 0;
-    if (!valid) {
-        p->invalid_total++;
-        ctr_warn("skipping invalid event at partition %" PRId32
-                 " offset %" PRId64 ": %s",
-                 msg->partition, msg->offset, err);
-    }
-    const ctr_counter_def *def = NULL;
-    ctr_date day = {0, 0, 0};
-    if (valid) {
-        def = ctr_config_counter(p->cfg, ev.counter);
-        day = ctr_tz_local_day(def->tz, ev.ts_ms, NULL, NULL);
-    }
-    if (ps_batch_messages(p->batch) == 0)
-        p->batch_started_ms = ctr_time_mono_ms();
-    if (ps_batch_add(p->batch, msg->partition, msg->offset, valid ? &ev : NULL,
-                     def, day) != 0) {
-        flush_batch(p, 0, 0);
-        p->batch_started_ms = ctr_time_mono_ms();
-        if (ps_batch_add(p->batch, msg->partition, msg->offset,
-                         valid ? &ev : NULL, def, day) != 0)
-            ctr_error("event at partition %" PRId32 " offset %" PRId64
-                      " does not fit an empty batch; skipped",
-                      msg->partition, msg->offset);
-    }
     p->events_total++;
-    if (valid)
-        ctr_event_clear(&ev);
+    message_origin(msg, origin, sizeof(origin));
+    if (origin[0] == '\0') {
+        batch_add(p, msg, NULL, NULL, none, 0);
+        return;
+    }
+    if (ctr_event_decode(msg->payload, msg->len, &ev, err, sizeof(err)) != 0) {
+        p->invalid_total++;
+        ctr_warn("invalid event at partition %" PRId32 " offset %" PRId64
+                 " sent to the dead-letter topic: %s",
+                 msg->partition, msg->offset, err);
+        while (ctr_producer_send_dlq(p->producer, msg->key, msg->key_len,
+                                     msg->payload, msg->len, err,
+                                     msg->partition, msg->offset, p) != 0)
+            ctr_producer_poll(p->producer, 100);
+        batch_add(p, msg, NULL, NULL, none, 0);
+        return;
+    }
+    const ctr_counter_def *def = ctr_config_counter(p->cfg, ev.counter);
+    ctr_date day = ctr_tz_local_day(def->tz, ev.ts_ms, NULL, NULL);
+    batch_add(p, msg, &ev, def, day, strcmp(origin, "applier") == 0);
+    ctr_event_clear(&ev);
+}
+
+static void on_dead_letter(enum ctr_delivery result, void *arg)
+{
+    persister *p = arg;
+    if (result != CTR_DELIVERED)
+        p->dlq_failed++;
 }
 
 static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
@@ -336,6 +389,11 @@ int main(void)
         ctr_error("out of memory");
         goto out;
     }
+    p.producer = ctr_producer_new(cfg, NULL, on_dead_letter, err, sizeof(err));
+    if (p.producer == NULL) {
+        ctr_error("could not set up kafka: %s", err);
+        goto out;
+    }
     p.rk = consumer_new(&p, err, sizeof(err));
     if (p.rk == NULL) {
         ctr_error("%s", err);
@@ -395,6 +453,7 @@ out:
              p.events_total, p.invalid_total, p.batches_total);
     ps_batch_free(p.batch);
     ps_sink_free(p.sink);
+    ctr_producer_free(p.producer);
     ctr_config_free(cfg);
     return rc;
 }

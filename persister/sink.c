@@ -406,6 +406,75 @@ static int write_hll(ps_sink *s, const ps_batch *b)
     return 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * The applier's records count once per event id: the ids new to
+ * applied_event_ids are counted (each once, even if the batch holds it
+ * twice), through a batch of their own.
+ */
+static int write_records(ps_sink *s, const ps_batch *b)
+{
+    size_t n = ps_batch_records(b);
+    text ids = {0};
+    PGresult *res = NULL;
+    ps_batch *fresh = NULL;
+    char **found = NULL;
+    int nfound = 0, rc = -1;
+
+    if (n == 0)
+        return 0;
+    text_put(&ids, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        text_put_elem(&ids, ps_batch_record_at(b, i)->ev.id);
+    text_put(&ids, "}", 1);
+    if (ids.failed)
+        goto out;
+    const char *params[1] = {ids.s};
+    res = PQexecParams(s->conn,
+                       "INSERT INTO applied_event_ids (id) "
+                       "SELECT unnest($1::text[]) ON CONFLICT DO NOTHING "
+                       "RETURNING id",
+                       1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        report(s, res, "event id insert");
+        goto out;
+    }
+    nfound = PQntuples(res);
+    found = calloc((size_t)nfound + 1, sizeof(*found));
+    fresh = ps_batch_new(n);
+    if (found == NULL || fresh == NULL)
+        goto out;
+    for (int i = 0; i < nfound; i++)
+        found[i] = PQgetvalue(res, i, 0);
+    qsort(found, (size_t)nfound, sizeof(*found), cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        const ps_record *r = ps_batch_record_at(b, i);
+        const char *key = r->ev.id;
+        char **hit =
+            bsearch(&key, found, (size_t)nfound, sizeof(*found), cmp_str);
+        if (hit == NULL || **hit == '\0')
+            continue;
+        **hit = '\0'; /* counted: a second copy in this batch is not */
+        if (ps_batch_add(fresh, 0, (int64_t)i, &r->ev, r->def, r->day) != 0)
+            goto out;
+    }
+    rc = write_sums(s, fresh) || write_unique(s, fresh) || write_hll(s, fresh)
+             ? -1
+             : 0;
+out:
+    if (rc != 0 && ids.failed)
+        ctr_error("out of memory building a batch");
+    ps_batch_free(fresh);
+    free(found);
+    PQclear(res);
+    text_free(&ids);
+    return rc;
+}
+
 enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
                                    const ps_batch *b, const int64_t *expected)
 {
@@ -451,7 +520,8 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
         }
     }
 
-    if (write_sums(s, b) || write_unique(s, b) || write_hll(s, b))
+    if (write_sums(s, b) || write_unique(s, b) || write_hll(s, b) ||
+        write_records(s, b))
         goto out;
     if (exec_cmd(s, "COMMIT", 0, NULL, "commit") < 0) {
         in_tx = 0; /* a failed COMMIT leaves no transaction open */
@@ -510,6 +580,16 @@ long ps_sink_apply_retention(ps_sink *s, int64_t now_ms)
 
     if (ensure_connected(s))
         return -1;
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%d", cfg->applier_guard_ttl_s);
+    const char *tp[1] = {ttl};
+    long ids = exec_cmd(s,
+                        "DELETE FROM applied_event_ids WHERE seen_at < "
+                        "now() - make_interval(secs => $1::int)",
+                        1, tp, "retention");
+    if (ids < 0)
+        return -1;
+    deleted += ids;
     for (size_t i = 0; i <= cfg->n_counters; i++) {
         const ctr_counter_def *d =
             i < cfg->n_counters ? &cfg->counters[i] : &cfg->default_counter;

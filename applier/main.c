@@ -1,0 +1,475 @@
+/*
+ * main.c - counter-applier: applies to Redis the events that other
+ * services wrote straight into Kafka (no "origin" header), exactly once,
+ * with the same Lua call as the api, so they obey the counter's kind,
+ * dedup, bounds and windows.
+ *
+ * Exactly once across crashes and rebalances: the script keeps, per
+ * counter, the last offset applied (one counter's events all live on one
+ * partition) and refuses anything at or below it; an event id seen before
+ * (a producer's retry) is refused by a per-id guard that also records what
+ * the first one applied.
+ *
+ * For each event it applies (or dedups) it publishes a record with header
+ * "origin: applier" carrying the applied delta; that record is what the
+ * persister counts, so PostgreSQL follows Redis's decisions (a refused
+ * bound, a clamp) rather than the raw request. Kafka offsets are committed
+ * only after the records are delivered; after a crash the fence recognises
+ * applied events and their records are published again, which the
+ * persister dedups by event id.
+ *
+ * Events that fail validation are copied to "<topic>.dlq".
+ * Single thread: rebalance callbacks run inside rd_kafka_consumer_poll.
+ */
+#include "common/config.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "ingest/apply.h"
+#include "ingest/event.h"
+#include "ingest/producer.h"
+
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum {
+    COMMIT_EVERY_MS = 200,
+    COMMIT_EVERY_MSGS = 2000,
+    RECORD_TIMEOUT_MS = 300000,
+    BACKOFF_MAX_MS = 2000,
+};
+
+static volatile sig_atomic_t stop_requested;
+
+typedef struct applier {
+    const ctr_config *cfg;
+    rd_kafka_t *rk;
+    ctr_producer *producer;
+    redisContext *redis;
+    char sha[41];
+    int undelivered; /* records whose delivery failed since the last commit */
+    size_t uncommitted;
+    int64_t last_commit_ms;
+    uint64_t applied, duplicates, refused, invalid, skipped;
+} applier;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void on_record(enum ctr_delivery result, void *arg)
+{
+    applier *a = arg;
+    if (result != CTR_DELIVERED)
+        a->undelivered++;
+}
+
+/* ---- Redis ---- */
+
+static void redis_drop(applier *a)
+{
+    if (a->redis)
+        redisFree(a->redis);
+    a->redis = NULL;
+}
+
+/* Connects and loads the script; 0 or -1 (logged once per outage). */
+static int redis_ready(applier *a)
+{
+    static int down_logged;
+    char host[256];
+    int port;
+    redisReply *r = NULL;
+
+    if (a->redis)
+        return 0;
+    if (ctr_config_split_addr(a->cfg->redis_addr, host, sizeof(host), &port))
+        return -1;
+    struct timeval tv = {2, 0};
+    a->redis = redisConnectWithTimeout(host, port, tv);
+    if (a->redis == NULL || a->redis->err)
+        goto failed;
+    redisSetTimeout(a->redis, tv);
+    if (a->cfg->redis_password[0]) {
+        r = redisCommand(a->redis, "AUTH %s", a->cfg->redis_password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR)
+            goto failed;
+        freeReplyObject(r);
+    }
+    if (a->cfg->redis_db) {
+        r = redisCommand(a->redis, "SELECT %d", a->cfg->redis_db);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR)
+            goto failed;
+        freeReplyObject(r);
+    }
+    r = redisCommand(a->redis, "SCRIPT LOAD %s", ctr_apply_write_script);
+    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != 40)
+        goto failed;
+    memcpy(a->sha, r->str, 40);
+    a->sha[40] = '\0';
+    freeReplyObject(r);
+    if (down_logged)
+        ctr_info("connected to redis at %s:%d", host, port);
+    down_logged = 0;
+    return 0;
+failed:
+    if (!down_logged)
+        ctr_warn("could not connect to redis at %s:%d: %s; retrying", host,
+                 port,
+                 r && r->type == REDIS_REPLY_ERROR ? r->str
+                 : a->redis                        ? a->redis->errstr
+                                                   : "out of memory");
+    down_logged = 1;
+    if (r)
+        freeReplyObject(r);
+    redis_drop(a);
+    return -1;
+}
+
+/*
+ * Runs the write script for spec, retrying with backoff while Redis is
+ * unreachable. Returns CTR_APPLY_OK with res, CTR_APPLY_OVERFLOW or
+ * CTR_APPLY_ERROR (a reply Redis will give again: the event is refused),
+ * or 1 when a stop was requested first.
+ */
+static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
+                       ctr_apply_result *res, char *err, size_t errlen)
+{
+    int backoff = 50;
+    ctr_apply_argv av;
+
+    for (;;) {
+        if (stop_requested)
+            return 1;
+        if (redis_ready(a) == 0) {
+            if (ctr_apply_write_argv(&av, a->sha, name, s) != 0) {
+                snprintf(err, errlen, "key too long");
+                return CTR_APPLY_ERROR;
+            }
+            size_t lens[20];
+            for (int i = 0; i < av.argc; i++)
+                lens[i] = strlen(av.argv[i]);
+            redisReply *r = redisCommandArgv(a->redis, av.argc, av.argv, lens);
+            if (r != NULL) {
+                int rc = ctr_apply_parse(r, res, err, errlen);
+                int noscript = r->type == REDIS_REPLY_ERROR &&
+                               strncmp(r->str, "NOSCRIPT", 8) == 0;
+                freeReplyObject(r);
+                if (!noscript)
+                    return rc;
+                /* Redis restarted and lost its scripts: load again */
+            } else {
+                ctr_warn("redis: %s", a->redis->errstr);
+            }
+            redis_drop(a);
+        }
+        sleep_ms(backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+}
+
+/* ---- Kafka ---- */
+
+/* Waits for every record, then commits the stored offsets. */
+static void commit_progress(applier *a)
+{
+    if (a->uncommitted == 0)
+        return;
+    int left = ctr_producer_flush(a->producer, RECORD_TIMEOUT_MS);
+    if (left > 0 || a->undelivered > 0) {
+        /* Committing now would lose records; restarting redoes them. */
+        ctr_error("%d records of applied events were not delivered to "
+                  "kafka; exiting so that a restart publishes them again",
+                  left + a->undelivered);
+        exit(1);
+    }
+    rd_kafka_resp_err_t err = rd_kafka_commit(a->rk, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        ctr_warn("could not commit offsets: %s", rd_kafka_err2str(err));
+    a->uncommitted = 0;
+    a->last_commit_ms = ctr_time_mono_ms();
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    applier *a = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++)
+            ctr_info("assigned partition %d", (int)parts->elems[i].partition);
+        rd_kafka_assign(rk, parts);
+    } else {
+        commit_progress(a);
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static void publish_record(applier *a, const ctr_event *ev, int64_t delta)
+{
+    ctr_event rec = *ev;
+    size_t len;
+    rec.delta = delta;
+    char *payload = ctr_event_encode(&rec, &len);
+    int backoff = 10;
+    while (payload) {
+        if (ctr_producer_send(a->producer, ev->counter, strlen(ev->counter),
+                              payload, len, "applier", a) == 0)
+            break;
+        /* the queue is full: let deliveries drain */
+        ctr_producer_poll(a->producer, backoff);
+        backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
+    }
+    free(payload);
+}
+
+static void dead_letter(applier *a, const rd_kafka_message_t *msg,
+                        const char *reason)
+{
+    a->invalid++;
+    ctr_warn("event at partition %d offset %" PRId64
+             " sent to the dead-letter topic: %s",
+             (int)msg->partition, msg->offset, reason);
+    while (ctr_producer_send_dlq(a->producer, msg->key, msg->key_len,
+                                 msg->payload, msg->len, reason, msg->partition,
+                                 msg->offset, a) != 0)
+        ctr_producer_poll(a->producer, 100);
+}
+
+/* 1 if the message carries an origin header (the api's or ours). */
+static int has_origin(const rd_kafka_message_t *msg)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *val;
+    size_t size;
+    return rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           rd_kafka_header_get_last(hdrs, "origin", &val, &size) ==
+               RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+static void handle_message(applier *a, rd_kafka_message_t *msg)
+{
+    ctr_event ev;
+    ctr_apply_spec spec;
+    ctr_apply_result res;
+    char err[256];
+
+    if (msg->err) {
+        if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            ctr_warn("kafka consumer: %s", rd_kafka_message_errstr(msg));
+        return;
+    }
+    if (has_origin(msg)) {
+        a->skipped++; /* already in Redis, or our own record */
+        goto done;
+    }
+    if (ctr_event_decode(msg->payload, msg->len, &ev, err, sizeof(err)) != 0) {
+        dead_letter(a, msg, err);
+        goto done;
+    }
+    const ctr_counter_def *def = ctr_config_counter(a->cfg, ev.counter);
+    if (def->kind == CTR_KIND_UNIQUE && (ev.user_id == NULL || ev.delta != 1)) {
+        dead_letter(a, msg,
+                    ev.user_id == NULL
+                        ? "user_id: required for a unique counter"
+                        : "delta: must be 1 for a unique counter");
+        ctr_event_clear(&ev);
+        goto done;
+    }
+    ctr_apply_plan(&spec, def, ev.ts_ms, ctr_time_now_ms(), a->cfg->lateness_s,
+                   ev.user_id, 0, ev.delta);
+    spec.fence_offset = msg->offset;
+    spec.guard_id = ev.id;
+    spec.guard_ttl_s = a->cfg->applier_guard_ttl_s;
+
+    int rc = apply_event(a, ev.counter, &spec, &res, err, sizeof(err));
+    if (rc == 1) { /* stopping: leave this offset unprocessed */
+        ctr_event_clear(&ev);
+        return;
+    }
+    if (rc == CTR_APPLY_OVERFLOW) {
+        dead_letter(a, msg, "delta: the counter would leave the int64 range");
+    } else if (rc != CTR_APPLY_OK) {
+        dead_letter(a, msg, err);
+    } else {
+        int unique = def->kind == CTR_KIND_UNIQUE;
+        switch (res.outcome) {
+        case CTR_APPLY_APPLIED:
+        case CTR_APPLY_DUPLICATE:
+            if (res.outcome == CTR_APPLY_APPLIED)
+                a->applied++;
+            else
+                a->duplicates++;
+            publish_record(a, &ev, unique ? 1 : res.value - res.prev);
+            break;
+        case CTR_APPLY_ALREADY_APPLIED:
+            /* applied before a crash: its record may not have gone out */
+            if (res.recorded == 'a')
+                publish_record(a, &ev, unique ? 1 : res.recorded_delta);
+            break;
+        case CTR_APPLY_DUPLICATE_ID: a->duplicates++; break;
+        case CTR_APPLY_BOUND_REFUSED:
+            a->refused++;
+            ctr_info("event %s on %s refused: it would cross a bound", ev.id,
+                     ev.counter);
+            break;
+        }
+    }
+    ctr_event_clear(&ev);
+done:
+    rd_kafka_offsets_store(
+        a->rk, &(rd_kafka_topic_partition_list_t){
+                   .cnt = 1,
+                   .size = 1,
+                   .elems = &(rd_kafka_topic_partition_t){
+                       .topic = (char *)rd_kafka_topic_name(msg->rkt),
+                       .partition = msg->partition,
+                       .offset = msg->offset + 1}});
+    a->uncommitted++;
+}
+
+static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
+                         const char *buf)
+{
+    (void)rk;
+    if (level <= 4)
+        ctr_warn("kafka: %s: %s", fac, buf);
+    else
+        ctr_debug("kafka: %s: %s", fac, buf);
+}
+
+static rd_kafka_t *consumer_new(applier *a, char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *defaults[][2] = {
+        {"bootstrap.servers", a->cfg->kafka_brokers},
+        {"group.id", a->cfg->applier_group_id},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"isolation.level", "read_committed"},
+        {"session.timeout.ms", "10000"},
+        {"heartbeat.interval.ms", "2000"},
+        {"reconnect.backoff.max.ms", "1000"},
+    };
+    char err[256];
+
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+        if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], err,
+                              sizeof(err)) != RD_KAFKA_CONF_OK)
+            goto bad;
+    for (size_t i = 0; i < a->cfg->n_kafka_consumer; i++)
+        if (rd_kafka_conf_set(conf, a->cfg->kafka_consumer[i].key,
+                              a->cfg->kafka_consumer[i].value, err,
+                              sizeof(err)) != RD_KAFKA_CONF_OK)
+            goto bad;
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_log_cb(conf, on_kafka_log);
+    rd_kafka_conf_set_opaque(conf, a);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (rk == NULL)
+        goto bad;
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+bad:
+    snprintf(errbuf, errlen, "kafka consumer: %s", err);
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+int main(void)
+{
+    applier a;
+    ctr_config *cfg = NULL;
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    char err[512];
+    int rc = 1;
+
+    memset(&a, 0, sizeof(a));
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    cfg = ctr_config_load(NULL, err, sizeof(err));
+    if (cfg == NULL) {
+        fprintf(stderr, "counter-applier: %s\n", err);
+        return 2;
+    }
+    ctr_log_init("counter-applier", ctr_log_level_parse(cfg->log_level));
+    a.cfg = cfg;
+
+    /* Records must not be given up on quickly: an undelivered one stops
+     * the applier (see commit_progress). */
+    ctr_config record_cfg = *cfg;
+    record_cfg.kafka_delivery_timeout_ms = RECORD_TIMEOUT_MS;
+    a.producer =
+        ctr_producer_new(&record_cfg, NULL, on_record, err, sizeof(err));
+    if (a.producer == NULL) {
+        ctr_error("could not set up kafka: %s", err);
+        goto out;
+    }
+    a.rk = consumer_new(&a, err, sizeof(err));
+    if (a.rk == NULL) {
+        ctr_error("%s", err);
+        goto out;
+    }
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, cfg->kafka_topic,
+                                      RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(a.rk, topics);
+    if (kerr) {
+        ctr_error("could not subscribe to %s: %s", cfg->kafka_topic,
+                  rd_kafka_err2str(kerr));
+        goto out;
+    }
+    ctr_info("applying external events of %s as group %s to redis at %s",
+             cfg->kafka_topic, cfg->applier_group_id, cfg->redis_addr);
+    (void)redis_ready(&a);
+
+    a.last_commit_ms = ctr_time_mono_ms();
+    while (!stop_requested) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(a.rk, 50);
+        if (msg) {
+            handle_message(&a, msg);
+            rd_kafka_message_destroy(msg);
+        }
+        ctr_producer_poll(a.producer, 0);
+        if (a.uncommitted >= COMMIT_EVERY_MSGS ||
+            (a.uncommitted > 0 &&
+             ctr_time_mono_ms() - a.last_commit_ms >= COMMIT_EVERY_MS))
+            commit_progress(&a);
+    }
+    ctr_info("stopping: publishing the last records and committing");
+    commit_progress(&a);
+    rc = 0;
+out:
+    if (a.rk) {
+        rd_kafka_consumer_close(a.rk);
+        rd_kafka_destroy(a.rk);
+    }
+    if (topics)
+        rd_kafka_topic_partition_list_destroy(topics);
+    ctr_producer_free(a.producer);
+    redis_drop(&a);
+    ctr_info("stopped: %" PRIu64 " applied, %" PRIu64 " duplicates, %" PRIu64
+             " refused by bounds, %" PRIu64 " invalid, %" PRIu64
+             " already applied elsewhere",
+             a.applied, a.duplicates, a.refused, a.invalid, a.skipped);
+    ctr_config_free(cfg);
+    return rc;
+}
