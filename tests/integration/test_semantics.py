@@ -17,6 +17,7 @@ so that a run near a midnight does not change what is expected.
 import datetime
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -26,7 +27,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import (
-    CATCH_UP_S,
+    SANITIZER_MARKERS,
     api_history,
     api_set,
     avoid_local_midnight,
@@ -740,3 +741,36 @@ def test_definitions_list_the_config(api):
     assert "period" not in api.get(counter_name("it_gauge_")).json
     assert api.get(counter_name("it_hll_")).json["kind"] == "unique"
     assert api.get(counter_name("zz_undeclared_")).json["kind"] == "counter"
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("binary", ["counter-api", "counter-persister"])
+def test_unknown_timezone_stops_the_process_with_a_clear_line(binary, tmp_path, loadgen_bin):
+    """Definitions are validated at start. (Runs the binary on its own,
+    with a config of its own and a port nobody uses; the stack is not
+    touched.)"""
+    bin_dir = os.environ.get("BIN_DIR") or os.path.dirname(loadgen_bin)
+    path = os.path.join(bin_dir, binary)
+    assert os.access(path, os.X_OK), f"{path} is not built"
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        "timezone: UTC\n"
+        "counters:\n"
+        '  "ok_*": {kind: counter, reset: daily, timezone: Asia/Shanghai}\n'
+        '  "mars_*": {kind: counter, reset: daily, timezone: Mars/Olympus_Mons}\n'
+    )
+    env = {**os.environ, "COUNTER_CONFIG": str(cfg), "COUNTER_SERVER_PORT": str(_free_port())}
+    try:
+        p = subprocess.run([path], env=env, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{binary} kept running with an unknown time zone in its config")
+    assert p.returncode != 0, p.stderr
+    first = p.stderr.strip().splitlines()[0] if p.stderr.strip() else ""
+    assert "Mars/Olympus_Mons" in first and "mars_*" in first, p.stderr[-2000:]
+    found = [m for m in SANITIZER_MARKERS if m in p.stderr]
+    assert not found, f"{binary} refusing its config reports {found}:\n{p.stderr[-3000:]}"

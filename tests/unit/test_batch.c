@@ -125,6 +125,29 @@ static void test_refusals_leave_no_trace(void **state)
     ps_batch_free(b);
 }
 
+static void test_applier_records(void **state)
+{
+    (void)state;
+    ps_batch *b = ps_batch_new(10);
+    char u1[] = "u1";
+    ctr_event r1 = make("c", 3, 10, NULL), r2 = make("dau", 1, 11, u1);
+    strcpy(r1.id, "id-1");
+    strcpy(r2.id, "id-2");
+    assert_int_equal(ps_batch_add_record(b, 2, 40, &r1, &plain, d1), 0);
+    assert_int_equal(ps_batch_add_record(b, 2, 41, &r2, &exact, d1), 0);
+    /* records wait for the id check: no sums yet, offsets advance */
+    assert_int_equal(ps_batch_records(b), 2);
+    assert_int_equal(ps_batch_sums(b, PS_TOTAL), 0);
+    assert_int_equal(ps_batch_messages(b), 2);
+    assert_int_equal(ps_batch_partition_at(b, 0)->last_offset, 41);
+    assert_string_equal(ps_batch_record_at(b, 0)->ev.id, "id-1");
+    assert_string_equal(ps_batch_record_at(b, 1)->ev.user_id, "u1");
+    assert_ptr_not_equal(ps_batch_record_at(b, 1)->ev.user_id, u1); /* copy */
+    ps_batch_reset(b);
+    assert_int_equal(ps_batch_records(b), 0);
+    ps_batch_free(b);
+}
+
 static void test_hll_accuracy(void **state)
 {
     (void)state;
@@ -148,6 +171,7 @@ int main(void)
         cmocka_unit_test(test_sums),
         cmocka_unit_test(test_unique_and_hll),
         cmocka_unit_test(test_refusals_leave_no_trace),
+        cmocka_unit_test(test_applier_records),
         cmocka_unit_test(test_hll_accuracy),
     };
     return cmocka_run_group_tests_name("batch", tests, NULL, NULL);
