@@ -13,6 +13,7 @@
 #include "ingest/event.h"
 #include "ingest/producer.h"
 #include "persister/batch.h"
+#include "persister/fold.h"
 #include "persister/sink.h"
 
 #include <inttypes.h>
@@ -221,54 +222,9 @@ static void flush_batch(persister *p, int final, int64_t final_deadline_ms)
     ps_batch_reset(p->batch);
 }
 
-/* The message's origin header ("api", "applier"), or "" when none. */
-static void message_origin(const rd_kafka_message_t *msg, char *out, size_t len)
-{
-    rd_kafka_headers_t *hdrs = NULL;
-    const void *val;
-    size_t size;
-    out[0] = '\0';
-    if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        rd_kafka_header_get_last(hdrs, "origin", &val, &size) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR &&
-        val != NULL && size < len) {
-        memcpy(out, val, size);
-        out[size] = '\0';
-    }
-}
-
-/* Adds to the batch, flushing first if it is full. */
-static void batch_add(persister *p, const rd_kafka_message_t *msg,
-                      const ctr_event *ev, const ctr_counter_def *def,
-                      ctr_date day, int record)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (ps_batch_messages(p->batch) == 0)
-            p->batch_started_ms = ctr_time_mono_ms();
-        int rc = record ? ps_batch_add_record(p->batch, msg->partition,
-                                              msg->offset, ev, def, day)
-                        : ps_batch_add(p->batch, msg->partition, msg->offset,
-                                       ev, def, day);
-        if (rc == 0)
-            return;
-        flush_batch(p, 0, 0);
-    }
-    ctr_error("event at partition %" PRId32 " offset %" PRId64
-              " does not fit an empty batch; skipped",
-              msg->partition, msg->offset);
-}
-
-/*
- * What the persister counts: the api's events (already applied to Redis)
- * and the applier's records of external events it applied. Raw external
- * events count through their record, so that PostgreSQL follows what
- * Redis decided; only their offsets advance here.
- */
 static void handle_message(persister *p, rd_kafka_message_t *msg)
 {
-    ctr_event ev;
-    char err[256], origin[16];
-    ctr_date none = {0, 0, 0};
+    char err[256];
 
     if (msg->err) {
         if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -278,27 +234,28 @@ static void handle_message(persister *p, rd_kafka_message_t *msg)
     if (committed_slot(p, msg->partition) == NULL)
         return; /* a leftover from a partition we no longer own */
     p->events_total++;
-    message_origin(msg, origin, sizeof(origin));
-    if (origin[0] == '\0') {
-        batch_add(p, msg, NULL, NULL, none, 0);
-        return;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (ps_batch_messages(p->batch) == 0)
+            p->batch_started_ms = ctr_time_mono_ms();
+        enum ps_fold_result r =
+            ps_fold_message(p->batch, p->cfg, msg, err, sizeof(err));
+        if (r == PS_FOLD_INVALID) {
+            p->invalid_total++;
+            ctr_warn("invalid event at partition %" PRId32 " offset %" PRId64
+                     " sent to the dead-letter topic: %s",
+                     msg->partition, msg->offset, err);
+            while (ctr_producer_send_dlq(p->producer, msg->key, msg->key_len,
+                                         msg->payload, msg->len, err,
+                                         msg->partition, msg->offset, p) != 0)
+                ctr_producer_poll(p->producer, 100);
+        }
+        if (r != PS_FOLD_FULL)
+            return;
+        flush_batch(p, 0, 0);
     }
-    if (ctr_event_decode(msg->payload, msg->len, &ev, err, sizeof(err)) != 0) {
-        p->invalid_total++;
-        ctr_warn("invalid event at partition %" PRId32 " offset %" PRId64
-                 " sent to the dead-letter topic: %s",
-                 msg->partition, msg->offset, err);
-        while (ctr_producer_send_dlq(p->producer, msg->key, msg->key_len,
-                                     msg->payload, msg->len, err,
-                                     msg->partition, msg->offset, p) != 0)
-            ctr_producer_poll(p->producer, 100);
-        batch_add(p, msg, NULL, NULL, none, 0);
-        return;
-    }
-    const ctr_counter_def *def = ctr_config_counter(p->cfg, ev.counter);
-    ctr_date day = ctr_tz_local_day(def->tz, ev.ts_ms, NULL, NULL);
-    batch_add(p, msg, &ev, def, day, strcmp(origin, "applier") == 0);
-    ctr_event_clear(&ev);
+    ctr_error("event at partition %" PRId32 " offset %" PRId64
+              " does not fit an empty batch; skipped",
+              msg->partition, msg->offset);
 }
 
 static void on_dead_letter(enum ctr_delivery result, void *arg)

@@ -16,13 +16,21 @@
 struct ps_sink {
     const ctr_config *cfg;
     PGconn *conn;
+    char schema[64]; /* "" for the default search path */
 };
 
 ps_sink *ps_sink_new(const ctr_config *cfg)
 {
+    return ps_sink_new_in_schema(cfg, "");
+}
+
+ps_sink *ps_sink_new_in_schema(const ctr_config *cfg, const char *schema)
+{
     ps_sink *s = calloc(1, sizeof(*s));
-    if (s)
+    if (s) {
         s->cfg = cfg;
+        snprintf(s->schema, sizeof(s->schema), "%s", schema);
+    }
     return s;
 }
 
@@ -44,6 +52,19 @@ static int ensure_connected(ps_sink *s)
     if (s->conn == NULL) {
         ctr_warn("%s", err);
         return -1;
+    }
+    if (s->schema[0]) {
+        char sql[128];
+        snprintf(sql, sizeof(sql), "SET search_path TO \"%s\"", s->schema);
+        PGresult *res = PQexec(s->conn, sql);
+        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (!ok) {
+            ctr_warn("could not use schema %s", s->schema);
+            PQfinish(s->conn);
+            s->conn = NULL;
+            return -1;
+        }
     }
     ctr_info("connected to postgresql at %s:%d", s->cfg->postgres_host,
              s->cfg->postgres_port);

@@ -25,6 +25,11 @@ enum ps_sink_result {
 ps_sink *ps_sink_new(const ctr_config *cfg) __attribute__((warn_unused_result));
 void ps_sink_free(ps_sink *s);
 
+/* The same, writing to the tables of `schema` (a plain identifier), for
+ * replays that rebuild PostgreSQL beside the live tables. */
+ps_sink *ps_sink_new_in_schema(const ctr_config *cfg, const char *schema)
+    __attribute__((warn_unused_result));
+
 /*
  * Reads the stored next offsets of the given partitions into next[i]
  * (-1 where none is stored). Connects if needed. Returns 0 or -1.
