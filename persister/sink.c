@@ -443,7 +443,7 @@ static int write_records(ps_sink *s, const ps_batch *b)
     text ids = {0};
     PGresult *res = NULL;
     ps_batch *fresh = NULL;
-    char **found = NULL;
+    char **found = NULL, *used = NULL;
     int nfound = 0, rc = -1;
 
     if (n == 0)
@@ -466,8 +466,9 @@ static int write_records(ps_sink *s, const ps_batch *b)
     }
     nfound = PQntuples(res);
     found = calloc((size_t)nfound + 1, sizeof(*found));
+    used = calloc((size_t)nfound + 1, 1);
     fresh = ps_batch_new(n);
-    if (found == NULL || fresh == NULL)
+    if (found == NULL || used == NULL || fresh == NULL)
         goto out;
     for (int i = 0; i < nfound; i++)
         found[i] = PQgetvalue(res, i, 0);
@@ -475,11 +476,11 @@ static int write_records(ps_sink *s, const ps_batch *b)
     for (size_t i = 0; i < n; i++) {
         const ps_record *r = ps_batch_record_at(b, i);
         const char *key = r->ev.id;
-        char **hit =
-            bsearch(&key, found, (size_t)nfound, sizeof(*found), cmp_str);
-        if (hit == NULL || **hit == '\0')
+        char **hit = bsearch(&key, found, (size_t)nfound, sizeof(*found),
+                             cmp_str);
+        if (hit == NULL || used[hit - found])
             continue;
-        **hit = '\0'; /* counted: a second copy in this batch is not */
+        used[hit - found] = 1; /* a second copy in this batch is not new */
         if (ps_batch_add(fresh, 0, (int64_t)i, &r->ev, r->def, r->day) != 0)
             goto out;
     }
@@ -491,6 +492,7 @@ out:
         ctr_error("out of memory building a batch");
     ps_batch_free(fresh);
     free(found);
+    free(used);
     PQclear(res);
     text_free(&ids);
     return rc;
