@@ -284,11 +284,11 @@ typedef struct history_op {
  */
 static const char history_day_sql[] =
     "WITH s AS ("
-    "  SELECT g AT TIME ZONE $5 AS p_start,"
-    "         (g + interval '1 day') AT TIME ZONE $5 AS p_end"
+    "  SELECT g AT TIME ZONE $4 AS p_start,"
+    "         (g + interval '1 day') AT TIME ZONE $4 AS p_end"
     "  FROM generate_series("
-    "    date_trunc('day', $2::timestamptz AT TIME ZONE $5),"
-    "    $3::timestamptz AT TIME ZONE $5 - interval '1 microsecond',"
+    "    date_trunc('day', $2::timestamptz AT TIME ZONE $4),"
+    "    $3::timestamptz AT TIME ZONE $4 - interval '1 microsecond',"
     "    interval '1 day') g)"
     "SELECT (extract(epoch FROM s.p_start) * 1000)::bigint,"
     "       coalesce(sum(b.value), 0)::bigint "
@@ -296,13 +296,14 @@ static const char history_day_sql[] =
     "  AND b.bucket_start >= s.p_start AND b.bucket_start < s.p_end "
     "GROUP BY s.p_start ORDER BY s.p_start";
 
+/* $5: "minute" or "hour" */
 static const char history_step_sql[] =
     "WITH s AS ("
-    "  SELECT g AS p_start, g + ('1 ' || $4)::interval AS p_end"
+    "  SELECT g AS p_start, g + ('1 ' || $5)::interval AS p_end"
     "  FROM generate_series("
-    "    date_trunc($4, $2::timestamptz AT TIME ZONE $5) AT TIME ZONE $5,"
+    "    date_trunc($5, $2::timestamptz AT TIME ZONE $4) AT TIME ZONE $4,"
     "    $3::timestamptz - interval '1 microsecond',"
-    "    ('1 ' || $4)::interval) g)"
+    "    ('1 ' || $5)::interval) g)"
     "SELECT (extract(epoch FROM s.p_start) * 1000)::bigint,"
     "       coalesce(sum(b.value), 0)::bigint "
     "FROM s LEFT JOIN counter_buckets b ON b.name = $1 "
@@ -445,12 +446,12 @@ void api_handle_history(api_app *app, struct evhttp_request *req,
     char from_iso[40], to_iso[40];
     ctr_time_format_rfc3339(from, from_iso, sizeof(from_iso));
     ctr_time_format_rfc3339(to, to_iso, sizeof(to_iso));
-    const char *params[5] = {op->name, from_iso, to_iso, iv,
-                             ctr_tz_name(op->tz)};
+    const char *params[5] = {op->name, from_iso, to_iso, ctr_tz_name(op->tz),
+                             iv};
     app->inflight++;
-    if (api_pg_query(app->pg,
-                     step_ms == 86400000 ? history_day_sql : history_step_sql,
-                     5, params, history_done, op) != 0) {
+    if (api_pg_query(
+            app->pg, step_ms == 86400000 ? history_day_sql : history_step_sql,
+            step_ms == 86400000 ? 4 : 5, params, history_done, op) != 0) {
         app->inflight--;
         free(op);
         api_reply_error(req, 503, "unavailable", NULL,

@@ -5,10 +5,10 @@
  * dedup, bounds and windows.
  *
  * Exactly once across crashes and rebalances: the script keeps, per
- * counter, the last offset applied (one counter's events all live on one
- * partition) and refuses anything at or below it; an event id seen before
- * (a producer's retry) is refused by a per-id guard that also records what
- * the first one applied.
+ * counter and partition, the last offset applied and refuses anything at
+ * or below it; an event id seen before on that counter (a producer's
+ * retry) is refused by a per-id guard that also records what the first
+ * one applied.
  *
  * For each event it applies (or dedups) it publishes a record with header
  * "origin: applier" carrying the applied delta; that record is what the
@@ -291,6 +291,7 @@ static void handle_message(applier *a, rd_kafka_message_t *msg)
     ctr_apply_plan(&spec, def, ev.ts_ms, ctr_time_now_ms(), a->cfg->lateness_s,
                    ev.user_id, 0, ev.delta);
     spec.fence_offset = msg->offset;
+    spec.fence_partition = msg->partition;
     spec.guard_id = ev.id;
     spec.guard_ttl_s = a->cfg->applier_guard_ttl_s;
 

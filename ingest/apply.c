@@ -170,12 +170,13 @@ static const char *dedup_word(enum ctr_apply_dedup d)
 int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
                          const ctr_apply_spec *s)
 {
-    char guard[CTR_EVENT_ID_MAX + 8];
+    char guard[CTR_EVENT_ID_MAX + 8], fence[24];
     snprintf(guard, sizeof(guard), ":id:%s", s->guard_id ? s->guard_id : "");
+    snprintf(fence, sizeof(fence), ":o:%d", (int)s->fence_partition);
     if (make_key(a->keys[0], sizeof(a->keys[0]), name, s->key_suffix) ||
         make_key(a->keys[1], sizeof(a->keys[1]), name,
                  s->dedup_suffix[0] ? s->dedup_suffix : ":none") ||
-        make_key(a->keys[2], sizeof(a->keys[2]), name, ":o") ||
+        make_key(a->keys[2], sizeof(a->keys[2]), name, fence) ||
         make_key(a->keys[3], sizeof(a->keys[3]), name, guard))
         return -1;
     snprintf(a->nums[0], 24, "%" PRId64, s->arg);

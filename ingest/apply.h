@@ -9,8 +9,10 @@
  *   {c:NAME}              value hash (v, t) of a counter without reset
  *   {c:NAME}:d:DATE       value hash of the daily window of local DATE
  *   {c:NAME}:u:DATE       exact dedup set of DATE;  :h:DATE  HyperLogLog
- *   {c:NAME}:o            applier fence: last applied offset of NAME's
- *                         partition (one counter's events share one)
+ *   {c:NAME}:o:P          applier fence: last offset of partition P
+ *                         applied to NAME (its events normally share one
+ *                         partition; a producer keying differently may
+ *                         spread them)
  *   {c:NAME}:id:ID        applier guard: event ID was seen; holds what it
  *                         applied
  */
@@ -50,6 +52,7 @@ typedef struct ctr_apply_spec {
     int ttl_s;            /* expiry of a daily window; 0: none */
     int dedup_ttl_s;      /* expiry of the dedup key */
     int64_t fence_offset; /* applier: this event's offset; -1: none */
+    int32_t fence_partition;
     const char *guard_id; /* applier: event id to remember; NULL: none */
     int guard_ttl_s;
 } ctr_apply_spec;

@@ -35,10 +35,11 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
         rd_kafka_msg_status_t st = rd_kafka_message_status(msg);
         result = st == RD_KAFKA_MSG_STATUS_NOT_PERSISTED ? CTR_DELIVERY_FAILED
                                                          : CTR_DELIVERY_UNKNOWN;
-        ctr_warn("kafka delivery failed (%s): %s",
-                 result == CTR_DELIVERY_FAILED ? "not persisted"
-                                               : "possibly persisted",
-                 rd_kafka_err2str(msg->err));
+        /* logged at debug: the caller reports it, once, with context */
+        ctr_debug("kafka delivery failed (%s): %s",
+                  result == CTR_DELIVERY_FAILED ? "not persisted"
+                                                : "possibly persisted",
+                  rd_kafka_err2str(msg->err));
     }
     p->cb(result, msg->_private);
 }

@@ -433,14 +433,15 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /*
- * The applier's records count once per event id: the ids new to
- * applied_event_ids are counted (each once, even if the batch holds it
- * twice), through a batch of their own.
+ * The applier's records count once per (counter, event id), as the
+ * applier's guard does: the pairs new to applied_event_ids are counted
+ * (each once, even if the batch holds it twice), through a batch of their
+ * own.
  */
 static int write_records(ps_sink *s, const ps_batch *b)
 {
     size_t n = ps_batch_records(b);
-    text ids = {0};
+    text ids = {0}, names = {0};
     PGresult *res = NULL;
     ps_batch *fresh = NULL;
     char **found = NULL, *used = NULL;
@@ -449,17 +450,23 @@ static int write_records(ps_sink *s, const ps_batch *b)
     if (n == 0)
         return 0;
     text_put(&ids, "{", 1);
-    for (size_t i = 0; i < n; i++)
+    text_put(&names, "{", 1);
+    for (size_t i = 0; i < n; i++) {
         text_put_elem(&ids, ps_batch_record_at(b, i)->ev.id);
+        text_put_elem(&names, ps_batch_record_at(b, i)->ev.counter);
+    }
     text_put(&ids, "}", 1);
-    if (ids.failed)
+    text_put(&names, "}", 1);
+    if (ids.failed || names.failed)
         goto out;
-    const char *params[1] = {ids.s};
+    /* found as "name\nid": names and ids hold no newline */
+    const char *params[2] = {names.s, ids.s};
     res = PQexecParams(s->conn,
-                       "INSERT INTO applied_event_ids (id) "
-                       "SELECT unnest($1::text[]) ON CONFLICT DO NOTHING "
-                       "RETURNING id",
-                       1, NULL, params, NULL, NULL, 0);
+                       "INSERT INTO applied_event_ids (name, id) "
+                       "SELECT * FROM unnest($1::text[], $2::text[]) "
+                       "ON CONFLICT DO NOTHING "
+                       "RETURNING name || chr(10) || id",
+                       2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         report(s, res, "event id insert");
         goto out;
@@ -475,9 +482,11 @@ static int write_records(ps_sink *s, const ps_batch *b)
     qsort(found, (size_t)nfound, sizeof(*found), cmp_str);
     for (size_t i = 0; i < n; i++) {
         const ps_record *r = ps_batch_record_at(b, i);
-        const char *key = r->ev.id;
-        char **hit = bsearch(&key, found, (size_t)nfound, sizeof(*found),
-                             cmp_str);
+        char keybuf[CTR_NAME_MAX + CTR_EVENT_ID_MAX + 2];
+        snprintf(keybuf, sizeof(keybuf), "%s\n%s", r->ev.counter, r->ev.id);
+        const char *key = keybuf;
+        char **hit =
+            bsearch(&key, found, (size_t)nfound, sizeof(*found), cmp_str);
         if (hit == NULL || used[hit - found])
             continue;
         used[hit - found] = 1; /* a second copy in this batch is not new */
@@ -495,6 +504,7 @@ out:
     free(used);
     PQclear(res);
     text_free(&ids);
+    text_free(&names);
     return rc;
 }
 

@@ -3,7 +3,10 @@
 -- applying an event to Redis and hearing that its record was delivered);
 -- the second finds its id here and counts nothing. Kept for the applier's
 -- guard time (applier.guard_ttl_s), then dropped by the persister.
+-- Ids are per counter, as the applier's guard is.
 CREATE TABLE applied_event_ids (
-    id      text        PRIMARY KEY,
-    seen_at timestamptz NOT NULL DEFAULT now()
+    name    text        NOT NULL,
+    id      text        NOT NULL,
+    seen_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, id)
 );
