@@ -152,27 +152,37 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
     if (b->messages >= b->max_events || b->n_parts >= MAX_PARTITIONS)
         return -1;
 
-    /* Check everything first, so a refused event leaves no trace. */
+    /*
+     * Claim each slot as soon as it is found, so that the next lookup
+     * probes past it (a new counter's total, day and minute must not share
+     * a slot); a refusal takes the claims back, leaving no trace.
+     */
     if (ev && !unique) {
         int64_t minute = ev->ts_ms - ((ev->ts_ms % 60000) + 60000) % 60000;
-        slots[PS_TOTAL] = slot_for(b, PS_TOTAL, ev->counter, day, 0);
-        slots[PS_DAILY] = slot_for(b, PS_DAILY, ev->counter, day, 0);
-        slots[PS_BUCKET] = slot_for(b, PS_BUCKET, ev->counter, day, minute);
+        ps_sum *claimed[3] = {NULL, NULL, NULL};
         for (int t = 0; t < 3; t++) {
+            slots[t] = slot_for(b, (enum ps_table)t, ev->counter, day,
+                                t == PS_BUCKET ? minute : 0);
             int64_t sum;
             if (slots[t]->used &&
-                __builtin_add_overflow(slots[t]->delta, ev->delta, &sum))
+                __builtin_add_overflow(slots[t]->delta, ev->delta, &sum)) {
+                for (int k = 0; k < t; k++)
+                    if (claimed[k]) {
+                        memset(claimed[k], 0, sizeof(*claimed[k]));
+                        b->n_sums[k]--;
+                    }
                 return -1;
-        }
-        for (int t = 0; t < 3; t++)
+            }
             if (!slots[t]->used) {
                 slots[t]->used = 1;
                 slots[t]->table = (enum ps_table)t;
                 memcpy(slots[t]->name, ev->counter, sizeof(slots[t]->name));
                 slots[t]->day = day;
-                slots[t]->minute_ms = minute;
+                slots[t]->minute_ms = t == PS_BUCKET ? minute : 0;
                 b->n_sums[t]++;
+                claimed[t] = slots[t];
             }
+        }
     } else if (unique && def->dedup == CTR_DEDUP_HLL) {
         if (ev->user_id == NULL)
             goto counted; /* nothing to count; the offset still advances */

@@ -148,6 +148,27 @@ static void test_applier_records(void **state)
     ps_batch_free(b);
 }
 
+/* A new counter's total, day and minute must take three slots even where
+ * their hashes meet in a small table. */
+static void test_new_counter_sums_never_share_a_slot(void **state)
+{
+    (void)state;
+    char name[32];
+    for (int i = 0; i < 2000; i++) {
+        ps_batch *b = ps_batch_new(1); /* the smallest table: 16 slots */
+        snprintf(name, sizeof(name), "c%d", i);
+        ctr_event ev = make(name, 17, 61000, NULL);
+        assert_int_equal(ps_batch_add(b, 0, 0, &ev, &plain, d1), 0);
+        for (int t = PS_TOTAL; t <= PS_BUCKET; t++) {
+            const ps_sum *sum = find(b, (enum ps_table)t, name, d1, 60000);
+            if (sum == NULL || sum->delta != 17)
+                fail_msg("%s: table %d has %s", name, t,
+                         sum ? "a wrong sum" : "no row");
+        }
+        ps_batch_free(b);
+    }
+}
+
 static void test_hll_accuracy(void **state)
 {
     (void)state;
@@ -172,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_unique_and_hll),
         cmocka_unit_test(test_refusals_leave_no_trace),
         cmocka_unit_test(test_applier_records),
+        cmocka_unit_test(test_new_counter_sums_never_share_a_slot),
         cmocka_unit_test(test_hll_accuracy),
     };
     return cmocka_run_group_tests_name("batch", tests, NULL, NULL);
