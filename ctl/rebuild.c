@@ -207,8 +207,11 @@ static int replay(const ctr_config *cfg, rd_kafka_t *rk, ps_sink *sink,
                 expected[i] =
                     committed[ps_batch_partition_at(batch, i)->partition];
             if (ps_sink_commit(sink, cfg->kafka_topic, batch, expected) !=
-                PS_SINK_OK)
+                PS_SINK_OK) {
+                /* a message still held keeps rd_kafka_destroy waiting */
+                rd_kafka_message_destroy(msg);
                 return -1;
+            }
             for (size_t i = 0; i < ps_batch_partitions(batch); i++) {
                 const ps_partition_range *r = ps_batch_partition_at(batch, i);
                 committed[r->partition] = r->last_offset + 1;
@@ -317,6 +320,7 @@ out:
     ps_batch_free(batch);
     ps_sink_free(sink);
     if (rk) {
+        rd_kafka_assign(rk, NULL);
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);
     }
@@ -591,6 +595,7 @@ int ctl_rebuild_redis(const ctr_config *cfg)
     rc = 0;
 out:
     if (rk) {
+        rd_kafka_assign(rk, NULL);
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);
     }
