@@ -435,19 +435,6 @@ static void get_timeout(evutil_socket_t fd, short what, void *arg)
     get_finish(op);
 }
 
-static int parse_i64(const redisReply *r, int64_t *out)
-{
-    char *end;
-    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
-        return -1;
-    errno = 0;
-    long long v = strtoll(r->str, &end, 10);
-    if (end != r->str + r->len || errno == ERANGE)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static void get_reply(redis_cmd *cmd, redisReply *reply,
                       enum api_redis_status st)
 {
@@ -461,9 +448,9 @@ static void get_reply(redis_cmd *cmd, redisReply *reply,
     } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
         if (reply->element[0]->type == REDIS_REPLY_NIL) {
             val->exists = 0;
-        } else if (parse_i64(reply->element[0], &val->value) == 0) {
+        } else if (ctr_apply_reply_i64(reply->element[0], &val->value) == 0) {
             val->exists = 1;
-            if (parse_i64(reply->element[1], &val->updated_ms) != 0)
+            if (ctr_apply_reply_i64(reply->element[1], &val->updated_ms) != 0)
                 val->updated_ms = 0;
         } else if (op->status == API_REDIS_OK) {
             op->status = API_REDIS_ERROR;

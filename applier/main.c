@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "ingest/apply.h"
+#include "ingest/consumer.h"
 #include "ingest/event.h"
 #include "ingest/producer.h"
 
@@ -341,55 +342,6 @@ done:
     a->uncommitted++;
 }
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
-                         const char *buf)
-{
-    (void)rk;
-    if (level <= 4)
-        ctr_warn("kafka: %s: %s", fac, buf);
-    else
-        ctr_debug("kafka: %s: %s", fac, buf);
-}
-
-static rd_kafka_t *consumer_new(applier *a, char *errbuf, size_t errlen)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *defaults[][2] = {
-        {"bootstrap.servers", a->cfg->kafka_brokers},
-        {"group.id", a->cfg->applier_group_id},
-        {"enable.auto.commit", "false"},
-        {"enable.auto.offset.store", "false"},
-        {"auto.offset.reset", "earliest"},
-        {"isolation.level", "read_committed"},
-        {"session.timeout.ms", "10000"},
-        {"heartbeat.interval.ms", "2000"},
-        {"reconnect.backoff.max.ms", "1000"},
-    };
-    char err[256];
-
-    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
-        if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], err,
-                              sizeof(err)) != RD_KAFKA_CONF_OK)
-            goto bad;
-    for (size_t i = 0; i < a->cfg->n_kafka_consumer; i++)
-        if (rd_kafka_conf_set(conf, a->cfg->kafka_consumer[i].key,
-                              a->cfg->kafka_consumer[i].value, err,
-                              sizeof(err)) != RD_KAFKA_CONF_OK)
-            goto bad;
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    rd_kafka_conf_set_log_cb(conf, on_kafka_log);
-    rd_kafka_conf_set_opaque(conf, a);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (rk == NULL)
-        goto bad;
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
-bad:
-    snprintf(errbuf, errlen, "kafka consumer: %s", err);
-    rd_kafka_conf_destroy(conf);
-    return NULL;
-}
-
 int main(void)
 {
     applier a;
@@ -424,7 +376,8 @@ int main(void)
         ctr_error("could not set up kafka: %s", err);
         goto out;
     }
-    a.rk = consumer_new(&a, err, sizeof(err));
+    a.rk = ctr_consumer_new(cfg, cfg->applier_group_id, on_rebalance, &a, err,
+                            sizeof(err));
     if (a.rk == NULL) {
         ctr_error("%s", err);
         goto out;

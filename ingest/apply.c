@@ -288,7 +288,7 @@ int ctr_apply_undo_argv(ctr_apply_argv *a, const char *sha, const char *name,
     return 0;
 }
 
-static int parse_i64(const redisReply *r, int64_t *out)
+int ctr_apply_reply_i64(const redisReply *r, int64_t *out)
 {
     char *end;
     if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
@@ -309,8 +309,8 @@ enum ctr_apply_status ctr_apply_parse(const redisReply *reply,
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 5 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER &&
         reply->element[0]->integer >= 0 && reply->element[0]->integer <= 4 &&
-        parse_i64(reply->element[1], &res->value) == 0 &&
-        parse_i64(reply->element[2], &res->prev) == 0 &&
+        ctr_apply_reply_i64(reply->element[1], &res->value) == 0 &&
+        ctr_apply_reply_i64(reply->element[2], &res->prev) == 0 &&
         reply->element[3]->type == REDIS_REPLY_STRING &&
         reply->element[3]->len < sizeof(res->prev_stamp) &&
         reply->element[4]->type == REDIS_REPLY_STRING) {

@@ -106,6 +106,10 @@ int ctr_apply_undo_argv(ctr_apply_argv *a, const char *sha, const char *name,
                         const ctr_apply_spec *s, const ctr_apply_result *res)
     __attribute__((warn_unused_result));
 
+/* Reads a bulk-string reply holding a whole int64 ("-12"). 0 or -1. */
+int ctr_apply_reply_i64(const redisReply *r, int64_t *out)
+    __attribute__((warn_unused_result));
+
 enum ctr_apply_status {
     CTR_APPLY_OK = 0,
     CTR_APPLY_OVERFLOW = -1, /* the value would leave the int64 range */

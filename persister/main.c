@@ -10,6 +10,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "ingest/consumer.h"
 #include "ingest/event.h"
 #include "ingest/producer.h"
 #include "persister/batch.h"
@@ -265,58 +266,6 @@ static void on_dead_letter(enum ctr_delivery result, void *arg)
         p->dlq_failed++;
 }
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
-                         const char *buf)
-{
-    (void)rk;
-    if (level <= 4)
-        ctr_warn("kafka: %s: %s", fac, buf);
-    else
-        ctr_debug("kafka: %s: %s", fac, buf);
-}
-
-static rd_kafka_t *consumer_new(persister *p, char *errbuf, size_t errlen)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *defaults[][2] = {
-        {"bootstrap.servers", p->cfg->kafka_brokers},
-        {"group.id", p->cfg->persister_group_id},
-        {"enable.auto.commit", "false"},
-        {"enable.auto.offset.store", "false"},
-        {"auto.offset.reset", "earliest"},
-        {"isolation.level", "read_committed"},
-        {"partition.assignment.strategy", "range,roundrobin"},
-        {"reconnect.backoff.max.ms", "1000"},
-        /* A crashed member's partitions wait this long for a new owner;
-         * librdkafka's 45 s default would stall the totals that long. */
-        {"session.timeout.ms", "10000"},
-        {"heartbeat.interval.ms", "2000"},
-    };
-    char err[256];
-
-    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
-        if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], err,
-                              sizeof(err)) != RD_KAFKA_CONF_OK)
-            goto bad;
-    for (size_t i = 0; i < p->cfg->n_kafka_consumer; i++)
-        if (rd_kafka_conf_set(conf, p->cfg->kafka_consumer[i].key,
-                              p->cfg->kafka_consumer[i].value, err,
-                              sizeof(err)) != RD_KAFKA_CONF_OK)
-            goto bad;
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    rd_kafka_conf_set_log_cb(conf, on_kafka_log);
-    rd_kafka_conf_set_opaque(conf, p);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (rk == NULL)
-        goto bad;
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
-bad:
-    snprintf(errbuf, errlen, "kafka consumer: %s", err);
-    rd_kafka_conf_destroy(conf);
-    return NULL;
-}
-
 int main(void)
 {
     persister p;
@@ -351,7 +300,8 @@ int main(void)
         ctr_error("could not set up kafka: %s", err);
         goto out;
     }
-    p.rk = consumer_new(&p, err, sizeof(err));
+    p.rk = ctr_consumer_new(cfg, cfg->persister_group_id, on_rebalance, &p, err,
+                            sizeof(err));
     if (p.rk == NULL) {
         ctr_error("%s", err);
         goto out;

@@ -1,0 +1,29 @@
+/*
+ * consumer.h - the Kafka consumer both consumer groups (persister,
+ * applier) start from: no auto commit and no automatic offset store (each
+ * decides itself when a message is done), earliest offsets for a new group
+ * (it must not skip history), committed reads only, a 10 s session, and
+ * kafka.consumer.* settings passed through last.
+ */
+#ifndef COUNTER_INGEST_CONSUMER_H
+#define COUNTER_INGEST_CONSUMER_H
+
+#include "common/config.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+/*
+ * Creates a consumer of group_id whose rebalance callback (run inside
+ * rd_kafka_consumer_poll, on the caller's thread) gets opaque. Returns
+ * NULL with a reason in errbuf.
+ */
+rd_kafka_t *
+ctr_consumer_new(const ctr_config *cfg, const char *group_id,
+                 void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                      rd_kafka_topic_partition_list_t *,
+                                      void *),
+                 void *opaque, char *errbuf, size_t errlen)
+    __attribute__((warn_unused_result));
+
+#endif
