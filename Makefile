@@ -55,3 +55,9 @@ format-check:
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan
+
+# Benchmarks (not part of `make test`): counter-api beside webdis and a bare
+# evhttp server, persister drain rate, peak RSS; see docs/performance.md.
+.PHONY: bench
+bench: build
+	@bench/run.sh

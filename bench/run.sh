@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# `make bench`: counter-api side by side with webdis (same Redis) and a bare
+# evhttp "hello" server, all on 127.0.0.1, with wrk (closed loop); then the
+# persister's drain rate from a 1M-event backlog and the peak RSS of every
+# process. Prints one table and writes the same figures as JSON to
+# bench/results/<UTC timestamp>.json. Not part of `make test`.
+#
+# Settings (environment; defaults in brackets):
+#   BUILD [build]            release build dir (bin/ holds the services)
+#   BENCH_DURATION [10s]     wrk -d per measured run (a 2 s warm-up precedes)
+#   BENCH_CONNECTIONS [50]   wrk -c (one wrk thread, -t1)
+#   BENCH_BACKLOG [1000000]  events in the persister drain backlog
+#   BENCH_DRAIN_TIMEOUT [240] seconds before the drain measurement gives up
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${BUILD:-build}"
+BIN_DIR="$ROOT/$BUILD/bin"
+DURATION="${BENCH_DURATION:-10s}"
+CONNS="${BENCH_CONNECTIONS:-50}"
+BACKLOG="${BENCH_BACKLOG:-1000000}"
+DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-240}"
+
+WEBDIS_PORT=37379
+HELLO_PORT=38181
+H=127.0.0.1
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+for tool in wrk kcat psql redis-cli jq cc pkg-config; do
+    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install wrk kcat jq ...)"
+done
+[[ -x $BIN_DIR/counter-api ]] || die "$BIN_DIR/counter-api is missing: run make build"
+if ! command -v webdis >/dev/null; then
+    say "installing webdis (Debian package)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q webdis >/dev/null
+fi
+# 1000 connections for the RSS probe: wrk and counter-api inherit this.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+# ------------------------------------------------------------- the stack ---
+
+STACK_DIR="$(mktemp -d /tmp/counter-bench-stack.XXXXXX)"
+WORK="$(mktemp -d /tmp/counter-bench-work.XXXXXX)"
+export STACK_DIR REDIS_PORT=36480 PG_PORT=35533 KAFKA_PORT=39192 \
+    KAFKA_CONTROLLER_PORT=39193 API_PORT=38180 BIN_DIR \
+    COUNTER_CONFIG="$ROOT/tests/config.test.yaml"
+TOPIC=counter-events
+PARTITIONS=4
+WEBDIS_PID=""
+HELLO_PID=""
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    [[ -z $WEBDIS_PID ]] || kill "$WEBDIS_PID" 2>/dev/null || true
+    [[ -z $HELLO_PID ]] || kill "$HELLO_PID" 2>/dev/null || true
+    wait 2>/dev/null || true
+    say "tearing the stack down"
+    "$ROOT/deploy/stack.sh" destroy >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "starting the stack in $STACK_DIR"
+"$ROOT/deploy/stack.sh" up >"$WORK/stack-up.log" 2>&1 ||
+    { cat "$WORK/stack-up.log" >&2; die "stack up failed"; }
+
+export PGPASSWORD=counter
+pg() { psql -h "$H" -p "$PG_PORT" -U counter -d counter -Atqc "$1"; }
+rc() { redis-cli -h "$H" -p "$REDIS_PORT" "$@"; }
+
+# --------------------------------------------------------- webdis, hello ---
+
+cat >"$WORK/webdis.json" <<EOF
+{
+  "redis_host": "$H", "redis_port": $REDIS_PORT, "redis_auth": null,
+  "http_host": "$H", "http_port": $WEBDIS_PORT, "threads": 2,
+  "daemonize": false, "database": 0,
+  "verbosity": 1, "logfile": "$WORK/webdis.log"
+}
+EOF
+webdis "$WORK/webdis.json" >>"$WORK/webdis.log" 2>&1 &
+WEBDIS_PID=$!
+
+mkdir -p "$ROOT/$BUILD/bench"
+# shellcheck disable=SC2046
+cc -O2 -Wall -o "$ROOT/$BUILD/bench/hello" "$ROOT/bench/hello.c" \
+    $(pkg-config --cflags --libs libevent)
+"$ROOT/$BUILD/bench/hello" "$HELLO_PORT" &
+HELLO_PID=$!
+
+wait_http() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "no answer from $1"
+}
+wait_http "http://$H:$WEBDIS_PORT/PING"
+wait_http "http://$H:$HELLO_PORT/"
+wait_http "http://$H:$API_PORT/api/v1/counter/bench_incr"
+
+# --------------------------------------------------- persister drain rate ---
+# First, on a quiet stack: stop the persister, write BACKLOG events with
+# header origin=api (as counter-api writes them; the applier skips them)
+# for 100 counters, then start the persister and time it to the topic end.
+
+sum_offsets() {
+    pg "SELECT coalesce(sum(next_offset),0) FROM consumer_offsets
+        WHERE group_id='counter-persister' AND topic='$TOPIC'"
+}
+topic_end() {
+    local args=() p
+    for ((p = 0; p < PARTITIONS; p++)); do args+=(-t "$TOPIC:$p:-1"); done
+    kcat -b "$H:$KAFKA_PORT" -Q "${args[@]}" |
+        awk '/offset/ {s += $NF} END {print s + 0}'
+}
+
+say "persister drain: writing a backlog of $BACKLOG events"
+"$ROOT/deploy/stack.sh" stop counter-persister >/dev/null 2>&1
+now_ms=$(($(date +%s) * 1000))
+awk -v n="$BACKLOG" -v ts="$now_ms" 'BEGIN {
+    for (i = 0; i < n; i++) {
+        c = "bench_drain_" (i % 100)
+        printf "%s\t{\"v\":1,\"id\":\"bench-drain-%d\",\"counter\":\"%s\",\"delta\":1,\"ts\":%d}\n", c, i, c, ts
+    }
+}' >"$WORK/backlog.tsv"
+produce_start=$(date +%s.%N)
+kcat -P -b "$H:$KAFKA_PORT" -t "$TOPIC" -K $'\t' -H origin=api \
+    -X partitioner=murmur2_random -X linger.ms=20 -X batch.num.messages=10000 \
+    -X queue.buffering.max.messages=1000000 <"$WORK/backlog.tsv"
+produce_s=$(echo "$(date +%s.%N) - $produce_start" | bc)
+end_off=$(topic_end)
+start_off=$(sum_offsets)
+say "backlog written in ${produce_s}s; persister at $start_off of $end_off"
+
+t0=$(date +%s.%N)
+"$ROOT/deploy/stack.sh" start counter-persister >/dev/null 2>&1
+first_t="" first_off=""
+drained=false
+while :; do
+    now=$(date +%s.%N)
+    off=$(sum_offsets)
+    if [[ -z $first_t && $off -gt $start_off ]]; then first_t=$now first_off=$off; fi
+    if ((off >= end_off)); then drained=true; break; fi
+    if (($(echo "$now - $t0 > $DRAIN_TIMEOUT" | bc))); then break; fi
+    sleep 0.2
+done
+t_end=$(date +%s.%N)
+drain_events=$((off - start_off))
+drain_wall=$(echo "$t_end - $t0" | bc)
+drain_rate_wall=$(echo "$drain_events / $drain_wall" | bc)
+if [[ -n $first_t ]] && ((off > first_off)) && (($(echo "$t_end > $first_t" | bc))); then
+    # From the first committed batch: leaves out the group join.
+    drain_rate=$(echo "($off - $first_off) / ($t_end - $first_t)" | bc)
+else
+    drain_rate=$drain_rate_wall
+fi
+say "persister drained $drain_events events in ${drain_wall}s (drained=$drained):" \
+    "$drain_rate events/s after the first batch, $drain_rate_wall incl. start"
+
+# ------------------------------------------------------------------- wrk ---
+
+cat >"$WORK/done.lua" <<'EOF'
+done = function(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format("BENCH %d %d %d %d %d %d\n",
+        summary.requests, summary.duration,
+        latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
+        e.status + e.connect + e.read + e.write + e.timeout))
+end
+EOF
+cat >"$WORK/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = "{}"
+EOF
+cat "$WORK/done.lua" >>"$WORK/post.lua"
+cat >"$WORK/unique.lua" <<'EOF'
+local n = 0
+local hdr = {["Content-Type"] = "application/json"}
+request = function()
+    n = n + 1
+    return wrk.format("POST", nil, hdr, string.format('{"user_id":"u%d"}', n))
+end
+EOF
+cat "$WORK/done.lua" >>"$WORK/unique.lua"
+cat >"$WORK/sadd.lua" <<'EOF'
+local n = 0
+request = function()
+    n = n + 1
+    return wrk.format("GET", string.format("/SADD/bench_set/u%d", n))
+end
+EOF
+cat "$WORK/done.lua" >>"$WORK/sadd.lua"
+
+# Ten counters for the batch get, and the same ten plain keys for MGET.
+names="" mget=""
+for i in $(seq 0 9); do
+    curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' \
+        "http://$H:$API_PORT/api/v1/counter/bench_b$i/increment"
+    rc SET "bench_b$i" 1 >/dev/null
+    names+="${names:+,}bench_b$i"
+    mget+="/bench_b$i"
+done
+curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' \
+    "http://$H:$API_PORT/api/v1/counter/bench_incr/increment"
+rc SET bench_incr 0 >/dev/null
+curl -fsS "http://$H:$API_PORT/api/v1/counters?names=$names" >"$WORK/batch.sample"
+grep -q '"bench_b9"' "$WORK/batch.sample" || die "batch get answered: $(head -c 300 "$WORK/batch.sample")"
+
+declare -A RPS P50 P99 P999 ERR
+# run KEY SCRIPT URL: 2 s warm-up, then the measured run.
+run() {
+    local key=$1 script=$2 url=$3 line
+    wrk -t1 -c"$CONNS" -d2s -s "$script" "$url" >/dev/null 2>&1 || true
+    line=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$script" "$url" |
+        tee "$WORK/wrk-$key.txt" | grep '^BENCH ') || die "wrk failed for $key"
+    read -r _ reqs dur p50 p99 p999 errs <<<"$line"
+    RPS[$key]=$(echo "$reqs * 1000000 / $dur" | bc)
+    P50[$key]=$p50 P99[$key]=$p99 P999[$key]=$p999 ERR[$key]=$errs
+    say "$(printf '%-16s %8s req/s  p50 %6s us  p99 %6s us  p99.9 %6s us  errors %s' \
+        "$key" "${RPS[$key]}" "$p50" "$p99" "$p999" "$errs")"
+}
+
+A="http://$H:$API_PORT/api/v1"
+W="http://$H:$WEBDIS_PORT"
+say "wrk -t1 -c$CONNS -d$DURATION against each target in turn"
+run hello "$WORK/done.lua" "http://$H:$HELLO_PORT/"
+run api_increment "$WORK/post.lua" "$A/counter/bench_incr/increment"
+run webdis_incr "$WORK/done.lua" "$W/INCR/bench_incr"
+run api_decrement "$WORK/post.lua" "$A/counter/bench_incr/decrement"
+run webdis_decr "$WORK/done.lua" "$W/DECR/bench_incr"
+run api_get "$WORK/done.lua" "$A/counter/bench_incr"
+run webdis_get "$WORK/done.lua" "$W/GET/bench_incr"
+run api_batch_get "$WORK/done.lua" "$A/counters?names=$names"
+run webdis_mget "$WORK/done.lua" "$W/MGET$mget"
+run api_unique_incr "$WORK/unique.lua" "$A/counter/it_unique_bench/increment"
+run webdis_sadd "$WORK/sadd.lua" "$W/"
+
+# counter-api's resident memory with 1000 open connections (issue target).
+api_pid() { "$ROOT/deploy/stack.sh" status | awk '$1 == "counter-api" {print $4}'; }
+APID=$(api_pid)
+wrk -t1 -c1000 -d6s -s "$WORK/done.lua" "$A/counter/bench_incr" >"$WORK/wrk-c1000.txt" 2>&1 &
+WRK1000=$!
+sleep 4
+api_rss_1000=$(awk '/^VmRSS/ {print $2}' "/proc/$APID/status")
+wait "$WRK1000" || true
+say "counter-api VmRSS with 1000 connections: $api_rss_1000 kB"
+
+# ---------------------------------------------------------- peak RSS ---
+
+declare -A RSS
+hwm() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+while read -r name state _ pid; do
+    [[ $state == running ]] || continue
+    RSS[$name]=$(hwm "$pid")
+    if [[ $name == postgres ]]; then
+        # The postmaster alone is small; its backends do the work.
+        tot=0
+        for c in $(pgrep -P "$pid"); do tot=$((tot + $(hwm "$c"))); done
+        RSS[postgres_children_sum]=$tot
+    fi
+done < <("$ROOT/deploy/stack.sh" status)
+RSS[webdis]=$(hwm "$WEBDIS_PID")
+RSS[hello]=$(hwm "$HELLO_PID")
+
+# ------------------------------------------------------------ the table ---
+
+ratio() { # a / b with two decimals, or "-"
+    if [[ -n ${2:-} && ${2:-0} != 0 ]]; then echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; else echo -; fi
+}
+ms() { echo "scale=2; $1 / 1000" | bc | sed 's/^\./0./'; }
+ROWS=(
+    "api_increment webdis_incr"
+    "webdis_incr -"
+    "api_decrement webdis_decr"
+    "webdis_decr -"
+    "api_get webdis_get"
+    "webdis_get -"
+    "api_batch_get webdis_mget"
+    "webdis_mget -"
+    "api_unique_incr webdis_sadd"
+    "webdis_sadd -"
+    "hello -"
+)
+TABLE="$WORK/table.txt"
+{
+    printf '%-16s %9s %8s %8s %8s %7s  %-18s %8s\n' test req/s p50_ms p99_ms p99.9_ms errors "vs webdis" "vs hello"
+    for row in "${ROWS[@]}"; do
+        read -r k ref <<<"$row"
+        vw=-
+        [[ $ref != - ]] && vw="$(ratio "${RPS[$k]}" "${RPS[$ref]}") ($ref)"
+        printf '%-16s %9s %8s %8s %8s %7s  %-18s %8s\n' "$k" "${RPS[$k]}" \
+            "$(ms "${P50[$k]}")" "$(ms "${P99[$k]}")" "$(ms "${P999[$k]}")" \
+            "${ERR[$k]}" "$vw" "$(ratio "${RPS[$k]}" "${RPS[hello]}")"
+    done
+    echo
+    printf 'persister drain: %s events/s (after first batch), %s events/s incl. start; %s events in %ss, drained=%s\n' \
+        "$drain_rate" "$drain_rate_wall" "$drain_events" "$drain_wall" "$drained"
+    printf 'counter-api VmRSS with 1000 connections: %s kB\n' "$api_rss_1000"
+    printf 'peak RSS (VmHWM, kB):'
+    for k in $(printf '%s\n' "${!RSS[@]}" | sort); do printf ' %s=%s' "$k" "${RSS[$k]}"; done
+    echo
+} >"$TABLE"
+echo
+cat "$TABLE"
+
+# ------------------------------------------------------------- the JSON ---
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$ROOT/bench/results"
+OUT="$ROOT/bench/results/$STAMP.json"
+{
+    for k in "${!RPS[@]}"; do
+        jq -n --arg k "$k" --argjson rps "${RPS[$k]}" --argjson p50 "${P50[$k]}" \
+            --argjson p99 "${P99[$k]}" --argjson p999 "${P999[$k]}" --argjson err "${ERR[$k]}" \
+            '{($k): {req_per_s: $rps, p50_us: $p50, p99_us: $p99, p99_9_us: $p999, errors: $err}}'
+    done
+} | jq -s 'add' >"$WORK/http.json"
+{
+    for k in "${!RSS[@]}"; do jq -n --arg k "$k" --argjson v "${RSS[$k]:-0}" '{($k): $v}'; done
+} | jq -s 'add' >"$WORK/rss.json"
+jq -n \
+    --arg ts "$STAMP" --arg cpu "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" \
+    --argjson nproc "$(nproc)" --arg commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    --arg wrk "wrk -t1 -c$CONNS -d$DURATION --latency" \
+    --slurpfile http "$WORK/http.json" --slurpfile rss "$WORK/rss.json" \
+    --argjson dr "$drain_rate" --argjson drw "$drain_rate_wall" --argjson de "$drain_events" \
+    --arg dwall "$drain_wall" --argjson drained "$drained" --argjson backlog "$BACKLOG" \
+    --arg prod "$produce_s" --argjson rss1000 "${api_rss_1000:-0}" \
+    '{timestamp: $ts, commit: $commit, machine: {nproc: $nproc, cpu: $cpu}, load: $wrk,
+      http: $http[0],
+      persister_drain: {backlog_events: $backlog, events: $de, drained: $drained,
+        events_per_s: $dr, events_per_s_incl_start: $drw, wall_s: ($dwall | tonumber),
+        kcat_produce_s: ($prod | tonumber)},
+      end_to_end_lag: null,
+      counter_api_vmrss_kb_1000_conns: $rss1000,
+      peak_rss_kb: $rss[0]}' >"$OUT"
+say "results: ${OUT#"$ROOT"/}"
