@@ -28,14 +28,18 @@ H=127.0.0.1
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
-for tool in wrk kcat psql redis-cli jq cc pkg-config; do
-    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install wrk kcat jq ...)"
+# `make bench` ran deploy/install-deps.sh; the bench's own extras:
+extras=()
+command -v webdis >/dev/null || extras+=(webdis)
+command -v jq >/dev/null || extras+=(jq)
+if ((${#extras[@]})); then
+    say "installing ${extras[*]} (Debian packages)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${extras[@]}" >/dev/null
+fi
+for tool in wrk kcat psql redis-cli jq cc pkg-config webdis; do
+    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install $tool)"
 done
 [[ -x $BIN_DIR/counter-api ]] || die "$BIN_DIR/counter-api is missing: run make build"
-if ! command -v webdis >/dev/null; then
-    say "installing webdis (Debian package)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q webdis >/dev/null
-fi
 # 1000 connections for the RSS probe: wrk and counter-api inherit this.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
