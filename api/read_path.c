@@ -6,6 +6,7 @@
 #include "api/handlers.h"
 #include "api/reply.h"
 #include "common/log.h"
+#include "common/strbuf.h"
 #include "common/timeutil.h"
 
 #include <sys/queue.h> /* before evhttp's, for TAILQ_FOREACH */
@@ -143,26 +144,27 @@ static void read_from_pg_done(const PGresult *res, void *arg)
 
 static void read_from_pg(read_op *op)
 {
-    /* names are [A-Za-z0-9_.-]: array literals need no escapes */
-    size_t cap = op->names.n * (CTR_NAME_MAX + 16) + 8;
-    char *names = malloc(cap), *days = malloc(op->names.n * 16 + 8);
+    ctr_strbuf names = {0}, days = {0};
     int rc = -1;
-    if (names && days) {
-        char *pn = names, *pd = days;
-        *pn++ = '{', *pd++ = '{';
-        for (size_t i = 0; i < op->names.n; i++) {
-            pn += sprintf(pn, "%s\"%s\"", i ? "," : "", op->names.names[i]);
-            pd += sprintf(pd, "%s%s", i ? "," : "",
-                          op->periods[i][0] ? op->periods[i] : "NULL");
-        }
-        strcpy(pn, "}");
-        strcpy(pd, "}");
-        const char *params[2] = {names, days};
+
+    ctr_pgarray_open(&names);
+    ctr_pgarray_open(&days);
+    for (size_t i = 0; i < op->names.n; i++) {
+        ctr_pgarray_text(&names, op->names.names[i]);
+        if (op->periods[i][0])
+            ctr_pgarray_text(&days, op->periods[i]);
+        else
+            ctr_strbuf_puts(&days, days.len > 1 ? ",NULL" : "NULL");
+    }
+    ctr_pgarray_close(&names);
+    ctr_pgarray_close(&days);
+    if (!names.failed && !days.failed) {
+        const char *params[2] = {names.s, days.s};
         rc = api_pg_query(op->app->pg, fallback_sql, 2, params,
                           read_from_pg_done, op);
     }
-    free(names);
-    free(days);
+    ctr_strbuf_free(&names);
+    ctr_strbuf_free(&days);
     if (rc != 0) {
         op->app->metrics.reads_failed++;
         api_reply_error(op->req, 503, "unavailable", NULL,

@@ -21,6 +21,8 @@
  */
 #include "ctl/verify.h"
 
+#include "common/strbuf.h"
+
 #include "common/name.h"
 #include "common/pgconn.h"
 #include "common/timeutil.h"
@@ -68,10 +70,6 @@ typedef struct ver_list {
 } ver_list;
 
 /* A growing string, for PostgreSQL array literals. */
-typedef struct ver_buf {
-    char *s;
-    size_t len, cap;
-} ver_buf;
 
 typedef struct ver_ctx {
     const ctr_config *cfg;
@@ -468,46 +466,6 @@ static int pg_exec(ver_ctx *c, const char *sql)
     return res ? 0 : -1;
 }
 
-static int buf_add(ver_buf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *grown = realloc(b->s, cap);
-        if (grown == NULL) {
-            fprintf(stderr, "counterctl: out of memory\n");
-            return -1;
-        }
-        b->s = grown;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-    return 0;
-}
-
-/* Appends s as an element of an array literal: quoted, '"' and '\'
- * escaped (names read from the tables are not assumed valid). */
-static int buf_add_elem(ver_buf *b, const char *s)
-{
-    if (buf_add(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1))
-        return -1;
-    for (; *s; s++)
-        if ((*s == '"' || *s == '\\') && buf_add(b, "\\", 1))
-            return -1;
-        else if (buf_add(b, s, 1))
-            return -1;
-    return buf_add(b, "\"", 1);
-}
-
-static int buf_start_array(ver_buf *b)
-{
-    b->len = 0;
-    return buf_add(b, "{", 1);
-}
-
 /* Adds the (name, day, value) rows of res as PostgreSQL items. Columns:
  * name, day ("" for totals) or none, value. */
 static int add_pg_rows(const PGresult *res, int with_day, ver_list *out)
@@ -542,25 +500,28 @@ static int pg_windows_of(ver_ctx *c, const ver_item *items, size_t n,
         "FROM counter_daily d "
         "JOIN unnest($1::text[], $2::date[]) AS k(name, day) "
         "ON d.name = k.name AND d.day = k.day";
-    ver_buf names = {0}, days = {0};
+    ctr_strbuf names = {0}, days = {0};
     int rc = -1;
     size_t i = 0;
 
     while (i < n) {
-        if (buf_start_array(&names) || buf_start_array(&days))
-            goto out;
+        ctr_pgarray_open(&names);
+        ctr_pgarray_open(&days);
         for (size_t added = 0; i < n && added < PG_CHUNK; i++) {
             if (items[i].day[0] == '\0')
                 continue;
-            if (buf_add_elem(&names, items[i].name) ||
-                buf_add_elem(&days, items[i].day))
-                goto out;
+            ctr_pgarray_text(&names, items[i].name);
+            ctr_pgarray_text(&days, items[i].day);
             added++;
         }
         if (names.len == 1)
             break;
-        if (buf_add(&names, "}", 1) || buf_add(&days, "}", 1))
+        ctr_pgarray_close(&names);
+        ctr_pgarray_close(&days);
+        if (names.failed || days.failed) {
+            fprintf(stderr, "counterctl: out of memory\n");
             goto out;
+        }
         const char *params[] = {names.s, days.s};
         PGresult *res = pg_run(c, sql, 2, params, "reading counter_daily");
         if (res == NULL)
@@ -572,8 +533,8 @@ static int pg_windows_of(ver_ctx *c, const ver_item *items, size_t n,
     }
     rc = 0;
 out:
-    free(names.s);
-    free(days.s);
+    ctr_strbuf_free(&names);
+    ctr_strbuf_free(&days);
     return rc;
 }
 
@@ -583,24 +544,25 @@ static int pg_totals_of(ver_ctx *c, const ver_item *items, size_t n,
 {
     static const char sql[] = "SELECT name, value FROM counter_totals "
                               "WHERE name = ANY($1::text[])";
-    ver_buf names = {0};
+    ctr_strbuf names = {0};
     int rc = -1;
     size_t i = 0;
 
     while (i < n) {
-        if (buf_start_array(&names))
-            goto out;
+        ctr_pgarray_open(&names);
         for (size_t added = 0; i < n && added < PG_CHUNK; i++) {
             if (items[i].day[0] != '\0')
                 continue;
-            if (buf_add_elem(&names, items[i].name))
-                goto out;
+            ctr_pgarray_text(&names, items[i].name);
             added++;
         }
         if (names.len == 1)
             break;
-        if (buf_add(&names, "}", 1))
+        ctr_pgarray_close(&names);
+        if (names.failed) {
+            fprintf(stderr, "counterctl: out of memory\n");
             goto out;
+        }
         const char *params[] = {names.s};
         PGresult *res = pg_run(c, sql, 1, params, "reading counter_totals");
         if (res == NULL)
@@ -612,7 +574,7 @@ static int pg_totals_of(ver_ctx *c, const ver_item *items, size_t n,
     }
     rc = 0;
 out:
-    free(names.s);
+    ctr_strbuf_free(&names);
     return rc;
 }
 
@@ -656,7 +618,7 @@ static int pg_live_windows(ver_ctx *c, const ver_list *daily, int64_t now_ms,
     static const char sql[] =
         "SELECT name, to_char(day, 'YYYY-MM-DD'), value FROM counter_daily "
         "WHERE name = ANY($1::text[]) AND day >= $2::date AND value <> 0";
-    ver_buf names = {0};
+    ctr_strbuf names = {0};
     ver_list rows = {0};
     char since[16];
     int rc = -1;
@@ -667,13 +629,14 @@ static int pg_live_windows(ver_ctx *c, const ver_list *daily, int64_t now_ms,
         goto out;
     strftime(since, sizeof(since), "%Y-%m-%d", &tm);
     for (size_t i = 0; i < daily->n;) {
-        if (buf_start_array(&names))
-            goto out;
+        ctr_pgarray_open(&names);
         for (size_t added = 0; i < daily->n && added < PG_CHUNK; i++, added++)
-            if (buf_add_elem(&names, daily->items[i].name))
-                goto out;
-        if (buf_add(&names, "}", 1))
+            ctr_pgarray_text(&names, daily->items[i].name);
+        ctr_pgarray_close(&names);
+        if (names.failed) {
+            fprintf(stderr, "counterctl: out of memory\n");
             goto out;
+        }
         const char *params[] = {names.s, since};
         PGresult *res = pg_run(c, sql, 2, params, "reading counter_daily");
         if (res == NULL)
@@ -694,7 +657,7 @@ static int pg_live_windows(ver_ctx *c, const ver_list *daily, int64_t now_ms,
     }
     rc = 0;
 out:
-    free(names.s);
+    ctr_strbuf_free(&names);
     list_free(&rows);
     return rc;
 }

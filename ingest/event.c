@@ -5,6 +5,7 @@
  */
 #include "ingest/event.h"
 #include "common/jsonparse.h"
+#include "common/strbuf.h"
 
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -86,92 +87,51 @@ void ctr_event_new_id(char buf[37])
     buf[p] = '\0';
 }
 
-typedef struct sbuf {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} sbuf;
-
-static void sb_reserve(sbuf *sb, size_t more)
-{
-    if (sb->failed || sb->len + more + 1 <= sb->cap)
-        return;
-    size_t cap = sb->cap ? sb->cap : 256;
-    while (cap < sb->len + more + 1)
-        cap *= 2;
-    char *grown = realloc(sb->data, cap);
-    if (grown == NULL) {
-        sb->failed = true;
-        return;
-    }
-    sb->data = grown;
-    sb->cap = cap;
-}
-
-static void sb_put(sbuf *sb, const char *s, size_t n)
-{
-    sb_reserve(sb, n);
-    if (sb->failed)
-        return;
-    memcpy(sb->data + sb->len, s, n);
-    sb->len += n;
-    sb->data[sb->len] = '\0';
-}
-
-static void sb_puts(sbuf *sb, const char *s)
-{
-    sb_put(sb, s, strlen(s));
-}
-
 /* Appends s as a JSON string literal; bytes >= 0x80 pass through (UTF-8). */
-static void sb_put_json_string(sbuf *sb, const char *s)
+static void sb_put_json_string(ctr_strbuf *sb, const char *s)
 {
-    sb_put(sb, "\"", 1);
+    ctr_strbuf_put(sb, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\';
             esc[1] = (char)*p;
-            sb_put(sb, esc, 2);
+            ctr_strbuf_put(sb, esc, 2);
         } else if (*p < 0x20) {
             snprintf(esc, sizeof(esc), "\\u%04x", *p);
-            sb_put(sb, esc, 6);
+            ctr_strbuf_put(sb, esc, 6);
         } else {
-            sb_put(sb, (const char *)p, 1);
+            ctr_strbuf_put(sb, (const char *)p, 1);
         }
     }
-    sb_put(sb, "\"", 1);
+    ctr_strbuf_put(sb, "\"", 1);
 }
 
 char *ctr_event_encode(const ctr_event *ev, size_t *outlen)
 {
-    sbuf sb = {0};
-    char num[64];
+    ctr_strbuf sb = {0};
 
-    snprintf(num, sizeof(num), "{\"v\":%d,\"id\":", ev->v);
-    sb_puts(&sb, num);
+    ctr_strbuf_printf(&sb, "{\"v\":%d,\"id\":", ev->v);
     sb_put_json_string(&sb, ev->id);
-    sb_puts(&sb, ",\"counter\":");
+    ctr_strbuf_puts(&sb, ",\"counter\":");
     sb_put_json_string(&sb, ev->counter);
-    snprintf(num, sizeof(num), ",\"delta\":%lld", (long long)ev->delta);
-    sb_puts(&sb, num);
+    ctr_strbuf_printf(&sb, ",\"delta\":%lld", (long long)ev->delta);
     if (ev->user_id) {
-        sb_puts(&sb, ",\"user_id\":");
+        ctr_strbuf_puts(&sb, ",\"user_id\":");
         sb_put_json_string(&sb, ev->user_id);
     }
-    snprintf(num, sizeof(num), ",\"ts\":%lld", (long long)ev->ts_ms);
-    sb_puts(&sb, num);
+    ctr_strbuf_printf(&sb, ",\"ts\":%lld", (long long)ev->ts_ms);
     if (ev->metadata) {
-        sb_puts(&sb, ",\"metadata\":");
-        sb_puts(&sb, ev->metadata);
+        ctr_strbuf_puts(&sb, ",\"metadata\":");
+        ctr_strbuf_puts(&sb, ev->metadata);
     }
-    sb_put(&sb, "}", 1);
+    ctr_strbuf_put(&sb, "}", 1);
     if (sb.failed) {
-        free(sb.data);
+        ctr_strbuf_free(&sb);
         return NULL;
     }
     *outlen = sb.len;
-    return sb.data;
+    return sb.s;
 }
 
 /* Reads an integer field; json-c keeps big values as uint64, which we

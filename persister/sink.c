@@ -5,9 +5,9 @@
 
 #include "common/log.h"
 #include "common/pgconn.h"
+#include "common/strbuf.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,75 +128,11 @@ static long exec_cmd(ps_sink *s, const char *sql, int nparams,
     return rows;
 }
 
-/* A growable text buffer for array literals. */
-typedef struct text {
-    char *s;
-    size_t len, cap;
-    int failed;
-} text;
-
-static void text_put(text *t, const char *p, size_t n)
-{
-    if (t->failed)
-        return;
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 1024;
-        while (cap < t->len + n + 1)
-            cap *= 2;
-        char *grown = realloc(t->s, cap);
-        if (grown == NULL) {
-            t->failed = 1;
-            return;
-        }
-        t->s = grown;
-        t->cap = cap;
-    }
-    memcpy(t->s + t->len, p, n);
-    t->len += n;
-    t->s[t->len] = '\0';
-}
-
-static void text_printf(text *t, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void text_printf(text *t, const char *fmt, ...)
-{
-    char buf[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        text_put(t, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
-}
-
-/* Appends one element of a text[] literal: quoted, with \ and " escaped. */
-static void text_put_elem(text *t, const char *v)
-{
-    text_put(t, t->len > 1 ? ",\"" : "\"", t->len > 1 ? 2 : 1);
-    for (const char *p = v; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            text_put(t, "\\", 1);
-        text_put(t, p, 1);
-    }
-    text_put(t, "\"", 1);
-}
-
-static void text_put_date(text *t, ctr_date d)
+static void pgarray_date(ctr_strbuf *b, ctr_date d)
 {
     char buf[16];
     ctr_date_format(d, buf, sizeof(buf));
-    text_put_elem(t, buf);
-}
-
-static void text_put_i64(text *t, int64_t v)
-{
-    text_printf(t, t->len > 1 ? ",%" PRId64 : "%" PRId64, v);
-}
-
-static void text_free(text *t)
-{
-    free(t->s);
+    ctr_pgarray_text(b, buf);
 }
 
 static const char totals_sql[] =
@@ -256,29 +192,29 @@ static const char unique_sql[] =
 
 static int write_sums(ps_sink *s, const ps_batch *b)
 {
-    text names = {0}, days = {0}, deltas = {0}, times = {0}, minutes = {0};
+    ctr_strbuf names = {0}, days = {0}, deltas = {0}, times = {0},
+               minutes = {0};
     int rc = 0;
 
     for (int table = PS_TOTAL; table <= PS_BUCKET && rc == 0; table++) {
         if (ps_batch_sums(b, (enum ps_table)table) == 0)
             continue;
-        names.len = days.len = deltas.len = times.len = minutes.len = 0;
-        text_put(&names, "{", 1), text_put(&days, "{", 1);
-        text_put(&deltas, "{", 1), text_put(&times, "{", 1);
-        text_put(&minutes, "{", 1);
+        ctr_pgarray_open(&names), ctr_pgarray_open(&days);
+        ctr_pgarray_open(&deltas), ctr_pgarray_open(&times);
+        ctr_pgarray_open(&minutes);
         for (size_t i = 0; i < ps_batch_sum_slots(b); i++) {
             const ps_sum *sum = ps_batch_sum_at(b, i);
             if (!sum->used || sum->table != (enum ps_table)table)
                 continue;
-            text_put_elem(&names, sum->name);
-            text_put_date(&days, sum->day);
-            text_put_i64(&deltas, sum->delta);
-            text_put_i64(&times, sum->last_event_ms);
-            text_put_i64(&minutes, sum->minute_ms);
+            ctr_pgarray_text(&names, sum->name);
+            pgarray_date(&days, sum->day);
+            ctr_pgarray_i64(&deltas, sum->delta);
+            ctr_pgarray_i64(&times, sum->last_event_ms);
+            ctr_pgarray_i64(&minutes, sum->minute_ms);
         }
-        text_put(&names, "}", 1), text_put(&days, "}", 1);
-        text_put(&deltas, "}", 1), text_put(&times, "}", 1);
-        text_put(&minutes, "}", 1);
+        ctr_pgarray_close(&names), ctr_pgarray_close(&days);
+        ctr_pgarray_close(&deltas), ctr_pgarray_close(&times);
+        ctr_pgarray_close(&minutes);
         if (names.failed || days.failed || deltas.failed || times.failed ||
             minutes.failed) {
             ctr_error("out of memory building a batch");
@@ -296,38 +232,38 @@ static int write_sums(ps_sink *s, const ps_batch *b)
             rc = exec_cmd(s, buckets_sql, 3, p, "buckets upsert") < 0 ? -1 : 0;
         }
     }
-    text_free(&names), text_free(&days), text_free(&deltas);
-    text_free(&times), text_free(&minutes);
+    ctr_strbuf_free(&names), ctr_strbuf_free(&days), ctr_strbuf_free(&deltas);
+    ctr_strbuf_free(&times), ctr_strbuf_free(&minutes);
     return rc;
 }
 
 static int write_unique(ps_sink *s, const ps_batch *b)
 {
-    text names = {0}, days = {0}, users = {0}, times = {0};
+    ctr_strbuf names = {0}, days = {0}, users = {0}, times = {0};
     size_t n = ps_batch_unique_rows(b);
     int rc = -1;
 
     if (n == 0)
         return 0;
-    text_put(&names, "{", 1), text_put(&days, "{", 1);
-    text_put(&users, "{", 1), text_put(&times, "{", 1);
+    ctr_pgarray_open(&names), ctr_pgarray_open(&days);
+    ctr_pgarray_open(&users), ctr_pgarray_open(&times);
     for (size_t i = 0; i < n; i++) {
         const ps_unique_row *row = ps_batch_unique_at(b, i);
-        text_put_elem(&names, row->name);
-        text_put_date(&days, row->day);
-        text_put_elem(&users, row->user_id);
-        text_put_i64(&times, row->ts_ms);
+        ctr_pgarray_text(&names, row->name);
+        pgarray_date(&days, row->day);
+        ctr_pgarray_text(&users, row->user_id);
+        ctr_pgarray_i64(&times, row->ts_ms);
     }
-    text_put(&names, "}", 1), text_put(&days, "}", 1);
-    text_put(&users, "}", 1), text_put(&times, "}", 1);
+    ctr_pgarray_close(&names), ctr_pgarray_close(&days);
+    ctr_pgarray_close(&users), ctr_pgarray_close(&times);
     if (names.failed || days.failed || users.failed || times.failed) {
         ctr_error("out of memory building a batch");
     } else {
         const char *p[4] = {names.s, days.s, users.s, times.s};
         rc = exec_cmd(s, unique_sql, 4, p, "unique rows insert") < 0 ? -1 : 0;
     }
-    text_free(&names), text_free(&days), text_free(&users);
-    text_free(&times);
+    ctr_strbuf_free(&names), ctr_strbuf_free(&days), ctr_strbuf_free(&users);
+    ctr_strbuf_free(&times);
     return rc;
 }
 
@@ -441,7 +377,7 @@ static int cmp_str(const void *a, const void *b)
 static int write_records(ps_sink *s, const ps_batch *b)
 {
     size_t n = ps_batch_records(b);
-    text ids = {0}, names = {0};
+    ctr_strbuf ids = {0}, names = {0};
     PGresult *res = NULL;
     ps_batch *fresh = NULL;
     char **found = NULL, *used = NULL;
@@ -449,14 +385,14 @@ static int write_records(ps_sink *s, const ps_batch *b)
 
     if (n == 0)
         return 0;
-    text_put(&ids, "{", 1);
-    text_put(&names, "{", 1);
+    ctr_pgarray_open(&ids);
+    ctr_pgarray_open(&names);
     for (size_t i = 0; i < n; i++) {
-        text_put_elem(&ids, ps_batch_record_at(b, i)->ev.id);
-        text_put_elem(&names, ps_batch_record_at(b, i)->ev.counter);
+        ctr_pgarray_text(&ids, ps_batch_record_at(b, i)->ev.id);
+        ctr_pgarray_text(&names, ps_batch_record_at(b, i)->ev.counter);
     }
-    text_put(&ids, "}", 1);
-    text_put(&names, "}", 1);
+    ctr_pgarray_close(&ids);
+    ctr_pgarray_close(&names);
     if (ids.failed || names.failed)
         goto out;
     /* found as "name\nid": names and ids hold no newline */
@@ -503,8 +439,8 @@ out:
     free(found);
     free(used);
     PQclear(res);
-    text_free(&ids);
-    text_free(&names);
+    ctr_strbuf_free(&ids);
+    ctr_strbuf_free(&names);
     return rc;
 }
 
@@ -630,15 +566,15 @@ long ps_sink_apply_retention(ps_sink *s, int64_t now_ms)
         if (i == cfg->n_counters && ctr_config_counter(cfg, "") != d)
             continue;
         char pattern[2 * CTR_NAME_MAX + 4], other[2 * CTR_NAME_MAX + 4];
-        text others = {0};
+        ctr_strbuf others = {0};
         like_pattern(pattern, d);
-        text_put(&others, "{", 1);
+        ctr_pgarray_open(&others);
         for (size_t j = 0; j < cfg->n_counters; j++)
             if (overrides(d, &cfg->counters[j])) {
                 like_pattern(other, &cfg->counters[j]);
-                text_put_elem(&others, other);
+                ctr_pgarray_text(&others, other);
             }
-        text_put(&others, "}", 1);
+        ctr_pgarray_close(&others);
 
         char cutoff[16];
         ctr_date today = ctr_tz_local_day(d->tz, now_ms, NULL, NULL);
@@ -653,7 +589,7 @@ long ps_sink_apply_retention(ps_sink *s, int64_t now_ms)
             }
             deleted += n;
         }
-        text_free(&others);
+        ctr_strbuf_free(&others);
         if (deleted < 0)
             return -1;
     }

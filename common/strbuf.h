@@ -1,0 +1,35 @@
+/*
+ * strbuf.h - a growable text buffer, and PostgreSQL array literals built
+ * in it ({"a","b\"c"}, {1,2}), for batches sent as one parameter.
+ *
+ * Allocation failure is sticky: the buffer keeps what it had and sets
+ * failed, so a caller appends freely and checks once at the end.
+ */
+#ifndef COUNTER_COMMON_STRBUF_H
+#define COUNTER_COMMON_STRBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ctr_strbuf {
+    char *s; /* NUL-terminated once anything was added */
+    size_t len, cap;
+    int failed;
+} ctr_strbuf;
+
+void ctr_strbuf_put(ctr_strbuf *b, const char *p, size_t n);
+void ctr_strbuf_puts(ctr_strbuf *b, const char *s);
+void ctr_strbuf_printf(ctr_strbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Frees the text; b may be reused after. */
+void ctr_strbuf_free(ctr_strbuf *b);
+
+/* Empties b and starts an array literal. */
+void ctr_pgarray_open(ctr_strbuf *b);
+/* Appends a text element, quoted, with '"' and '\' escaped. */
+void ctr_pgarray_text(ctr_strbuf *b, const char *s);
+void ctr_pgarray_i64(ctr_strbuf *b, int64_t v);
+/* Ends the literal; b->failed tells whether all of it was built. */
+void ctr_pgarray_close(ctr_strbuf *b);
+
+#endif
