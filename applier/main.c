@@ -249,17 +249,6 @@ static void dead_letter(applier *a, const rd_kafka_message_t *msg,
         ctr_producer_poll(a->producer, 100);
 }
 
-/* 1 if the message carries an origin header (the api's or ours). */
-static int has_origin(const rd_kafka_message_t *msg)
-{
-    rd_kafka_headers_t *hdrs = NULL;
-    const void *val;
-    size_t size;
-    return rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-           rd_kafka_header_get_last(hdrs, "origin", &val, &size) ==
-               RD_KAFKA_RESP_ERR_NO_ERROR;
-}
-
 static void handle_message(applier *a, rd_kafka_message_t *msg)
 {
     ctr_event ev;
@@ -272,7 +261,8 @@ static void handle_message(applier *a, rd_kafka_message_t *msg)
             ctr_warn("kafka consumer: %s", rd_kafka_message_errstr(msg));
         return;
     }
-    if (has_origin(msg)) {
+    char origin[16];
+    if (ctr_message_origin(msg, origin, sizeof(origin))) {
         a->skipped++; /* already in Redis, or our own record */
         goto done;
     }

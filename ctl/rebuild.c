@@ -7,6 +7,7 @@
 #include "common/timeutil.h"
 #include "ctl/migrate.h"
 #include "ingest/apply.h"
+#include "ingest/consumer.h"
 #include "persister/batch.h"
 #include "persister/fold.h"
 #include "persister/sink.h"
@@ -567,13 +568,9 @@ int ctl_rebuild_redis(const ctr_config *cfg)
         }
         int p = msg->partition;
         if (!msg->err && p >= 0 && p < nparts && msg->offset < high[p]) {
-            rd_kafka_headers_t *hdrs = NULL;
-            const void *val;
-            size_t size;
+            char origin[16];
             ctr_event ev;
-            int logged =
-                rd_kafka_message_headers(msg, &hdrs) == 0 &&
-                rd_kafka_header_get_last(hdrs, "origin", &val, &size) == 0;
+            int logged = ctr_message_origin(msg, origin, sizeof(origin));
             if (logged && ctr_event_decode(msg->payload, msg->len, &ev, err,
                                            sizeof(err)) == 0) {
                 int fail = reapply(cfg, c, sha, &ev, now);

@@ -6,6 +6,7 @@
 #include "common/log.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
                          const char *buf)
@@ -61,4 +62,22 @@ bad:
     snprintf(errbuf, errlen, "kafka consumer: %s", err);
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+int ctr_message_origin(const rd_kafka_message_t *msg, char *out, size_t len)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *val;
+    size_t size;
+
+    out[0] = '\0';
+    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, "origin", &val, &size) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    if (val != NULL && size < len) {
+        memcpy(out, val, size);
+        out[size] = '\0';
+    }
+    return 1;
 }

@@ -26,4 +26,11 @@ ctr_consumer_new(const ctr_config *cfg, const char *group_id,
                  void *opaque, char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
+/*
+ * The message's "origin" header ("api": applied by the api; "applier":
+ * the applier's record of an external event) into out, or "" when it has
+ * none (an external event not applied yet). Returns 1 if it has one.
+ */
+int ctr_message_origin(const rd_kafka_message_t *msg, char *out, size_t len);
+
 #endif

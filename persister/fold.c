@@ -3,23 +3,9 @@
  */
 #include "persister/fold.h"
 
-#include <string.h>
+#include "ingest/consumer.h"
 
-/* The message's origin header ("api", "applier"), or "" when none. */
-static void message_origin(const rd_kafka_message_t *msg, char *out, size_t len)
-{
-    rd_kafka_headers_t *hdrs = NULL;
-    const void *val;
-    size_t size;
-    out[0] = '\0';
-    if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        rd_kafka_header_get_last(hdrs, "origin", &val, &size) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR &&
-        val != NULL && size < len) {
-        memcpy(out, val, size);
-        out[size] = '\0';
-    }
-}
+#include <string.h>
 
 enum ps_fold_result ps_fold_message(ps_batch *b, const ctr_config *cfg,
                                     const rd_kafka_message_t *msg, char *errbuf,
@@ -30,7 +16,7 @@ enum ps_fold_result ps_fold_message(ps_batch *b, const ctr_config *cfg,
     const ctr_date none = {0, 0, 0};
     int rc;
 
-    message_origin(msg, origin, sizeof(origin));
+    ctr_message_origin(msg, origin, sizeof(origin));
     if (origin[0] == '\0')
         return ps_batch_add(b, msg->partition, msg->offset, NULL, NULL, none)
                    ? PS_FOLD_FULL
