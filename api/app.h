@@ -25,6 +25,8 @@ typedef struct api_metrics {
     uint64_t writes_unavailable;   /* 503 nothing applied */
     uint64_t writes_indeterminate; /* 503 indeterminate */
     uint64_t writes_undone;        /* Redis changes taken back */
+    uint64_t writes_via_log;       /* 202: into Kafka only, for the applier */
+    uint64_t writes_replayed;      /* Idempotency-Key retries answered */
     uint64_t reads_redis;
     uint64_t reads_postgres; /* fallback reads */
     uint64_t reads_failed;

@@ -49,6 +49,8 @@ static void handle_metrics(api_app *app, struct evhttp_request *req)
         {"unavailable", m->writes_unavailable},
         {"indeterminate", m->writes_indeterminate},
         {"undone", m->writes_undone},
+        {"via_log", m->writes_via_log},
+        {"replayed", m->writes_replayed},
         {"rejected", m->rejected_4xx},
     };
     for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++)

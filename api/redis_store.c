@@ -23,13 +23,19 @@ enum { BACKOFF_MIN_MS = 100, BACKOFF_MAX_MS = 2000 };
 struct api_redis {
     struct event_base *base;
     redisAsyncContext *ac;
-    int ready; /* connected, authenticated, script loaded */
+    int ready;   /* connected, authenticated, scripts loaded, epoch seen */
+    int suspect; /* a write timed out: the server may hang; until a PING
+                  * comes back, writes and reads go elsewhere */
+    int probing; /* that PING is in flight */
+    int epoch_missing_logged;
+    struct event *epoch_ev;
     char host[256];
     int port;
     char *password;
     int db;
     char write_sha[41];
     char undo_sha[41];
+    char idem_sha[41];
     struct event *reconnect_ev;
     int backoff_ms;
     int closing;
@@ -49,12 +55,40 @@ typedef struct redis_cmd {
 
 static void schedule_reconnect(api_redis *r);
 
+static void probe_reply(redisAsyncContext *ac, void *replyp, void *privdata)
+{
+    api_redis *r = privdata;
+    (void)ac;
+    r->probing = 0;
+    if (replyp != NULL && r->suspect) {
+        r->suspect = 0;
+        ctr_info("redis at %s:%d answers again", r->host, r->port);
+    }
+}
+
+/* A command outlived its deadline: the server may hang (stopped, swapping,
+ * a slow script). Send nothing more until a PING, queued behind what is
+ * stuck, comes back. */
+static void mark_suspect(api_redis *r)
+{
+    if (!r->suspect)
+        ctr_warn("redis at %s:%d missed a deadline; reading from postgresql "
+                 "and sending writes through kafka until it answers",
+                 r->host, r->port);
+    r->suspect = 1;
+    if (!r->probing && r->ac &&
+        redisAsyncCommand(r->ac, probe_reply, r, "PING") == REDIS_OK)
+        r->probing = 1;
+}
+
 static void cmd_timeout(evutil_socket_t fd, short what, void *arg)
 {
     redis_cmd *cmd = arg;
     (void)fd;
     (void)what;
     cmd->answered = 1;
+    if (cmd->index < 0)
+        mark_suspect(cmd->r);
     cmd->on_reply(cmd, NULL, API_REDIS_TIMEOUT);
 }
 
@@ -164,20 +198,64 @@ static void write_sha_reply(redisAsyncContext *ac, void *replyp, void *privdata)
         copy_sha(r->write_sha, replyp);
 }
 
-/* The last setup step: after it, the connection serves commands. */
 static void undo_sha_reply(redisAsyncContext *ac, void *replyp, void *privdata)
 {
     api_redis *r = privdata;
     (void)ac;
-    if (setup_check(r, replyp) != 0)
+    if (setup_check(r, replyp) == 0)
+        copy_sha(r->undo_sha, replyp);
+}
+
+static void idem_sha_reply(redisAsyncContext *ac, void *replyp, void *privdata)
+{
+    api_redis *r = privdata;
+    (void)ac;
+    if (setup_check(r, replyp) == 0)
+        copy_sha(r->idem_sha, replyp);
+}
+
+/*
+ * The last setup step: the epoch key. A Redis that restarted without its
+ * data has none; its values would be wrong (too low) until the applier
+ * has rebuilt them from PostgreSQL and the log, and it sets the key when
+ * done. Until then the connection is not ready: reads come from
+ * PostgreSQL, writes go through Kafka to the applier.
+ */
+static void epoch_reply(redisAsyncContext *ac, void *replyp, void *privdata)
+{
+    api_redis *r = privdata;
+    redisReply *reply = replyp;
+    (void)ac;
+    if (setup_check(r, reply) != 0)
         return;
-    copy_sha(r->undo_sha, replyp);
-    if (r->write_sha[0] && r->undo_sha[0]) {
-        r->ready = 1;
-        r->down_logged = 0;
-        r->backoff_ms = BACKOFF_MIN_MS;
-        ctr_info("connected to redis at %s:%d", r->host, r->port);
+    if (reply->type != REDIS_REPLY_STRING) {
+        if (!r->epoch_missing_logged)
+            ctr_warn("redis at %s:%d has no epoch key %s (started empty?); "
+                     "waiting for the applier to rebuild it",
+                     r->host, r->port, API_REDIS_EPOCH_KEY);
+        r->epoch_missing_logged = 1;
+        struct timeval tv = {0, 250 * 1000};
+        evtimer_add(r->epoch_ev, &tv);
+        return;
     }
+    if (r->write_sha[0] && r->undo_sha[0] && r->idem_sha[0]) {
+        r->ready = 1;
+        r->suspect = 0;
+        r->down_logged = 0;
+        r->epoch_missing_logged = 0;
+        r->backoff_ms = BACKOFF_MIN_MS;
+        ctr_info("connected to redis at %s:%d (epoch %.*s)", r->host, r->port,
+                 (int)reply->len, reply->str);
+    }
+}
+
+static void epoch_poll(evutil_socket_t fd, short what, void *arg)
+{
+    api_redis *r = arg;
+    (void)fd;
+    (void)what;
+    if (r->ac && !r->ready)
+        redisAsyncCommand(r->ac, epoch_reply, r, "GET %s", API_REDIS_EPOCH_KEY);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -201,13 +279,19 @@ static void on_connect(const redisAsyncContext *ac, int status)
                       ctr_apply_write_script);
     redisAsyncCommand(r->ac, undo_sha_reply, r, "SCRIPT LOAD %s",
                       ctr_apply_undo_script);
+    redisAsyncCommand(r->ac, idem_sha_reply, r, "SCRIPT LOAD %s",
+                      ctr_apply_idem_script);
+    redisAsyncCommand(r->ac, epoch_reply, r, "GET %s", API_REDIS_EPOCH_KEY);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
     api_redis *r = ac->data;
     r->ready = 0;
+    r->suspect = 0;
+    r->probing = 0;
     r->ac = NULL;
+    evtimer_del(r->epoch_ev);
     if (r->closing)
         return;
     ctr_warn("lost connection to redis at %s:%d: %s", r->host, r->port,
@@ -265,7 +349,8 @@ api_redis *api_redis_new(const ctr_config *cfg, struct event_base *base,
     }
     r->password = strdup(cfg->redis_password);
     r->reconnect_ev = evtimer_new(base, do_connect, r);
-    if (r->password == NULL || r->reconnect_ev == NULL) {
+    r->epoch_ev = evtimer_new(base, epoch_poll, r);
+    if (r->password == NULL || r->reconnect_ev == NULL || r->epoch_ev == NULL) {
         snprintf(errbuf, errlen, "out of memory");
         goto err;
     }
@@ -278,7 +363,7 @@ err:
 
 int api_redis_ready(const api_redis *r)
 {
-    return r->ready;
+    return r->ready && !r->suspect;
 }
 
 void api_redis_free(api_redis *r)
@@ -290,6 +375,8 @@ void api_redis_free(api_redis *r)
         redisAsyncFree(r->ac); /* pending callbacks fire with NULL */
     if (r->reconnect_ev)
         event_free(r->reconnect_ev);
+    if (r->epoch_ev)
+        event_free(r->epoch_ev);
     free(r->password);
     free(r);
 }
@@ -341,7 +428,8 @@ int api_redis_write(api_redis *r, const char *name, const ctr_apply_spec *w,
     ctr_apply_argv a;
     write_op *op;
 
-    if (!r->ready || ctr_apply_write_argv(&a, r->write_sha, name, w) != 0)
+    if (!api_redis_ready(r) ||
+        ctr_apply_write_argv(&a, r->write_sha, name, w) != 0)
         return -1;
     op = malloc(sizeof(*op));
     if (op == NULL)
@@ -349,7 +437,7 @@ int api_redis_write(api_redis *r, const char *name, const ctr_apply_spec *w,
     op->cb = cb;
     op->late_cb = late_cb;
     op->arg = arg;
-    if (send_args(r, write_reply, op, 0, timeout_ms, a.argc, a.argv) != 0) {
+    if (send_args(r, write_reply, op, -1, timeout_ms, a.argc, a.argv) != 0) {
         free(op);
         return -1;
     }
@@ -470,7 +558,7 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
     get_op *op;
 
     /* One timer covers the whole batch, so the commands carry none. */
-    if (!r->ready || n == 0)
+    if (!api_redis_ready(r) || n == 0)
         return -1;
     op = calloc(1, sizeof(*op) + n * sizeof(api_redis_value));
     if (op == NULL)
@@ -497,6 +585,57 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
     if (op->pending == 0) {
         /* nothing was sent: a failed call never fires its callback */
         event_free(op->timer);
+        free(op);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- idempotency records ---- */
+
+typedef struct idem_op {
+    api_redis_idem_cb cb;
+    void *arg;
+} idem_op;
+
+static void idem_reply(redis_cmd *cmd, redisReply *reply,
+                       enum api_redis_status st)
+{
+    idem_op *op = cmd->owner;
+    int changed = 0;
+    if (st == CMD_LATE) {
+        free(op);
+        return;
+    }
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
+        st = API_REDIS_OK;
+        changed = reply->integer == 1;
+    } else if (reply) {
+        if (reply->type == REDIS_REPLY_ERROR)
+            ctr_warn("redis idempotency record: %s", reply->str);
+        st = API_REDIS_ERROR;
+    }
+    if (op->cb)
+        op->cb(st, changed, op->arg);
+    if (st != API_REDIS_TIMEOUT || reply != NULL)
+        free(op);
+}
+
+int api_redis_idem(api_redis *r, const char *name, const char *key,
+                   const char *mode, const char *arg2, const char *arg3,
+                   int timeout_ms, api_redis_idem_cb cb, void *arg)
+{
+    char gkey[CTR_APPLY_KEY_MAX];
+    if (!r->ready || ctr_apply_guard_key(gkey, sizeof(gkey), name, key) != 0)
+        return -1;
+    idem_op *op = malloc(sizeof(*op));
+    if (op == NULL)
+        return -1;
+    op->cb = cb;
+    op->arg = arg;
+    const char *argv[] = {"EVALSHA", r->idem_sha,     "1", gkey, mode,
+                          arg2,      arg3 ? arg3 : ""};
+    if (send_args(r, idem_reply, op, 0, timeout_ms, 7, argv) != 0) {
         free(op);
         return -1;
     }

@@ -18,6 +18,7 @@
 #include "common/config.h"
 #include "common/name.h"
 #include "ingest/apply.h"
+#include "ingest/restore.h"
 
 #include <event2/event.h>
 #include <stddef.h>
@@ -32,6 +33,9 @@ enum api_redis_status {
     API_REDIS_TIMEOUT,      /* no answer within the deadline */
     API_REDIS_DISCONNECTED, /* connection lost before the answer */
 };
+
+/* Set by whoever (re)built the Redis data set; see epoch_reply. */
+#define API_REDIS_EPOCH_KEY CTR_EPOCH_KEY
 
 /* Longest value key: "{c:" name "}" ":d:2026-11-26" */
 #define API_KEY_MAX (CTR_NAME_MAX + 32)
@@ -62,7 +66,8 @@ api_redis *api_redis_new(const ctr_config *cfg, struct event_base *base,
                          char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* 1 when connected and ready (scripts loaded). */
+/* 1 when connected and ready (scripts loaded, the epoch key present) and
+ * not suspected of hanging. */
 int api_redis_ready(const api_redis *r);
 
 /*
@@ -89,6 +94,20 @@ int api_redis_undo(api_redis *r, const char *name, const ctr_apply_spec *w,
  * once. */
 int api_redis_get(api_redis *r, const char *const *keys, size_t n,
                   int timeout_ms, api_redis_get_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+typedef void (*api_redis_idem_cb)(enum api_redis_status st, int changed,
+                                  void *arg);
+
+/*
+ * Runs the idempotency-record script on counter name's guard for key:
+ * mode "finish" (arg2 the token) or "claim" (arg2 the record expected,
+ * arg3 the new one). cb (may be NULL) fires once with changed 1 if the
+ * record was changed. Works while the connection is suspect: it queues.
+ */
+int api_redis_idem(api_redis *r, const char *name, const char *key,
+                   const char *mode, const char *arg2, const char *arg3,
+                   int timeout_ms, api_redis_idem_cb cb, void *arg)
     __attribute__((warn_unused_result));
 
 /* Closes the connection; pending callbacks fire with DISCONNECTED. */

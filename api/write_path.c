@@ -13,6 +13,23 @@
  * - Kafka says "not persisted": the Redis change is undone;
  * - Kafka says "possibly persisted" (timed out in flight): the Redis change
  *   is kept, since a broker that was slow, not down, usually has it.
+ *
+ * Redis unusable (down, hung, or restarted empty and not rebuilt yet):
+ * the event goes into Kafka only, without the "origin" header, so that
+ * the applier applies it in log order once Redis is back; the answer is
+ * 202 {"applied": false}. A set needs the current value: it is refused.
+ *
+ * Idempotency-Key: the key is the event id, and the same Lua call that
+ * applies the write leaves a record under the counter's guard key (see
+ * ingest/apply.h): pending until the event is in the log, then done. A
+ * retry finds it and
+ * - replays the first answer (done), with Idempotent-Replayed: true;
+ * - answers 409 request_in_progress while the first attempt may still
+ *   settle (its lease, longer than any Kafka verdict, has not run out);
+ * - after the lease, takes the write over: it publishes the event again
+ *   (the persister counts a keyed event once per id), marks it done and
+ *   replays. So a client retrying after any crash gets one effect (G3).
+ * A different request under the same key is refused (422).
  */
 #include "api/handlers.h"
 #include "api/body.h"
@@ -48,7 +65,22 @@ typedef struct write_op {
     char *payload;
     size_t payload_len;
     struct event *kafka_deadline; /* answer by then even if Kafka has not */
+    int via_log;                  /* Redis unusable: the applier applies it */
+    int keyed;                    /* event_id is the client's key */
+    int replay;                   /* answering a retry from its record */
+    char fingerprint[17];
+    char token[17];
+    char idem_head[64];
+    char *claimed; /* a takeover's new record */
 } write_op;
+
+/* Longer than any Kafka verdict on the first attempt (which can come a
+ * second after the message timeout) plus its undo. */
+static int64_t idem_lease_ms(const ctr_config *cfg)
+{
+    return 2 * (int64_t)cfg->kafka_delivery_timeout_ms +
+           cfg->redis_write_timeout_ms + 2000;
+}
 
 static void write_release(write_op *op)
 {
@@ -58,6 +90,7 @@ static void write_release(write_op *op)
     free(op->user_id);
     free(op->metadata);
     free(op->payload);
+    free(op->claimed);
     free(op);
 }
 
@@ -98,11 +131,36 @@ static int64_t write_applied_delta(const write_op *op)
     return applied;
 }
 
+static void mark_replayed(write_op *op)
+{
+    if (op->replay) {
+        evhttp_add_header(evhttp_request_get_output_headers(op->req),
+                          "Idempotent-Replayed", "true");
+        op->app->metrics.writes_replayed++;
+    }
+}
+
+static void write_answer_accepted(write_op *op)
+{
+    struct evbuffer *body;
+    if (op->req == NULL)
+        return;
+    body = evbuffer_new();
+    evbuffer_add_printf(body, "{\"success\":true,\"applied\":false,"
+                              "\"event_id\":");
+    api_json_append_string(body, op->event_id);
+    evbuffer_add_printf(body, "}\n");
+    api_reply_json(op->req, 202, body);
+    evbuffer_free(body);
+    op->req = NULL;
+}
+
 static void write_answer_ok(write_op *op)
 {
     struct evbuffer *body;
     if (op->req == NULL)
         return;
+    mark_replayed(op);
     body = evbuffer_new();
     evbuffer_add_printf(
         body, "{\"success\":true,\"current_value\":%" PRId64 ",\"event_id\":",
@@ -166,38 +224,79 @@ static void write_kafka_deadline(evutil_socket_t fd, short what, void *arg)
                        "it may or may not be recorded");
 }
 
-void api_on_delivery(enum ctr_delivery result, void *arg)
+/* The event is in the log: a keyed write's record becomes "done". If this
+ * fails the record stays pending and a retry finishes it. */
+static void idem_finish(write_op *op)
 {
-    write_op *op = arg;
-
-    switch (result) {
-    case CTR_DELIVERED:
-        if (op->res.outcome == CTR_APPLY_DUPLICATE)
-            op->app->metrics.writes_duplicate++;
-        else
-            op->app->metrics.writes_applied++;
-        write_answer_ok(op);
-        write_release(op);
-        return;
-    case CTR_DELIVERY_FAILED:
-        write_answer_error(op, 503, "kafka_unavailable",
-                           "the event log did not accept the write; nothing "
-                           "was applied");
-        write_undo(op);
-        return;
-    case CTR_DELIVERY_UNKNOWN:
-        ctr_warn("write %s to counter %s timed out in flight to kafka; kept "
-                 "in redis (the broker may have it)",
+    if (api_redis_idem(op->app->redis, op->name, op->event_id, "finish",
+                       op->token, NULL, op->app->cfg->redis_write_timeout_ms,
+                       NULL, NULL) != 0)
+        ctr_warn("write %s to counter %s: could not mark its idempotency "
+                 "record done; a retry will",
                  op->event_id, op->name);
+}
+
+/*
+ * Kafka did not take the event (definite) or did not say (unknown). Only
+ * a write whose Redis change is ours to take back can answer "nothing was
+ * applied" and undo it; a takeover's Redis change is the first attempt's,
+ * and a write through the log changed nothing in Redis.
+ */
+static void write_kafka_failed(write_op *op, int definite)
+{
+    if (!definite || op->replay) {
+        if (!definite)
+            ctr_warn("write %s to counter %s timed out in flight to kafka; "
+                     "kept (the broker may have it)",
+                     op->event_id, op->name);
         write_answer_error(op, 503, "indeterminate",
                            "the event log did not confirm the write in time; "
                            "it may or may not be recorded");
         write_release(op);
         return;
     }
+    write_answer_error(op, 503, "kafka_unavailable",
+                       "the event log did not accept the write; nothing "
+                       "was applied");
+    if (op->via_log)
+        write_release(op);
+    else
+        write_undo(op);
 }
 
-/* Encodes the event of a write Redis has decided, and publishes it. */
+void api_on_delivery(enum ctr_delivery result, void *arg)
+{
+    write_op *op = arg;
+
+    switch (result) {
+    case CTR_DELIVERED:
+        if (op->via_log) {
+            op->app->metrics.writes_via_log++;
+            write_answer_accepted(op);
+            write_release(op);
+            return;
+        }
+        if (op->keyed)
+            idem_finish(op);
+        if (op->replay)
+            ; /* counted by mark_replayed */
+        else if (op->res.outcome == CTR_APPLY_DUPLICATE)
+            op->app->metrics.writes_duplicate++;
+        else
+            op->app->metrics.writes_applied++;
+        write_answer_ok(op);
+        write_release(op);
+        return;
+    case CTR_DELIVERY_FAILED: write_kafka_failed(op, 1); return;
+    case CTR_DELIVERY_UNKNOWN: write_kafka_failed(op, 0); return;
+    }
+}
+
+/*
+ * Encodes the event of a write and publishes it: with "origin: api" when
+ * Redis has decided it (and "dedup: id" when keyed), bare when it went
+ * around Redis for the applier to apply.
+ */
 static void write_publish(write_op *op)
 {
     ctr_event ev;
@@ -206,8 +305,11 @@ static void write_publish(write_op *op)
     memcpy(ev.id, op->event_id, sizeof(ev.id));
     memcpy(ev.counter, op->name, sizeof(ev.counter));
     /* Unique counters log the attempt (PostgreSQL dedups by itself);
-     * others log what was applied, which a clamp or a set decides. */
-    ev.delta = op->def->kind == CTR_KIND_UNIQUE ? 1 : write_applied_delta(op);
+     * others log what was applied, which a clamp or a set decides, or
+     * what was asked when the applier is to decide. */
+    ev.delta = op->def->kind == CTR_KIND_UNIQUE ? 1
+               : op->via_log                    ? op->requested
+                                                : write_applied_delta(op);
     ev.user_id = op->user_id;
     ev.ts_ms = op->ts_ms;
     ev.metadata = op->metadata;
@@ -219,12 +321,11 @@ static void write_publish(write_op *op)
     if (op->kafka_deadline)
         evtimer_add(op->kafka_deadline, &tv);
     if (op->payload == NULL ||
-        ctr_producer_send(op->app->producer, op->name, strlen(op->name),
-                          op->payload, op->payload_len, "api", op) != 0) {
-        write_answer_error(op, 503, "kafka_unavailable",
-                           "the event log is not accepting writes; nothing "
-                           "was applied");
-        write_undo(op);
+        ctr_producer_send_ex(op->app->producer, op->name, strlen(op->name),
+                             op->payload, op->payload_len,
+                             op->via_log ? NULL : "api", op->keyed, op) != 0) {
+        /* nothing reached the broker: definite */
+        write_kafka_failed(op, 1);
     }
 }
 
@@ -237,6 +338,7 @@ static void write_bound_refused(write_op *op)
     op->app->metrics.writes_bound_refused++;
     if (op->req == NULL)
         return;
+    mark_replayed(op);
     if (op->spec.is_set)
         attempted = op->requested;
     else if (__builtin_add_overflow(op->res.value, op->requested, &attempted))
@@ -264,13 +366,121 @@ static void write_applied_late(enum api_redis_status st,
                                const ctr_apply_result *res, void *arg)
 {
     write_op *op = arg;
-    if (st == API_REDIS_OK && res->outcome != CTR_APPLY_BOUND_REFUSED) {
+    if (st == API_REDIS_OK && res->outcome != CTR_APPLY_BOUND_REFUSED &&
+        res->outcome != CTR_APPLY_KEY_SEEN) {
         /* Redis has it: publish too, so the write is whole, not half. */
         op->res = *res;
         write_publish(op);
         return;
     }
     write_release(op);
+}
+
+static void reject(api_app *app, struct evhttp_request *req, int status,
+                   const char *code, const char *field, const char *message)
+{
+    app->metrics.rejected_4xx++;
+    api_reply_error(req, status, code, field, message);
+}
+
+static void write_in_progress(write_op *op)
+{
+    if (op->req == NULL)
+        return;
+    evhttp_add_header(evhttp_request_get_output_headers(op->req), "Retry-After",
+                      "1");
+    api_reply_error(op->req, 409, "request_in_progress", "Idempotency-Key",
+                    "Idempotency-Key: the first request with this key is "
+                    "still being settled; retry shortly");
+    op->req = NULL;
+}
+
+static void claim_done(enum api_redis_status st, int changed, void *arg)
+{
+    write_op *op = arg;
+    if (st == API_REDIS_OK && changed) {
+        ctr_info("write %s to counter %s: taking over its pending first "
+                 "attempt; publishing it again",
+                 op->event_id, op->name);
+        write_publish(op);
+        return;
+    }
+    if (st == API_REDIS_OK)
+        write_in_progress(op); /* another retry got there first */
+    else
+        write_answer_error(op, 503, "indeterminate",
+                           "redis did not answer; the first request with "
+                           "this key may or may not be applied");
+    write_release(op);
+}
+
+/*
+ * The key has a record (see the top of this file). res->record is what
+ * the guard held; res->prev is the counter's value now.
+ */
+static void write_key_seen(write_op *op, const ctr_apply_result *res)
+{
+    ctr_idem_record rec;
+    op->replay = 1;
+    if (ctr_idem_record_parse(res->record, &rec) != 0) {
+        /* the applier applied an event with this id (a write accepted
+         * while Redis was away): it counted; its answer was not kept */
+        op->res.value = op->res.prev = res->prev;
+        if (res->record[0] == 'r') {
+            op->res.value = res->prev;
+            write_bound_refused(op);
+        } else {
+            write_answer_ok(op);
+        }
+        write_release(op);
+        return;
+    }
+    if (strcmp(rec.fingerprint, op->fingerprint) != 0) {
+        if (op->req)
+            reject(op->app, op->req, 422, "idempotency_key_reused",
+                   "Idempotency-Key",
+                   "Idempotency-Key: was used for a different request");
+        op->req = NULL;
+        write_release(op);
+        return;
+    }
+    op->res.outcome = (enum ctr_apply_outcome)rec.outcome;
+    op->res.value = rec.value;
+    if (__builtin_sub_overflow(rec.value, rec.applied, &op->res.prev))
+        op->res.prev = rec.value;
+    if (rec.state == 'D') {
+        write_answer_ok(op);
+        write_release(op);
+        return;
+    }
+    int64_t now = ctr_time_now_ms();
+    if (rec.lease_ms > now) {
+        write_in_progress(op);
+        write_release(op);
+        return;
+    }
+    /* The first attempt is gone (crashed, or its event's fate unknown):
+     * its Redis change stands; make sure its event is in the log. */
+    snprintf(op->token, sizeof(op->token), "%016" PRIx64, ctr_random_u64());
+    op->ts_ms = rec.ts_ms;
+    op->claimed = malloc(strlen(res->record) + 64);
+    if (op->claimed == NULL) {
+        write_answer_error(op, 503, "indeterminate", "out of memory");
+        write_release(op);
+        return;
+    }
+    const char *tail = strchr(strchr(res->record + 3, '|') + 1, '|');
+    sprintf(op->claimed, "AP|%" PRId64 "|%s%s",
+            now + idem_lease_ms(op->app->cfg), op->token, tail);
+    if (api_redis_idem(op->app->redis, op->name, op->event_id, "claim",
+                       res->record, op->claimed,
+                       op->app->cfg->redis_write_timeout_ms, claim_done,
+                       op) != 0) {
+        write_answer_error(op, 503, "indeterminate",
+                           "redis is not reachable; the first request with "
+                           "this key may or may not be applied");
+        write_release(op);
+    }
 }
 
 static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
@@ -281,6 +491,10 @@ static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
     switch (st) {
     case API_REDIS_OK:
         op->res = *res;
+        if (res->outcome == CTR_APPLY_KEY_SEEN) {
+            write_key_seen(op, res);
+            return;
+        }
         if (res->outcome == CTR_APPLY_BOUND_REFUSED) {
             write_bound_refused(op);
             break;
@@ -315,13 +529,6 @@ static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
     write_release(op);
 }
 
-static void reject(api_app *app, struct evhttp_request *req, int status,
-                   const char *code, const char *field, const char *message)
-{
-    app->metrics.rejected_4xx++;
-    api_reply_error(req, status, code, field, message);
-}
-
 /* Checks what the counter's kind allows; 0 or -1 (answered). */
 static int check_kind(api_app *app, struct evhttp_request *req,
                       const ctr_counter_def *def, const char *name,
@@ -354,6 +561,24 @@ static int check_kind(api_app *app, struct evhttp_request *req,
         return -1;
     }
     return 0;
+}
+
+/* What makes two requests "the same" under one Idempotency-Key: the
+ * operation, the counter and the body's bytes (FNV-1a, 64 bits). */
+static void write_fingerprint(char out[17], enum api_write_kind kind,
+                              const char *name, const char *body, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const unsigned char sep[2] = {(unsigned char)('0' + kind), '\n'};
+    const unsigned char *parts[3] = {sep, (const unsigned char *)name,
+                                     (const unsigned char *)body};
+    size_t lens[3] = {2, strlen(name) + 1, len}; /* name with its NUL */
+    for (int p = 0; p < 3; p++)
+        for (size_t i = 0; i < lens[p]; i++) {
+            h ^= parts[p][i];
+            h *= 0x100000001b3ULL;
+        }
+    snprintf(out, 17, "%016" PRIx64, h);
 }
 
 void api_handle_write(api_app *app, struct evhttp_request *req,
@@ -401,6 +626,14 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
                "timestamp: more than 5 minutes in the future");
         goto done;
     }
+    const char *key = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                         "Idempotency-Key");
+    if (key && !ctr_event_id_valid(key, strlen(key))) {
+        reject(app, req, 400, "invalid_header", "Idempotency-Key",
+               "Idempotency-Key: must be 1 to 128 printable ASCII "
+               "characters without spaces");
+        goto done;
+    }
     if (ctr_producer_brokers_down(app->producer)) {
         app->metrics.writes_unavailable++;
         api_reply_error(req, 503, "kafka_unavailable", NULL,
@@ -418,7 +651,16 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
     op->def = def;
     op->ts_ms = ts;
     memcpy(op->name, route->name, sizeof(op->name));
-    ctr_event_new_id(op->event_id);
+    if (key) {
+        op->keyed = 1;
+        snprintf(op->event_id, sizeof(op->event_id), "%s", key);
+        write_fingerprint(op->fingerprint, kind, route->name, data, len);
+        snprintf(op->token, sizeof(op->token), "%016" PRIx64, ctr_random_u64());
+        snprintf(op->idem_head, sizeof(op->idem_head), "AP|%" PRId64 "|%s|%s",
+                 now + idem_lease_ms(app->cfg), op->token, op->fingerprint);
+    } else {
+        ctr_event_new_id(op->event_id);
+    }
     op->user_id = body.user_id;
     op->metadata = body.metadata;
     body.user_id = body.metadata = NULL;
@@ -429,14 +671,28 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
     ctr_apply_plan(&op->spec, def, ts, now, app->cfg->lateness_s, op->user_id,
                    kind == API_WRITE_SET, op->requested);
 
+    if (op->keyed) {
+        op->spec.guard_id = op->event_id;
+        op->spec.guard_ttl_s = app->cfg->idempotency_ttl_s;
+        op->spec.idem_head = op->idem_head;
+        op->spec.idem_token = op->token;
+    }
+
     app->inflight++;
     if (api_redis_write(app->redis, op->name, &op->spec,
                         app->cfg->redis_write_timeout_ms, write_applied,
-                        write_applied_late, op) != 0) {
+                        write_applied_late, op) == 0)
+        goto done;
+    /* Redis is not usable: through the log, for the applier. */
+    if (kind == API_WRITE_SET) {
         write_answer_error(op, 503, "redis_unavailable",
-                           "redis is not reachable; nothing was applied");
+                           "redis is not reachable and a set needs the "
+                           "current value; nothing was applied");
         write_release(op);
+        goto done;
     }
+    op->via_log = 1;
+    write_publish(op);
 done:
     api_write_body_clear(&body);
 }

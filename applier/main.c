@@ -28,6 +28,7 @@
 #include "ingest/consumer.h"
 #include "ingest/event.h"
 #include "ingest/producer.h"
+#include "ingest/restore.h"
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -37,11 +38,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 enum {
     COMMIT_EVERY_MS = 200,
     COMMIT_EVERY_MSGS = 2000,
     RECORD_TIMEOUT_MS = 300000,
+    REDIS_CHECK_EVERY_MS = 500,
     BACKOFF_MAX_MS = 2000,
 };
 
@@ -56,6 +59,7 @@ typedef struct applier {
     int undelivered; /* records whose delivery failed since the last commit */
     size_t uncommitted;
     int64_t last_commit_ms;
+    int64_t last_redis_check_ms;
     uint64_t applied, duplicates, refused, invalid, skipped;
 } applier;
 
@@ -87,57 +91,103 @@ static void redis_drop(applier *a)
     a->redis = NULL;
 }
 
-/* Connects and loads the script; 0 or -1 (logged once per outage). */
+static void commit_progress(applier *a);
+
+/*
+ * A Redis without the epoch key restarted without its data (or never had
+ * any): before anything is applied to it, it is restored from PostgreSQL
+ * and the log, by one applier (a lock key) while the api keeps off it.
+ * First every record of what this applier applied is delivered and its
+ * offsets committed, so that the log the restore reads is complete and
+ * what the applier reads next is exactly what the restore lacks.
+ * 0 when the epoch is there, -1 to retry later.
+ */
+static int ensure_epoch(applier *a, char *err, size_t errlen)
+{
+    int present = ctr_redis_epoch_present(a->redis);
+    if (present == 1)
+        return 0;
+    if (present < 0) {
+        snprintf(err, errlen, "%s", a->redis->errstr);
+        return -1;
+    }
+    commit_progress(a);
+    char token[24];
+    snprintf(token, sizeof(token), "%d", (int)getpid());
+    redisReply *r = redisCommand(a->redis, "SET %s %s NX EX 120",
+                                 CTR_RESTORE_LOCK_KEY, token);
+    int locked = r && r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    if (!locked) {
+        snprintf(err, errlen, "redis is being restored by another applier");
+        return -1;
+    }
+    ctr_info("redis has no epoch key: restoring it from postgresql and the "
+             "log");
+    ctr_restore_stats st;
+    int64_t t0 = ctr_time_mono_ms();
+    int rc = ctr_redis_restore(a->cfg, a->redis, &st, err, errlen);
+    r = redisCommand(a->redis, "DEL %s", CTR_RESTORE_LOCK_KEY);
+    freeReplyObject(r);
+    if (rc == 0)
+        ctr_info("restored redis in %" PRId64 " ms: %ld values, %ld event "
+                 "ids, %ld logged events replayed",
+                 ctr_time_mono_ms() - t0, st.values, st.guards, st.replayed);
+    return rc;
+}
+
+/* Connects, loads the script and makes sure the data set is whole (see
+ * ensure_epoch); 0 or -1 (logged once per outage). */
 static int redis_ready(applier *a)
 {
     static int down_logged;
-    char host[256];
-    int port;
+    char err[512];
     redisReply *r = NULL;
 
     if (a->redis)
         return 0;
-    if (ctr_config_split_addr(a->cfg->redis_addr, host, sizeof(host), &port))
-        return -1;
-    struct timeval tv = {2, 0};
-    a->redis = redisConnectWithTimeout(host, port, tv);
-    if (a->redis == NULL || a->redis->err)
+    a->redis = ctr_redis_connect(a->cfg, 2000, err, sizeof(err));
+    if (a->redis == NULL)
         goto failed;
-    redisSetTimeout(a->redis, tv);
-    if (a->cfg->redis_password[0]) {
-        r = redisCommand(a->redis, "AUTH %s", a->cfg->redis_password);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR)
-            goto failed;
-        freeReplyObject(r);
-    }
-    if (a->cfg->redis_db) {
-        r = redisCommand(a->redis, "SELECT %d", a->cfg->redis_db);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR)
-            goto failed;
-        freeReplyObject(r);
-    }
     r = redisCommand(a->redis, "SCRIPT LOAD %s", ctr_apply_write_script);
-    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != 40)
+    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != 40) {
+        snprintf(err, sizeof(err), "%s",
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : a->redis->errstr);
         goto failed;
+    }
     memcpy(a->sha, r->str, 40);
     a->sha[40] = '\0';
     freeReplyObject(r);
+    r = NULL;
+    if (ensure_epoch(a, err, sizeof(err)) != 0)
+        goto failed;
     if (down_logged)
-        ctr_info("connected to redis at %s:%d", host, port);
+        ctr_info("connected to redis at %s", a->cfg->redis_addr);
     down_logged = 0;
     return 0;
 failed:
     if (!down_logged)
-        ctr_warn("could not connect to redis at %s:%d: %s; retrying", host,
-                 port,
-                 r && r->type == REDIS_REPLY_ERROR ? r->str
-                 : a->redis                        ? a->redis->errstr
-                                                   : "out of memory");
+        ctr_warn("redis at %s not usable: %s; retrying", a->cfg->redis_addr,
+                 err);
     down_logged = 1;
     if (r)
         freeReplyObject(r);
     redis_drop(a);
     return -1;
+}
+
+/* Reconnects if needed, and notices a Redis that lost its data. */
+static void redis_check(applier *a)
+{
+    if (a->redis) {
+        redisReply *r = redisCommand(a->redis, "EXISTS %s", CTR_EPOCH_KEY);
+        int whole = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+        freeReplyObject(r);
+        if (whole)
+            return;
+        redis_drop(a); /* reconnecting checks the epoch and restores */
+    }
+    (void)redis_ready(a);
 }
 
 /*
@@ -311,7 +361,8 @@ static void handle_message(applier *a, rd_kafka_message_t *msg)
             if (res.recorded == 'a')
                 publish_record(a, &ev, unique ? 1 : res.recorded_delta);
             break;
-        case CTR_APPLY_DUPLICATE_ID: a->duplicates++; break;
+        case CTR_APPLY_DUPLICATE_ID:
+        case CTR_APPLY_KEY_SEEN: /* api records only */ a->duplicates++; break;
         case CTR_APPLY_BOUND_REFUSED:
             a->refused++;
             ctr_info("event %s on %s refused: it would cross a bound", ev.id,
@@ -393,6 +444,14 @@ int main(void)
             rd_kafka_message_destroy(msg);
         }
         ctr_producer_poll(a.producer, 0);
+        /* idle: still watch Redis, so that a restart that lost its data
+         * is restored (and the api can use it again) without waiting for
+         * an event to apply */
+        if (msg == NULL && ctr_time_mono_ms() - a.last_redis_check_ms >=
+                               REDIS_CHECK_EVERY_MS) {
+            a.last_redis_check_ms = ctr_time_mono_ms();
+            redis_check(&a);
+        }
         if (a.uncommitted >= COMMIT_EVERY_MSGS ||
             (a.uncommitted > 0 &&
              ctr_time_mono_ms() - a.last_commit_ms >= COMMIT_EVERY_MS))

@@ -56,6 +56,8 @@ static const opt_def options[] = {
     {"applier.group_id", OPT_STR, O(applier_group_id), "counter-applier", 1, 0},
     {"applier.guard_ttl_s", OPT_INT, O(applier_guard_ttl_s), "604800", 60,
      366 * 86400},
+    {"idempotency_ttl_s", OPT_INT, O(idempotency_ttl_s), "86400", 60,
+     366 * 86400},
     {"log.level", OPT_STR, O(log_level), "info", 1, 0},
     {"timezone", OPT_STR, O(timezone), "UTC", 1, 0},
     {"lateness_s", OPT_INT, O(lateness_s), "172800", 0, 400 * 86400},

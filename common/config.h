@@ -57,6 +57,8 @@ typedef struct ctr_config {
 
     char *applier_group_id;
     int applier_guard_ttl_s; /* how long an applied event id is remembered */
+    int idempotency_ttl_s;   /* how long the api remembers an
+                              * Idempotency-Key and its answer */
 
     char *log_level;
 

@@ -572,6 +572,13 @@ api_answers() {
     [[ $code != 000 ]]
 }
 
+# The applier sets this key once Redis holds a whole data set (restored
+# from PostgreSQL and the log when it started empty); until then the api
+# keeps off Redis.
+redis_whole() {
+    [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" EXISTS counter:epoch 2>/dev/null)" == 1 ]]
+}
+
 # start_app NAME: NAME is built (checked by the caller).
 start_app() {
     local name=$1 pid
@@ -584,6 +591,8 @@ start_app() {
     fi
     if [[ $name == counter-api ]]; then
         wait_ready counter-api "$API_READY_TIMEOUT" api_answers
+    elif [[ $name == counter-applier ]]; then
+        wait_ready counter-applier "$API_READY_TIMEOUT" redis_whole
     fi
 }
 

@@ -22,11 +22,15 @@ enum { MIN_WINDOW_TTL_S = 60 };
  * ARGV: 1 op (add|set), 2 delta or target, 3 stamp ms ("0": none),
  * 4 dedup (""|exact|hll), 5 user id, 6 min, 7 max ("": none), 8 on_bound
  * (reject|clamp), 9 expiry of the value hash, 10 of the dedup key ("0":
- * none), 11 fence offset ("": none), 12 guard expiry ("0": no guard).
+ * none), 11 fence offset ("": none), 12 guard expiry ("0": no guard),
+ * 13 the api's idempotency record head ("": an applier guard).
  * Returns {outcome, value, previous value, previous stamp, recorded}:
  * outcome 0 applied, 1 duplicate user, 2 refused by a bound, 3 offset
- * already applied, 4 event id already applied; recorded is what the guard
- * holds: "a<delta>" or "r". Values go back as strings: Lua numbers are
+ * already applied, 4 event id already applied, 5 (api) idempotency key
+ * seen before, nothing done; recorded is what the guard holds: "a<delta>"
+ * or "r" (applier), or the api's record (see apply.h). The api keeps no
+ * record of a refused write: a definite error leaves no trace (G2).
+ * Values go back as strings: Lua numbers are
  * doubles and would round past 2^53. A set whose difference from the
  * current value would not fit in 64 bits (the event carries it) is refused
  * with an "overflow" error before anything changes.
@@ -83,10 +87,14 @@ const char ctr_apply_write_script[] =
     "local old_t = redis.call('HGET', key, 't') or ''\n"
     "local function done(outcome, recorded)\n"
     "  if ARGV[11] ~= '' then redis.call('SET', fkey, ARGV[11]) end\n"
-    "  if ARGV[12] ~= '0' then\n"
+    "  local v = redis.call('HGET', key, 'v') or '0'\n"
+    "  if ARGV[13] ~= '' and outcome ~= 2 then\n"
+    "    recorded = ARGV[13] .. '|' .. outcome .. '|' .. v .. '|' ..\n"
+    "      (recorded:sub(2)) .. '|' .. ts\n"
+    "    redis.call('SET', gkey, recorded, 'EX', ARGV[12])\n"
+    "  elseif ARGV[12] ~= '0' and ARGV[13] == '' then\n"
     "    redis.call('SET', gkey, recorded, 'EX', ARGV[12])\n"
     "  end\n"
-    "  local v = redis.call('HGET', key, 'v') or '0'\n"
     "  return {outcome, v, prev, old_t, recorded}\n"
     "end\n"
     "if ARGV[11] ~= '' then\n"
@@ -97,6 +105,8 @@ const char ctr_apply_write_script[] =
     "end\n"
     "if ARGV[12] ~= '0' then\n"
     "  local seen = redis.call('GET', gkey)\n"
+    "  if seen and ARGV[13] ~= '' then return {5, prev, prev, old_t, seen} "
+    "end\n"
     "  if seen then\n"
     "    if ARGV[11] ~= '' then redis.call('SET', fkey, ARGV[11]) end\n"
     "    return {4, prev, prev, old_t, seen}\n"
@@ -142,10 +152,19 @@ const char ctr_apply_write_script[] =
  * later write stamped the hash, the previous stamp; removes the user from
  * an exact dedup set. A hash left holding nothing is deleted.
  * KEYS as above; ARGV: negated applied delta, our stamp, previous stamp,
- * dedup, user id.
+ * dedup, user id, and the api's idempotency token ("": none).
+ * KEYS: value hash, dedup key, idempotency guard.
+ * A keyed write is undone only while its guard still names our token (no
+ * retry has taken the write over), and its guard goes with it, so that a
+ * retry applies afresh.
  */
 const char ctr_apply_undo_script[] =
-    "local key, dkey = KEYS[1], KEYS[2]\n"
+    "local key, dkey, gkey = KEYS[1], KEYS[2], KEYS[3]\n"
+    "if ARGV[6] ~= '' then\n"
+    "  local g = redis.call('GET', gkey)\n"
+    "  if not g or g:match('^AP|%d+|(%x+)|') ~= ARGV[6] then return -1 end\n"
+    "  redis.call('DEL', gkey)\n"
+    "end\n"
     "local v = redis.call('HINCRBY', key, 'v', ARGV[1])\n"
     "if redis.call('HGET', key, 't') == ARGV[2] then\n"
     "  if ARGV[3] == '' then redis.call('HDEL', key, 't')\n"
@@ -155,7 +174,27 @@ const char ctr_apply_undo_script[] =
     "  redis.call('DEL', key)\n"
     "end\n"
     "if ARGV[4] == 'exact' then redis.call('SREM', dkey, ARGV[5]) end\n"
-    "return v\n";
+    "return 0\n";
+
+/*
+ * The api's idempotency record after the first attempt: KEYS[1] guard.
+ * ARGV[1] "finish": the event is in the log; if the record is still
+ * pending under token ARGV[2] it becomes done. ARGV[1] "claim": a retry
+ * takes over a pending record whose lease ran out, if it still reads
+ * ARGV[2] exactly, by writing ARGV[3]. Both keep the record's expiry and
+ * return 1 if they changed it, else 0.
+ */
+const char ctr_apply_idem_script[] =
+    "local g = redis.call('GET', KEYS[1])\n"
+    "if not g then return 0 end\n"
+    "if ARGV[1] == 'finish' then\n"
+    "  if g:match('^AP|%d+|(%x+)|') ~= ARGV[2] then return 0 end\n"
+    "  redis.call('SET', KEYS[1], 'AD' .. g:sub(3), 'KEEPTTL')\n"
+    "  return 1\n"
+    "end\n"
+    "if g ~= ARGV[2] then return 0 end\n"
+    "redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')\n"
+    "return 1\n";
 
 void ctr_apply_plan(ctr_apply_spec *s, const ctr_counter_def *def,
                     int64_t ts_ms, int64_t now_ms, int lateness_s,
@@ -211,17 +250,28 @@ static const char *dedup_word(enum ctr_apply_dedup d)
                                       : "";
 }
 
+int ctr_apply_guard_key(char *buf, size_t len, const char *name, const char *id)
+{
+    int n = snprintf(buf, len, "{c:%s}:id:%s", name, id);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+static int make_guard_key(char *buf, size_t len, const char *name,
+                          const char *id)
+{
+    return ctr_apply_guard_key(buf, len, name, id ? id : "");
+}
+
 int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
                          const ctr_apply_spec *s)
 {
-    char guard[CTR_EVENT_ID_MAX + 8], fence[24];
-    snprintf(guard, sizeof(guard), ":id:%s", s->guard_id ? s->guard_id : "");
+    char fence[24];
     snprintf(fence, sizeof(fence), ":o:%d", (int)s->fence_partition);
     if (make_key(a->keys[0], sizeof(a->keys[0]), name, s->key_suffix) ||
         make_key(a->keys[1], sizeof(a->keys[1]), name,
                  s->dedup_suffix[0] ? s->dedup_suffix : ":none") ||
         make_key(a->keys[2], sizeof(a->keys[2]), name, fence) ||
-        make_key(a->keys[3], sizeof(a->keys[3]), name, guard))
+        make_guard_key(a->keys[3], sizeof(a->keys[3]), name, s->guard_id))
         return -1;
     snprintf(a->nums[0], 24, "%" PRId64, s->arg);
     snprintf(a->nums[1], 24, "%" PRId64, s->stamp_ms);
@@ -254,7 +304,8 @@ int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
                           a->nums[4],
                           a->nums[5],
                           a->nums[6],
-                          a->nums[7]};
+                          a->nums[7],
+                          s->idem_head ? s->idem_head : ""};
     a->argc = (int)(sizeof(argv) / sizeof(argv[0]));
     memcpy(a->argv, argv, sizeof(argv));
     return 0;
@@ -271,18 +322,22 @@ int ctr_apply_undo_argv(ctr_apply_argv *a, const char *sha, const char *name,
         make_key(a->keys[1], sizeof(a->keys[1]), name,
                  s->dedup_suffix[0] ? s->dedup_suffix : ":none"))
         return -1;
+    if (make_guard_key(a->keys[2], sizeof(a->keys[2]), name, s->guard_id))
+        return -1;
     snprintf(a->nums[0], 24, "%" PRId64, -applied);
     snprintf(a->nums[1], 24, "%" PRId64, s->stamp_ms);
     const char *argv[] = {"EVALSHA",
                           sha,
-                          "2",
+                          "3",
                           a->keys[0],
                           a->keys[1],
+                          a->keys[2],
                           a->nums[0],
                           a->nums[1],
                           res->prev_stamp,
                           dedup_word(s->dedup),
-                          s->user_id ? s->user_id : ""};
+                          s->user_id ? s->user_id : "",
+                          s->idem_token ? s->idem_token : ""};
     a->argc = (int)(sizeof(argv) / sizeof(argv[0]));
     memcpy(a->argv, argv, sizeof(argv));
     return 0;
@@ -308,7 +363,7 @@ enum ctr_apply_status ctr_apply_parse(const redisReply *reply,
     memset(res, 0, sizeof(*res));
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 5 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER &&
-        reply->element[0]->integer >= 0 && reply->element[0]->integer <= 4 &&
+        reply->element[0]->integer >= 0 && reply->element[0]->integer <= 5 &&
         ctr_apply_reply_i64(reply->element[1], &res->value) == 0 &&
         ctr_apply_reply_i64(reply->element[2], &res->prev) == 0 &&
         reply->element[3]->type == REDIS_REPLY_STRING &&
@@ -317,6 +372,10 @@ enum ctr_apply_status ctr_apply_parse(const redisReply *reply,
         res->outcome = (enum ctr_apply_outcome)reply->element[0]->integer;
         memcpy(res->prev_stamp, reply->element[3]->str, reply->element[3]->len);
         const redisReply *rec = reply->element[4];
+        if (rec->len < sizeof(res->record)) {
+            memcpy(res->record, rec->str, rec->len);
+            res->record[rec->len] = '\0';
+        }
         if (rec->len > 0 && rec->str[0] == 'a') {
             char *end;
             res->recorded = 'a';
@@ -332,4 +391,27 @@ enum ctr_apply_status ctr_apply_parse(const redisReply *reply,
              reply->type == REDIS_REPLY_ERROR ? reply->str
                                               : "unexpected reply type");
     return CTR_APPLY_ERROR;
+}
+
+int ctr_idem_record_parse(const char *s, ctr_idem_record *out)
+{
+    long long lease, value, applied, ts;
+    int outcome, n = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (s[0] != 'A' || (s[1] != 'P' && s[1] != 'D'))
+        return -1;
+    if (sscanf(s + 2, "|%lld|%16[0-9a-f]|%16[0-9a-f]|%d|%lld|%lld|%lld%n",
+               &lease, out->token, out->fingerprint, &outcome, &value, &applied,
+               &ts, &n) != 7 ||
+        s[2 + n] != '\0' ||
+        (outcome != CTR_APPLY_APPLIED && outcome != CTR_APPLY_DUPLICATE))
+        return -1;
+    out->state = s[1];
+    out->lease_ms = lease;
+    out->outcome = outcome;
+    out->value = value;
+    out->applied = applied;
+    out->ts_ms = ts;
+    return 0;
 }

@@ -13,8 +13,14 @@
  *                         applied to NAME (its events normally share one
  *                         partition; a producer keying differently may
  *                         spread them)
- *   {c:NAME}:id:ID        applier guard: event ID was seen; holds what it
- *                         applied
+ *   {c:NAME}:id:ID        guard: event ID was seen. The applier's holds
+ *                         what it applied ("a<delta>" or "r"); the api's,
+ *                         for an Idempotency-Key, holds a record
+ *                         "A<state>|<lease ms>|<token>|<fingerprint>|
+ *                         <outcome>|<value>|<applied>|<event ms>", state P
+ *                         (pending: the event is not known to be in the
+ *                         log) or D (done), so a retry can replay the
+ *                         first answer or finish what a crash left.
  */
 #ifndef COUNTER_INGEST_APPLY_H
 #define COUNTER_INGEST_APPLY_H
@@ -30,6 +36,7 @@
 
 extern const char ctr_apply_write_script[];
 extern const char ctr_apply_undo_script[];
+extern const char ctr_apply_idem_script[];
 
 enum ctr_apply_dedup {
     CTR_APPLY_DEDUP_NONE,
@@ -53,8 +60,12 @@ typedef struct ctr_apply_spec {
     int dedup_ttl_s;      /* expiry of the dedup key */
     int64_t fence_offset; /* applier: this event's offset; -1: none */
     int32_t fence_partition;
-    const char *guard_id; /* applier: event id to remember; NULL: none */
+    const char *guard_id; /* event id to remember; NULL: none */
     int guard_ttl_s;
+    /* api, Idempotency-Key: "AP|<lease>|<token>|<fingerprint>", the head
+     * of the record the guard keeps; NULL for an applier guard */
+    const char *idem_head;
+    const char *idem_token; /* undo only while the guard holds this */
 } ctr_apply_spec;
 
 enum ctr_apply_outcome {
@@ -63,6 +74,7 @@ enum ctr_apply_outcome {
     CTR_APPLY_BOUND_REFUSED,   /* would cross min/max, on_bound reject */
     CTR_APPLY_ALREADY_APPLIED, /* fence: this offset was applied before */
     CTR_APPLY_DUPLICATE_ID,    /* guard: this event id was applied before */
+    CTR_APPLY_KEY_SEEN,        /* api: the key has a record; see record */
 };
 
 typedef struct ctr_apply_result {
@@ -74,7 +86,27 @@ typedef struct ctr_apply_result {
      * applied (delta in recorded_delta), 'r' refused, 0 unknown */
     char recorded;
     int64_t recorded_delta;
+    char record[192]; /* what the guard held, as it was ("" if too long) */
 } ctr_apply_result;
+
+/* The api's idempotency record, parsed. */
+typedef struct ctr_idem_record {
+    char state; /* 'P' pending, 'D' done */
+    int64_t lease_ms;
+    char token[17];
+    char fingerprint[17];
+    int outcome; /* CTR_APPLY_APPLIED or CTR_APPLY_DUPLICATE */
+    int64_t value, applied, ts_ms;
+} ctr_idem_record;
+
+/* Parses an api idempotency record; 0, or -1 if s is not one (an
+ * applier's guard, or garbage). */
+int ctr_idem_record_parse(const char *s, ctr_idem_record *out)
+    __attribute__((warn_unused_result));
+
+/* The guard key of event id on counter name; 0, or -1 if too long. */
+int ctr_apply_guard_key(char *buf, size_t len, const char *name, const char *id)
+    __attribute__((warn_unused_result));
 
 /*
  * Plans a write of arg (a signed delta, or the target of a set) to the

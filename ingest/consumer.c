@@ -66,13 +66,19 @@ bad:
 
 int ctr_message_origin(const rd_kafka_message_t *msg, char *out, size_t len)
 {
+    return ctr_message_header(msg, "origin", out, len);
+}
+
+int ctr_message_header(const rd_kafka_message_t *msg, const char *name,
+                       char *out, size_t len)
+{
     rd_kafka_headers_t *hdrs = NULL;
     const void *val;
     size_t size;
 
     out[0] = '\0';
     if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(hdrs, "origin", &val, &size) !=
+        rd_kafka_header_get_last(hdrs, name, &val, &size) !=
             RD_KAFKA_RESP_ERR_NO_ERROR)
         return 0;
     if (val != NULL && size < len) {

@@ -33,4 +33,8 @@ ctr_consumer_new(const ctr_config *cfg, const char *group_id,
  */
 int ctr_message_origin(const rd_kafka_message_t *msg, char *out, size_t len);
 
+/* The same for header `name`. */
+int ctr_message_header(const rd_kafka_message_t *msg, const char *name,
+                       char *out, size_t len);
+
 #endif

@@ -68,6 +68,11 @@ static uint64_t rng_next(void)
     return rng_state[1] + s0;
 }
 
+uint64_t ctr_random_u64(void)
+{
+    return rng_next();
+}
+
 void ctr_event_new_id(char buf[37])
 {
     uint8_t b[16];

@@ -38,6 +38,9 @@ void ctr_event_clear(ctr_event *ev);
  * True if s[0..len) may be an event id: 1-128 printable ASCII characters
  * (Idempotency-Key values become event ids, so they follow the same rule).
  */
+/* 64 random bits (not for secrets): per-thread xorshift128+. */
+uint64_t ctr_random_u64(void);
+
 int ctr_event_id_valid(const char *s, size_t len);
 
 /* Writes a fresh random UUID (36 characters + NUL) into buf. Any thread. */

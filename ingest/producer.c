@@ -229,15 +229,30 @@ int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
                       const char *payload, size_t len, const char *origin,
                       void *arg)
 {
-    rd_kafka_resp_err_t err;
+    return ctr_producer_send_ex(p, key, keylen, payload, len, origin, 0, arg);
+}
 
-    if (origin)
+int ctr_producer_send_ex(ctr_producer *p, const char *key, size_t keylen,
+                         const char *payload, size_t len, const char *origin,
+                         int dedup_id, void *arg)
+{
+    rd_kafka_resp_err_t err;
+    rd_kafka_headers_t *hdrs = NULL;
+
+    if (origin || dedup_id) {
+        hdrs = rd_kafka_headers_new(2);
+        if (origin)
+            rd_kafka_header_add(hdrs, "origin", -1, origin, -1);
+        if (dedup_id)
+            rd_kafka_header_add(hdrs, CTR_HEADER_DEDUP, -1, "id", -1);
+    }
+    /* producev owns hdrs once it succeeds */
+    if (hdrs)
         err = rd_kafka_producev(
             p->rk, RD_KAFKA_V_RKT(p->rkt),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
-            RD_KAFKA_V_HEADER("origin", origin, (ssize_t)strlen(origin)),
-            RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
     else
         err = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -245,6 +260,8 @@ int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
                                 RD_KAFKA_V_VALUE((void *)payload, len),
                                 RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
     if (err) {
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
         ctr_warn("could not queue kafka message: %s", rd_kafka_err2str(err));
         return -1;
     }

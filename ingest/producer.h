@@ -50,6 +50,17 @@ int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
                       const char *payload, size_t len, const char *origin,
                       void *arg) __attribute__((warn_unused_result));
 
+/* The header that asks the persister to count an "origin: api" event once
+ * per (counter, event id): the event id is a client's Idempotency-Key, and
+ * a retry may log it twice. */
+#define CTR_HEADER_DEDUP "dedup"
+
+/* ctr_producer_send, plus the dedup header when dedup_id is set. */
+int ctr_producer_send_ex(ctr_producer *p, const char *key, size_t keylen,
+                         const char *payload, size_t len, const char *origin,
+                         int dedup_id, void *arg)
+    __attribute__((warn_unused_result));
+
 /*
  * Copies a message that failed validation to the dead-letter topic
  * "<topic>.dlq", with headers error (the reason), source_partition and

@@ -4,6 +4,7 @@
 #include "persister/fold.h"
 
 #include "ingest/consumer.h"
+#include "ingest/producer.h"
 
 #include <string.h>
 
@@ -27,7 +28,11 @@ enum ps_fold_result ps_fold_message(ps_batch *b, const ctr_config *cfg,
                    : PS_FOLD_INVALID;
     const ctr_counter_def *def = ctr_config_counter(cfg, ev.counter);
     ctr_date day = ctr_tz_local_day(def->tz, ev.ts_ms, NULL, NULL);
-    if (strcmp(origin, "applier") == 0)
+    char dedup[8];
+    /* the applier's records, and api events keyed by a client's
+     * Idempotency-Key (a retry may log one twice), count once per id */
+    if (strcmp(origin, "applier") == 0 ||
+        ctr_message_header(msg, CTR_HEADER_DEDUP, dedup, sizeof(dedup)))
         rc = ps_batch_add_record(b, msg->partition, msg->offset, &ev, def, day);
     else
         rc = ps_batch_add(b, msg->partition, msg->offset, &ev, def, day);

@@ -550,7 +550,11 @@ long ps_sink_apply_retention(ps_sink *s, int64_t now_ms)
     if (ensure_connected(s))
         return -1;
     char ttl[24];
-    snprintf(ttl, sizeof(ttl), "%d", cfg->applier_guard_ttl_s);
+    /* the longer of the two guards' memories: applier and Idempotency-Key */
+    snprintf(ttl, sizeof(ttl), "%d",
+             cfg->applier_guard_ttl_s > cfg->idempotency_ttl_s
+                 ? cfg->applier_guard_ttl_s
+                 : cfg->idempotency_ttl_s);
     const char *tp[1] = {ttl};
     long ids = exec_cmd(s,
                         "DELETE FROM applied_event_ids WHERE seen_at < "

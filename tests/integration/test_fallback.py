@@ -80,7 +80,11 @@ def _write_works(api, name):
 # -------------------------------------------------------------- redis down ---
 
 
-def test_redis_down_reads_from_postgres_writes_503_then_recovers(api, redis, pg, kafka, stackctl, name):
+def test_redis_down_reads_from_postgres_writes_go_through_kafka(api, redis, pg, kafka, stackctl, name):
+    """Redis down: reads come from PostgreSQL (stale), writes are accepted
+    into Kafka only (202, applied: false) and the applier applies them, in
+    log order, once Redis is back; a set, which needs the current value,
+    is refused with nothing left anywhere."""
     never = f"{name}-never"
     _seed(api, pg, name, 7)
     r = api.decr(name, 2)
@@ -90,6 +94,7 @@ def test_redis_down_reads_from_postgres_writes_503_then_recovers(api, redis, pg,
     since = kafka.end_offsets()
     before_hash = redis.hash(name)
 
+    accepted = []
     stackctl.stop("redis")
     try:
         # The api notices the closed connection and reads from PostgreSQL.
@@ -120,14 +125,24 @@ def test_redis_down_reads_from_postgres_writes_503_then_recovers(api, redis, pg,
         for _ in range(5):
             for r in (api.incr(name, 3), api.decr(name), api.write(name, "increment"),
                       api.incr(never, 1, user_id="u1")):
-                assert r.status == 503, (r.status, r.json)
-                assert r.json["success"] is False
-                assert r.json["error"]["code"] == "redis_unavailable", r.json
+                assert r.status == 202, (r.status, r.json)
+                assert set(r.json) == {"success", "applied", "event_id"}, r.json
+                assert r.json["success"] is True and r.json["applied"] is False, r.json
+                accepted.append(r.json["event_id"])
+        gauge = f"it_free_{name}"
+        r = api.write(gauge, "set", {"value": 100})
+        assert r.status == 503 and r.json["error"]["code"] == "redis_unavailable", r.json
 
+        # Nothing is applied yet: still PostgreSQL's value.
         r = api.get(name)
         assert r.json["value"] == 5 and r.json["source"] == "postgres"
-        assert kafka.messages(since, key=name) == []
-        assert kafka.messages(since, key=never) == []
+        # In the log, in order, without "origin": the applier's to apply.
+        logged = kafka.messages(since, key=name)
+        assert [m["event"]["delta"] for m in logged] == [3, -1, 1] * 5
+        assert all("origin" not in m["headers_dict"] for m in logged), logged
+        assert [m["event"]["id"] for m in logged] + [
+            m["event"]["id"] for m in kafka.messages(since, key=never)
+        ] == [i for k, i in enumerate(accepted) if k % 4 != 3] + accepted[3::4]
     finally:
         stackctl.start("redis")
 
@@ -135,16 +150,16 @@ def test_redis_down_reads_from_postgres_writes_503_then_recovers(api, redis, pg,
     marker = wait_until(lambda: _write_works(api, name), 15, 0.1, "writes work after redis restart")
     recovery_s = time.monotonic() - t0
     assert recovery_s < 10, f"writes came back only after {recovery_s:.1f}s"
-    assert marker.json["current_value"] == 6
-    assert redis.hash(name)["v"] == "6"
     assert before_hash["v"] == "5"
+    # 5 + 5 x (3 - 1 + 1), then the marker's +1; never: five times +1
+    wait_until(lambda: api.value(name) == 21, 30, 0.1, "accepted writes applied")
+    assert redis.hash(name)["v"] == "21"
+    wait_until(lambda: api.value(never) == 5, 30, 0.1, "accepted writes applied")
     r = api.get(name)
-    assert r.json["source"] == "redis" and r.json["stale"] is False and r.json["value"] == 6
-    assert [m["event"]["id"] for m in kafka.messages(since, key=name)] == [marker.json["event_id"]]
-    assert redis.hash(never) == {}
-    assert kafka.messages(since, key=never) == []
-    wait_pg_total(pg, name, 6)
-    assert pg.total(never) is None
+    assert r.json["source"] == "redis" and r.json["stale"] is False
+    wait_pg_total(pg, name, 21)
+    wait_pg_total(pg, never, 5)
+    assert redis.hash(gauge) == {} and pg.total(gauge) is None
 
 
 # -------------------------------------------------------------- redis slow ---
@@ -216,17 +231,18 @@ def test_redis_and_postgres_down_read_is_503_unavailable(api, pg, stackctl, name
             assert took < 5, f"took {took:.1f}s"
             r = api.get_many(f"{name},{name}-b")
             assert r.status == 503 and r.json["error"]["code"] == "unavailable", r.json
+            # Kafka still takes writes: the applier applies it later.
             w = api.incr(name, 1)
-            assert w.status == 503 and w.json["error"]["code"] == "redis_unavailable", w.json
+            assert w.status == 202 and w.json["applied"] is False, w.json
         finally:
             stackctl.start("postgres")
     finally:
         stackctl.start("redis")
     wait_until(lambda: _healthy(api), 15, 0.1, "api healthy")
     wait_until(lambda: _write_works(api, name), 15, 0.2, "writes work again")
-    assert api.value(name) == 5
+    wait_until(lambda: api.value(name) == 6, 15, 0.1, "the accepted write applied")
     # The persister reconnects to PostgreSQL by itself.
-    wait_pg_total(pg, name, 5)
+    wait_pg_total(pg, name, 6)
 
 
 # ------------------------------------------------------------- kafka stall ---

@@ -1,0 +1,498 @@
+/*
+ * restore.c - see restore.h.
+ */
+#include "ingest/restore.h"
+
+#include "common/pgconn.h"
+#include "common/timeutil.h"
+#include "common/tz.h"
+#include "ingest/apply.h"
+#include "ingest/consumer.h"
+#include "ingest/event.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fail(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+redisContext *ctr_redis_connect(const ctr_config *cfg, int timeout_ms,
+                                char *errbuf, size_t errlen)
+{
+    char host[256];
+    int port;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+
+    if (ctr_config_split_addr(cfg->redis_addr, host, sizeof(host), &port)) {
+        fail(errbuf, errlen, "redis.addr: expected host:port");
+        return NULL;
+    }
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    if (c == NULL || c->err) {
+        fail(errbuf, errlen, "could not connect to redis at %s: %s",
+             cfg->redis_addr, c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *r = NULL;
+    if (cfg->redis_password[0])
+        r = redisCommand(c, "AUTH %s", cfg->redis_password);
+    if (r == NULL || r->type != REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        r = cfg->redis_db ? redisCommand(c, "SELECT %d", cfg->redis_db) : NULL;
+    }
+    if ((r && r->type == REDIS_REPLY_ERROR) ||
+        (r == NULL && c->err && (cfg->redis_password[0] || cfg->redis_db))) {
+        fail(errbuf, errlen, "redis at %s: %s", cfg->redis_addr,
+             r ? r->str : c->errstr);
+        freeReplyObject(r);
+        redisFree(c);
+        return NULL;
+    }
+    freeReplyObject(r);
+    return c;
+}
+
+int ctr_redis_epoch_present(redisContext *c)
+{
+    redisReply *r = redisCommand(c, "EXISTS %s", CTR_EPOCH_KEY);
+    int rc = r && r->type == REDIS_REPLY_INTEGER ? r->integer > 0 : -1;
+    freeReplyObject(r);
+    return rc;
+}
+
+rd_kafka_t *ctr_reader_new(const ctr_config *cfg, const char *group,
+                           char *errbuf, size_t errlen)
+{
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->kafka_brokers, err,
+                          sizeof(err)) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err)) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err,
+                          sizeof(err)) ||
+        rd_kafka_conf_set(conf, "enable.partition.eof", "true", err,
+                          sizeof(err)) ||
+        rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err))) {
+        fail(errbuf, errlen, "kafka: %s", err);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (rk == NULL) {
+        fail(errbuf, errlen, "kafka: %s", err);
+        rd_kafka_conf_destroy(conf);
+    }
+    return rk;
+}
+
+int ctr_topic_partitions(rd_kafka_t *rk, const char *topic)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    int n = -1;
+    if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) == 0 && md->topic_cnt == 1 &&
+        md->topics[0].err == 0)
+        n = md->topics[0].partition_cnt;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return n > CTR_MAX_PARTITIONS ? CTR_MAX_PARTITIONS : n;
+}
+
+int ctr_persister_offsets(PGconn *conn, const ctr_config *cfg,
+                          const char *schema, int nparts, int64_t *next,
+                          char *errbuf, size_t errlen)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT partition, next_offset FROM %s.consumer_offsets "
+             "WHERE group_id = $1 AND topic = $2",
+             schema);
+    const char *params[2] = {cfg->persister_group_id, cfg->kafka_topic};
+    PGresult *res = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fail(errbuf, errlen, "reading offsets: %s", PQresultErrorMessage(res));
+        PQclear(res);
+        return -1;
+    }
+    for (int p = 0; p < nparts; p++)
+        next[p] = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        int p = atoi(PQgetvalue(res, i, 0));
+        if (p >= 0 && p < nparts)
+            next[p] = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+    }
+    PQclear(res);
+    return 0;
+}
+
+/* ------------------------------------------------------------ pipeline --- */
+
+typedef struct pipe_state {
+    redisContext *c;
+    int pending;
+    int failed;
+    char err[256];
+} pipe_state;
+
+static void pipe_drain(pipe_state *ps)
+{
+    while (ps->pending > 0) {
+        redisReply *r = NULL;
+        if (redisGetReply(ps->c, (void **)&r) != REDIS_OK) {
+            snprintf(ps->err, sizeof(ps->err), "redis: %s", ps->c->errstr);
+            ps->failed = 1;
+            ps->pending = 0;
+            return;
+        }
+        if (r && r->type == REDIS_REPLY_ERROR && !ps->failed) {
+            snprintf(ps->err, sizeof(ps->err), "redis: %s", r->str);
+            ps->failed = 1;
+        }
+        freeReplyObject(r);
+        ps->pending--;
+    }
+}
+
+static void pipe_cmd(pipe_state *ps, int argc, const char **argv)
+{
+    size_t lens[8];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    if (redisAppendCommandArgv(ps->c, argc, argv, lens) != REDIS_OK) {
+        snprintf(ps->err, sizeof(ps->err), "redis: out of memory");
+        ps->failed = 1;
+        return;
+    }
+    if (++ps->pending >= 1000)
+        pipe_drain(ps);
+}
+
+/* Removes every counter key ({c:...}): what a crashed restore or a data
+ * set without an epoch left behind is not to be trusted. 0 or -1. */
+static int clear_counters(pipe_state *ps)
+{
+    char cursor[32] = "0";
+    do {
+        redisReply *r = redisCommand(ps->c, "SCAN %s MATCH {c:* COUNT 1000",
+                                     cursor);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING) {
+            snprintf(ps->err, sizeof(ps->err), "redis: SCAN: %s",
+                     r && r->type == REDIS_REPLY_ERROR ? r->str
+                                                       : ps->c->errstr);
+            freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        const redisReply *keys = r->element[1];
+        for (size_t i = 0; i < keys->elements; i++) {
+            const char *argv[] = {"UNLINK", keys->element[i]->str};
+            pipe_cmd(ps, 2, argv);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    pipe_drain(ps);
+    return ps->failed ? -1 : 0;
+}
+
+/* ---------------------------------------------------- from PostgreSQL --- */
+
+/* The values; rows written, or -1. Runs inside the caller's snapshot. */
+static long restore_values(const ctr_config *cfg, PGconn *conn, pipe_state *ps,
+                           int64_t now)
+{
+    char days[16], key[CTR_APPLY_KEY_MAX], v[24], t[24], ttl[16];
+    long rows = 0;
+    snprintf(days, sizeof(days), "%d", cfg->lateness_s / 86400 + 2);
+    const char *params[1] = {days};
+    static const char *const queries[3] = {
+        "SELECT name, NULL, value, last_event_ms FROM counter_totals",
+        "SELECT name, day::text, value, last_event_ms FROM counter_daily "
+        "WHERE day >= current_date - $1::int",
+        "SELECT name, day::text, user_id, 0 FROM counter_unique_users "
+        "WHERE day >= current_date - $1::int",
+    };
+    for (int q = 0; q < 3; q++) {
+        PGresult *res = PQexecParams(conn, queries[q], q ? 1 : 0, NULL, params,
+                                     NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            snprintf(ps->err, sizeof(ps->err), "%s", PQresultErrorMessage(res));
+            PQclear(res);
+            return -1;
+        }
+        for (int i = 0; i < PQntuples(res); i++) {
+            const char *name = PQgetvalue(res, i, 0);
+            const ctr_counter_def *def = ctr_config_counter(cfg, name);
+            int daily = def->reset == CTR_RESET_DAILY;
+            ctr_date d = {0, 0, 0};
+            if (q > 0 && ctr_date_parse(PQgetvalue(res, i, 1), &d) != 0)
+                continue;
+            if ((q == 0 && daily) || (q == 1 && !daily) ||
+                (q == 2 && (def->kind != CTR_KIND_UNIQUE ||
+                            def->dedup != CTR_DEDUP_EXACT)))
+                continue;
+            /* the same expiry a write of that day would give */
+            ctr_apply_spec spec;
+            int64_t day_start = q ? ctr_tz_day_start(def->tz, d) : now;
+            ctr_apply_plan(&spec, def, day_start, now, cfg->lateness_s, NULL, 0,
+                           0);
+            snprintf(ttl, sizeof(ttl), "%d",
+                     spec.ttl_s ? spec.ttl_s : spec.dedup_ttl_s);
+            if (q == 2) {
+                snprintf(key, sizeof(key), "{c:%s}:u:%s", name,
+                         PQgetvalue(res, i, 1));
+                const char *sadd[] = {"SADD", key, PQgetvalue(res, i, 2)};
+                const char *exp[] = {"EXPIRE", key, ttl};
+                pipe_cmd(ps, 3, sadd);
+                pipe_cmd(ps, 3, exp);
+            } else {
+                snprintf(key, sizeof(key), "{c:%s}%s%s", name, q ? ":d:" : "",
+                         q ? PQgetvalue(res, i, 1) : "");
+                snprintf(v, sizeof(v), "%s", PQgetvalue(res, i, 2));
+                snprintf(t, sizeof(t), "%s", PQgetvalue(res, i, 3));
+                const char *hset[] = {"HSET", key, "v", v, "t", t};
+                pipe_cmd(ps, 6, hset);
+                if (q == 1) {
+                    const char *exp[] = {"EXPIRE", key, ttl};
+                    pipe_cmd(ps, 3, exp);
+                }
+            }
+            rows++;
+        }
+        PQclear(res);
+    }
+    pipe_drain(ps);
+    return ps->failed ? -1 : rows;
+}
+
+/*
+ * The event ids PostgreSQL counted once per id (the applier's records and
+ * keyed api writes), remembered again for what is left of their time, so
+ * that a producer's or a client's retry still counts once. Recorded as
+ * "a0": applied, its answer not kept. Rows written, or -1.
+ */
+static long restore_guards(const ctr_config *cfg, PGconn *conn, pipe_state *ps)
+{
+    char key[CTR_APPLY_KEY_MAX], ttl[16];
+    long rows = 0;
+    int keep = cfg->applier_guard_ttl_s > cfg->idempotency_ttl_s
+                   ? cfg->applier_guard_ttl_s
+                   : cfg->idempotency_ttl_s;
+    snprintf(ttl, sizeof(ttl), "%d", keep);
+    const char *params[1] = {ttl};
+    PGresult *res = PQexecParams(
+        conn,
+        "SELECT name, id, GREATEST(60, $1::int - "
+        "extract(epoch FROM now() - seen_at)::int) FROM applied_event_ids",
+        1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(ps->err, sizeof(ps->err), "%s", PQresultErrorMessage(res));
+        PQclear(res);
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (ctr_apply_guard_key(key, sizeof(key), PQgetvalue(res, i, 0),
+                                PQgetvalue(res, i, 1)) != 0)
+            continue;
+        const char *set[] = {"SET", key, "a0", "EX", PQgetvalue(res, i, 2)};
+        pipe_cmd(ps, 5, set);
+        rows++;
+    }
+    PQclear(res);
+    pipe_drain(ps);
+    return ps->failed ? -1 : rows;
+}
+
+static int pg_exec_ok(PGconn *conn, const char *sql, char *errbuf,
+                      size_t errlen)
+{
+    PGresult *res = PQexec(conn, sql);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        fail(errbuf, errlen, "%s", PQresultErrorMessage(res));
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+/* ------------------------------------------------------- from the log --- */
+
+/* Applies one logged event (the api's or the applier's record) again. */
+static int reapply(const ctr_config *cfg, redisContext *c, const char *sha,
+                   const ctr_event *ev, int64_t now, char *errbuf,
+                   size_t errlen)
+{
+    ctr_apply_spec spec;
+    ctr_apply_argv av;
+    ctr_apply_result res;
+    char err[256];
+    size_t lens[24];
+
+    const ctr_counter_def *def = ctr_config_counter(cfg, ev->counter);
+    ctr_apply_plan(&spec, def, ev->ts_ms, now, cfg->lateness_s, ev->user_id, 0,
+                   ev->delta);
+    /* the log records what was applied: bounds were decided already */
+    spec.has_min = spec.has_max = 0;
+    spec.guard_id = ev->id; /* a record published twice applies once */
+    spec.guard_ttl_s = cfg->applier_guard_ttl_s;
+    if (ctr_apply_write_argv(&av, sha, ev->counter, &spec) != 0)
+        return fail(errbuf, errlen, "event %s: key too long", ev->id);
+    for (int i = 0; i < av.argc; i++)
+        lens[i] = strlen(av.argv[i]);
+    redisReply *r = redisCommandArgv(c, av.argc, av.argv, lens);
+    if (r == NULL)
+        return fail(errbuf, errlen, "redis: %s", c->errstr);
+    int rc = ctr_apply_parse(r, &res, err, sizeof(err));
+    freeReplyObject(r);
+    if (rc == CTR_APPLY_OVERFLOW)
+        return 0; /* refused when it was first applied, too */
+    if (rc != CTR_APPLY_OK)
+        return fail(errbuf, errlen, "event %s: %s", ev->id, err);
+    return 0;
+}
+
+/* Applies the logged events of partitions [from, high); count in *n. */
+static int replay_log(const ctr_config *cfg, redisContext *c, const char *sha,
+                      rd_kafka_t *rk, int nparts, const int64_t *from,
+                      int64_t now, long *n, char *errbuf, size_t errlen)
+{
+    int64_t high[CTR_MAX_PARTITIONS];
+    char err[256];
+    int open = 0;
+
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new(nparts);
+    for (int p = 0; p < nparts; p++) {
+        int64_t lo;
+        if (rd_kafka_query_watermark_offsets(rk, cfg->kafka_topic, p, &lo,
+                                             &high[p], 10000) != 0) {
+            rd_kafka_topic_partition_list_destroy(l);
+            return fail(errbuf, errlen, "no watermarks for partition %d", p);
+        }
+        if (from[p] < high[p]) {
+            rd_kafka_topic_partition_list_add(l, cfg->kafka_topic, p)->offset =
+                from[p];
+            open++;
+        }
+    }
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    while (open > 0) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 5000);
+        if (msg == NULL)
+            return fail(errbuf, errlen, "kafka stopped answering");
+        int p = msg->partition;
+        if (!msg->err && p >= 0 && p < nparts && msg->offset < high[p]) {
+            char origin[16];
+            ctr_event ev;
+            /* events without an origin are the applier's to apply: its
+             * record, when it has, is logged and replayed instead */
+            int logged = ctr_message_origin(msg, origin, sizeof(origin));
+            if (logged && ctr_event_decode(msg->payload, msg->len, &ev, err,
+                                           sizeof(err)) == 0) {
+                int rc = reapply(cfg, c, sha, &ev, now, errbuf, errlen);
+                ctr_event_clear(&ev);
+                if (rc != 0) {
+                    rd_kafka_message_destroy(msg);
+                    return -1;
+                }
+                (*n)++;
+            }
+            if (msg->offset + 1 >= high[p])
+                open--;
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    return 0;
+}
+
+int ctr_redis_restore(const ctr_config *cfg, redisContext *c,
+                      ctr_restore_stats *st, char *errbuf, size_t errlen)
+{
+    int64_t from[CTR_MAX_PARTITIONS], now = ctr_time_now_ms();
+    char sha[41];
+    PGconn *conn = NULL;
+    rd_kafka_t *rk = NULL;
+    int rc = -1, nparts;
+
+    memset(st, 0, sizeof(*st));
+    conn = ctr_pg_connect(cfg, "counter-restore", errbuf, errlen);
+    if (conn == NULL)
+        return -1;
+    rk = ctr_reader_new(cfg, "counter-restore-redis", errbuf, errlen);
+    if (rk == NULL)
+        goto out;
+    redisReply *r = redisCommand(c, "SCRIPT LOAD %s", ctr_apply_write_script);
+    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != 40) {
+        fail(errbuf, errlen, "could not load the write script: %s",
+             r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+        freeReplyObject(r);
+        goto out;
+    }
+    memcpy(sha, r->str, 40);
+    sha[40] = '\0';
+    freeReplyObject(r);
+
+    nparts = ctr_topic_partitions(rk, cfg->kafka_topic);
+    if (nparts <= 0) {
+        fail(errbuf, errlen, "topic %s: no partitions known", cfg->kafka_topic);
+        goto out;
+    }
+    /* values and offsets from one snapshot: the log after those offsets
+     * is exactly what the values lack */
+    pipe_state ps = {c, 0, 0, ""};
+    if (clear_counters(&ps) != 0) {
+        fail(errbuf, errlen, "%s", ps.err);
+        goto out;
+    }
+    if (pg_exec_ok(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                   errbuf, errlen) ||
+        ctr_persister_offsets(conn, cfg, "public", nparts, from, errbuf,
+                              errlen))
+        goto out;
+    st->values = restore_values(cfg, conn, &ps, now);
+    st->guards = st->values < 0 ? -1 : restore_guards(cfg, conn, &ps);
+    if (st->values < 0 || st->guards < 0) {
+        fail(errbuf, errlen, "%s", ps.err);
+        goto out;
+    }
+    if (pg_exec_ok(conn, "COMMIT", errbuf, errlen) ||
+        replay_log(cfg, c, sha, rk, nparts, from, now, &st->replayed, errbuf,
+                   errlen))
+        goto out;
+
+    char epoch[40];
+    snprintf(epoch, sizeof(epoch), "%" PRId64 "-%016" PRIx64, now,
+             ctr_random_u64());
+    r = redisCommand(c, "SET %s %s", CTR_EPOCH_KEY, epoch);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        fail(errbuf, errlen, "setting the epoch: %s", r ? r->str : c->errstr);
+        freeReplyObject(r);
+        goto out;
+    }
+    freeReplyObject(r);
+    rc = 0;
+out:
+    if (rk) {
+        rd_kafka_assign(rk, NULL);
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+    }
+    PQfinish(conn);
+    return rc;
+}
