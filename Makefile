@@ -5,7 +5,7 @@ BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run up down status test test-unit migrate-up \
+.PHONY: all deps build run up down status test test-faults test-unit fuzz migrate-up \
         migrate-down format format-check clean
 
 all: build
@@ -38,8 +38,20 @@ status:
 test: deps
 	@tests/run.sh
 
+# The fault-injection suite alone (tests/faults), on its own private stack:
+# real processes killed, frozen and overloaded under load, then I1-I6.
+test-faults: deps
+	@tests/faults/run.sh
+
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure
+
+# Every libFuzzer target (tests/fuzz) for FUZZ_SECONDS each, clang + ASan +
+# UBSan in build-fuzz; findings go to build-fuzz/fuzz/, never to the
+# committed corpus. `make test` runs the same for 15 s each.
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	@tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 migrate-up: build
 	$(BUILD)/bin/counterctl migrate up
@@ -54,7 +66,7 @@ format-check:
 	git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz
 
 # Benchmarks (not part of `make test`): counter-api beside webdis and a bare
 # evhttp server, persister drain rate, peak RSS; see docs/performance.md.

@@ -41,6 +41,12 @@ bool ctr_user_id_valid(const char *s, size_t len)
         for (size_t k = 1; k <= extra; k++)
             if (((unsigned char)s[i + k] & 0xc0) != 0x80)
                 return false;
+        /* no overlong forms, no surrogates, nothing past U+10FFFF:
+         * PostgreSQL refuses them, which would stall the persister */
+        unsigned char c1 = (unsigned char)s[i + 1];
+        if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) ||
+            (c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 >= 0x90))
+            return false;
         i += extra + 1;
     }
     return true;

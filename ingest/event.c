@@ -236,8 +236,11 @@ int ctr_event_decode(const char *buf, size_t len, ctr_event *ev, char *errbuf,
             bad = "metadata: must be an object";
             goto bad;
         }
-        ev->metadata =
-            strdup(json_object_to_json_string_ext(f, JSON_C_TO_STRING_PLAIN));
+        /* json-c would write '/' as "\/": the metadata, and so a record
+         * the applier re-publishes, could then outgrow the event and
+         * CTR_EVENT_MAX_BYTES. Without that escape it never grows. */
+        ev->metadata = strdup(json_object_to_json_string_ext(
+            f, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         if (ev->metadata == NULL)
             goto oom;
     }

@@ -51,6 +51,15 @@ static void test_valid_bodies(void **state)
                      0);
     assert_null(b.user_id);
     api_write_body_clear(&b);
+    /* the strict grammar still takes every valid form */
+    assert_int_equal(parse("{\"metadata\": {\"n\": [-0.5e+10, 1E-3, 0, -0], "
+                           "\"s\": \"\xc3\xa9\xf0\x9f\x98\x80 \\u00e9\\/\"}}",
+                           &b, &e),
+                     0);
+    assert_string_equal(b.metadata,
+                        "{\"n\":[-0.5e+10,1E-3,0,0],"
+                        "\"s\":\"\xc3\xa9\xf0\x9f\x98\x80 \xc3\xa9\\/\"}");
+    api_write_body_clear(&b);
 }
 
 static void test_rejections(void **state)
@@ -82,6 +91,20 @@ static void test_rejections(void **state)
         {"{\"metadata\": [1]}", "invalid_field", "metadata"},
         {"{\"metadata\": \"x\"}", "invalid_field", "metadata"},
         {"{\"vaule\": 5}", "unknown_field", NULL},
+        /* json-c takes all of these; the first five went on verbatim into
+         * the event's metadata, where strict consumers cannot read them */
+        {"{\"metadata\": {\"x\": NaN}}", "invalid_json", NULL},
+        {"{\"metadata\": {\"x\": -Infinity}}", "invalid_json", NULL},
+        {"{\"metadata\": {\"x\": 1.}}", "invalid_json", NULL},
+        {"{\"metadata\": {\"x\": \"\xc0\x80\"}}", "invalid_json", NULL},
+        {"{\"metadata\": {\"x\": \"\xed\xa0\x80\"}}", "invalid_json", NULL},
+        {"{\"metadata\": {\"x\": \"a\tb\"}}", "invalid_json", NULL},
+        {"{'value': 1}", "invalid_json", NULL},
+        {"{\"value\": -01}", "invalid_json", NULL},
+        /* lone surrogates would read as U+FFFD: two ids alike */
+        {"{\"user_id\": \"\\udc00\"}", "invalid_json", NULL},
+        {"{\"user_id\": \"\\ud800x\"}", "invalid_json", NULL},
+        {"{\"user_id\": \"\\ud800\\u0041\"}", "invalid_json", NULL},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -105,12 +128,23 @@ static void test_rejections(void **state)
     }
 }
 
+static void test_surrogate_pair(void **state)
+{
+    api_write_body b;
+    api_body_error e;
+    (void)state;
+    assert_int_equal(parse("{\"user_id\": \"\\ud83c\\udfae\"}", &b, &e), 0);
+    assert_string_equal(b.user_id, "\xf0\x9f\x8e\xae");
+    api_write_body_clear(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_valid_bodies),
         cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_surrogate_pair),
     };
     return cmocka_run_group_tests_name("body", tests, NULL, NULL);
 }

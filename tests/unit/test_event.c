@@ -113,6 +113,35 @@ static void test_rejections(void **state)
     free(buf);
 }
 
+/* An event just under the limit whose metadata is all '/' re-encodes no
+ * longer (json-c's "\/" once doubled it), so a record the applier
+ * re-publishes is one the persister still takes. */
+static void test_reencode_does_not_grow(void **state)
+{
+    static const char head[] = "{\"v\":1,\"id\":\"e\",\"counter\":\"c\","
+                               "\"delta\":1,\"ts\":1,\"metadata\":{\"u\":\"";
+    size_t n = CTR_EVENT_MAX_BYTES - sizeof(head) - 8, len, len2;
+    char *buf = malloc(CTR_EVENT_MAX_BYTES);
+    ctr_event ev, again;
+    char err[256];
+    (void)state;
+    assert_non_null(buf);
+    memcpy(buf, head, sizeof(head) - 1);
+    memset(buf + sizeof(head) - 1, '/', n);
+    memcpy(buf + sizeof(head) - 1 + n, "\"}}", 4);
+    len = sizeof(head) - 1 + n + 3;
+    assert_int_equal(ctr_event_decode(buf, len, &ev, err, sizeof(err)), 0);
+    char *enc = ctr_event_encode(&ev, &len2);
+    assert_non_null(enc);
+    assert_true(len2 <= len);
+    assert_int_equal(ctr_event_decode(enc, len2, &again, err, sizeof(err)), 0);
+    assert_string_equal(again.metadata, ev.metadata);
+    free(enc);
+    free(buf);
+    ctr_event_clear(&again);
+    ctr_event_clear(&ev);
+}
+
 static void test_ids(void **state)
 {
     char a[37], b[37];
@@ -132,6 +161,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_reencode_does_not_grow),
         cmocka_unit_test(test_ids),
     };
     return cmocka_run_group_tests_name("event", tests, NULL, NULL);

@@ -52,9 +52,15 @@ static void test_user_ids(void **state)
     assert_false(ctr_user_id_valid("", 0));
     assert_false(ctr_user_id_valid("a\r\nb", 4));
     assert_false(ctr_user_id_valid("a\0b", 3));
-    assert_false(ctr_user_id_valid("\xc3", 1));     /* truncated */
-    assert_false(ctr_user_id_valid("\xc0\xaf", 2)); /* overlong */
-    assert_false(ctr_user_id_valid("\xe2\x82", 2)); /* truncated */
+    assert_false(ctr_user_id_valid("\xc3", 1));             /* truncated */
+    assert_false(ctr_user_id_valid("\xc0\xaf", 2));         /* overlong */
+    assert_false(ctr_user_id_valid("\xe2\x82", 2));         /* truncated */
+    assert_false(ctr_user_id_valid("\xe0\x80\xaf", 3));     /* overlong */
+    assert_false(ctr_user_id_valid("\xf0\x80\x80\xaf", 4)); /* overlong */
+    assert_false(ctr_user_id_valid("\xed\xa0\x80", 3));     /* surrogate */
+    assert_false(ctr_user_id_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    assert_true(ctr_user_id_valid("\xed\x9f\xbf", 3));      /* U+D7FF */
+    assert_true(ctr_user_id_valid("\xf4\x8f\xbf\xbf", 4));  /* U+10FFFF */
     assert_false(ctr_user_id_valid("\xff", 1));
 
     char big[CTR_USER_ID_MAX + 1];

@@ -43,7 +43,14 @@ static void test_routes(void **state)
         {API_GET, "/api/v1/counter//increment", -1, API_EP_NONE, 404, NULL},
         {API_POST, "/api/v1/counter/x/reset", -1, API_EP_NONE, 404, NULL},
         {API_POST, "/api/v1/counter/x/increment/", -1, API_EP_NONE, 404, NULL},
-        {API_GET, "/", -1, API_EP_NONE, 404, NULL},
+        {API_GET, "/", 0, API_EP_DASHBOARD, 0, NULL},
+        {API_HEAD, "/", 0, API_EP_DASHBOARD, 0, NULL},
+        {API_POST, "/", -1, API_EP_NONE, 405, NULL},
+        {API_GET, "/ui/dashboard.js", 0, API_EP_UI_ASSET, 0, NULL},
+        {API_GET, "/ui/", -1, API_EP_NONE, 404, NULL},
+        {API_GET, "/api/v1/counters/names", 0, API_EP_NAMES, 0, NULL},
+        {API_POST, "/api/v1/counters/names", -1, API_EP_NONE, 405, NULL},
+        {API_GET, "/index.html", -1, API_EP_NONE, 404, NULL},
         {API_GET, "/api/v2/counter/x", -1, API_EP_NONE, 404, NULL},
     };
     (void)state;

@@ -1,0 +1,175 @@
+/*
+ * query.c - see query.h. libevent splits the query and percent-decodes the
+ * values ('+' as a space); the rules of each parameter are ours.
+ */
+#include "api/query.h"
+
+#include "common/timeutil.h"
+
+#include <sys/queue.h> /* before evhttp's, for TAILQ_FOREACH */
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <string.h>
+
+/* The value of query parameter `key`, or NULL; *dup set if it repeats. */
+static const char *query_param(struct evkeyvalq *q, const char *key, int *dup)
+{
+    const char *found = NULL;
+    struct evkeyval *kv;
+    *dup = 0;
+    TAILQ_FOREACH(kv, q, next)
+    {
+        if (strcmp(kv->key, key) != 0)
+            continue;
+        if (found)
+            *dup = 1;
+        found = kv->value;
+    }
+    return found;
+}
+
+/*
+ * libevent decodes values into C strings, so a "%00" would silently cut a
+ * value short ("a,b%00junk" reading as "a,b"). Returns 1, with the name of
+ * the parameter holding one in key (as written, at most keylen - 1 bytes),
+ * if the raw query has a percent-encoded NUL.
+ */
+static int query_has_nul(const char *query, char *key, size_t keylen)
+{
+    for (const char *p = query; p && (p = strchr(p, '%')) != NULL; p++) {
+        if (p[1] != '0' || p[2] != '0')
+            continue;
+        const char *start = p;
+        while (start > query && start[-1] != '&')
+            start--;
+        size_t n = strcspn(start, "=&");
+        if (n >= keylen)
+            n = keylen - 1;
+        memcpy(key, start, n);
+        key[n] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
+int api_query_batch(const char *query, api_name_list *out, char *errbuf,
+                    size_t errlen)
+{
+    struct evkeyvalq params;
+    int dup = 0, rc = -1;
+    char key[16];
+
+    out->n = 0;
+    TAILQ_INIT(&params);
+    if (query_has_nul(query, key, sizeof(key))) {
+        snprintf(errbuf, errlen, "names: must not contain NUL (%%00)");
+    } else if (query && evhttp_parse_query_str(query, &params) == 0) {
+        const char *names = query_param(&params, "names", &dup);
+        if (dup)
+            snprintf(errbuf, errlen,
+                     "names: give it once, as a comma-separated list");
+        else
+            rc = api_parse_names(names, out, errbuf, errlen);
+    } else {
+        snprintf(errbuf, errlen, "names: give 1 to %d comma-separated names",
+                 API_BATCH_MAX);
+    }
+    evhttp_clear_headers(&params);
+    return rc;
+}
+
+/*
+ * The instants the history query can hand PostgreSQL: it has no year 0 and
+ * reads "-001-..." as garbage, so an offset that pushes 0000-01-01 before
+ * 0001-01-01 UTC (or 9999-12-31 past the four-digit years) would come back
+ * as a PostgreSQL error, a 503, instead of a 400.
+ */
+#define HISTORY_MIN_MS INT64_C(-62135596800000) /* 0001-01-01T00:00:00Z */
+#define HISTORY_END_MS INT64_C(253402300800000) /* 10000-01-01T00:00:00Z */
+
+static int history_bad(const char **field, const char *name, char *errbuf,
+                       size_t errlen, const char *message)
+{
+    *field = name;
+    snprintf(errbuf, errlen, "%s", message);
+    return -1;
+}
+
+int api_query_history(const char *query, api_history_query *out,
+                      const char **field, char *errbuf, size_t errlen)
+{
+    struct evkeyvalq params;
+    int dup_from, dup_to, dup_iv;
+    int rc = -1;
+
+    char key[16];
+    static const char *const known[] = {"from", "to", "interval"};
+
+    memset(out, 0, sizeof(*out));
+    TAILQ_INIT(&params);
+    if (query_has_nul(query, key, sizeof(key))) {
+        const char *name = "from";
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            if (strcmp(key, known[i]) == 0)
+                name = known[i];
+        *field = name;
+        snprintf(errbuf, errlen, "%s: must not contain NUL (%%00)", name);
+        goto out;
+    }
+    if (query == NULL || evhttp_parse_query_str(query, &params) != 0) {
+        history_bad(field, "from", errbuf, errlen,
+                    "from, to: give both as RFC 3339 date-times");
+        goto out;
+    }
+    const char *from_s = query_param(&params, "from", &dup_from);
+    const char *to_s = query_param(&params, "to", &dup_to);
+    const char *iv = query_param(&params, "interval", &dup_iv);
+    if (from_s == NULL || dup_from ||
+        ctr_time_parse_rfc3339(from_s, &out->from_ms)) {
+        history_bad(field, "from", errbuf, errlen,
+                    "from: must be one RFC 3339 date-time with an offset");
+        goto out;
+    }
+    if (to_s == NULL || dup_to || ctr_time_parse_rfc3339(to_s, &out->to_ms)) {
+        history_bad(field, "to", errbuf, errlen,
+                    "to: must be one RFC 3339 date-time with an offset");
+        goto out;
+    }
+    if (out->from_ms < HISTORY_MIN_MS || out->from_ms >= HISTORY_END_MS) {
+        history_bad(field, "from", errbuf, errlen,
+                    "from: must lie within the years 0001 to 9999 (UTC)");
+        goto out;
+    }
+    if (out->to_ms < HISTORY_MIN_MS || out->to_ms >= HISTORY_END_MS) {
+        history_bad(field, "to", errbuf, errlen,
+                    "to: must lie within the years 0001 to 9999 (UTC)");
+        goto out;
+    }
+    if (iv == NULL)
+        iv = "hour";
+    if (dup_iv) {
+        history_bad(field, "interval", errbuf, errlen,
+                    "interval: give it once");
+        goto out;
+    } else if (strcmp(iv, "minute") == 0) {
+        out->interval = "minute", out->step_ms = 60000;
+    } else if (strcmp(iv, "hour") == 0) {
+        out->interval = "hour", out->step_ms = 3600000;
+    } else if (strcmp(iv, "day") == 0) {
+        out->interval = "day", out->step_ms = 86400000;
+    } else {
+        history_bad(field, "interval", errbuf, errlen,
+                    "interval: must be minute, hour or day");
+        goto out;
+    }
+    if (out->to_ms <= out->from_ms) {
+        history_bad(field, "to", errbuf, errlen, "to: must be after from");
+        goto out;
+    }
+    rc = 0;
+out:
+    evhttp_clear_headers(&params);
+    return rc;
+}
