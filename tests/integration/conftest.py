@@ -377,7 +377,9 @@ class Kafka:
             ],
             timeout=120,
         )
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        # "\n" only: kcat leaves U+2028 and friends raw inside a payload,
+        # and str.splitlines() would cut a message there
+        return [json.loads(line) for line in out.split("\n") if line.strip()]
 
     def messages(self, since, key=None):
         """Messages appended after the offsets `since` (see end_offsets),
