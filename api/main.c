@@ -1,7 +1,7 @@
 /*
  * main.c - counter-api: parse config, connect, serve HTTP until SIGTERM or
- * SIGINT, then stop accepting, let writes in flight settle, flush Kafka,
- * and close in reverse order.
+ * SIGINT, then stop accepting, let requests and writes in flight settle and
+ * their answers reach the kernel, flush Kafka, and close in reverse order.
  */
 #include "api/app.h"
 #include "common/log.h"
@@ -9,34 +9,55 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
-#include <errno.h>
-#include <netdb.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { DRAIN_DEADLINE_MS = 10000, FLUSH_DEADLINE_MS = 5000 };
+/*
+ * deploy/stack.sh stop sends SIGKILL 10 s after SIGTERM: draining (bounded
+ * by the write deadlines, see drain_deadline_ms) plus the final flush stay
+ * under that with the default timeouts.
+ */
+enum { FLUSH_DEADLINE_MS = 2500, DRAIN_MIN_MS = 2000, DRAIN_MAX_MS = 30000 };
 
 typedef struct api_main {
     api_app app;
     struct evhttp *http;
-    struct evhttp_bound_socket *listener;
     struct event *drain_ev;
     int64_t drain_deadline_ms;
 } api_main;
+
+/*
+ * The longest a write can take to settle: Redis's deadline, then Kafka's
+ * (twice: a write that goes through the log while Redis is away may publish
+ * again), plus a second for the undo of a refused event.
+ */
+static int drain_deadline_ms(const ctr_config *cfg)
+{
+    long ms = (long)cfg->redis_write_timeout_ms +
+              2L * cfg->kafka_delivery_timeout_ms + 1000;
+    if (ms < cfg->postgres_timeout_ms + 1000L)
+        ms = cfg->postgres_timeout_ms + 1000L; /* fallback reads */
+    return ms < DRAIN_MIN_MS   ? DRAIN_MIN_MS
+           : ms > DRAIN_MAX_MS ? DRAIN_MAX_MS
+                               : (int)ms;
+}
 
 static void drain_check(evutil_socket_t fd, short what, void *arg)
 {
     api_main *m = arg;
     (void)fd;
     (void)what;
-    if (m->app.inflight > 0 && ctr_time_mono_ms() < m->drain_deadline_ms)
+    int settled =
+        m->app.inflight == 0 && api_listener_output_flushed(m->app.listener);
+    if (!settled && ctr_time_mono_ms() < m->drain_deadline_ms)
         return;
     if (m->app.inflight > 0)
         ctr_warn("shutting down with %ld requests still in flight",
                  m->app.inflight);
+    else if (!settled)
+        ctr_warn("shutting down with answers not yet sent");
     event_base_loopbreak(m->app.base);
 }
 
@@ -48,56 +69,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     ctr_info("received signal %d, shutting down", (int)sig);
     m->app.stopping = 1;
-    if (m->listener) {
-        evhttp_del_accept_socket(m->http, m->listener);
-        m->listener = NULL;
-    }
-    m->drain_deadline_ms = ctr_time_mono_ms() + DRAIN_DEADLINE_MS;
+    api_listener_close(m->app.listener);
+    m->drain_deadline_ms = ctr_time_mono_ms() + drain_deadline_ms(m->app.cfg);
     struct timeval tick = {0, 20 * 1000};
     event_add(m->drain_ev, &tick);
-}
-
-/*
- * evhttp_bind_socket listens with a backlog of 128, which makes a burst of
- * new connections wait for SYN retries; this listens with the system's
- * maximum instead.
- */
-static struct evhttp_bound_socket *listen_on(struct evhttp *http,
-                                             const char *bind_addr, int port)
-{
-    struct addrinfo hints, *ai = NULL;
-    char portstr[16];
-    evutil_socket_t fd = -1;
-    int one = 1;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    if (getaddrinfo(bind_addr, portstr, &hints, &ai) != 0 || ai == NULL) {
-        errno = EINVAL;
-        return NULL;
-    }
-    fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-    if (fd < 0 || evutil_make_socket_nonblocking(fd) != 0 ||
-        evutil_make_socket_closeonexec(fd) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
-        listen(fd, SOMAXCONN > 4096 ? SOMAXCONN : 4096) != 0) {
-        int saved = errno;
-        if (fd >= 0)
-            evutil_closesocket(fd);
-        freeaddrinfo(ai);
-        errno = saved;
-        return NULL;
-    }
-    freeaddrinfo(ai);
-    struct evhttp_bound_socket *bound =
-        evhttp_accept_socket_with_handle(http, fd);
-    if (bound == NULL)
-        evutil_closesocket(fd);
-    return bound;
 }
 
 int main(void)
@@ -118,6 +93,12 @@ int main(void)
     }
     ctr_log_init("counter-api", ctr_log_level_parse(cfg->log_level));
     m.app.cfg = cfg;
+    m.app.auth = api_auth_new(cfg, err, sizeof(err));
+    if (m.app.auth == NULL) {
+        fprintf(stderr, "counter-api: %s\n", err);
+        ctr_config_free(cfg);
+        return 2;
+    }
 
     m.app.base = event_base_new();
     if (m.app.base == NULL) {
@@ -129,6 +110,7 @@ int main(void)
         ctr_error("could not set up redis: %s", err);
         goto out;
     }
+    m.app.floor = api_floor_new();
     m.app.pg = api_pg_new(cfg, m.app.base, err, sizeof(err));
     if (m.app.pg == NULL) {
         ctr_error("could not set up postgresql: %s", err);
@@ -160,13 +142,20 @@ int main(void)
     size_t hard_cap = (size_t)cfg->server_max_body_bytes * 4;
     evhttp_set_max_body_size(m.http,
                              hard_cap < (1u << 20) ? (1u << 20) : hard_cap);
-    evhttp_set_max_headers_size(m.http, 16384);
+    /* The request line plus headers; past it evhttp answers 413 (HTML:
+     * libevent 2.1 has no error callback) and closes the connection. */
+    evhttp_set_max_headers_size(m.http, (size_t)cfg->server_max_header_bytes);
+    /* libevent 2.1 has one timeout for both directions: idle reading (a
+     * slow or silent client, a kept-alive connection) and a blocked write
+     * (a client that does not read its answer) each close the connection
+     * after server.timeout_s. */
     evhttp_set_timeout(m.http, cfg->server_timeout_s);
     evhttp_set_gencb(m.http, api_handle_request, &m.app);
-    m.listener = listen_on(m.http, cfg->server_bind, cfg->server_port);
-    if (m.listener == NULL) {
-        ctr_error("could not listen on %s:%d: %s", cfg->server_bind,
-                  cfg->server_port, strerror(errno));
+    m.app.listener =
+        api_listener_new(m.app.base, m.http, cfg->server_bind, cfg->server_port,
+                         cfg->server_max_connections, err, sizeof(err));
+    if (m.app.listener == NULL) {
+        ctr_error("%s", err);
         goto out;
     }
 
@@ -179,9 +168,10 @@ int main(void)
         goto out;
     }
 
-    ctr_info("listening on http://%s:%d (config %s)", cfg->server_bind,
+    ctr_info("listening on http://%s:%d (config %s, auth %s)", cfg->server_bind,
              cfg->server_port,
-             cfg->source_path[0] ? cfg->source_path : "defaults");
+             cfg->source_path[0] ? cfg->source_path : "defaults",
+             api_auth_count(m.app.auth) ? "on" : "off");
     event_base_dispatch(m.app.base);
 
     int left = ctr_producer_flush(m.app.producer, FLUSH_DEADLINE_MS);
@@ -196,13 +186,19 @@ out:
         event_free(sigint_ev);
     if (m.drain_ev)
         event_free(m.drain_ev);
+    /* evhttp_free() closes the connections, whose close callbacks reach
+     * the listener: it stops accepting first and is freed after. */
+    api_listener_close(m.app.listener);
     if (m.http)
         evhttp_free(m.http);
+    api_listener_free(m.app.listener);
     ctr_producer_free(m.app.producer);
     api_redis_free(m.app.redis);
     api_pg_free(m.app.pg);
+    api_floor_free(m.app.floor);
     if (m.app.base)
         event_base_free(m.app.base);
+    api_auth_free(m.app.auth);
     ctr_config_free(cfg);
     return rc;
 }

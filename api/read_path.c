@@ -4,15 +4,13 @@
  * from PostgreSQL's buckets; the counter definitions.
  */
 #include "api/handlers.h"
+#include "api/query.h"
 #include "api/reply.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
 
-#include <sys/queue.h> /* before evhttp's, for TAILQ_FOREACH */
-
 #include <event2/buffer.h>
-#include <event2/keyvalq_struct.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +113,13 @@ static const char fallback_sql[] =
     "            AS as_of_ms FROM consumer_offsets) o "
     "ORDER BY q.i";
 
+/* Kinds whose value only grows within a period (a counter's decrement
+ * is a correction). */
+static int monotonic(const ctr_counter_def *def)
+{
+    return def->kind == CTR_KIND_COUNTER || def->kind == CTR_KIND_UNIQUE;
+}
+
 static int64_t field_i64(const PGresult *res, int row, int col)
 {
     return PQgetisnull(res, row, col)
@@ -135,6 +140,11 @@ static void read_from_pg_done(const PGresult *res, void *arg)
             values[i] = field_i64(res, (int)i, 0);
             updated[i] = field_i64(res, (int)i, 1);
             as_of = field_i64(res, (int)i, 2);
+            /* PostgreSQL lags Redis by a batch: a monotonic counter
+             * must not seem to go back to a client that read Redis */
+            if (monotonic(op->defs[i]) && op->app->floor)
+                api_floor_raise(op->app->floor, op->names.names[i],
+                                op->periods[i], &values[i], &updated[i]);
         }
         op->app->metrics.reads_postgres++;
         read_answer(op, values, updated, "postgres", 1, as_of);
@@ -186,27 +196,13 @@ static void read_from_redis_done(enum api_redis_status st,
     for (size_t i = 0; i < n; i++) {
         values[i] = vals[i].exists ? vals[i].value : 0;
         updated[i] = vals[i].exists ? vals[i].updated_ms : 0;
+        if (vals[i].exists && monotonic(op->defs[i]) && op->app->floor)
+            api_floor_note(op->app->floor, op->names.names[i], op->periods[i],
+                           values[i], updated[i]);
     }
     op->app->metrics.reads_redis++;
     read_answer(op, values, updated, "redis", 0, 0);
     read_release(op);
-}
-
-/* The value of query parameter `key`, or NULL; *dup set if it repeats. */
-static const char *query_param(struct evkeyvalq *q, const char *key, int *dup)
-{
-    const char *found = NULL;
-    struct evkeyval *kv;
-    *dup = 0;
-    TAILQ_FOREACH(kv, q, next)
-    {
-        if (strcmp(kv->key, key) != 0)
-            continue;
-        if (found)
-            *dup = 1;
-        found = kv->value;
-    }
-    return found;
 }
 
 void api_handle_read(api_app *app, struct evhttp_request *req,
@@ -223,26 +219,10 @@ void api_handle_read(api_app *app, struct evhttp_request *req,
     op->req = req;
     op->batch = batch;
     if (batch) {
-        struct evkeyvalq query;
         char err[160];
-        int dup = 0, rc = -1;
         const char *q =
             evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-        TAILQ_INIT(&query);
-        if (q && evhttp_parse_query_str(q, &query) == 0) {
-            const char *names = query_param(&query, "names", &dup);
-            if (dup)
-                snprintf(err, sizeof(err),
-                         "names: give it once, as a comma-separated list");
-            else
-                rc = api_parse_names(names, &op->names, err, sizeof(err));
-        } else {
-            snprintf(err, sizeof(err),
-                     "names: give 1 to %d comma-separated names",
-                     API_BATCH_MAX);
-        }
-        evhttp_clear_headers(&query);
-        if (rc != 0) {
+        if (api_query_batch(q, &op->names, err, sizeof(err)) != 0) {
             app->metrics.rejected_4xx++;
             api_reply_error(req, 400, "invalid_query", "names", err);
             free(op);
@@ -372,52 +352,18 @@ static int history_bad(api_app *app, struct evhttp_request *req,
 void api_handle_history(api_app *app, struct evhttp_request *req,
                         const api_route *route)
 {
-    struct evkeyvalq query;
     const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-    int64_t from, to, step_ms;
-    int dup_from, dup_to, dup_iv;
+    api_history_query hq;
+    const char *field = NULL;
     history_op *op = NULL;
     char msg[160];
 
-    TAILQ_INIT(&query);
-    if (q == NULL || evhttp_parse_query_str(q, &query) != 0) {
-        history_bad(app, req, "from",
-                    "from, to: give both as RFC 3339 date-times");
-        goto out;
+    if (api_query_history(q, &hq, &field, msg, sizeof(msg)) != 0) {
+        history_bad(app, req, field, msg);
+        return;
     }
-    const char *from_s = query_param(&query, "from", &dup_from);
-    const char *to_s = query_param(&query, "to", &dup_to);
-    const char *iv = query_param(&query, "interval", &dup_iv);
-    if (from_s == NULL || dup_from || ctr_time_parse_rfc3339(from_s, &from)) {
-        history_bad(app, req, "from",
-                    "from: must be one RFC 3339 date-time with an offset");
-        goto out;
-    }
-    if (to_s == NULL || dup_to || ctr_time_parse_rfc3339(to_s, &to)) {
-        history_bad(app, req, "to",
-                    "to: must be one RFC 3339 date-time with an offset");
-        goto out;
-    }
-    if (iv == NULL)
-        iv = "hour";
-    if (dup_iv) {
-        history_bad(app, req, "interval", "interval: give it once");
-        goto out;
-    } else if (strcmp(iv, "minute") == 0) {
-        iv = "minute", step_ms = 60000;
-    } else if (strcmp(iv, "hour") == 0) {
-        iv = "hour", step_ms = 3600000;
-    } else if (strcmp(iv, "day") == 0) {
-        iv = "day", step_ms = 86400000;
-    } else {
-        history_bad(app, req, "interval",
-                    "interval: must be minute, hour or day");
-        goto out;
-    }
-    if (to <= from) {
-        history_bad(app, req, "to", "to: must be after from");
-        goto out;
-    }
+    const int64_t from = hq.from_ms, to = hq.to_ms, step_ms = hq.step_ms;
+    const char *iv = hq.interval;
     const ctr_counter_def *def = ctr_config_counter(app->cfg, route->name);
     char tzerr[200];
     /* minutes are the same everywhere; hours and days follow the zone */
@@ -431,13 +377,13 @@ void api_handle_history(api_app *app, struct evhttp_request *req,
                  "use a coarser interval",
                  HISTORY_MAX_POINTS, iv);
         history_bad(app, req, "to", msg);
-        goto out;
+        return;
     }
 
     op = calloc(1, sizeof(*op));
     if (op == NULL) {
         api_reply_error(req, 500, "internal", NULL, "out of memory");
-        goto out;
+        return;
     }
     op->app = app;
     op->req = req;
@@ -459,8 +405,6 @@ void api_handle_history(api_app *app, struct evhttp_request *req,
         api_reply_error(req, 503, "unavailable", NULL,
                         "postgresql is busy; try again");
     }
-out:
-    evhttp_clear_headers(&query);
 }
 
 /* --------------------------------------------------------- definitions */

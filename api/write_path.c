@@ -34,6 +34,7 @@
 #include "api/handlers.h"
 #include "api/body.h"
 #include "api/reply.h"
+#include "api/stats.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "ingest/event.h"
@@ -65,7 +66,9 @@ typedef struct write_op {
     char *payload;
     size_t payload_len;
     struct event *kafka_deadline; /* answer by then even if Kafka has not */
+    int64_t published_us;         /* when the event was queued */
     int via_log;                  /* Redis unusable: the applier applies it */
+    char today[11];               /* the counter's local date now */
     int keyed;                    /* event_id is the client's key */
     int replay;                   /* answering a retry from its record */
     char fingerprint[17];
@@ -74,8 +77,11 @@ typedef struct write_op {
     char *claimed; /* a takeover's new record */
 } write_op;
 
-/* Longer than any Kafka verdict on the first attempt (which can come a
- * second after the message timeout) plus its undo. */
+/* How long a retry waits (409) for the first attempt before taking it
+ * over: past its answer deadline, when a live first attempt is waiting
+ * for a broker that is away. Taking over is safe whenever it happens: the
+ * first attempt undoes only while the record still names its token, and
+ * PostgreSQL counts a keyed event once. */
 static int64_t idem_lease_ms(const ctr_config *cfg)
 {
     return 2 * (int64_t)cfg->kafka_delivery_timeout_ms +
@@ -210,9 +216,9 @@ static void write_undo(write_op *op)
 }
 
 /*
- * librdkafka's verdict can come up to a second after its message timeout.
- * The client is answered at kafka.delivery_timeout_ms; the verdict still
- * settles the write (kept, or undone) when it arrives.
+ * The client is answered at kafka.delivery_timeout_ms; librdkafka keeps
+ * trying for kafka.message_timeout_ms, and its verdict still settles the
+ * write (kept, or undone) when it arrives.
  */
 static void write_kafka_deadline(evutil_socket_t fd, short what, void *arg)
 {
@@ -268,6 +274,9 @@ void api_on_delivery(enum ctr_delivery result, void *arg)
 {
     write_op *op = arg;
 
+    api_stats_kafka((double)(ctr_time_mono_us() - op->published_us) / 1e6,
+                    result != CTR_DELIVERED);
+
     switch (result) {
     case CTR_DELIVERED:
         if (op->via_log) {
@@ -320,6 +329,7 @@ static void write_publish(write_op *op)
     op->kafka_deadline = evtimer_new(op->app->base, write_kafka_deadline, op);
     if (op->kafka_deadline)
         evtimer_add(op->kafka_deadline, &tv);
+    op->published_us = ctr_time_mono_us();
     if (op->payload == NULL ||
         ctr_producer_send_ex(op->app->producer, op->name, strlen(op->name),
                              op->payload, op->payload_len,
@@ -501,6 +511,8 @@ static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
         }
         if (write_was_clamped(op))
             op->app->metrics.writes_clamped++;
+        if (op->spec.period[0] && strcmp(op->spec.period, op->today) != 0)
+            op->app->metrics.writes_late++; /* corrects a closed day */
         write_publish(op);
         return;
     case API_REDIS_OVERFLOW:
@@ -618,6 +630,7 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
         snprintf(msg, sizeof(msg),
                  "timestamp: older than the accepted lateness of %d s",
                  app->cfg->lateness_s);
+        app->metrics.writes_too_late++;
         reject(app, req, 422, "too_late", "timestamp", msg);
         goto done;
     }
@@ -670,6 +683,9 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
         op->requested = 1;
     ctr_apply_plan(&op->spec, def, ts, now, app->cfg->lateness_s, op->user_id,
                    kind == API_WRITE_SET, op->requested);
+    if (op->spec.period[0])
+        ctr_date_format(ctr_tz_local_day(def->tz, now, NULL, NULL), op->today,
+                        sizeof(op->today));
 
     if (op->keyed) {
         op->spec.guard_id = op->event_id;

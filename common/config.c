@@ -31,6 +31,13 @@ static const opt_def options[] = {
     {"server.max_body_bytes", OPT_INT, O(server_max_body_bytes), "16384", 64,
      16 * 1024 * 1024},
     {"server.timeout_s", OPT_INT, O(server_timeout_s), "10", 1, 3600},
+    {"server.max_header_bytes", OPT_INT, O(server_max_header_bytes), "8192",
+     1024, 1024 * 1024},
+    {"server.max_connections", OPT_INT, O(server_max_connections), "4096", 1,
+     1000000},
+    {"server.max_inflight", OPT_INT, O(server_max_inflight), "10000", 1,
+     10000000},
+    {"auth.tokens_file", OPT_STR, O(auth_tokens_file), "", 0, 0},
     {"redis.addr", OPT_STR, O(redis_addr), "127.0.0.1:6380", 1, 0},
     {"redis.password", OPT_STR, O(redis_password), "", 0, 0},
     {"redis.db", OPT_INT, O(redis_db), "0", 0, 15},
@@ -48,12 +55,22 @@ static const opt_def options[] = {
     {"kafka.partitions", OPT_INT, O(kafka_partitions), "4", 1, 10000},
     {"kafka.delivery_timeout_ms", OPT_INT, O(kafka_delivery_timeout_ms), "2000",
      10, 600000},
+    {"kafka.message_timeout_ms", OPT_INT, O(kafka_message_timeout_ms), "300000",
+     1000, 3600000},
     {"persister.batch_size", OPT_INT, O(persister_batch_size), "5000", 1,
      1000000},
     {"persister.batch_ms", OPT_INT, O(persister_batch_ms), "50", 1, 60000},
     {"persister.group_id", OPT_STR, O(persister_group_id), "counter-persister",
      1, 0},
+    {"persister.metrics_port", OPT_INT, O(persister_metrics_port), "9101", 0,
+     65535},
+    {"persister.fluctuation_window_ms", OPT_INT,
+     O(persister_fluctuation_window_ms), "10000", 100, 3600000},
+    {"persister.fluctuation_warmup", OPT_INT, O(persister_fluctuation_warmup),
+     "6", 2, 1000},
     {"applier.group_id", OPT_STR, O(applier_group_id), "counter-applier", 1, 0},
+    {"applier.metrics_port", OPT_INT, O(applier_metrics_port), "9102", 0,
+     65535},
     {"applier.guard_ttl_s", OPT_INT, O(applier_guard_ttl_s), "604800", 60,
      366 * 86400},
     {"idempotency_ttl_s", OPT_INT, O(idempotency_ttl_s), "86400", 60,
@@ -217,6 +234,69 @@ static int read_counters(loader *ld, yaml_node_t *node)
     return 0;
 }
 
+/*
+ * `auth.tokens`: a list of {token: ..., access: read|write}. Only the shape
+ * is checked here; counter-api checks the values (auth.c), so that the
+ * token text stays out of every message.
+ */
+static int read_auth_tokens(loader *ld, yaml_node_t *node)
+{
+    ctr_config *cfg = ld->cfg;
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        snprintf(ld->errbuf, ld->errlen,
+                 "config: auth.tokens (%s line %zu): expected a list of "
+                 "{token: ..., access: read|write}",
+                 ld->file, node->start_mark.line + 1);
+        return -1;
+    }
+    for (yaml_node_item_t *it = node->data.sequence.items.start;
+         it < node->data.sequence.items.top; it++) {
+        yaml_node_t *e = yaml_document_get_node(ld->doc, *it);
+        const char *token = NULL, *access = NULL;
+        size_t line = e ? e->start_mark.line + 1 : 0;
+        if (e == NULL || e->type != YAML_MAPPING_NODE)
+            goto bad;
+        for (yaml_node_pair_t *pr = e->data.mapping.pairs.start;
+             pr < e->data.mapping.pairs.top; pr++) {
+            yaml_node_t *k = yaml_document_get_node(ld->doc, pr->key);
+            yaml_node_t *v = yaml_document_get_node(ld->doc, pr->value);
+            if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE ||
+                v->type != YAML_SCALAR_NODE)
+                goto bad;
+            const char *key = (const char *)k->data.scalar.value;
+            if (strcmp(key, "token") == 0 && token == NULL)
+                token = (const char *)v->data.scalar.value;
+            else if (strcmp(key, "access") == 0 && access == NULL)
+                access = (const char *)v->data.scalar.value;
+            else
+                goto bad;
+        }
+        if (token == NULL || access == NULL)
+            goto bad;
+        ctr_config_token *grown = realloc(
+            cfg->auth_tokens, (cfg->n_auth_tokens + 1) * sizeof(*grown));
+        if (grown == NULL)
+            return -1;
+        cfg->auth_tokens = grown;
+        ctr_config_token *t = &grown[cfg->n_auth_tokens];
+        t->token = strdup(token);
+        t->access = strdup(access);
+        t->line = line;
+        cfg->n_auth_tokens++; /* counted first: a failed one is freed too */
+        if (t->token == NULL || t->access == NULL)
+            return -1;
+        continue;
+    bad:
+        snprintf(ld->errbuf, ld->errlen,
+                 "config: auth.tokens (%s line %zu): each entry is "
+                 "{token: ..., access: read|write} and nothing else",
+                 ld->file, line);
+        return -1;
+    }
+    return 0;
+}
+
 /* Applies every scalar leaf under node, joining mapping keys with '.'. */
 static int walk(loader *ld, yaml_node_t *node, const char *path)
 {
@@ -257,6 +337,11 @@ static int walk(loader *ld, yaml_node_t *node, const char *path)
             if (n < 0 || (size_t)n >= sizeof(sub)) {
                 snprintf(ld->errbuf, ld->errlen, "config: key too long");
                 return -1;
+            }
+            if (strcmp(sub, "auth.tokens") == 0) {
+                if (read_auth_tokens(ld, v))
+                    return -1;
+                continue;
             }
             if (walk(ld, v, sub))
                 return -1;
@@ -643,6 +728,11 @@ void ctr_config_free(ctr_config *cfg)
     }
     free(cfg->kafka_producer);
     free(cfg->kafka_consumer);
+    for (size_t i = 0; i < cfg->n_auth_tokens; i++) {
+        free(cfg->auth_tokens[i].token);
+        free(cfg->auth_tokens[i].access);
+    }
+    free(cfg->auth_tokens);
     for (size_t i = 0; i < cfg->n_counters; i++)
         free(cfg->counters[i].pattern);
     free(cfg->counters);

@@ -22,12 +22,31 @@ typedef struct ctr_config_kv {
     char *value;
 } ctr_config_kv;
 
+/*
+ * One entry of `auth.tokens` as written (checked by counter-api, which is
+ * the only user). The token is a secret: never log it.
+ */
+typedef struct ctr_config_token {
+    char *token;
+    char *access; /* "read" or "write" */
+    size_t line;  /* in the config file, for error messages */
+} ctr_config_token;
+
 /* Plain data, read-only after ctr_config_load(); owned by the loader. */
 typedef struct ctr_config {
     char *server_bind;
     int server_port;
     int server_max_body_bytes;
     int server_timeout_s;
+    /* limits of counter-api (issue 5) */
+    int server_max_header_bytes; /* request line plus headers */
+    int server_max_connections;  /* open at once; past it, stop accepting */
+    int server_max_inflight;     /* requests at work; past it, 503 */
+
+    /* bearer tokens of counter-api; none configured: auth is off */
+    char *auth_tokens_file;        /* "ACCESS TOKEN" lines, or "" */
+    ctr_config_token *auth_tokens; /* the `auth.tokens` list, n_auth_tokens */
+    size_t n_auth_tokens;
 
     char *redis_addr; /* host:port */
     char *redis_password;
@@ -45,7 +64,8 @@ typedef struct ctr_config {
     char *kafka_brokers;
     char *kafka_topic;
     int kafka_partitions;
-    int kafka_delivery_timeout_ms;
+    int kafka_delivery_timeout_ms; /* the api answers a write by then */
+    int kafka_message_timeout_ms;  /* librdkafka keeps trying this long */
     ctr_config_kv *kafka_producer; /* passthrough, n_kafka_producer entries */
     size_t n_kafka_producer;
     ctr_config_kv *kafka_consumer;
@@ -54,8 +74,12 @@ typedef struct ctr_config {
     int persister_batch_size;
     int persister_batch_ms;
     char *persister_group_id;
+    int persister_metrics_port; /* Prometheus text on server.bind; 0: off */
+    int persister_fluctuation_window_ms; /* see persister/fluct.h */
+    int persister_fluctuation_warmup;    /* windows before judging */
 
     char *applier_group_id;
+    int applier_metrics_port;
     int applier_guard_ttl_s; /* how long an applied event id is remembered */
     int idempotency_ttl_s;   /* how long the api remembers an
                               * Idempotency-Key and its answer */

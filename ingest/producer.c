@@ -150,14 +150,16 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
 
     conf = rd_kafka_conf_new();
     /*
-     * librdkafka checks message timeouts about once a second, so its
-     * verdict is asked for a second early: the definite "not persisted"
-     * then usually arrives before the api's own deadline.
+     * The api answers a client at kafka.delivery_timeout_ms, but librdkafka
+     * keeps an event it has queued for kafka.message_timeout_ms (minutes):
+     * an event in flight when the broker died is resent, under the
+     * idempotent producer's sequence numbers, when it comes back, so the
+     * write already in Redis becomes whole instead of being undone (which
+     * a reader could see as the counter going back) or, when the broker
+     * may have it ("possibly persisted"), kept in Redis without its event.
+     * New writes are refused before Redis while no broker is up.
      */
-    int msg_timeout = cfg->kafka_delivery_timeout_ms - 1000;
-    if (msg_timeout < cfg->kafka_delivery_timeout_ms / 2)
-        msg_timeout = cfg->kafka_delivery_timeout_ms / 2;
-    snprintf(num, sizeof(num), "%d", msg_timeout);
+    snprintf(num, sizeof(num), "%d", cfg->kafka_message_timeout_ms);
     /* Defaults first, so the passthrough settings can override them. */
     if (set_conf(conf, "bootstrap.servers", cfg->kafka_brokers, errbuf,
                  errlen) ||

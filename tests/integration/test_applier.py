@@ -99,11 +99,18 @@ def produce_events(stack, events, partition=None):
 
 
 def get_values(api, names):
-    """{name: GET value}; every answer must come from Redis."""
+    """{name: GET value}; every answer must come from Redis. A read may
+    fall back to PostgreSQL when Redis misses the api's 50 ms read
+    deadline while the applier floods it (G5): such a read is asked again,
+    a few times, before the test gives up."""
     out = {}
     for n in names:
-        r = api.get(n)
-        assert r.status == 200, (n, r.status, r.json)
+        for _ in range(20):
+            r = api.get(n)
+            assert r.status == 200, (n, r.status, r.json)
+            if r.json["source"] == "redis":
+                break
+            time.sleep(0.1)
         assert r.json["source"] == "redis" and r.json["stale"] is False, r.json
         out[n] = r.json["value"]
     return out
