@@ -78,6 +78,10 @@ rm -f build-asan/ctest.xml
 (cd build-asan && ctest --output-on-failure -j "$JOBS" --output-junit ctest.xml)
 note_result "unit tests" $? build-asan/ctest.xml
 
+echo "== fuzz (short): each libFuzzer target ${FUZZ_SECONDS:-15} s, build-fuzz"
+tests/fuzz/run.sh "${FUZZ_SECONDS:-15}"
+note_result "fuzz (short)" $?
+
 # ---- the private stack ----
 STACK_DIR="$(mktemp -d /tmp/counter-test.XXXXXX)"
 export STACK_DIR
@@ -119,6 +123,21 @@ python3 -m pytest -p no:cacheprovider -v --junitxml="$ROOT/build-asan/pytest.xml
     tests/integration $PYTEST_ARGS
 rc=$?
 note_result "integration tests" $rc "$ROOT/build-asan/pytest.xml"
+
+echo "== contract tests (docs/openapi.yaml, schemathesis from install-deps.sh's venv)"
+rm -f "$ROOT/build-asan/contract.xml"
+"${TEST_VENV:-$ROOT/var/venv}/bin/python" -m pytest -p no:cacheprovider -v \
+    --junitxml="$ROOT/build-asan/contract.xml" tests/contract
+note_result "contract tests" $? "$ROOT/build-asan/contract.xml"
+
+# ---- fault injection (tests/faults) ----
+# Kills, freezes and overloads the stack's processes under load, then checks
+# I1-I6; leaves the stack healthy for the steps after it.
+echo "== fault-injection tests"
+rm -rf "$ROOT/build-asan/faults.xml" "$ROOT/build-asan/faults-logs"
+FAULTS_LOG_DIR="$ROOT/build-asan/faults-logs" python3 -m pytest -p no:cacheprovider -v \
+    --junitxml="$ROOT/build-asan/faults.xml" tests/faults
+note_result "fault tests" $? "$ROOT/build-asan/faults.xml"
 
 # ---- ThreadSanitizer ----
 echo "== building (thread sanitizer) in build-tsan"
