@@ -190,6 +190,7 @@ int ctl_rebuild_postgres(const ctr_config *cfg, const char *sql_dir, int keep)
     conn = ctr_pg_connect(cfg, "counterctl", err, sizeof(err));
     if (conn == NULL) {
         fprintf(stderr, "counterctl: %s\n", err);
+        rc = 3; /* unreachable */
         goto out;
     }
     PQclear(PQexec(conn, "SET client_min_messages = warning"));
@@ -280,13 +281,14 @@ int ctl_rebuild_redis(const ctr_config *cfg)
     redisContext *c = ctr_redis_connect(cfg, 5000, err, sizeof(err));
     if (c == NULL) {
         fprintf(stderr, "counterctl: %s\n", err);
-        return 2;
+        return strncmp(err, "could not connect", 17) == 0 ? 3 : 2;
     }
     int rc = ctr_redis_restore(cfg, c, &st, err, sizeof(err));
     redisFree(c);
     if (rc != 0) {
         fprintf(stderr, "counterctl: rebuild-redis: %s\n", err);
-        return 2;
+        /* PostgreSQL out of reach is said so by ctr_pg_connect's message */
+        return strncmp(err, "could not connect", 17) == 0 ? 3 : 2;
     }
     printf("rebuild-redis: restored %ld values from postgresql and %ld event "
            "ids it counted, applied %ld logged events after its offsets\n",

@@ -30,7 +30,16 @@ static int partitions_ready(rd_kafka_t *rk, const char *topic)
     return n;
 }
 
-/* Creates one topic if missing and waits for its leaders. 0 or -1. */
+static int is_unreachable(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+           err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+           err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+           err == RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT;
+}
+
+/* Creates one topic if missing and waits for its leaders. 0, -1, or
+ * CTL_TOPIC_UNREACHABLE. */
 static int create_one(rd_kafka_t *rk, const char *topic, int partitions,
                       int timeout_ms)
 {
@@ -57,11 +66,14 @@ static int create_one(rd_kafka_t *rk, const char *topic, int partitions,
     if (ev == NULL) {
         fprintf(stderr, "counterctl: no answer from kafka within %d ms\n",
                 timeout_ms);
+        rc = CTL_TOPIC_UNREACHABLE;
         goto out;
     }
     if (rd_kafka_event_error(ev)) {
         fprintf(stderr, "counterctl: could not create topic %s: %s\n", topic,
                 rd_kafka_event_error_string(ev));
+        if (is_unreachable(rd_kafka_event_error(ev)))
+            rc = CTL_TOPIC_UNREACHABLE;
         goto out;
     }
     size_t cnt = 0;
@@ -74,6 +86,8 @@ static int create_one(rd_kafka_t *rk, const char *topic, int partitions,
     else if (terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
         fprintf(stderr, "counterctl: could not create topic %s: %s\n", topic,
                 cnt ? rd_kafka_topic_result_error_string(res[0]) : "no result");
+        if (is_unreachable(terr))
+            rc = CTL_TOPIC_UNREACHABLE;
         goto out;
     }
 
@@ -128,11 +142,10 @@ int ctl_topic_create(const ctr_config *cfg, int timeout_ms)
     }
     /* the events, and the dead letters of events that failed validation */
     snprintf(dlq, sizeof(dlq), "%s.dlq", cfg->kafka_topic);
-    int rc = create_one(rk, cfg->kafka_topic, cfg->kafka_partitions,
-                        timeout_ms) == 0 &&
-                     create_one(rk, dlq, cfg->kafka_partitions, timeout_ms) == 0
-                 ? 0
-                 : -1;
+    int rc =
+        create_one(rk, cfg->kafka_topic, cfg->kafka_partitions, timeout_ms);
+    if (rc == 0)
+        rc = create_one(rk, dlq, cfg->kafka_partitions, timeout_ms);
     rd_kafka_destroy(rk);
     return rc;
 }

@@ -7,8 +7,11 @@
 
 #include "common/config.h"
 
+enum { CTL_TOPIC_UNREACHABLE = -2 };
+
 /* Creates cfg's topic and its dead-letter topic "<topic>.dlq" if missing.
- * Returns 0 (created or already there, leaders known) or -1 with the
+ * Returns 0 (created or already there, leaders known), -1, or
+ * CTL_TOPIC_UNREACHABLE when Kafka did not answer in time, with the
  * reason printed. */
 int ctl_topic_create(const ctr_config *cfg, int timeout_ms);
 

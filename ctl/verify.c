@@ -79,6 +79,9 @@ typedef struct ver_ctx {
     int partition_cnt;
     int64_t *high;   /* per partition: the topic's high watermark */
     int64_t *stored; /* per partition: the persister's next offset */
+    /* A store or the broker did not answer, or the persister did not
+     * catch up: the check could not be made (CTL_VERIFY_UNREACHABLE). */
+    int unreachable;
 } ver_ctx;
 
 static void sleep_ms(int ms)
@@ -279,9 +282,11 @@ static int parse_key(const char *key, size_t len, size_t *name_len,
     return ctr_date_parse(day, &d);
 }
 
-static void redis_failed(const ver_ctx *c, const char *what,
-                         const redisReply *r)
+static void redis_failed(ver_ctx *c, const char *what, const redisReply *r)
 {
+    /* an error reply is Redis answering; a context error is no answer */
+    if (r == NULL && c->redis->err)
+        c->unreachable = 1;
     fprintf(stderr, "counterctl: redis at %s: %s failed: %s\n",
             c->cfg->redis_addr, what,
             r                     ? r->str
@@ -307,6 +312,7 @@ static int redis_open(ver_ctx *c)
     if (c->redis == NULL || c->redis->err) {
         fprintf(stderr, "counterctl: could not connect to redis at %s: %s\n",
                 cfg->redis_addr, c->redis ? c->redis->errstr : "out of memory");
+        c->unreachable = c->redis != NULL;
         return -1;
     }
     if (redisSetTimeout(c->redis, tv) != REDIS_OK) {
@@ -432,8 +438,10 @@ static int redis_fill(ver_ctx *c, ver_item *items, size_t n, int after,
 
 /* ------------------------------------------------------------ postgresql */
 
-static void pg_failed(const ver_ctx *c, const char *what, const PGresult *res)
+static void pg_failed(ver_ctx *c, const char *what, const PGresult *res)
 {
+    if (PQstatus(c->pg) == CONNECTION_BAD)
+        c->unreachable = 1;
     const char *msg = res ? PQresultErrorMessage(res) : "";
     if (msg[0] == '\0')
         msg = PQerrorMessage(c->pg);
@@ -714,6 +722,7 @@ static int kafka_open(ver_ctx *c)
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         fprintf(stderr, "counterctl: could not reach kafka at %s: %s\n",
                 cfg->kafka_brokers, rd_kafka_err2str(err));
+        c->unreachable = 1;
         goto out;
     }
     if (md->topic_cnt != 1 || md->topics[0].err ||
@@ -828,6 +837,7 @@ static int wait_caught_up(ver_ctx *c, int wait_s)
                     "with topic %s within %d s: %s\n",
                     c->cfg->persister_group_id, c->cfg->kafka_topic, wait_s,
                     why);
+            c->unreachable = 1;
             return -1;
         }
         sleep_ms(POLL_MS);
@@ -910,6 +920,7 @@ int ctl_verify_run(const ctr_config *cfg, int wait_s)
     c.pg = ctr_pg_connect(cfg, "counterctl verify", err, sizeof(err));
     if (c.pg == NULL) {
         fprintf(stderr, "counterctl: %s\n", err);
+        c.unreachable = 1;
         goto out;
     }
     /* Also waited for before reading PostgreSQL, but a persister that is
@@ -942,6 +953,8 @@ int ctl_verify_run(const ctr_config *cfg, int wait_s)
     printf("verify: %zu counters checked, %zu differ\n", checked, still.n);
     rc = still.n ? CTL_VERIFY_DIFFER : CTL_VERIFY_SAME;
 out:
+    if (rc == CTL_VERIFY_ERROR && c.unreachable)
+        rc = CTL_VERIFY_UNREACHABLE;
     fflush(stdout);
     list_free(&still);
     list_free(&differing);

@@ -20,12 +20,15 @@ enum {
     CTL_VERIFY_SAME = 0,   /* no difference */
     CTL_VERIFY_DIFFER = 1, /* at least one difference, printed */
     CTL_VERIFY_ERROR = 2,  /* could not check: reason printed on stderr */
+    /* could not check because Redis, PostgreSQL or Kafka did not answer,
+     * or the persister did not catch up: reason printed on stderr */
+    CTL_VERIFY_UNREACHABLE = 3,
 };
 
 /*
  * Runs the check. Before each read of PostgreSQL, waits up to wait_s
  * seconds for the persister's stored offsets to reach the topic's high
- * watermarks; past that, says so and returns CTL_VERIFY_ERROR. Anything
+ * watermarks; past that, says so and returns CTL_VERIFY_UNREACHABLE. Anything
  * that differs is read again after a pause (writes arriving during the
  * check can make a difference that is gone a moment later). Prints one
  * line per difference that persists, "counter NAME[ day DATE]: redis=X

@@ -1,7 +1,8 @@
 """counterctl verify (issue 4): compares Redis with PostgreSQL for every
 counter, prints one line per difference, "counter NAME[ day DATE]:
 redis=X postgres=Y", then "verify: N counters checked, M differ", and
-exits 0 (none), 1 (some) or 2 (could not check).
+exits 0 (none), 1 (some), 2 (could not check) or 3 (a store or Kafka
+unreachable, or the persister not caught up: counterctl's exit codes).
 
 verify waits for the persister itself, so the tests do not. Other tests
 may write to the same stack meanwhile: the assertions are about the lines
@@ -139,7 +140,7 @@ def test_verify_finds_corrupted_values_and_windows(api, redis):
     assert_clean(verify(), names)
 
 
-def test_verify_persister_behind_exits_2():
+def test_verify_persister_behind_exits_3():
     # A group with no stored offsets has not caught up with a topic that
     # holds messages (the previous test wrote some).
     p = counterctl(
@@ -148,7 +149,7 @@ def test_verify_persister_behind_exits_2():
         "1",
         env={"COUNTER_PERSISTER_GROUP_ID": unique_name("it.nogroup")},
     )
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
     assert "has not caught up" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
@@ -160,9 +161,9 @@ def test_verify_persister_behind_exits_2():
         ({"COUNTER_POSTGRES_PORT": "1"}, "could not connect to postgresql"),
     ],
 )
-def test_verify_store_unreachable_exits_2(env, expect):
+def test_verify_store_unreachable_exits_3(env, expect):
     p = counterctl("verify", env=env, timeout=60)
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
     assert expect in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert p.stdout == "", p.stdout
