@@ -7,6 +7,9 @@
 #ifndef COUNTER_API_APP_H
 #define COUNTER_API_APP_H
 
+#include "api/auth.h"
+#include "api/listener.h"
+#include "api/floor.h"
 #include "api/pg_reader.h"
 #include "api/redis_store.h"
 #include "common/config.h"
@@ -27,10 +30,15 @@ typedef struct api_metrics {
     uint64_t writes_undone;        /* Redis changes taken back */
     uint64_t writes_via_log;       /* 202: into Kafka only, for the applier */
     uint64_t writes_replayed;      /* Idempotency-Key retries answered */
+    uint64_t writes_late;          /* applied to a closed day (corrections) */
+    uint64_t writes_too_late;      /* 422: older than lateness_s */
     uint64_t reads_redis;
     uint64_t reads_postgres; /* fallback reads */
     uint64_t reads_failed;
     uint64_t rejected_4xx;
+    uint64_t unauthorized; /* 401: no or unknown token */
+    uint64_t forbidden;    /* 403: a read token on a write */
+    uint64_t overloaded;   /* 503: server.max_inflight reached */
 } api_metrics;
 
 typedef struct api_app {
@@ -38,7 +46,10 @@ typedef struct api_app {
     struct event_base *base;
     api_redis *redis;
     api_pg *pg;
+    api_floor *floor; /* NULL if it could not be had: no floor */
     ctr_producer *producer;
+    api_auth *auth;         /* no tokens: every request passes */
+    api_listener *listener; /* counts open connections */
     api_metrics metrics;
     long inflight; /* requests not yet answered, plus writes still settling */
     int stopping;

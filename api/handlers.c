@@ -1,9 +1,12 @@
 /*
- * handlers.c - routing every request to its handler, and the two small
+ * handlers.c - routing every request to its handler (after the bearer
+ * token and the in-flight limit are checked), and the two small
  * operational endpoints: /healthz and /metrics (Prometheus text).
  */
 #include "api/handlers.h"
+#include "api/dashboard.h"
 #include "api/reply.h"
+#include "api/stats.h"
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
@@ -51,6 +54,8 @@ static void handle_metrics(api_app *app, struct evhttp_request *req)
         {"undone", m->writes_undone},
         {"via_log", m->writes_via_log},
         {"replayed", m->writes_replayed},
+        {"late", m->writes_late},
+        {"too_late", m->writes_too_late},
         {"rejected", m->rejected_4xx},
     };
     for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++)
@@ -64,10 +69,91 @@ static void handle_metrics(api_app *app, struct evhttp_request *req)
         "%" PRIu64 "\ncounter_api_reads_total{source=\"failed\"} %" PRIu64 "\n",
         m->reads_redis, m->reads_postgres, m->reads_failed);
     evbuffer_add_printf(b, "counter_api_inflight %ld\n", app->inflight);
+    evbuffer_add_printf(b, "counter_api_connections %ld\n",
+                        api_listener_connections(app->listener));
+    evbuffer_add_printf(
+        b,
+        "counter_api_refused_total{reason=\"unauthorized\"} %" PRIu64
+        "\ncounter_api_refused_total{reason=\"forbidden\"} %" PRIu64
+        "\ncounter_api_refused_total{reason=\"overloaded\"} %" PRIu64 "\n",
+        m->unauthorized, m->forbidden, m->overloaded);
+    ctr_strbuf more = {0};
+    api_stats_render(&more);
+    if (more.len)
+        evbuffer_add(b, more.s, more.len);
+    ctr_strbuf_free(&more);
+    evbuffer_add_printf(b,
+                        "# HELP counter_api_kafka_queue_events Events "
+                        "waiting for a delivery report.\n# TYPE "
+                        "counter_api_kafka_queue_events gauge\n"
+                        "counter_api_kafka_queue_events %d\n",
+                        ctr_producer_outq_len(app->producer));
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
+    api_stats_end(req, 200);
     evhttp_send_reply(req, 200, "OK", b);
     evbuffer_free(b);
+}
+
+/* What an endpoint asks of the caller's token when auth is on. */
+static enum api_access endpoint_access(enum api_endpoint ep)
+{
+    switch (ep) {
+    case API_EP_HEALTH:
+    case API_EP_READY: return API_ACCESS_NONE; /* probes carry no token */
+    case API_EP_DASHBOARD:
+    case API_EP_UI_ASSET:
+        return API_ACCESS_NONE; /* the page asks for a token to read with */
+    case API_EP_COUNTER_INCR:
+    case API_EP_COUNTER_DECR:
+    case API_EP_COUNTER_SET: return API_ACCESS_WRITE;
+    default: return API_ACCESS_READ; /* reads, and /metrics */
+    }
+}
+
+/*
+ * The access the request's Authorization header grants. More than one such
+ * header is refused: proxies and servers disagree on which one counts.
+ */
+static enum api_access request_access(const api_app *app,
+                                      struct evhttp_request *req)
+{
+    const char *value = NULL;
+    int seen = 0;
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next)
+        if (evutil_ascii_strcasecmp(h->key, "Authorization") == 0) {
+            value = h->value;
+            seen++;
+        }
+    return seen == 1 ? api_auth_check(app->auth, value) : API_ACCESS_NONE;
+}
+
+/*
+ * 0 when the request may go on; else it has been answered 401 or 403.
+ * Neither answer says whether the token exists or how it differs.
+ */
+static int authorize(api_app *app, struct evhttp_request *req,
+                     enum api_endpoint ep)
+{
+    enum api_access need = endpoint_access(ep);
+    if (api_auth_count(app->auth) == 0 || need == API_ACCESS_NONE)
+        return 0;
+    enum api_access has = request_access(app, req);
+    if ((has & need) == need)
+        return 0;
+    if (has == API_ACCESS_NONE) {
+        app->metrics.unauthorized++;
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "WWW-Authenticate", "Bearer realm=\"counter\"");
+        api_reply_error(req, 401, "unauthorized", NULL,
+                        "a valid bearer token is required");
+    } else {
+        app->metrics.forbidden++;
+        api_reply_error(req, 403, "forbidden", NULL,
+                        "this token may read but not write");
+    }
+    return -1;
 }
 
 void api_handle_request(struct evhttp_request *req, void *arg)
@@ -77,6 +163,10 @@ void api_handle_request(struct evhttp_request *req, void *arg)
     enum api_method method;
 
     app->metrics.requests++;
+    /* While draining, every answer closes its connection. */
+    if (app->stopping)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
+                          "close");
     switch (evhttp_request_get_command(req)) {
     case EVHTTP_REQ_GET: method = API_GET; break;
     case EVHTTP_REQ_HEAD: method = API_HEAD; break;
@@ -86,7 +176,9 @@ void api_handle_request(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 
-    if (api_route_match(method, path, &route) != 0) {
+    int routed = api_route_match(method, path, &route);
+    api_stats_begin(req, routed == 0 ? route.endpoint : API_EP_NONE);
+    if (routed != 0) {
         app->metrics.rejected_4xx++;
         if (route.status == 405) {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
@@ -102,10 +194,24 @@ void api_handle_request(struct evhttp_request *req, void *arg)
         }
         return;
     }
-    if (app->stopping && route.endpoint != API_EP_HEALTH &&
-        route.endpoint != API_EP_METRICS) {
+    if (authorize(app, req, route.endpoint) != 0)
+        return;
+    int operational = route.endpoint == API_EP_HEALTH ||
+                      route.endpoint == API_EP_METRICS ||
+                      route.endpoint == API_EP_READY;
+    if (app->stopping && !operational) {
         api_reply_error(req, 503, "shutting_down", NULL,
                         "the server is shutting down");
+        return;
+    }
+    /* Past the limit, refuse before any store is touched. */
+    if (app->inflight >= app->cfg->server_max_inflight && !operational) {
+        app->metrics.overloaded++;
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                          "1");
+        api_reply_error(req, 503, "overloaded", NULL,
+                        "too many requests in flight; nothing was applied, "
+                        "retry later");
         return;
     }
     switch (route.endpoint) {
@@ -124,6 +230,11 @@ void api_handle_request(struct evhttp_request *req, void *arg)
     case API_EP_DEFINITIONS: api_handle_definitions(app, req); break;
     case API_EP_HEALTH: handle_health(app, req); break;
     case API_EP_METRICS: handle_metrics(app, req); break;
+    case API_EP_READY: api_handle_ready(app, req); break;
+    case API_EP_NAMES: api_handle_names(app, req); break;
+    case API_EP_DASHBOARD:
+    case API_EP_UI_ASSET: api_handle_dashboard(app, req, &route); break;
+    case API_EP_COUNT:
     case API_EP_NONE:
         api_reply_error(req, 404, "not_found", NULL, "no such endpoint");
         break;

@@ -24,6 +24,9 @@ void api_handle_history(api_app *app, struct evhttp_request *req,
 
 void api_handle_definitions(api_app *app, struct evhttp_request *req);
 
+/* GET /readyz (ready.c). */
+void api_handle_ready(api_app *app, struct evhttp_request *req);
+
 /* The Redis key of counter name's live value at now_ms (its current
  * daily window, for daily counters); the local date goes to period (""
  * when the counter has no windows). */

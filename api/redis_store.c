@@ -3,6 +3,9 @@
  */
 #include "api/redis_store.h"
 
+#include "api/stats.h"
+#include "common/timeutil.h"
+
 #include "common/log.h"
 #include "common/name.h"
 
@@ -45,6 +48,7 @@ struct api_redis {
 /* One command in flight. Freed by whichever of reply/timeout comes last. */
 typedef struct redis_cmd {
     api_redis *r;
+    int64_t t0_us;
     struct event *timer;
     int answered; /* the caller's callback has fired */
     void (*on_reply)(struct redis_cmd *cmd, redisReply *reply,
@@ -87,6 +91,7 @@ static void cmd_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     cmd->answered = 1;
+    api_stats_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6, 1);
     if (cmd->index < 0)
         mark_suspect(cmd->r);
     cmd->on_reply(cmd, NULL, API_REDIS_TIMEOUT);
@@ -103,6 +108,8 @@ static void cmd_reply(redisAsyncContext *ac, void *replyp, void *privdata)
     cmd->timer = NULL;
     if (!cmd->answered) {
         cmd->answered = 1;
+        api_stats_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6,
+                        reply == NULL || reply->type == REDIS_REPLY_ERROR);
         cmd->on_reply(cmd, reply,
                       reply == NULL ? API_REDIS_DISCONNECTED : API_REDIS_OK);
     } else {
@@ -119,6 +126,7 @@ static int cmd_send(api_redis *r, redis_cmd *cmd, int timeout_ms, int argc,
     if (!r->ready)
         return -1;
     cmd->r = r;
+    cmd->t0_us = ctr_time_mono_us();
     if (timeout_ms > 0) {
         struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
         cmd->timer = evtimer_new(r->base, cmd_timeout, cmd);
@@ -364,6 +372,15 @@ err:
 int api_redis_ready(const api_redis *r)
 {
     return r->ready && !r->suspect;
+}
+
+const char *api_redis_state(const api_redis *r)
+{
+    if (r->ready)
+        return r->suspect ? "suspect" : "ready";
+    if (r->ac && r->epoch_missing_logged)
+        return "no_epoch";
+    return r->ac ? "connecting" : "down";
 }
 
 void api_redis_free(api_redis *r)

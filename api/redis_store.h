@@ -110,6 +110,11 @@ int api_redis_idem(api_redis *r, const char *name, const char *key,
                    int timeout_ms, api_redis_idem_cb cb, void *arg)
     __attribute__((warn_unused_result));
 
+/* What /readyz says of the connection: "ready", "suspect" (missed a
+ * deadline, waiting for a PING), "no_epoch" (restarted empty, not yet
+ * restored), "connecting" or "down". */
+const char *api_redis_state(const api_redis *r);
+
 /* Closes the connection; pending callbacks fire with DISCONNECTED. */
 void api_redis_free(api_redis *r);
 

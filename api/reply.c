@@ -3,6 +3,8 @@
  */
 #include "api/reply.h"
 
+#include "api/stats.h"
+
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
 
@@ -45,6 +47,7 @@ void api_reply_json(struct evhttp_request *req, int status,
 {
     struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
     evhttp_add_header(headers, "Content-Type", "application/json");
+    api_stats_end(req, status);
     evhttp_send_reply(req, status, reason_phrase(status), body);
 }
 
@@ -53,6 +56,7 @@ void api_reply_error(struct evhttp_request *req, int status, const char *code,
 {
     struct evbuffer *body = evbuffer_new();
     if (body == NULL) {
+        api_stats_end(req, 500);
         evhttp_send_error(req, 500, NULL);
         return;
     }

@@ -72,12 +72,21 @@ int api_route_match(enum api_method method, const char *path, api_route *route)
 
     if (strcmp(path, "/healthz") == 0)
         return finish(route, method, API_GET, API_EP_HEALTH, "GET, HEAD");
+    if (strcmp(path, "/readyz") == 0)
+        return finish(route, method, API_GET, API_EP_READY, "GET, HEAD");
     if (strcmp(path, "/metrics") == 0)
         return finish(route, method, API_GET, API_EP_METRICS, "GET, HEAD");
     if (strcmp(path, "/api/v1/counters/definitions") == 0)
         return finish(route, method, API_GET, API_EP_DEFINITIONS, "GET, HEAD");
     if (strcmp(path, "/api/v1/counters") == 0)
         return finish(route, method, API_GET, API_EP_COUNTERS_GET, "GET, HEAD");
+    if (strcmp(path, "/api/v1/counters/names") == 0)
+        return finish(route, method, API_GET, API_EP_NAMES, "GET, HEAD");
+    if (strcmp(path, "/") == 0)
+        return finish(route, method, API_GET, API_EP_DASHBOARD, "GET, HEAD");
+    /* which files exist is the handler's business (api/dashboard.c) */
+    if (strncmp(path, "/ui/", 4) == 0 && path[4] != '\0')
+        return finish(route, method, API_GET, API_EP_UI_ASSET, "GET, HEAD");
     if (strncmp(path, counter_prefix, plen) != 0)
         return -1;
 

@@ -23,6 +23,11 @@ enum api_endpoint {
     API_EP_DEFINITIONS,  /* GET  /api/v1/counters/definitions */
     API_EP_HEALTH,       /* GET  /healthz */
     API_EP_METRICS,      /* GET  /metrics */
+    API_EP_READY,        /* GET  /readyz */
+    API_EP_NAMES,        /* GET  /api/v1/counters/names */
+    API_EP_DASHBOARD,    /* GET  / (web/index.html) */
+    API_EP_UI_ASSET,     /* GET  /ui/<file> (web/<file>) */
+    API_EP_COUNT
 };
 
 typedef struct api_route {

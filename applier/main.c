@@ -23,6 +23,7 @@
  */
 #include "common/config.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/timeutil.h"
 #include "ingest/apply.h"
 #include "ingest/consumer.h"
@@ -61,6 +62,9 @@ typedef struct applier {
     int64_t last_commit_ms;
     int64_t last_redis_check_ms;
     uint64_t applied, duplicates, refused, invalid, skipped;
+    uint64_t restores;
+    ctr_histogram apply_seconds; /* the Lua call, retries included */
+    ctr_metrics_server *metrics;
 } applier;
 
 static void on_stop_signal(int sig)
@@ -92,6 +96,7 @@ static void redis_drop(applier *a)
 }
 
 static void commit_progress(applier *a);
+static void render_metrics(ctr_strbuf *b, void *arg);
 
 /*
  * A Redis without the epoch key restarted without its data (or never had
@@ -129,6 +134,8 @@ static int ensure_epoch(applier *a, char *err, size_t errlen)
     int rc = ctr_redis_restore(a->cfg, a->redis, &st, err, errlen);
     r = redisCommand(a->redis, "DEL %s", CTR_RESTORE_LOCK_KEY);
     freeReplyObject(r);
+    if (rc == 0)
+        a->restores++;
     if (rc == 0)
         ctr_info("restored redis in %" PRId64 " ms: %ld values, %ld event "
                  "ids, %ld logged events replayed",
@@ -227,6 +234,8 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
             }
             redis_drop(a);
         }
+        /* still answer Prometheus while waiting for Redis */
+        ctr_metrics_server_poll(a->metrics, render_metrics, a);
         sleep_ms(backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
@@ -247,7 +256,11 @@ static void commit_progress(applier *a)
                   left + a->undelivered);
         exit(1);
     }
-    rd_kafka_resp_err_t err = rd_kafka_commit(a->rk, NULL, 0);
+    /* Asynchronous: a synchronous commit (librdkafka 2.0) left a
+     * reference behind that made rd_kafka_destroy wait forever at exit.
+     * A commit that is lost only makes a restart see a few events again,
+     * which the fence and the id guard recognise. */
+    rd_kafka_resp_err_t err = rd_kafka_commit(a->rk, NULL, 1);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         ctr_warn("could not commit offsets: %s", rd_kafka_err2str(err));
     a->uncommitted = 0;
@@ -336,7 +349,10 @@ static void handle_message(applier *a, rd_kafka_message_t *msg)
     spec.guard_id = ev.id;
     spec.guard_ttl_s = a->cfg->applier_guard_ttl_s;
 
+    int64_t t0 = ctr_time_mono_us();
     int rc = apply_event(a, ev.counter, &spec, &res, err, sizeof(err));
+    ctr_hist_observe(&a->apply_seconds,
+                     (double)(ctr_time_mono_us() - t0) / 1e6);
     if (rc == 1) { /* stopping: leave this offset unprocessed */
         ctr_event_clear(&ev);
         return;
@@ -372,15 +388,51 @@ static void handle_message(applier *a, rd_kafka_message_t *msg)
     }
     ctr_event_clear(&ev);
 done:
-    rd_kafka_offsets_store(
-        a->rk, &(rd_kafka_topic_partition_list_t){
-                   .cnt = 1,
-                   .size = 1,
-                   .elems = &(rd_kafka_topic_partition_t){
-                       .topic = (char *)rd_kafka_topic_name(msg->rkt),
-                       .partition = msg->partition,
-                       .offset = msg->offset + 1}});
+    /* A list of librdkafka's own: it caches a reference to the partition
+     * in each element, which only its destroy gives back (a list on the
+     * stack leaked one per event, and rd_kafka_destroy then waited for
+     * them forever). */
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msg->rkt),
+                                      msg->partition)
+        ->offset = msg->offset + 1;
+    rd_kafka_offsets_store(a->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
     a->uncommitted++;
+}
+
+/* Prometheus text, for the metrics port. */
+static void render_metrics(ctr_strbuf *b, void *arg)
+{
+    applier *a = arg;
+    ctr_metric_help(b, "counter_applier_events_total", "counter",
+                    "External events by outcome.");
+    const struct {
+        const char *outcome;
+        uint64_t v;
+    } outcomes[] = {
+        {"applied", a->applied},       {"duplicate", a->duplicates},
+        {"bound_refused", a->refused}, {"dead_lettered", a->invalid},
+        {"skipped", a->skipped},
+    };
+    for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+        ctr_strbuf_printf(b,
+                          "counter_applier_events_total{outcome=\"%s\"} "
+                          "%llu\n",
+                          outcomes[i].outcome,
+                          (unsigned long long)outcomes[i].v);
+    ctr_metric_help(b, "counter_applier_redis_restores_total", "counter",
+                    "Times Redis was found without its epoch and restored.");
+    ctr_strbuf_printf(b, "counter_applier_redis_restores_total %llu\n",
+                      (unsigned long long)a->restores);
+    ctr_metric_help(b, "counter_applier_redis_up", "gauge",
+                    "1 while connected to a whole Redis data set.");
+    ctr_strbuf_printf(b, "counter_applier_redis_up %d\n", a->redis != NULL);
+    ctr_metric_help(b, "counter_applier_apply_seconds", "histogram",
+                    "Redis round trip of one event (with retries).");
+    ctr_hist_render(b, "counter_applier_apply_seconds", "", &a->apply_seconds);
+    ctr_consumer_render_lag(b, a->rk, a->cfg->kafka_topic,
+                            "counter_applier_consumer_lag");
 }
 
 int main(void)
@@ -434,6 +486,13 @@ int main(void)
     }
     ctr_info("applying external events of %s as group %s to redis at %s",
              cfg->kafka_topic, cfg->applier_group_id, cfg->redis_addr);
+    ctr_hist_init(&a.apply_seconds, ctr_latency_bounds);
+    if (cfg->applier_metrics_port > 0) {
+        a.metrics = ctr_metrics_server_new(
+            cfg->server_bind, cfg->applier_metrics_port, err, sizeof(err));
+        if (a.metrics == NULL)
+            ctr_warn("no metrics: %s", err); /* applying matters more */
+    }
     (void)redis_ready(&a);
 
     a.last_commit_ms = ctr_time_mono_ms();
@@ -444,6 +503,7 @@ int main(void)
             rd_kafka_message_destroy(msg);
         }
         ctr_producer_poll(a.producer, 0);
+        ctr_metrics_server_poll(a.metrics, render_metrics, &a);
         /* idle: still watch Redis, so that a restart that lost its data
          * is restored (and the api can use it again) without waiting for
          * an event to apply */
@@ -469,6 +529,7 @@ out:
         rd_kafka_topic_partition_list_destroy(topics);
     ctr_producer_free(a.producer);
     redis_drop(&a);
+    ctr_metrics_server_free(a.metrics);
     ctr_info("stopped: %" PRIu64 " applied, %" PRIu64 " duplicates, %" PRIu64
              " refused by bounds, %" PRIu64 " invalid, %" PRIu64
              " already applied elsewhere",

@@ -20,6 +20,13 @@ int64_t ctr_time_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t ctr_time_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int ctr_time_format_rfc3339(int64_t epoch_ms, char *buf, size_t bufsize)
 {
     struct tm tm;

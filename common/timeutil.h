@@ -12,6 +12,8 @@ int64_t ctr_time_now_ms(void);
 
 /* Milliseconds from an arbitrary origin that never goes back. Any thread. */
 int64_t ctr_time_mono_ms(void);
+/* The same in microseconds, for latencies. */
+int64_t ctr_time_mono_us(void);
 
 /*
  * Writes "2026-11-26T10:30:00.123Z" (UTC, millisecond precision) into buf.

@@ -91,6 +91,9 @@ APP_ENV=(
     "COUNTER_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
     "COUNTER_KAFKA_TOPIC=$KAFKA_TOPIC"
     "COUNTER_KAFKA_PARTITIONS=$KAFKA_PARTITIONS"
+    # beside the api's port, so that stacks on other ports never collide
+    "COUNTER_PERSISTER_METRICS_PORT=$((API_PORT + 1))"
+    "COUNTER_APPLIER_METRICS_PORT=$((API_PORT + 2))"
 )
 
 say() { printf 'stack: %s\n' "$*" >&2; }
@@ -603,6 +606,8 @@ stack_env() {
         STACK_DIR "$STACK_DIR" \
         API_URL "http://127.0.0.1:$API_PORT" \
         API_PORT "$API_PORT" \
+        PERSISTER_METRICS_URL "http://127.0.0.1:$((API_PORT + 1))/metrics" \
+        APPLIER_METRICS_URL "http://127.0.0.1:$((API_PORT + 2))/metrics" \
         REDIS_HOST 127.0.0.1 \
         REDIS_PORT "$REDIS_PORT" \
         PG_PORT "$PG_PORT" \

@@ -3,6 +3,8 @@
  */
 #include "ingest/consumer.h"
 
+#include "common/metrics.h"
+
 #include "common/log.h"
 
 #include <stdio.h>
@@ -86,4 +88,38 @@ int ctr_message_header(const rd_kafka_message_t *msg, const char *name,
         out[size] = '\0';
     }
     return 1;
+}
+
+void ctr_consumer_render_lag(ctr_strbuf *b, rd_kafka_t *rk, const char *topic,
+                             const char *metric)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    ctr_metric_help(b, metric, "gauge",
+                    "Events in the partition after the consumer's position.");
+    if (rk == NULL || rd_kafka_assignment(rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    rd_kafka_position(rk, l);
+    /* nothing consumed yet since the assignment: where it will start */
+    int unknown = 0;
+    for (int i = 0; i < l->cnt; i++)
+        unknown += l->elems[i].offset < 0;
+    if (unknown)
+        rd_kafka_committed(rk, l, 500);
+    for (int i = 0; i < l->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &l->elems[i];
+        int64_t lo, hi;
+        /* the cached watermarks: no broker round trip */
+        if (strcmp(tp->topic, topic) != 0 ||
+            rd_kafka_get_watermark_offsets(rk, topic, tp->partition, &lo,
+                                           &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
+            continue;
+        if (tp->offset < 0)
+            continue; /* not known: no sample rather than a wrong one */
+        int64_t pos = tp->offset;
+        ctr_strbuf_printf(b, "%s{partition=\"%d\"} %lld\n", metric,
+                          (int)tp->partition,
+                          (long long)(hi > pos ? hi - pos : 0));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
 }

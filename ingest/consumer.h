@@ -10,6 +10,8 @@
 
 #include "common/config.h"
 
+#include "common/strbuf.h"
+
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
 
@@ -36,5 +38,10 @@ int ctr_message_origin(const rd_kafka_message_t *msg, char *out, size_t len);
 /* The same for header `name`. */
 int ctr_message_header(const rd_kafka_message_t *msg, const char *name,
                        char *out, size_t len);
+
+/* Writes gauge `metric`{partition="N"}: per assigned partition of topic,
+ * its cached high watermark minus the consumer's position. */
+void ctr_consumer_render_lag(ctr_strbuf *b, rd_kafka_t *rk, const char *topic,
+                             const char *metric);
 
 #endif

@@ -189,8 +189,8 @@ static int clear_counters(pipe_state *ps)
 {
     char cursor[32] = "0";
     do {
-        redisReply *r = redisCommand(ps->c, "SCAN %s MATCH {c:* COUNT 1000",
-                                     cursor);
+        redisReply *r =
+            redisCommand(ps->c, "SCAN %s MATCH {c:* COUNT 1000", cursor);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING) {
             snprintf(ps->err, sizeof(ps->err), "redis: SCAN: %s",

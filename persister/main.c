@@ -9,11 +9,13 @@
  */
 #include "common/config.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/timeutil.h"
 #include "ingest/consumer.h"
 #include "ingest/event.h"
 #include "ingest/producer.h"
 #include "persister/batch.h"
+#include "persister/fluct.h"
 #include "persister/fold.h"
 #include "persister/sink.h"
 
@@ -45,9 +47,15 @@ typedef struct persister {
     int32_t assigned[MAX_PARTS];
     int64_t committed[MAX_PARTS];
     uint64_t events_total, invalid_total, batches_total;
+    uint64_t fenced_total, commit_errors_total;
+    ctr_histogram batch_events, commit_seconds;
+    ctr_metrics_server *metrics;
+    ps_fluct *fluct;        /* NULL if it could not be had */
     ctr_producer *producer; /* dead letters */
     int dlq_failed;
 } persister;
+
+static void watch_rates(persister *p);
 
 static void on_stop_signal(int sig)
 {
@@ -185,14 +193,22 @@ static void flush_batch(persister *p, int final, int64_t final_deadline_ms)
                 p, ps_batch_partition_at(p->batch, i)->partition);
             expected[i] = slot ? *slot : -1;
         }
+        int64_t t0 = ctr_time_mono_us();
         enum ps_sink_result r =
             ps_sink_commit(p->sink, p->cfg->kafka_topic, p->batch, expected);
-        if (r == PS_SINK_OK)
+        if (r == PS_SINK_OK) {
+            ctr_hist_observe(&p->commit_seconds,
+                             (double)(ctr_time_mono_us() - t0) / 1e6);
+            ctr_hist_observe(&p->batch_events,
+                             (double)ps_batch_messages(p->batch));
             break;
+        }
         if (r == PS_SINK_FENCED) {
+            p->fenced_total++;
             resync(p);
             return;
         }
+        p->commit_errors_total++;
         if (final ? ctr_time_mono_ms() >= final_deadline_ms : stop_requested) {
             ctr_warn("stopping with an uncommitted batch of %zu events; it "
                      "is redone on restart",
@@ -220,7 +236,26 @@ static void flush_batch(persister *p, int final, int64_t final_deadline_ms)
 
     p->batches_total++;
     ctr_debug("committed a batch of %zu events", ps_batch_messages(p->batch));
+    watch_rates(p);
     ps_batch_reset(p->batch);
+}
+
+/* Feeds what the committed batch changed to the fluctuation watch: the
+ * per-minute sums of every counter, and the records counted once per id. */
+static void watch_rates(persister *p)
+{
+    if (p->fluct == NULL)
+        return;
+    int64_t now = ctr_time_mono_ms();
+    for (size_t i = 0; i < ps_batch_sum_slots(p->batch); i++) {
+        const ps_sum *s = ps_batch_sum_at(p->batch, i);
+        if (s->used && s->table == PS_BUCKET)
+            ps_fluct_add(p->fluct, s->name, s->delta, now);
+    }
+    for (size_t i = 0; i < ps_batch_records(p->batch); i++) {
+        const ps_record *r = ps_batch_record_at(p->batch, i);
+        ps_fluct_add(p->fluct, r->ev.counter, r->ev.delta, now);
+    }
 }
 
 static void handle_message(persister *p, rd_kafka_message_t *msg)
@@ -257,6 +292,49 @@ static void handle_message(persister *p, rd_kafka_message_t *msg)
     ctr_error("event at partition %" PRId32 " offset %" PRId64
               " does not fit an empty batch; skipped",
               msg->partition, msg->offset);
+}
+
+/* Prometheus text, for the metrics port. */
+static void render_metrics(ctr_strbuf *b, void *arg)
+{
+    persister *p = arg;
+    const struct {
+        const char *name, *help;
+        uint64_t v;
+    } counters[] = {
+        {"counter_persister_events_total", "Events read from Kafka.",
+         p->events_total},
+        {"counter_persister_dead_lettered_total",
+         "Invalid events sent to the dead-letter topic.", p->invalid_total},
+        {"counter_persister_batches_total", "Batches committed to PostgreSQL.",
+         p->batches_total},
+        {"counter_persister_fenced_batches_total",
+         "Stale batches rolled back (partitions had moved on).",
+         p->fenced_total},
+        {"counter_persister_commit_errors_total",
+         "Failed commit attempts (retried with backoff).",
+         p->commit_errors_total},
+    };
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+        ctr_metric_help(b, counters[i].name, "counter", counters[i].help);
+        ctr_strbuf_printf(b, "%s %llu\n", counters[i].name,
+                          (unsigned long long)counters[i].v);
+    }
+    ctr_metric_help(b, "counter_persister_batch_events", "histogram",
+                    "Events per committed batch.");
+    ctr_hist_render(b, "counter_persister_batch_events", "", &p->batch_events);
+    ctr_metric_help(b, "counter_persister_commit_seconds", "histogram",
+                    "PostgreSQL commit latency of a batch.");
+    ctr_hist_render(b, "counter_persister_commit_seconds", "",
+                    &p->commit_seconds);
+    ctr_metric_help(b, "counter_persister_pending_events", "gauge",
+                    "Events read but not yet committed.");
+    ctr_strbuf_printf(b, "counter_persister_pending_events %zu\n",
+                      ps_batch_messages(p->batch));
+    ctr_consumer_render_lag(b, p->rk, p->cfg->kafka_topic,
+                            "counter_persister_consumer_lag");
+    if (p->fluct)
+        ps_fluct_render(p->fluct, b);
 }
 
 static void on_dead_letter(enum ctr_delivery result, void *arg)
@@ -315,6 +393,16 @@ int main(void)
                   rd_kafka_err2str(kerr));
         goto out;
     }
+    p.fluct = ps_fluct_new(cfg->persister_fluctuation_window_ms,
+                           cfg->persister_fluctuation_warmup);
+    ctr_hist_init(&p.batch_events, ctr_size_bounds);
+    ctr_hist_init(&p.commit_seconds, ctr_latency_bounds);
+    if (cfg->persister_metrics_port > 0) {
+        p.metrics = ctr_metrics_server_new(
+            cfg->server_bind, cfg->persister_metrics_port, err, sizeof(err));
+        if (p.metrics == NULL)
+            ctr_warn("no metrics: %s", err); /* counting matters more */
+    }
     ctr_info("consuming %s as group %s into postgresql at %s:%d",
              cfg->kafka_topic, cfg->persister_group_id, cfg->postgres_host,
              cfg->postgres_port);
@@ -338,6 +426,9 @@ int main(void)
             handle_message(&p, msg);
             rd_kafka_message_destroy(msg);
         }
+        ctr_metrics_server_poll(p.metrics, render_metrics, &p);
+        if (p.fluct)
+            ps_fluct_tick(p.fluct, ctr_time_mono_ms());
         size_t n = ps_batch_messages(p.batch);
         if (n >= (size_t)cfg->persister_batch_size ||
             (n > 0 && ctr_time_mono_ms() - p.batch_started_ms >=
@@ -358,6 +449,8 @@ out:
     ctr_info("stopped after %" PRIu64 " events (%" PRIu64
              " invalid) in %" PRIu64 " batches",
              p.events_total, p.invalid_total, p.batches_total);
+    ctr_metrics_server_free(p.metrics);
+    ps_fluct_free(p.fluct);
     ps_batch_free(p.batch);
     ps_sink_free(p.sink);
     ctr_producer_free(p.producer);
