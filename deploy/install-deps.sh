@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building, testing and running the counter stack needs:
 #   1. Debian packages (apt-get), only those not yet installed;
-#   2. the Kafka broker's jars from Maven Central into $KAFKA_HOME/libs.
-# Idempotent: a second run checks with dpkg-query and a marker file, and
-# neither runs apt-get update nor asks Maven anything.
+#   2. the contract test's Python packages (tests/contract/requirements.txt,
+#      all pinned) from PyPI into a venv;
+#   3. playwright-core (pinned) from npm, for the dashboard's browser test;
+#   4. the Kafka broker's jars from Maven Central into $KAFKA_HOME/libs.
+# Idempotent: a second run checks with dpkg-query and marker files, and
+# neither runs apt-get update nor asks PyPI, npm or Maven anything.
 #
 # Settings (environment):
 #   KAFKA_HOME   where the broker's jars go (default <repo>/var/opt/kafka)
+#   TEST_VENV    the contract test's venv (default <repo>/var/venv)
+#   NODE_TOOLS   the browser test's npm prefix (default <repo>/var/node)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,8 +25,16 @@ PACKAGES=(
     redis-server postgresql kcat wrk
     clang libclang-rt-14-dev clang-format
     default-jre-headless maven
-    python3 python3-pytest curl
+    python3 python3-pytest python3-venv python3-yaml curl
+    chromium
 )
+
+# The dashboard's browser test (tests/dashboard) needs Node.js and npm.
+# A machine that has them keeps its own: NodeSource's nodejs package ships
+# npm and conflicts with Debian's npm package.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    PACKAGES+=(nodejs npm)
+fi
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 
@@ -66,6 +79,57 @@ if ((${#missing[@]})); then
     trap - EXIT
 else
     log "Debian packages: all present"
+fi
+
+# ------------------------------------------------------ contract test venv ---
+
+# Debian's pip refuses to install into the system Python (PEP 668), and the
+# integration tests' pytest must stay Debian's: schemathesis and its own
+# pytest go into a venv of Debian's python3. Like the jars below, a marker
+# names the requirements' hash, and the venv is rebuilt whole when they
+# change (a venv cannot be moved into place: its scripts name its path).
+TEST_VENV="${TEST_VENV:-$ROOT/var/venv}"
+REQS="$ROOT/tests/contract/requirements.txt"
+reqs_hash="$(sha256sum "$REQS" | cut -c1-16)"
+if [[ -f $TEST_VENV/.installed-$reqs_hash && -x $TEST_VENV/bin/python ]]; then
+    log "contract test venv: present in $TEST_VENV"
+else
+    log "contract test venv: installing tests/contract/requirements.txt into $TEST_VENV"
+    rm -rf "$TEST_VENV"
+    mkdir -p "$(dirname "$TEST_VENV")"
+    if ! /usr/bin/python3 -m venv "$TEST_VENV" ||
+        ! "$TEST_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            --no-input --require-virtualenv -r "$REQS"; then
+        log "could not install the contract test's packages (is PyPI reachable?)"
+        rm -rf "$TEST_VENV"
+        exit 1
+    fi
+    touch "$TEST_VENV/.installed-$reqs_hash"
+fi
+
+# ------------------------------------------------- dashboard browser test ---
+
+# tests/dashboard/check.mjs drives Debian's chromium (above) through
+# playwright-core, which has no dependencies of its own; it never downloads
+# a browser (the machine reaches no browser download site anyway). The
+# marker names the pinned version.
+PLAYWRIGHT_VERSION=1.65.1
+NODE_TOOLS="${NODE_TOOLS:-$ROOT/var/node}"
+if [[ -f $NODE_TOOLS/.installed-playwright-core-$PLAYWRIGHT_VERSION &&
+    -f $NODE_TOOLS/node_modules/playwright-core/package.json ]]; then
+    log "playwright-core: present in $NODE_TOOLS"
+else
+    log "playwright-core: installing $PLAYWRIGHT_VERSION into $NODE_TOOLS"
+    rm -rf "$NODE_TOOLS"
+    mkdir -p "$NODE_TOOLS"
+    if ! PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$NODE_TOOLS" \
+        --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+        "playwright-core@$PLAYWRIGHT_VERSION"; then
+        log "npm could not install playwright-core (is the npm registry reachable?)"
+        rm -rf "$NODE_TOOLS"
+        exit 1
+    fi
+    touch "$NODE_TOOLS/.installed-playwright-core-$PLAYWRIGHT_VERSION"
 fi
 
 # ------------------------------------------------------------- Kafka jars ---

@@ -342,7 +342,7 @@ def test_head_on_write_path_is_405(api, name):
 @pytest.mark.parametrize(
     "method,path_tpl",
     [
-        ("GET", "/"),
+        ("GET", "/index.html"),  # "/" is the dashboard (test_dashboard.py)
         ("GET", "/api/v1/nope"),
         ("GET", "/api/v1/counter/"),
         ("GET", "/api/v1/counter/{n}/"),
