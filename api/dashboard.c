@@ -4,12 +4,13 @@
  * is one query on the api's PostgreSQL reader.
  */
 #include "api/dashboard.h"
+#include "api/query.h"
 
 #include "api/reply.h"
 #include "api/stats.h"
 #include "common/strbuf.h"
 
-#include <sys/queue.h> /* before evhttp's, for TAILQ_FOREACH */
+#include <sys/queue.h> /* before evhttp's, for TAILQ_INIT */
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -69,22 +70,6 @@ void api_handle_dashboard(api_app *app, struct evhttp_request *req,
 
 /* ------------------------------------------------------------- names */
 
-static const char *param_once(struct evkeyvalq *q, const char *key, int *dup)
-{
-    const char *found = NULL;
-    struct evkeyval *kv;
-    *dup = 0;
-    TAILQ_FOREACH(kv, q, next)
-    {
-        if (strcmp(kv->key, key) != 0)
-            continue;
-        if (found)
-            *dup = 1;
-        found = kv->value;
-    }
-    return found;
-}
-
 static int names_bad(const char **field, const char *name, char *errbuf,
                      size_t errlen, const char *message)
 {
@@ -130,7 +115,7 @@ int api_query_names(const char *query, api_names_query *out, const char **field,
                   "the query string is malformed");
         goto out;
     }
-    v = param_once(&params, "prefix", &dup);
+    v = api_query_param(&params, "prefix", &dup);
     if (dup || (v && v[0] && !ctr_name_valid(v, strlen(v)))) {
         names_bad(field, "prefix", errbuf, errlen,
                   "give it once, as 0-128 characters of [A-Za-z0-9_.-]");
@@ -138,7 +123,7 @@ int api_query_names(const char *query, api_names_query *out, const char **field,
     }
     if (v)
         snprintf(out->prefix, sizeof(out->prefix), "%s", v);
-    v = param_once(&params, "after", &dup);
+    v = api_query_param(&params, "after", &dup);
     if (dup || (v && !ctr_name_valid(v, strlen(v)))) {
         names_bad(field, "after", errbuf, errlen,
                   "give it once, as a counter name (1-128 characters of "
@@ -147,7 +132,7 @@ int api_query_names(const char *query, api_names_query *out, const char **field,
     }
     if (v)
         snprintf(out->after, sizeof(out->after), "%s", v);
-    v = param_once(&params, "limit", &dup);
+    v = api_query_param(&params, "limit", &dup);
     if (v) {
         char *end = NULL;
         long n = strtol(v, &end, 10);

@@ -14,7 +14,7 @@
 #include <string.h>
 
 /* The value of query parameter `key`, or NULL; *dup set if it repeats. */
-static const char *query_param(struct evkeyvalq *q, const char *key, int *dup)
+const char *api_query_param(struct evkeyvalq *q, const char *key, int *dup)
 {
     const char *found = NULL;
     struct evkeyval *kv;
@@ -66,7 +66,7 @@ int api_query_batch(const char *query, api_name_list *out, char *errbuf,
     if (query_has_nul(query, key, sizeof(key))) {
         snprintf(errbuf, errlen, "names: must not contain NUL (%%00)");
     } else if (query && evhttp_parse_query_str(query, &params) == 0) {
-        const char *names = query_param(&params, "names", &dup);
+        const char *names = api_query_param(&params, "names", &dup);
         if (dup)
             snprintf(errbuf, errlen,
                      "names: give it once, as a comma-separated list");
@@ -123,9 +123,9 @@ int api_query_history(const char *query, api_history_query *out,
                     "from, to: give both as RFC 3339 date-times");
         goto out;
     }
-    const char *from_s = query_param(&params, "from", &dup_from);
-    const char *to_s = query_param(&params, "to", &dup_to);
-    const char *iv = query_param(&params, "interval", &dup_iv);
+    const char *from_s = api_query_param(&params, "from", &dup_from);
+    const char *to_s = api_query_param(&params, "to", &dup_to);
+    const char *iv = api_query_param(&params, "interval", &dup_iv);
     if (from_s == NULL || dup_from ||
         ctr_time_parse_rfc3339(from_s, &out->from_ms)) {
         history_bad(field, "from", errbuf, errlen,

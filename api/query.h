@@ -38,4 +38,9 @@ int api_query_history(const char *query, api_history_query *out,
                       const char **field, char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
+struct evkeyvalq;
+/* The value of query parameter key in q, or NULL; *dup set if it comes
+ * more than once. */
+const char *api_query_param(struct evkeyvalq *q, const char *key, int *dup);
+
 #endif

@@ -7,6 +7,7 @@
 #include "api/query.h"
 #include "api/reply.h"
 #include "common/log.h"
+#include "common/pgconn.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
 
@@ -100,19 +101,6 @@ static void read_answer(read_op *op, const int64_t *values,
     evbuffer_free(b);
 }
 
-/* Daily counters read today's row of counter_daily, others the total. */
-static const char fallback_sql[] =
-    "SELECT CASE WHEN q.day IS NULL THEN t.value ELSE d.value END, "
-    "       CASE WHEN q.day IS NULL THEN t.last_event_ms "
-    "            ELSE d.last_event_ms END, o.as_of_ms "
-    "FROM unnest($1::text[], $2::date[]) WITH ORDINALITY AS q(name, day, i) "
-    "LEFT JOIN counter_totals t ON q.day IS NULL AND t.name = q.name "
-    "LEFT JOIN counter_daily d ON q.day IS NOT NULL AND d.name = q.name "
-    "     AND d.day = q.day "
-    "CROSS JOIN (SELECT (extract(epoch FROM max(updated_at)) * 1000)::bigint "
-    "            AS as_of_ms FROM consumer_offsets) o "
-    "ORDER BY q.i";
-
 /* Kinds whose value only grows within a period (a counter's decrement
  * is a correction). */
 static int monotonic(const ctr_counter_def *def)
@@ -170,7 +158,7 @@ static void read_from_pg(read_op *op)
     ctr_pgarray_close(&days);
     if (!names.failed && !days.failed) {
         const char *params[2] = {names.s, days.s};
-        rc = api_pg_query(op->app->pg, fallback_sql, 2, params,
+        rc = api_pg_query(op->app->pg, ctr_sql_current_values, 2, params,
                           read_from_pg_done, op);
     }
     ctr_strbuf_free(&names);

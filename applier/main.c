@@ -387,11 +387,10 @@ static void handle_message(applier *a, rd_kafka_message_t *msg)
         }
     }
     ctr_event_clear(&ev);
-done:
-    /* A list of librdkafka's own: it caches a reference to the partition
-     * in each element, which only its destroy gives back (a list on the
-     * stack leaked one per event, and rd_kafka_destroy then waited for
-     * them forever). */
+done:;
+    /* A list of librdkafka's own, not one on the stack: librdkafka may
+     * keep a reference to the partition in an element, which only the
+     * list's destroy gives back. */
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msg->rkt),
                                       msg->partition)

@@ -41,3 +41,15 @@ PGconn *ctr_pg_connect(const ctr_config *cfg, const char *application_name,
     }
     return conn;
 }
+
+const char ctr_sql_current_values[] =
+    "SELECT CASE WHEN q.day IS NULL THEN t.value ELSE d.value END, "
+    "       CASE WHEN q.day IS NULL THEN t.last_event_ms "
+    "            ELSE d.last_event_ms END, o.as_of_ms "
+    "FROM unnest($1::text[], $2::date[]) WITH ORDINALITY AS q(name, day, i) "
+    "LEFT JOIN counter_totals t ON q.day IS NULL AND t.name = q.name "
+    "LEFT JOIN counter_daily d ON q.day IS NOT NULL AND d.name = q.name "
+    "     AND d.day = q.day "
+    "CROSS JOIN (SELECT (extract(epoch FROM max(updated_at)) * 1000)::bigint "
+    "            AS as_of_ms FROM consumer_offsets) o "
+    "ORDER BY q.i";

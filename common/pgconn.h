@@ -31,4 +31,11 @@ PGconn *ctr_pg_connect(const ctr_config *cfg, const char *application_name,
                        char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* The current value of counters from PostgreSQL, as the api's fallback
+ * read and counterctl ask it: $1 names (text[]), $2 days (date[], NULL
+ * for counters without daily windows: their total); rows in the order
+ * asked: value, last_event_ms, and the time of the persister's last
+ * commit (as_of_ms). */
+extern const char ctr_sql_current_values[];
+
 #endif

@@ -263,11 +263,7 @@ out:
     }
     ps_batch_free(batch);
     ps_sink_free(sink);
-    if (rk) {
-        rd_kafka_assign(rk, NULL);
-        rd_kafka_consumer_close(rk);
-        rd_kafka_destroy(rk);
-    }
+    ctr_reader_free(rk);
     PQfinish(conn);
     return rc;
 }

@@ -376,21 +376,6 @@ static int redis_values(ctl_stores *s, ctl_values *vals)
     return 0;
 }
 
-/* counter-api's fallback query (api/read_path.c): daily counters read
- * today's row of counter_daily, others the total; and the time of the
- * persister's last commit. */
-static const char fallback_sql[] =
-    "SELECT CASE WHEN q.day IS NULL THEN t.value ELSE d.value END, "
-    "       CASE WHEN q.day IS NULL THEN t.last_event_ms "
-    "            ELSE d.last_event_ms END, o.as_of_ms "
-    "FROM unnest($1::text[], $2::date[]) WITH ORDINALITY AS q(name, day, i) "
-    "LEFT JOIN counter_totals t ON q.day IS NULL AND t.name = q.name "
-    "LEFT JOIN counter_daily d ON q.day IS NOT NULL AND d.name = q.name "
-    "     AND d.day = q.day "
-    "CROSS JOIN (SELECT (extract(epoch FROM max(updated_at)) * 1000)::bigint "
-    "            AS as_of_ms FROM consumer_offsets) o "
-    "ORDER BY q.i";
-
 static int64_t field_i64(const PGresult *res, int row, int col)
 {
     int64_t v = 0;
@@ -425,7 +410,7 @@ static int pg_values(ctl_stores *s, ctl_values *vals, int64_t *as_of_ms)
         }
         const char *params[] = {names.s, days.s};
         PGresult *res =
-            pg_run(s, fallback_sql, 2, params, "reading the values");
+            pg_run(s, ctr_sql_current_values, 2, params, "reading the values");
         if (res == NULL)
             goto out;
         if ((size_t)PQntuples(res) != end - i) {

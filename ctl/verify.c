@@ -27,6 +27,7 @@
 #include "common/pgconn.h"
 #include "common/timeutil.h"
 #include "common/tz.h"
+#include "ingest/restore.h"
 
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
@@ -296,47 +297,12 @@ static void redis_failed(ver_ctx *c, const char *what, const redisReply *r)
 
 static int redis_open(ver_ctx *c)
 {
-    const ctr_config *cfg = c->cfg;
-    struct timeval tv = {REDIS_TIMEOUT_MS / 1000,
-                         (REDIS_TIMEOUT_MS % 1000) * 1000};
-    char host[256];
-    int port;
-    redisReply *r = NULL;
-
-    if (ctr_config_split_addr(cfg->redis_addr, host, sizeof(host), &port)) {
-        fprintf(stderr, "counterctl: redis.addr: expected host:port, not %s\n",
-                cfg->redis_addr);
+    char err[512];
+    c->redis = ctr_redis_connect(c->cfg, REDIS_TIMEOUT_MS, err, sizeof(err));
+    if (c->redis == NULL) {
+        fprintf(stderr, "counterctl: %s\n", err);
+        c->unreachable = 1;
         return -1;
-    }
-    c->redis = redisConnectWithTimeout(host, port, tv);
-    if (c->redis == NULL || c->redis->err) {
-        fprintf(stderr, "counterctl: could not connect to redis at %s: %s\n",
-                cfg->redis_addr, c->redis ? c->redis->errstr : "out of memory");
-        c->unreachable = c->redis != NULL;
-        return -1;
-    }
-    if (redisSetTimeout(c->redis, tv) != REDIS_OK) {
-        redis_failed(c, "setting the timeout", NULL);
-        return -1;
-    }
-    if (cfg->redis_password[0]) {
-        const char *argv[] = {"AUTH", cfg->redis_password};
-        r = redisCommandArgv(c->redis, 2, argv, NULL);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            redis_failed(c, "AUTH", r);
-            freeReplyObject(r);
-            return -1;
-        }
-        freeReplyObject(r);
-    }
-    if (cfg->redis_db != 0) {
-        r = redisCommand(c->redis, "SELECT %d", cfg->redis_db);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            redis_failed(c, "SELECT", r);
-            freeReplyObject(r);
-            return -1;
-        }
-        freeReplyObject(r);
     }
     return 0;
 }

@@ -100,6 +100,15 @@ rd_kafka_t *ctr_reader_new(const ctr_config *cfg, const char *group,
     return rk;
 }
 
+void ctr_reader_free(rd_kafka_t *rk)
+{
+    if (rk == NULL)
+        return;
+    rd_kafka_assign(rk, NULL);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
 int ctr_topic_partitions(rd_kafka_t *rk, const char *topic)
 {
     const struct rd_kafka_metadata *md = NULL;
@@ -488,11 +497,7 @@ int ctr_redis_restore(const ctr_config *cfg, redisContext *c,
     freeReplyObject(r);
     rc = 0;
 out:
-    if (rk) {
-        rd_kafka_assign(rk, NULL);
-        rd_kafka_consumer_close(rk);
-        rd_kafka_destroy(rk);
-    }
+    ctr_reader_free(rk);
     PQfinish(conn);
     return rc;
 }

@@ -39,6 +39,9 @@ rd_kafka_t *ctr_reader_new(const ctr_config *cfg, const char *group,
                            char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Unassigns, closes and destroys a reader; rk may be NULL. */
+void ctr_reader_free(rd_kafka_t *rk);
+
 /* The topic's partition count (at most CTR_MAX_PARTITIONS), or -1. */
 int ctr_topic_partitions(rd_kafka_t *rk, const char *topic);
 
