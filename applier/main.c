@@ -438,30 +438,19 @@ int main(void)
 {
     applier a;
     ctr_config *cfg = NULL;
-    rd_kafka_topic_partition_list_t *topics = NULL;
     char err[512];
     int rc = 1;
 
     memset(&a, 0, sizeof(a));
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stop_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-
-    cfg = ctr_config_load(NULL, err, sizeof(err));
-    if (cfg == NULL) {
-        fprintf(stderr, "counter-applier: %s\n", err);
+    cfg = ctr_service_start("counter-applier", on_stop_signal);
+    if (cfg == NULL)
         return 2;
-    }
-    ctr_log_init("counter-applier", ctr_log_level_parse(cfg->log_level));
     a.cfg = cfg;
 
     /* Records must not be given up on quickly: an undelivered one stops
      * the applier (see commit_progress). */
     ctr_config record_cfg = *cfg;
-    record_cfg.kafka_delivery_timeout_ms = RECORD_TIMEOUT_MS;
+    record_cfg.kafka_message_timeout_ms = RECORD_TIMEOUT_MS;
     a.producer =
         ctr_producer_new(&record_cfg, NULL, on_record, err, sizeof(err));
     if (a.producer == NULL) {
@@ -474,24 +463,11 @@ int main(void)
         ctr_error("%s", err);
         goto out;
     }
-    topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, cfg->kafka_topic,
-                                      RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(a.rk, topics);
-    if (kerr) {
-        ctr_error("could not subscribe to %s: %s", cfg->kafka_topic,
-                  rd_kafka_err2str(kerr));
-        goto out;
-    }
     ctr_info("applying external events of %s as group %s to redis at %s",
              cfg->kafka_topic, cfg->applier_group_id, cfg->redis_addr);
     ctr_hist_init(&a.apply_seconds, ctr_latency_bounds);
-    if (cfg->applier_metrics_port > 0) {
-        a.metrics = ctr_metrics_server_new(
-            cfg->server_bind, cfg->applier_metrics_port, err, sizeof(err));
-        if (a.metrics == NULL)
-            ctr_warn("no metrics: %s", err); /* applying matters more */
-    }
+    a.metrics =
+        ctr_metrics_server_open(cfg->server_bind, cfg->applier_metrics_port);
     (void)redis_ready(&a);
 
     a.last_commit_ms = ctr_time_mono_ms();
@@ -524,8 +500,6 @@ out:
         rd_kafka_consumer_close(a.rk);
         rd_kafka_destroy(a.rk);
     }
-    if (topics)
-        rd_kafka_topic_partition_list_destroy(topics);
     ctr_producer_free(a.producer);
     redis_drop(&a);
     ctr_metrics_server_free(a.metrics);

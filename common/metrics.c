@@ -4,6 +4,8 @@
 #define _GNU_SOURCE /* accept4 */
 #include "common/metrics.h"
 
+#include "common/log.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -148,6 +150,18 @@ static void answer(int fd, ctr_metrics_render render, void *arg)
     }
     ctr_strbuf_free(&body);
     ctr_strbuf_free(&out);
+}
+
+ctr_metrics_server *ctr_metrics_server_open(const char *addr, int port)
+{
+    char err[256];
+    if (port <= 0)
+        return NULL;
+    ctr_metrics_server *s =
+        ctr_metrics_server_new(addr, port, err, sizeof(err));
+    if (s == NULL) /* the service's work matters more than its metrics */
+        ctr_warn("no metrics: %s", err);
+    return s;
 }
 
 void ctr_metrics_server_poll(ctr_metrics_server *s, ctr_metrics_render render,

@@ -48,6 +48,10 @@ ctr_metrics_server *ctr_metrics_server_new(const char *addr, int port,
                                            char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* The same for a service: NULL when port is 0 (metrics off) or when it
+ * cannot listen, which is logged as a warning and not fatal. */
+ctr_metrics_server *ctr_metrics_server_open(const char *addr, int port);
+
 /*
  * Answers every connection waiting right now (never blocks waiting for
  * one) with 200 and render's text, whatever was asked: GET /metrics is

@@ -59,6 +59,18 @@ rd_kafka_t *ctr_consumer_new(
     if (rk == NULL)
         goto bad;
     rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, cfg->kafka_topic,
+                                      RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr) {
+        snprintf(errbuf, errlen, "could not subscribe to %s: %s",
+                 cfg->kafka_topic, rd_kafka_err2str(kerr));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
     return rk;
 bad:
     snprintf(errbuf, errlen, "kafka consumer: %s", err);

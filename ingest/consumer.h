@@ -16,9 +16,9 @@
 #include <stddef.h>
 
 /*
- * Creates a consumer of group_id whose rebalance callback (run inside
- * rd_kafka_consumer_poll, on the caller's thread) gets opaque. Returns
- * NULL with a reason in errbuf.
+ * Creates a consumer of group_id, subscribed to the topic kafka.topic,
+ * whose rebalance callback (run inside rd_kafka_consumer_poll, on the
+ * caller's thread) gets opaque. Returns NULL with a reason in errbuf.
  */
 rd_kafka_t *
 ctr_consumer_new(const ctr_config *cfg, const char *group_id,

@@ -348,24 +348,13 @@ int main(void)
 {
     persister p;
     ctr_config *cfg = NULL;
-    rd_kafka_topic_partition_list_t *topics = NULL;
     char err[512];
     int rc = 1;
 
     memset(&p, 0, sizeof(p));
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stop_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-
-    cfg = ctr_config_load(NULL, err, sizeof(err));
-    if (cfg == NULL) {
-        fprintf(stderr, "counter-persister: %s\n", err);
+    cfg = ctr_service_start("counter-persister", on_stop_signal);
+    if (cfg == NULL)
         return 2;
-    }
-    ctr_log_init("counter-persister", ctr_log_level_parse(cfg->log_level));
     p.cfg = cfg;
     p.sink = ps_sink_new(cfg);
     p.batch = ps_batch_new((size_t)cfg->persister_batch_size);
@@ -384,25 +373,12 @@ int main(void)
         ctr_error("%s", err);
         goto out;
     }
-    topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, cfg->kafka_topic,
-                                      RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(p.rk, topics);
-    if (kerr) {
-        ctr_error("could not subscribe to %s: %s", cfg->kafka_topic,
-                  rd_kafka_err2str(kerr));
-        goto out;
-    }
     p.fluct = ps_fluct_new(cfg->persister_fluctuation_window_ms,
                            cfg->persister_fluctuation_warmup);
     ctr_hist_init(&p.batch_events, ctr_size_bounds);
     ctr_hist_init(&p.commit_seconds, ctr_latency_bounds);
-    if (cfg->persister_metrics_port > 0) {
-        p.metrics = ctr_metrics_server_new(
-            cfg->server_bind, cfg->persister_metrics_port, err, sizeof(err));
-        if (p.metrics == NULL)
-            ctr_warn("no metrics: %s", err); /* counting matters more */
-    }
+    p.metrics =
+        ctr_metrics_server_open(cfg->server_bind, cfg->persister_metrics_port);
     ctr_info("consuming %s as group %s into postgresql at %s:%d",
              cfg->kafka_topic, cfg->persister_group_id, cfg->postgres_host,
              cfg->postgres_port);
@@ -444,8 +420,6 @@ out:
         rd_kafka_consumer_close(p.rk);
         rd_kafka_destroy(p.rk);
     }
-    if (topics)
-        rd_kafka_topic_partition_list_destroy(topics);
     ctr_info("stopped after %" PRIu64 " events (%" PRIu64
              " invalid) in %" PRIu64 " batches",
              p.events_total, p.invalid_total, p.batches_total);
