@@ -32,15 +32,22 @@ void api_live_key(const ctr_counter_def *def, const char *name, int64_t now_ms,
     }
 }
 
+/* One name of a read; a read_op holds exactly as many as were asked for,
+ * so a single GET does not clear room for a whole batch. */
+typedef struct read_item {
+    const ctr_counter_def *def;
+    char period[11];
+    char name[CTR_NAME_MAX + 1];
+    char key[API_KEY_MAX];
+} read_item;
+
 typedef struct read_op {
     api_app *app;
     struct evhttp_request *req;
     int batch; /* answer {"counters":[...]} rather than one object */
-    api_name_list names;
-    const ctr_counter_def *defs[API_BATCH_MAX];
-    char periods[API_BATCH_MAX][11];
-    char keys[API_BATCH_MAX][API_KEY_MAX];
-    const char *key_ptrs[API_BATCH_MAX];
+    size_t n;
+    const char **key_ptrs; /* n entries, after items[] */
+    read_item items[];
 } read_op;
 
 static void read_release(read_op *op)
@@ -49,34 +56,35 @@ static void read_release(read_op *op)
     free(op);
 }
 
-static void append_time_or_null(struct evbuffer *b, int64_t ms)
-{
-    char ts[40];
-    if (ms > 0 && ctr_time_format_rfc3339(ms, ts, sizeof(ts)) > 0)
-        evbuffer_add_printf(b, "\"%s\"", ts);
-    else
-        evbuffer_add_printf(b, "null");
-}
-
 static void append_counter(struct evbuffer *b, const read_op *op, size_t i,
                            int64_t value, int64_t updated_ms,
                            const char *source, int stale, int64_t as_of_ms)
 {
-    const ctr_counter_def *def = op->defs[i];
-    evbuffer_add_printf(b,
-                        "{\"name\":\"%s\",\"value\":%" PRId64
-                        ",\"kind\":\"%s\",\"last_updated\":",
-                        op->names.names[i], value, ctr_kind_name(def->kind));
-    append_time_or_null(b, updated_ms);
-    if (op->periods[i][0])
-        evbuffer_add_printf(b, ",\"period\":\"%s\"", op->periods[i]);
-    if (def->kind == CTR_KIND_UNIQUE && def->dedup == CTR_DEDUP_HLL)
-        evbuffer_add_printf(b, ",\"approximate\":true");
-    evbuffer_add_printf(b, ",\"source\":\"%s\",\"stale\":%s", source,
-                        stale ? "true" : "false");
+    const read_item *it = &op->items[i];
+    /* names are checked against a JSON-safe alphabet when parsed */
+    API_JSON_LIT(b, "{\"name\":\"");
+    evbuffer_add(b, it->name, strlen(it->name));
+    API_JSON_LIT(b, "\",\"value\":");
+    api_json_append_i64(b, value);
+    API_JSON_LIT(b, ",\"kind\":\"");
+    evbuffer_add(b, ctr_kind_name(it->def->kind),
+                 strlen(ctr_kind_name(it->def->kind)));
+    API_JSON_LIT(b, "\",\"last_updated\":");
+    api_json_append_time(b, updated_ms);
+    if (it->period[0]) {
+        API_JSON_LIT(b, ",\"period\":\"");
+        evbuffer_add(b, it->period, strlen(it->period));
+        API_JSON_LIT(b, "\"");
+    }
+    if (it->def->kind == CTR_KIND_UNIQUE && it->def->dedup == CTR_DEDUP_HLL)
+        API_JSON_LIT(b, ",\"approximate\":true");
+    API_JSON_LIT(b, ",\"source\":\"");
+    evbuffer_add(b, source, strlen(source));
     if (stale) {
-        evbuffer_add_printf(b, ",\"as_of\":");
-        append_time_or_null(b, as_of_ms);
+        API_JSON_LIT(b, "\",\"stale\":true,\"as_of\":");
+        api_json_append_time(b, as_of_ms);
+    } else {
+        API_JSON_LIT(b, "\",\"stale\":false");
     }
     evbuffer_add(b, "}", 1);
 }
@@ -87,15 +95,15 @@ static void read_answer(read_op *op, const int64_t *values,
 {
     struct evbuffer *b = evbuffer_new();
     if (op->batch)
-        evbuffer_add_printf(b, "{\"counters\":[");
-    for (size_t i = 0; i < op->names.n; i++) {
+        API_JSON_LIT(b, "{\"counters\":[");
+    for (size_t i = 0; i < op->n; i++) {
         if (i)
             evbuffer_add(b, ",", 1);
         append_counter(b, op, i, values[i], updated[i], source, stale,
                        as_of_ms);
     }
     if (op->batch)
-        evbuffer_add_printf(b, "]}");
+        API_JSON_LIT(b, "]}");
     evbuffer_add(b, "\n", 1);
     api_reply_json(op->req, 200, b);
     evbuffer_free(b);
@@ -118,21 +126,21 @@ static int64_t field_i64(const PGresult *res, int row, int col)
 static void read_from_pg_done(const PGresult *res, void *arg)
 {
     read_op *op = arg;
-    if (res == NULL || (size_t)PQntuples(res) != op->names.n) {
+    if (res == NULL || (size_t)PQntuples(res) != op->n) {
         op->app->metrics.reads_failed++;
         api_reply_error(op->req, 503, "unavailable", NULL,
                         "neither redis nor postgresql could answer in time");
     } else {
         int64_t values[API_BATCH_MAX], updated[API_BATCH_MAX], as_of = 0;
-        for (size_t i = 0; i < op->names.n; i++) {
+        for (size_t i = 0; i < op->n; i++) {
             values[i] = field_i64(res, (int)i, 0);
             updated[i] = field_i64(res, (int)i, 1);
             as_of = field_i64(res, (int)i, 2);
             /* PostgreSQL lags Redis by a batch: a monotonic counter
              * must not seem to go back to a client that read Redis */
-            if (monotonic(op->defs[i]) && op->app->floor)
-                api_floor_raise(op->app->floor, op->names.names[i],
-                                op->periods[i], &values[i], &updated[i]);
+            if (monotonic(op->items[i].def) && op->app->floor)
+                api_floor_raise(op->app->floor, op->items[i].name,
+                                op->items[i].period, &values[i], &updated[i]);
         }
         op->app->metrics.reads_postgres++;
         read_answer(op, values, updated, "postgres", 1, as_of);
@@ -147,10 +155,10 @@ static void read_from_pg(read_op *op)
 
     ctr_pgarray_open(&names);
     ctr_pgarray_open(&days);
-    for (size_t i = 0; i < op->names.n; i++) {
-        ctr_pgarray_text(&names, op->names.names[i]);
-        if (op->periods[i][0])
-            ctr_pgarray_text(&days, op->periods[i]);
+    for (size_t i = 0; i < op->n; i++) {
+        ctr_pgarray_text(&names, op->items[i].name);
+        if (op->items[i].period[0])
+            ctr_pgarray_text(&days, op->items[i].period);
         else
             ctr_strbuf_puts(&days, days.len > 1 ? ",NULL" : "NULL");
     }
@@ -184,21 +192,50 @@ static void read_from_redis_done(enum api_redis_status st,
     for (size_t i = 0; i < n; i++) {
         values[i] = vals[i].exists ? vals[i].value : 0;
         updated[i] = vals[i].exists ? vals[i].updated_ms : 0;
-        if (vals[i].exists && monotonic(op->defs[i]) && op->app->floor)
-            api_floor_note(op->app->floor, op->names.names[i], op->periods[i],
-                           values[i], updated[i]);
+        if (vals[i].exists && monotonic(op->items[i].def) && op->app->floor)
+            api_floor_note(op->app->floor, op->items[i].name,
+                           op->items[i].period, values[i], updated[i]);
     }
     op->app->metrics.reads_redis++;
     read_answer(op, values, updated, "redis", 0, 0);
     read_release(op);
 }
 
+static read_op *read_op_new(size_t n)
+{
+    read_op *op =
+        malloc(sizeof(*op) + n * sizeof(read_item) + n * sizeof(const char *));
+    if (op == NULL)
+        return NULL;
+    memset(op, 0, sizeof(*op));
+    op->n = n;
+    op->key_ptrs = (const char **)(void *)&op->items[n];
+    return op;
+}
+
 void api_handle_read(api_app *app, struct evhttp_request *req,
                      const api_route *route, int batch)
 {
-    read_op *op = calloc(1, sizeof(*op));
+    read_op *op;
     int64_t now = ctr_time_now_ms();
 
+    if (batch) {
+        char err[160];
+        api_name_list names; /* on the stack: only the count is cleared */
+        const char *q =
+            evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+        if (api_query_batch(q, &names, err, sizeof(err)) != 0) {
+            app->metrics.rejected_4xx++;
+            api_reply_error(req, 400, "invalid_query", "names", err);
+            return;
+        }
+        if ((op = read_op_new(names.n)) != NULL)
+            for (size_t i = 0; i < names.n; i++)
+                memcpy(op->items[i].name, names.names[i],
+                       sizeof(op->items[i].name));
+    } else if ((op = read_op_new(1)) != NULL) {
+        memcpy(op->items[0].name, route->name, sizeof(op->items[0].name));
+    }
     if (op == NULL) {
         api_reply_error(req, 500, "internal", NULL, "out of memory");
         return;
@@ -206,28 +243,15 @@ void api_handle_read(api_app *app, struct evhttp_request *req,
     op->app = app;
     op->req = req;
     op->batch = batch;
-    if (batch) {
-        char err[160];
-        const char *q =
-            evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-        if (api_query_batch(q, &op->names, err, sizeof(err)) != 0) {
-            app->metrics.rejected_4xx++;
-            api_reply_error(req, 400, "invalid_query", "names", err);
-            free(op);
-            return;
-        }
-    } else {
-        op->names.n = 1;
-        memcpy(op->names.names[0], route->name, sizeof(route->name));
-    }
-    for (size_t i = 0; i < op->names.n; i++) {
-        op->defs[i] = ctr_config_counter(app->cfg, op->names.names[i]);
-        api_live_key(op->defs[i], op->names.names[i], now, op->keys[i],
-                     sizeof(op->keys[i]), op->periods[i]);
-        op->key_ptrs[i] = op->keys[i];
+    for (size_t i = 0; i < op->n; i++) {
+        read_item *it = &op->items[i];
+        it->def = ctr_config_counter(app->cfg, it->name);
+        api_live_key(it->def, it->name, now, it->key, sizeof(it->key),
+                     it->period);
+        op->key_ptrs[i] = it->key;
     }
     app->inflight++;
-    if (api_redis_get(app->redis, op->key_ptrs, op->names.n,
+    if (api_redis_get(app->redis, op->key_ptrs, op->n,
                       app->cfg->redis_timeout_ms, read_from_redis_done,
                       op) != 0)
         read_from_pg(op);

@@ -5,8 +5,13 @@
 
 #include "api/stats.h"
 
+#include "common/strbuf.h"
+#include "common/timeutil.h"
+
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 static const char *reason_phrase(int status)
 {
@@ -30,23 +35,68 @@ static const char *reason_phrase(int status)
 
 void api_json_append_string(struct evbuffer *buf, const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s, *run = p;
     evbuffer_add(buf, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    for (; *p; p++) {
+        if (*p != '"' && *p != '\\' && *p >= 0x20)
+            continue;
+        /* the plain run before this byte in one piece */
+        evbuffer_add(buf, run, (size_t)(p - run));
         if (*p == '"' || *p == '\\')
             evbuffer_add_printf(buf, "\\%c", *p);
-        else if (*p < 0x20)
-            evbuffer_add_printf(buf, "\\u%04x", *p);
         else
-            evbuffer_add(buf, p, 1);
+            evbuffer_add_printf(buf, "\\u%04x", *p);
+        run = p + 1;
     }
+    evbuffer_add(buf, run, (size_t)(p - run));
     evbuffer_add(buf, "\"", 1);
+}
+
+void api_json_append_i64(struct evbuffer *buf, int64_t v)
+{
+    char num[21];
+    evbuffer_add(buf, num, ctr_i64_text(v, num));
+}
+
+void api_json_append_time(struct evbuffer *buf, int64_t ms)
+{
+    char ts[40];
+    if (ms > 0 && ctr_time_format_rfc3339(ms, ts + 1, sizeof(ts) - 2) > 0) {
+        ts[0] = '"';
+        ts[25] = '"';
+        evbuffer_add(buf, ts, 26);
+    } else {
+        API_JSON_LIT(buf, "null");
+    }
+}
+
+/*
+ * evhttp formats a Date header for every reply unless one is set; the
+ * text changes once a second, so it is kept and reused.
+ */
+static const char *date_header(void)
+{
+    static _Thread_local time_t cached_at;
+    static _Thread_local char text[40];
+    time_t now = time(NULL);
+    if (now != cached_at || text[0] == '\0') {
+        struct tm tm;
+        if (gmtime_r(&now, &tm) == NULL ||
+            strftime(text, sizeof(text), "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
+            return NULL;
+        cached_at = now;
+    }
+    return text;
 }
 
 void api_reply_json(struct evhttp_request *req, int status,
                     struct evbuffer *body)
 {
     struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+    const char *date = date_header();
     evhttp_add_header(headers, "Content-Type", "application/json");
+    if (date)
+        evhttp_add_header(headers, "Date", date);
     api_stats_end(req, status);
     evhttp_send_reply(req, status, reason_phrase(status), body);
 }

@@ -7,6 +7,7 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <stdint.h>
 
 /* Sends body (consumed) with the given status and a JSON content type. */
 void api_reply_json(struct evhttp_request *req, int status,
@@ -21,5 +22,11 @@ void api_reply_error(struct evhttp_request *req, int status, const char *code,
 
 /* Appends s to buf as a JSON string literal. */
 void api_json_append_string(struct evbuffer *buf, const char *s);
+
+/* The hot paths write JSON piece by piece rather than through printf. */
+#define API_JSON_LIT(buf, lit) evbuffer_add((buf), (lit), sizeof(lit) - 1)
+void api_json_append_i64(struct evbuffer *buf, int64_t v);
+/* "2026-11-26T10:30:00.123Z" with its quotes, or null when ms <= 0. */
+void api_json_append_time(struct evbuffer *buf, int64_t ms);
 
 #endif

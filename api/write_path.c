@@ -168,19 +168,22 @@ static void write_answer_ok(write_op *op)
         return;
     mark_replayed(op);
     body = evbuffer_new();
-    evbuffer_add_printf(
-        body, "{\"success\":true,\"current_value\":%" PRId64 ",\"event_id\":",
-        op->res.value);
+    API_JSON_LIT(body, "{\"success\":true,\"current_value\":");
+    api_json_append_i64(body, op->res.value);
+    API_JSON_LIT(body, ",\"event_id\":");
     api_json_append_string(body, op->event_id);
-    if (op->spec.period[0])
-        evbuffer_add_printf(body, ",\"period\":\"%s\"", op->spec.period);
+    if (op->spec.period[0]) {
+        API_JSON_LIT(body, ",\"period\":\"");
+        evbuffer_add(body, op->spec.period, strlen(op->spec.period));
+        API_JSON_LIT(body, "\"");
+    }
     if (op->res.outcome == CTR_APPLY_DUPLICATE)
-        evbuffer_add_printf(body, ",\"counted\":false");
+        API_JSON_LIT(body, ",\"counted\":false");
     if (op->def->kind == CTR_KIND_UNIQUE && op->def->dedup == CTR_DEDUP_HLL)
-        evbuffer_add_printf(body, ",\"approximate\":true");
+        API_JSON_LIT(body, ",\"approximate\":true");
     if (write_was_clamped(op))
-        evbuffer_add_printf(body, ",\"clamped\":true");
-    evbuffer_add_printf(body, "}\n");
+        API_JSON_LIT(body, ",\"clamped\":true");
+    API_JSON_LIT(body, "}\n");
     api_reply_json(op->req, 200, body);
     evbuffer_free(body);
     op->req = NULL;

@@ -91,10 +91,31 @@ void ctr_pgarray_text(ctr_strbuf *b, const char *s)
     ctr_strbuf_put(b, "\"", 1);
 }
 
+size_t ctr_i64_text(int64_t v, char out[21])
+{
+    char tmp[20], *p = tmp + sizeof(tmp);
+    /* through unsigned, so INT64_MIN negates without overflow */
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    size_t n = 0;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[n++] = '-';
+    size_t digits = (size_t)(tmp + sizeof(tmp) - p);
+    memcpy(out + n, p, digits);
+    n += digits;
+    out[n] = '\0';
+    return n;
+}
+
 void ctr_pgarray_i64(ctr_strbuf *b, int64_t v)
 {
+    char num[21];
+    size_t n = ctr_i64_text(v, num);
     separate(b);
-    ctr_strbuf_printf(b, "%" PRId64, v);
+    ctr_strbuf_put(b, num, n);
 }
 
 void ctr_pgarray_close(ctr_strbuf *b)

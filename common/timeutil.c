@@ -27,21 +27,65 @@ int64_t ctr_time_mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Writes v (0..10^width-1) as exactly width digits. */
+static void put_digits(char *p, unsigned v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/*
+ * Every read answer carries a timestamp, so this avoids gmtime_r and
+ * snprintf: the civil date comes from the day number by the usual
+ * era arithmetic (400-year eras of 146097 days starting on 1 March, so the
+ * leap day is the last day of a shifted year).
+ */
 int ctr_time_format_rfc3339(int64_t epoch_ms, char *buf, size_t bufsize)
 {
-    struct tm tm;
     int64_t secs = epoch_ms / 1000, ms = epoch_ms % 1000;
 
     if (ms < 0) {
         ms += 1000;
         secs -= 1;
     }
-    time_t t = (time_t)secs;
-    if (bufsize < 25 || gmtime_r(&t, &tm) == NULL)
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days -= 1;
+    }
+    /* a little beyond 0000-01-01 .. 9999-12-31; the year is checked below */
+    if (bufsize < 25 || days < -800000 || days > 3000000)
         return -1;
-    return snprintf(buf, bufsize, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                    tm.tm_min, tm.tm_sec, (int)ms);
+    int64_t z = days + 719468; /* days since 0000-03-01 */
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153; /* month from March = 0 */
+    unsigned day = doy - (153 * mp + 2) / 5 + 1;
+    unsigned month = mp < 10 ? mp + 3 : mp - 9;
+    int64_t year = (int64_t)yoe + era * 400 + (month <= 2);
+    if (year < 0 || year > 9999)
+        return -1;
+
+    put_digits(buf, (unsigned)year, 4);
+    buf[4] = '-';
+    put_digits(buf + 5, month, 2);
+    buf[7] = '-';
+    put_digits(buf + 8, day, 2);
+    buf[10] = 'T';
+    put_digits(buf + 11, (unsigned)(sod / 3600), 2);
+    buf[13] = ':';
+    put_digits(buf + 14, (unsigned)(sod / 60 % 60), 2);
+    buf[16] = ':';
+    put_digits(buf + 17, (unsigned)(sod % 60), 2);
+    buf[19] = '.';
+    put_digits(buf + 20, (unsigned)ms, 3);
+    buf[23] = 'Z';
+    buf[24] = '\0';
+    return 24;
 }
 
 int ctr_time_format_offset(int64_t epoch_ms, int offset_s, char *buf,

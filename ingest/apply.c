@@ -3,6 +3,7 @@
  */
 #include "ingest/apply.h"
 
+#include "common/strbuf.h"
 #include "common/tz.h"
 
 #include <errno.h>
@@ -237,10 +238,18 @@ void ctr_apply_plan(ctr_apply_spec *s, const ctr_counter_def *def,
     }
 }
 
+/* buf = "{c:" name "}" suffix; -1 if it does not fit. Every write builds
+ * four of these, so without snprintf. */
 static int make_key(char *buf, size_t len, const char *name, const char *suffix)
 {
-    int n = snprintf(buf, len, "{c:%s}%s", name, suffix);
-    return n > 0 && (size_t)n < len ? 0 : -1;
+    size_t nl = strlen(name), sl = strlen(suffix);
+    if (nl + sl + 5 > len)
+        return -1;
+    memcpy(buf, "{c:", 3);
+    memcpy(buf + 3, name, nl);
+    buf[3 + nl] = '}';
+    memcpy(buf + 4 + nl, suffix, sl + 1);
+    return 0;
 }
 
 static const char *dedup_word(enum ctr_apply_dedup d)
@@ -265,26 +274,26 @@ static int make_guard_key(char *buf, size_t len, const char *name,
 int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
                          const ctr_apply_spec *s)
 {
-    char fence[24];
-    snprintf(fence, sizeof(fence), ":o:%d", (int)s->fence_partition);
+    char fence[24] = ":o:";
+    ctr_i64_text(s->fence_partition, fence + 3);
     if (make_key(a->keys[0], sizeof(a->keys[0]), name, s->key_suffix) ||
         make_key(a->keys[1], sizeof(a->keys[1]), name,
                  s->dedup_suffix[0] ? s->dedup_suffix : ":none") ||
         make_key(a->keys[2], sizeof(a->keys[2]), name, fence) ||
         make_guard_key(a->keys[3], sizeof(a->keys[3]), name, s->guard_id))
         return -1;
-    snprintf(a->nums[0], 24, "%" PRId64, s->arg);
-    snprintf(a->nums[1], 24, "%" PRId64, s->stamp_ms);
+    ctr_i64_text(s->arg, a->nums[0]);
+    ctr_i64_text(s->stamp_ms, a->nums[1]);
     a->nums[2][0] = a->nums[3][0] = a->nums[6][0] = '\0';
     if (s->has_min)
-        snprintf(a->nums[2], 24, "%" PRId64, s->min);
+        ctr_i64_text(s->min, a->nums[2]);
     if (s->has_max)
-        snprintf(a->nums[3], 24, "%" PRId64, s->max);
-    snprintf(a->nums[4], 24, "%d", s->ttl_s);
-    snprintf(a->nums[5], 24, "%d", s->dedup_ttl_s);
+        ctr_i64_text(s->max, a->nums[3]);
+    ctr_i64_text(s->ttl_s, a->nums[4]);
+    ctr_i64_text(s->dedup_ttl_s, a->nums[5]);
     if (s->fence_offset >= 0)
-        snprintf(a->nums[6], 24, "%" PRId64, s->fence_offset);
-    snprintf(a->nums[7], 24, "%d", s->guard_id ? s->guard_ttl_s : 0);
+        ctr_i64_text(s->fence_offset, a->nums[6]);
+    ctr_i64_text(s->guard_id ? s->guard_ttl_s : 0, a->nums[7]);
 
     const char *argv[] = {"EVALSHA",
                           sha,

@@ -95,37 +95,52 @@ void ctr_event_new_id(char buf[37])
 /* Appends s as a JSON string literal; bytes >= 0x80 pass through (UTF-8). */
 static void sb_put_json_string(ctr_strbuf *sb, const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s, *run = p;
     ctr_strbuf_put(sb, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    for (; *p; p++) {
         char esc[8];
+        if (*p != '"' && *p != '\\' && *p >= 0x20)
+            continue;
+        /* the plain run before this byte in one piece */
+        ctr_strbuf_put(sb, (const char *)run, (size_t)(p - run));
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\';
             esc[1] = (char)*p;
             ctr_strbuf_put(sb, esc, 2);
-        } else if (*p < 0x20) {
+        } else {
             snprintf(esc, sizeof(esc), "\\u%04x", *p);
             ctr_strbuf_put(sb, esc, 6);
-        } else {
-            ctr_strbuf_put(sb, (const char *)p, 1);
         }
+        run = p + 1;
     }
+    ctr_strbuf_put(sb, (const char *)run, (size_t)(p - run));
     ctr_strbuf_put(sb, "\"", 1);
+}
+
+static void sb_put_i64(ctr_strbuf *sb, int64_t v)
+{
+    char num[21];
+    ctr_strbuf_put(sb, num, ctr_i64_text(v, num));
 }
 
 char *ctr_event_encode(const ctr_event *ev, size_t *outlen)
 {
     ctr_strbuf sb = {0};
 
-    ctr_strbuf_printf(&sb, "{\"v\":%d,\"id\":", ev->v);
+    ctr_strbuf_puts(&sb, "{\"v\":");
+    sb_put_i64(&sb, ev->v);
+    ctr_strbuf_puts(&sb, ",\"id\":");
     sb_put_json_string(&sb, ev->id);
     ctr_strbuf_puts(&sb, ",\"counter\":");
     sb_put_json_string(&sb, ev->counter);
-    ctr_strbuf_printf(&sb, ",\"delta\":%lld", (long long)ev->delta);
+    ctr_strbuf_puts(&sb, ",\"delta\":");
+    sb_put_i64(&sb, ev->delta);
     if (ev->user_id) {
         ctr_strbuf_puts(&sb, ",\"user_id\":");
         sb_put_json_string(&sb, ev->user_id);
     }
-    ctr_strbuf_printf(&sb, ",\"ts\":%lld", (long long)ev->ts_ms);
+    ctr_strbuf_puts(&sb, ",\"ts\":");
+    sb_put_i64(&sb, ev->ts_ms);
     if (ev->metadata) {
         ctr_strbuf_puts(&sb, ",\"metadata\":");
         ctr_strbuf_puts(&sb, ev->metadata);

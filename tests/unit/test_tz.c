@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static int64_t at(const char *rfc3339)
 {
@@ -84,6 +86,33 @@ static void test_offsets_and_formatting(void **state)
     assert_string_equal(buf, "2026-11-26T10:30:00.123Z");
 }
 
+/* The formatter does its own calendar arithmetic: it must agree with
+ * gmtime_r on every day of several centuries, leap days included. */
+static void test_rfc3339_format_matches_gmtime(void **state)
+{
+    char got[40], want[96];
+    struct tm tm;
+    (void)state;
+    for (int64_t ms = -2208988800000LL; ms < 7258118400000LL;
+         ms += 86400000LL + 3723456) {
+        time_t t = (time_t)(ms / 1000 - (ms % 1000 < 0));
+        int frac = (int)(((ms % 1000) + 1000) % 1000);
+        gmtime_r(&t, &tm);
+        snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                 tm.tm_min, tm.tm_sec, frac);
+        assert_int_equal(ctr_time_format_rfc3339(ms, got, sizeof(got)), 24);
+        assert_string_equal(got, want);
+    }
+    assert_int_equal(ctr_time_format_rfc3339(0, got, 24), -1);
+    assert_int_equal(ctr_time_format_rfc3339(-62167219200001LL, got, 40), -1);
+    assert_int_equal(ctr_time_format_rfc3339(-62167219200000LL, got, 40), 24);
+    assert_string_equal(got, "0000-01-01T00:00:00.000Z");
+    assert_int_equal(ctr_time_format_rfc3339(253402300799999LL, got, 40), 24);
+    assert_string_equal(got, "9999-12-31T23:59:59.999Z");
+    assert_int_equal(ctr_time_format_rfc3339(253402300800000LL, got, 40), -1);
+}
+
 static void test_rfc3339_parsing(void **state)
 {
     int64_t ms;
@@ -132,6 +161,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_local_days),
         cmocka_unit_test(test_offsets_and_formatting),
+        cmocka_unit_test(test_rfc3339_format_matches_gmtime),
         cmocka_unit_test(test_rfc3339_parsing),
         cmocka_unit_test(test_unknown_zone_and_dates),
     };
