@@ -69,7 +69,12 @@ clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz
 
 # Benchmarks (not part of `make test`): counter-api beside webdis and a bare
-# evhttp server, persister drain rate, peak RSS; see docs/performance.md.
-.PHONY: bench
+# evhttp server, persister drain rate, end-to-end lag at a fixed open-loop
+# rate, peak RSS; see docs/performance.md. bench-profile: counter-api's
+# instructions per request under callgrind (BENCH_PROFILE=1 adds it to bench).
+.PHONY: bench bench-profile
 bench: build
-	@bench/run.sh
+	@BUILD=$(BUILD) bench/run.sh
+
+bench-profile: build
+	@BUILD=$(BUILD) bench/profile.sh

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # `make bench`: counter-api side by side with webdis (same Redis) and a bare
-# evhttp "hello" server, all on 127.0.0.1, with wrk (closed loop); then the
-# persister's drain rate from a 1M-event backlog and the peak RSS of every
-# process. Prints one table and writes the same figures as JSON to
-# bench/results/<UTC timestamp>.json. Not part of `make test`.
+# evhttp "hello" server, all on 127.0.0.1, with wrk (closed loop); the
+# persister's drain rate from a 1M-event backlog; the end-to-end lag from a
+# write's 2xx to its PostgreSQL commit at a fixed open-loop rate
+# (bench/openloop.c); the peak RSS of every process; with BENCH_PROFILE=1
+# also counter-api's instructions per request under callgrind
+# (bench/profile.sh). Prints one table and writes the same figures as JSON
+# to bench/results/<UTC timestamp>.json. Not part of `make test`.
 #
 # Settings (environment; defaults in brackets):
 #   BUILD [build]            release build dir (bin/ holds the services)
@@ -11,6 +14,19 @@
 #   BENCH_CONNECTIONS [50]   wrk -c (one wrk thread, -t1)
 #   BENCH_BACKLOG [1000000]  events in the persister drain backlog
 #   BENCH_DRAIN_TIMEOUT [240] seconds before the drain measurement gives up
+#   BENCH_LAG_RATE [20000]   open-loop increments per second for the lag
+#   BENCH_LAG_DURATION [10]  seconds of that timetable
+#   BENCH_LAG_CONNECTIONS [256] keep-alive connections of the generator
+#   BENCH_LAG_POLL_MS [5]    how often PostgreSQL is read for the lag
+#   BENCH_PROFILE [0]        1: run bench/profile.sh on the stack at the end
+#                            (BENCH_PROFILE_* settings pass through to it)
+# Ports, so that two benches can run at once (the defaults are this list;
+# counter-api's port + 1 and + 2 are the persister's and the applier's
+# metrics, so the others must keep clear of them):
+#   BENCH_REDIS_PORT [36480] BENCH_PG_PORT [35533] BENCH_KAFKA_PORT [39192]
+#   BENCH_KAFKA_CONTROLLER_PORT [39193] BENCH_API_PORT [38180]
+#   BENCH_WEBDIS_PORT [37379] BENCH_HELLO_PORT [38183]
+#   BENCH_PROFILE_PORT [38190]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,18 +36,36 @@ DURATION="${BENCH_DURATION:-10s}"
 CONNS="${BENCH_CONNECTIONS:-50}"
 BACKLOG="${BENCH_BACKLOG:-1000000}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-240}"
+LAG_RATE="${BENCH_LAG_RATE:-20000}"
+LAG_DURATION="${BENCH_LAG_DURATION:-10}"
+LAG_CONNS="${BENCH_LAG_CONNECTIONS:-256}"
+LAG_POLL_MS="${BENCH_LAG_POLL_MS:-5}"
+PROFILE="${BENCH_PROFILE:-0}"
 
-WEBDIS_PORT=37379
-HELLO_PORT=38181
+REDIS_PORT="${BENCH_REDIS_PORT:-36480}"
+PG_PORT="${BENCH_PG_PORT:-35533}"
+KAFKA_PORT="${BENCH_KAFKA_PORT:-39192}"
+KAFKA_CONTROLLER_PORT="${BENCH_KAFKA_CONTROLLER_PORT:-39193}"
+API_PORT="${BENCH_API_PORT:-38180}"
+WEBDIS_PORT="${BENCH_WEBDIS_PORT:-37379}"
+# Not 38181: that is API_PORT + 1, the persister's metrics port.
+HELLO_PORT="${BENCH_HELLO_PORT:-38183}"
+PROFILE_PORT="${BENCH_PROFILE_PORT:-38190}"
 H=127.0.0.1
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
+ports=("$REDIS_PORT" "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$API_PORT"
+    "$((API_PORT + 1))" "$((API_PORT + 2))" "$WEBDIS_PORT" "$HELLO_PORT" "$PROFILE_PORT")
+dup=$(printf '%s\n' "${ports[@]}" | sort | uniq -d)
+[[ -z $dup ]] || die "port $dup is given twice (API port + 1 and + 2 are taken too)"
+
 # `make bench` ran deploy/install-deps.sh; the bench's own extras:
 extras=()
 command -v webdis >/dev/null || extras+=(webdis)
 command -v jq >/dev/null || extras+=(jq)
+command -v valgrind >/dev/null || extras+=(valgrind) # BENCH_PROFILE=1
 if ((${#extras[@]})); then
     say "installing ${extras[*]} (Debian packages)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${extras[@]}" >/dev/null
@@ -47,8 +81,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 STACK_DIR="$(mktemp -d /tmp/counter-bench-stack.XXXXXX)"
 WORK="$(mktemp -d /tmp/counter-bench-work.XXXXXX)"
-export STACK_DIR REDIS_PORT=36480 PG_PORT=35533 KAFKA_PORT=39192 \
-    KAFKA_CONTROLLER_PORT=39193 API_PORT=38180 BIN_DIR \
+export STACK_DIR REDIS_PORT PG_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT API_PORT BIN_DIR \
     COUNTER_CONFIG="$ROOT/tests/config.test.yaml"
 TOPIC=counter-events
 PARTITIONS=4
@@ -96,6 +129,9 @@ cc -O2 -Wall -o "$ROOT/$BUILD/bench/hello" "$ROOT/bench/hello.c" \
     $(pkg-config --cflags --libs libevent)
 "$ROOT/$BUILD/bench/hello" "$HELLO_PORT" &
 HELLO_PID=$!
+# shellcheck disable=SC2046
+cc -O2 -Wall -pthread -o "$ROOT/$BUILD/bench/openloop" "$ROOT/bench/openloop.c" \
+    $(pkg-config --cflags --libs libevent libpq)
 
 wait_http() {
     local i
@@ -107,6 +143,9 @@ wait_http() {
 }
 wait_http "http://$H:$WEBDIS_PORT/PING"
 wait_http "http://$H:$HELLO_PORT/"
+# Someone else answering on the port would pass for hello.
+kill -0 "$HELLO_PID" 2>/dev/null || die "hello exited (port $HELLO_PORT taken?)"
+kill -0 "$WEBDIS_PID" 2>/dev/null || die "webdis exited (port $WEBDIS_PORT taken?)"
 wait_http "http://$H:$API_PORT/api/v1/counter/bench_incr"
 
 # --------------------------------------------------- persister drain rate ---
@@ -167,6 +206,38 @@ else
 fi
 say "persister drained $drain_events events in ${drain_wall}s (drained=$drained):" \
     "$drain_rate events/s after the first batch, $drain_rate_wall incl. start"
+
+# ------------------------------------------------------ end-to-end lag ---
+# After the drain, on a persister with nothing left to do: bench/openloop
+# sends LAG_RATE increments of bench_lag per second on a fixed timetable
+# for LAG_DURATION s (open loop: a request waits in the generator when
+# every connection is busy, and its latency counts from when it was due)
+# and reads counter_totals every LAG_POLL_MS ms from a thread of its own.
+# The i-th 2xx's lag is the first poll showing baseline + i minus the time
+# of that 2xx (see bench/openloop.c).
+
+say "lag: open loop, $LAG_RATE increments/s for ${LAG_DURATION}s on $LAG_CONNS connections"
+lag_rc=0
+"$ROOT/$BUILD/bench/openloop" --url "http://$H:$API_PORT/api/v1/counter/bench_lag/increment" \
+    --body '{}' --rate "$LAG_RATE" --duration "$LAG_DURATION" --connections "$LAG_CONNS" \
+    --pg "host=$H port=$PG_PORT user=counter dbname=counter" \
+    --counter bench_lag --poll-ms "$LAG_POLL_MS" >"$WORK/lag.json" || lag_rc=$?
+((lag_rc <= 1)) || die "openloop failed (exit $lag_rc)"
+jq -e .lag "$WORK/lag.json" >/dev/null || die "openloop printed no lag: $(cat "$WORK/lag.json")"
+lagv() { jq -r "$1" "$WORK/lag.json"; }
+LAG_LINE1=$(printf 'end-to-end lag, 2xx -> PostgreSQL commit: p50 %s ms, p99 %s ms, p99.9 %s ms, max %s ms over %s of %s 2xx (%s not seen in PostgreSQL; poll every %s ms, worst gap %s ms)' \
+    "$(lagv .lag.p50_ms)" "$(lagv .lag.p99_ms)" "$(lagv .lag.p999_ms)" "$(lagv .lag.max_ms)" \
+    "$(lagv .lag.measured)" "$(lagv .lag.acked)" "$(lagv .lag.not_seen)" "$LAG_POLL_MS" \
+    "$(lagv .lag.poll_gap_max_ms)")
+LAG_LINE2=$(printf '  open loop %s/s for %ss, %s connections: sent %s of %s, %s late (> %s ms after due), %s not sent; sent at %s/s; answers %s, no answer %s' \
+    "$LAG_RATE" "$LAG_DURATION" "$LAG_CONNS" "$(lagv .sent)" "$(lagv .scheduled)" \
+    "$(lagv .late)" "$(lagv .late_ms)" "$(lagv .not_sent)" "$(lagv .sent_per_s)" \
+    "$(lagv '.status | to_entries | map("\(.key)=\(.value)") | join(" ")')" "$(lagv .errors)")
+LAG_LINE3=$(printf '  HTTP latency from due time p50 %s ms, p99 %s ms, max %s ms; from send p50 %s ms, p99 %s ms' \
+    "$(lagv .p50_ms)" "$(lagv .p99_ms)" "$(lagv .max_ms)" "$(lagv .service_p50_ms)" "$(lagv .service_p99_ms)")
+say "$LAG_LINE1"
+say "$LAG_LINE2"
+say "$LAG_LINE3"
 
 # ------------------------------------------------------------------- wrk ---
 
@@ -274,6 +345,17 @@ done < <("$ROOT/deploy/stack.sh" status)
 RSS[webdis]=$(hwm "$WEBDIS_PID")
 RSS[hello]=$(hwm "$HELLO_PID")
 
+# -------------------------------------------------------------- profile ---
+
+if [[ $PROFILE == 1 ]]; then
+    say "profile: counter-api under callgrind (bench/profile.sh)"
+    BUILD="$BUILD" BENCH_PROFILE_STACK_DIR="$STACK_DIR" BENCH_PROFILE_PORT="$PROFILE_PORT" \
+        BENCH_PROFILE_JSON="$WORK/profile.json" "$ROOT/bench/profile.sh" >"$WORK/profile.txt" ||
+        die "bench/profile.sh failed"
+else
+    echo null >"$WORK/profile.json"
+fi
+
 # ------------------------------------------------------------ the table ---
 
 ratio() { # a / b with two decimals, or "-"
@@ -307,10 +389,15 @@ TABLE="$WORK/table.txt"
     echo
     printf 'persister drain: %s events/s (after first batch), %s events/s incl. start; %s events in %ss, drained=%s\n' \
         "$drain_rate" "$drain_rate_wall" "$drain_events" "$drain_wall" "$drained"
+    printf '%s\n%s\n%s\n' "$LAG_LINE1" "$LAG_LINE2" "$LAG_LINE3"
     printf 'counter-api VmRSS with 1000 connections: %s kB\n' "$api_rss_1000"
     printf 'peak RSS (VmHWM, kB):'
     for k in $(printf '%s\n' "${!RSS[@]}" | sort); do printf ' %s=%s' "$k" "${RSS[$k]}"; done
     echo
+    if [[ $PROFILE == 1 ]]; then
+        echo "counter-api under callgrind, instructions per request (bench/profile.sh):"
+        cat "$WORK/profile.txt"
+    fi
 } >"$TABLE"
 echo
 cat "$TABLE"
@@ -335,6 +422,8 @@ jq -n \
     --argjson nproc "$(nproc)" --arg commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     --arg wrk "wrk -t1 -c$CONNS -d$DURATION --latency" \
     --slurpfile http "$WORK/http.json" --slurpfile rss "$WORK/rss.json" \
+    --slurpfile lag "$WORK/lag.json" --slurpfile prof "$WORK/profile.json" \
+    --arg lagcmd "openloop --rate $LAG_RATE --duration $LAG_DURATION --connections $LAG_CONNS --poll-ms $LAG_POLL_MS" \
     --argjson dr "$drain_rate" --argjson drw "$drain_rate_wall" --argjson de "$drain_events" \
     --arg dwall "$drain_wall" --argjson drained "$drained" --argjson backlog "$BACKLOG" \
     --arg prod "$produce_s" --argjson rss1000 "${api_rss_1000:-0}" \
@@ -343,7 +432,8 @@ jq -n \
       persister_drain: {backlog_events: $backlog, events: $de, drained: $drained,
         events_per_s: $dr, events_per_s_incl_start: $drw, wall_s: ($dwall | tonumber),
         kcat_produce_s: ($prod | tonumber)},
-      end_to_end_lag: null,
+      end_to_end_lag: ($lag[0] + {load: $lagcmd, target_p99_ms: 1000}),
+      profile: $prof[0],
       counter_api_vmrss_kb_1000_conns: $rss1000,
       peak_rss_kb: $rss[0]}' >"$OUT"
 say "results: ${OUT#"$ROOT"/}"
