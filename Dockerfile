@@ -14,7 +14,7 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         build-essential cmake pkg-config \
         libevent-dev libhiredis-dev librdkafka-dev libpq-dev libjson-c-dev \
-        libcmocka-dev libyaml-dev \
+        libcmocka-dev libyaml-dev libjemalloc-dev \
     && rm -rf /var/lib/apt/lists/*
 # CMakeLists.txt requires cmocka and configures tests/ even though only the
 # programs are built here.
@@ -31,6 +31,7 @@ FROM debian:12-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         libevent-2.1-7 libhiredis0.14 librdkafka1 libpq5 libjson-c5 libyaml-0-2 \
+        libjemalloc2 \
         ca-certificates tzdata \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home \

@@ -21,7 +21,7 @@ POM="$ROOT/deploy/kafka/pom.xml"
 PACKAGES=(
     build-essential cmake pkg-config
     libevent-dev libhiredis-dev librdkafka-dev libpq-dev libjson-c-dev
-    libcmocka-dev libyaml-dev
+    libcmocka-dev libyaml-dev libjemalloc-dev
     redis-server postgresql kcat wrk
     clang libclang-rt-14-dev clang-format
     default-jre-headless maven
