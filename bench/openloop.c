@@ -49,9 +49,9 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "../tests/tools/lathist.h"
+
 enum {
-    SUB_BITS = 7, /* 128 sub-buckets per power of two: < 0.8% error */
-    HIST_BUCKETS = 64 << SUB_BITS,
     STATUS_MAX = 600,
     FD_SLACK = 64,
 };
@@ -72,10 +72,7 @@ typedef struct options {
     double lag_timeout_s;
 } options;
 
-typedef struct hist {
-    uint64_t n;
-    uint64_t b[HIST_BUCKETS];
-} hist;
+typedef lathist hist;
 
 typedef struct poll_sample {
     int64_t at_ns; /* when the answer arrived */
@@ -144,59 +141,9 @@ static int64_t now_ns(void)
 
 /* ------------------------------------------------------------ histogram */
 
-static int msb64(uint64_t v)
-{
-    int b = 0;
-    while (v >>= 1)
-        b++;
-    return b;
-}
-
 static void hist_add(hist *h, int64_t ns)
 {
-    uint64_t us = ns < 0 ? 0 : (uint64_t)ns / 1000;
-    size_t i;
-    if (us < (1u << SUB_BITS)) {
-        i = (size_t)us;
-    } else {
-        int shift = msb64(us) - SUB_BITS;
-        i = ((size_t)(shift + 1) << SUB_BITS) +
-            (size_t)((us >> shift) & ((1u << SUB_BITS) - 1));
-        if (i >= HIST_BUCKETS)
-            i = HIST_BUCKETS - 1;
-    }
-    h->b[i]++;
-    h->n++;
-}
-
-/* The middle of bucket i's range, in microseconds. */
-static double bucket_value(size_t i)
-{
-    if (i < (1u << SUB_BITS))
-        return (double)i;
-    int shift = (int)(i >> SUB_BITS) - 1;
-    uint64_t sub = i & ((1u << SUB_BITS) - 1);
-    uint64_t low = ((uint64_t)(1u << SUB_BITS) + sub) << shift;
-    return (double)low + ((double)((uint64_t)1 << shift) - 1.0) / 2.0;
-}
-
-/* The smallest value with at least q of the samples at or below it. */
-static double hist_ms(const hist *h, double q)
-{
-    if (h->n == 0)
-        return 0.0;
-    uint64_t rank = (uint64_t)(q * (double)h->n);
-    if ((double)rank < q * (double)h->n)
-        rank++;
-    if (rank == 0)
-        rank = 1;
-    uint64_t seen = 0;
-    for (size_t i = 0; i < HIST_BUCKETS; i++) {
-        seen += h->b[i];
-        if (seen >= rank)
-            return bucket_value(i) / 1000.0;
-    }
-    return bucket_value(HIST_BUCKETS - 1) / 1000.0;
+    lathist_add_us(h, ns < 0 ? 0 : (uint64_t)ns / 1000);
 }
 
 static double sorted_ms(const int64_t *v, long n, double q)
@@ -705,8 +652,8 @@ int main(int argc, char **argv)
            "\"send_delay_p99_ms\":%.3f,\"send_delay_max_ms\":%.3f,"
            "\"sent_per_s\":%.0f,\"status\":{",
            o->rate, o->duration_s, o->connections, g->total, g->next, g->late,
-           o->late_ms, g->total - g->next, hist_ms(&g->delay, 0.5),
-           hist_ms(&g->delay, 0.99), hist_ms(&g->delay, 1.0),
+           o->late_ms, g->total - g->next, lathist_ms(&g->delay, 0.5),
+           lathist_ms(&g->delay, 0.99), lathist_ms(&g->delay, 1.0),
            send_window > 0 ? (double)g->next / send_window : 0);
     int first = 1;
     for (int s = 0; s < STATUS_MAX; s++)
@@ -718,9 +665,9 @@ int main(int argc, char **argv)
            "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,"
            "\"max_ms\":%.3f,\"service_p50_ms\":%.3f,\"service_p99_ms\":%.3f",
            g->errors, g->cut ? "true" : "false", elapsed,
-           hist_ms(&g->latency, 0.5), hist_ms(&g->latency, 0.99),
-           hist_ms(&g->latency, 0.999), hist_ms(&g->latency, 1.0),
-           hist_ms(&g->service, 0.5), hist_ms(&g->service, 0.99));
+           lathist_ms(&g->latency, 0.5), lathist_ms(&g->latency, 0.99),
+           lathist_ms(&g->latency, 0.999), lathist_ms(&g->latency, 1.0),
+           lathist_ms(&g->service, 0.5), lathist_ms(&g->service, 0.99));
     if (o->pg)
         printf(",\"lag\":{\"acked\":%ld,\"measured\":%ld,\"not_seen\":%ld,"
                "\"visible_before_2xx\":%ld,\"p50_ms\":%.1f,\"p99_ms\":%.1f,"

@@ -42,9 +42,9 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "lathist.h"
+
 enum {
-    SUB_BITS = 7, /* 128 sub-buckets per power of two: < 0.8% error */
-    HIST_BUCKETS = 64 << SUB_BITS,
     STATUS_MAX = 600,
     EVENT_ID_MAX = 64,
     MAX_HEADERS = 32,
@@ -91,7 +91,7 @@ typedef struct loadgen {
     FILE *log;
     uint64_t sent, errors, answered;
     uint64_t status[STATUS_MAX];
-    uint64_t hist[HIST_BUCKETS];
+    lathist hist;
     int timed_out;
     struct event *deadline_ev;
 } loadgen;
@@ -122,56 +122,6 @@ static double elapsed_s(const struct timespec *from, const struct timespec *to)
 {
     return (double)(to->tv_sec - from->tv_sec) +
            (double)(to->tv_nsec - from->tv_nsec) / 1e9;
-}
-
-/* ------------------------------------------------------------ histogram */
-
-static int msb64(uint64_t v)
-{
-    int b = 0;
-    while (v >>= 1)
-        b++;
-    return b;
-}
-
-static size_t bucket_of(uint64_t us)
-{
-    if (us < (1u << SUB_BITS))
-        return (size_t)us;
-    int shift = msb64(us) - SUB_BITS;
-    size_t i = ((size_t)(shift + 1) << SUB_BITS) +
-               (size_t)((us >> shift) & ((1u << SUB_BITS) - 1));
-    return i < HIST_BUCKETS ? i : HIST_BUCKETS - 1;
-}
-
-/* The middle of the bucket's range, in microseconds. */
-static double bucket_value(size_t i)
-{
-    if (i < (1u << SUB_BITS))
-        return (double)i;
-    int shift = (int)(i >> SUB_BITS) - 1;
-    uint64_t sub = i & ((1u << SUB_BITS) - 1);
-    uint64_t low = ((uint64_t)(1u << SUB_BITS) + sub) << shift;
-    return (double)low + ((double)((uint64_t)1 << shift) - 1.0) / 2.0;
-}
-
-static double percentile_ms(const loadgen *lg, double q)
-{
-    if (lg->answered == 0)
-        return 0.0;
-    /* The smallest value with at least q of the samples at or below it. */
-    uint64_t rank = (uint64_t)(q * (double)lg->answered);
-    if ((double)rank < q * (double)lg->answered)
-        rank++;
-    if (rank == 0)
-        rank = 1;
-    uint64_t seen = 0;
-    for (size_t i = 0; i < HIST_BUCKETS; i++) {
-        seen += lg->hist[i];
-        if (seen >= rank)
-            return bucket_value(i) / 1000.0;
-    }
-    return bucket_value(HIST_BUCKETS - 1) / 1000.0;
 }
 
 /* ------------------------------------------------------------- requests */
@@ -265,7 +215,7 @@ static void record(conn *c, int status, struct evhttp_request *req)
         double us = elapsed_s(&c->started, &now) * 1e6;
         lg->status[status]++;
         lg->answered++;
-        lg->hist[bucket_of(us < 0 ? 0 : (uint64_t)us)]++;
+        lathist_add_us(&lg->hist, us < 0 ? 0 : (uint64_t)us);
     } else {
         status = 0;
         lg->errors++;
@@ -540,8 +490,8 @@ static void print_summary(const loadgen *lg, double secs)
            "\"rps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f}\n",
            lg->errors, lg->timed_out ? "true" : "false", secs,
            secs > 0 ? (double)lg->answered / secs : 0.0,
-           percentile_ms(lg, 0.50), percentile_ms(lg, 0.99),
-           percentile_ms(lg, 0.999));
+           lathist_ms(&lg->hist, 0.50), lathist_ms(&lg->hist, 0.99),
+           lathist_ms(&lg->hist, 0.999));
     fflush(stdout);
 }
 
