@@ -56,37 +56,40 @@ static void read_release(read_op *op)
     free(op);
 }
 
-static void append_counter(struct evbuffer *b, const read_op *op, size_t i,
-                           int64_t value, int64_t updated_ms,
-                           const char *source, int stale, int64_t as_of_ms)
+/* Room for one counter's object: its name plus the fixed text, numbers
+ * and timestamps (under 400 bytes together). */
+enum { READ_ITEM_ROOM = CTR_NAME_MAX + 400 };
+
+static char *put_counter(char *p, const read_item *it, int64_t value,
+                         int64_t updated_ms, const char *source, int stale,
+                         int64_t as_of_ms)
 {
-    const read_item *it = &op->items[i];
+    const char *kind = ctr_kind_name(it->def->kind);
     /* names are checked against a JSON-safe alphabet when parsed */
-    API_JSON_LIT(b, "{\"name\":\"");
-    evbuffer_add(b, it->name, strlen(it->name));
-    API_JSON_LIT(b, "\",\"value\":");
-    api_json_append_i64(b, value);
-    API_JSON_LIT(b, ",\"kind\":\"");
-    evbuffer_add(b, ctr_kind_name(it->def->kind),
-                 strlen(ctr_kind_name(it->def->kind)));
-    API_JSON_LIT(b, "\",\"last_updated\":");
-    api_json_append_time(b, updated_ms);
+    p = API_PUT_LIT(p, "{\"name\":\"");
+    p = api_put(p, it->name, strlen(it->name));
+    p = API_PUT_LIT(p, "\",\"value\":");
+    p = api_put_i64(p, value);
+    p = API_PUT_LIT(p, ",\"kind\":\"");
+    p = api_put(p, kind, strlen(kind));
+    p = API_PUT_LIT(p, "\",\"last_updated\":");
+    p = api_put_time(p, updated_ms);
     if (it->period[0]) {
-        API_JSON_LIT(b, ",\"period\":\"");
-        evbuffer_add(b, it->period, strlen(it->period));
-        API_JSON_LIT(b, "\"");
+        p = API_PUT_LIT(p, ",\"period\":\"");
+        p = api_put(p, it->period, strlen(it->period));
+        p = API_PUT_LIT(p, "\"");
     }
     if (it->def->kind == CTR_KIND_UNIQUE && it->def->dedup == CTR_DEDUP_HLL)
-        API_JSON_LIT(b, ",\"approximate\":true");
-    API_JSON_LIT(b, ",\"source\":\"");
-    evbuffer_add(b, source, strlen(source));
+        p = API_PUT_LIT(p, ",\"approximate\":true");
+    p = API_PUT_LIT(p, ",\"source\":\"");
+    p = api_put(p, source, strlen(source));
     if (stale) {
-        API_JSON_LIT(b, "\",\"stale\":true,\"as_of\":");
-        api_json_append_time(b, as_of_ms);
+        p = API_PUT_LIT(p, "\",\"stale\":true,\"as_of\":");
+        p = api_put_time(p, as_of_ms);
     } else {
-        API_JSON_LIT(b, "\",\"stale\":false");
+        p = API_PUT_LIT(p, "\",\"stale\":false");
     }
-    evbuffer_add(b, "}", 1);
+    return API_PUT_LIT(p, "}");
 }
 
 static void read_answer(read_op *op, const int64_t *values,
@@ -94,17 +97,29 @@ static void read_answer(read_op *op, const int64_t *values,
                         int64_t as_of_ms)
 {
     struct evbuffer *b = evbuffer_new();
+    struct evbuffer_iovec v;
+    if (b == NULL ||
+        evbuffer_reserve_space(b, (ev_ssize_t)(32 + op->n * READ_ITEM_ROOM), &v,
+                               1) < 1) {
+        if (b)
+            evbuffer_free(b);
+        api_reply_error(op->req, 500, "internal", NULL, "out of memory");
+        return;
+    }
+    char *p = v.iov_base;
     if (op->batch)
-        API_JSON_LIT(b, "{\"counters\":[");
+        p = API_PUT_LIT(p, "{\"counters\":[");
     for (size_t i = 0; i < op->n; i++) {
         if (i)
-            evbuffer_add(b, ",", 1);
-        append_counter(b, op, i, values[i], updated[i], source, stale,
-                       as_of_ms);
+            *p++ = ',';
+        p = put_counter(p, &op->items[i], values[i], updated[i], source, stale,
+                        as_of_ms);
     }
     if (op->batch)
-        API_JSON_LIT(b, "]}");
-    evbuffer_add(b, "\n", 1);
+        p = API_PUT_LIT(p, "]}");
+    *p++ = '\n';
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    evbuffer_commit_space(b, &v, 1);
     api_reply_json(op->req, 200, b);
     evbuffer_free(b);
 }

@@ -52,22 +52,27 @@ void api_json_append_string(struct evbuffer *buf, const char *s)
     evbuffer_add(buf, "\"", 1);
 }
 
+char *api_put_i64(char *p, int64_t v)
+{
+    return p + ctr_i64_text(v, p);
+}
+
+char *api_put_time(char *p, int64_t ms)
+{
+    char ts[40];
+    if (ms > 0 && ctr_time_format_rfc3339(ms, ts, sizeof(ts)) == 24) {
+        *p++ = '"';
+        p = api_put(p, ts, 24);
+        *p++ = '"';
+        return p;
+    }
+    return API_PUT_LIT(p, "null");
+}
+
 void api_json_append_i64(struct evbuffer *buf, int64_t v)
 {
     char num[21];
     evbuffer_add(buf, num, ctr_i64_text(v, num));
-}
-
-void api_json_append_time(struct evbuffer *buf, int64_t ms)
-{
-    char ts[40];
-    if (ms > 0 && ctr_time_format_rfc3339(ms, ts + 1, sizeof(ts) - 2) > 0) {
-        ts[0] = '"';
-        ts[25] = '"';
-        evbuffer_add(buf, ts, 26);
-    } else {
-        API_JSON_LIT(buf, "null");
-    }
 }
 
 /*
