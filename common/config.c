@@ -79,6 +79,11 @@ static const opt_def options[] = {
     {"log.level", OPT_STR, O(log_level), "info", 1, 0},
     {"timezone", OPT_STR, O(timezone), "UTC", 1, 0},
     {"lateness_s", OPT_INT, O(lateness_s), "172800", 0, 400 * 86400},
+    {"retention.history_days", OPT_INT, O(retention_history_days), "0", 0,
+     36500},
+    {"retention.buckets_days", OPT_INT, O(retention_buckets_days), "0", 0,
+     36500},
+    {"retention.unique_days", OPT_INT, O(retention_unique_days), "0", 0, 36500},
 };
 #undef O
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))

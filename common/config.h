@@ -86,6 +86,16 @@ typedef struct ctr_config {
 
     char *log_level;
 
+    /*
+     * Table-wide retention of the partitioned history tables, in days
+     * (0: keep forever), applied by `counterctl partitions`, which drops
+     * the monthly partitions wholly older than it: counter_daily,
+     * counter_buckets, counter_unique_users with counter_hll.
+     */
+    int retention_history_days;
+    int retention_buckets_days;
+    int retention_unique_days;
+
     char *timezone;            /* default IANA zone of counters */
     int lateness_s;            /* how old an event's own timestamp may be */
     ctr_counter_def *counters; /* the `counters:` section, n_counters */

@@ -14,6 +14,7 @@
 #include "ctl/counters.h"
 #include "ctl/history.h"
 #include "ctl/migrate.h"
+#include "ctl/partitions.h"
 #include "ctl/rebuild.h"
 #include "ctl/topic.h"
 #include "ctl/verify.h"
@@ -43,6 +44,11 @@ static const char help_main[] =
     "                                       per-period sums, through the api\n"
     "Operating the stores:\n"
     "  migrate up | down [N] | status       schema migrations\n"
+    "  partitions [--ahead N] [--retain-days D] [--dry-run] [--json]\n"
+    "                                       create the history tables' "
+    "monthly\n"
+    "                                       partitions ahead, drop those past\n"
+    "                                       the retention\n"
     "  create-topic                         the event topic and <topic>.dlq\n"
     "  verify [--wait-s N]                  compare Redis with PostgreSQL\n"
     "  rebuild-postgres [--keep]            replay the log into fresh tables\n"
@@ -60,7 +66,7 @@ static const char help_main[] =
     "  0  ok\n"
     "  1  a check found a difference (verify, rebuild-postgres), the api\n"
     "     refused the request (4xx, its message shown), or a step failed\n"
-    "     (migrate, create-topic)\n"
+    "     (migrate, partitions, create-topic)\n"
     "  2  usage or configuration error (or another error that stopped the\n"
     "     command)\n"
     "  3  a dependency unreachable: Redis, PostgreSQL, Kafka or counter-api\n"
@@ -299,6 +305,8 @@ int main(int argc, char **argv)
         return ctl_history_main(sub_argc, sub_argv);
     if (strcmp(argv[1], "migrate") == 0)
         return cmd_migrate(sub_argc, sub_argv);
+    if (strcmp(argv[1], "partitions") == 0)
+        return ctl_partitions_main(sub_argc, sub_argv);
     if (strcmp(argv[1], "create-topic") == 0)
         return cmd_create_topic(sub_argc, sub_argv);
     if (strcmp(argv[1], "verify") == 0)

@@ -6,6 +6,7 @@
 #include "common/pgconn.h"
 #include "common/timeutil.h"
 #include "ctl/migrate.h"
+#include "ctl/partitions.h"
 #include "ingest/apply.h"
 #include "ingest/consumer.h"
 #include "ingest/restore.h"
@@ -233,6 +234,16 @@ int ctl_rebuild_postgres(const ctr_config *cfg, const char *sql_dir, int keep)
             goto out;
         if (ps_sink_apply_retention(sink, ctr_time_now_ms()) < 0)
             goto out;
+        /* the live tables lose the months past the retention.* settings
+         * (counterctl partitions): so do the rebuilt ones */
+        ctl_partitions_totals dropped;
+        if (ctl_partitions_apply(conn, cfg, rebuild_schema,
+                                 CTL_PARTITIONS_AHEAD, -1, 0, NULL, NULL,
+                                 &dropped, err, sizeof(err))) {
+            fprintf(stderr, "counterctl: partitions of %s: %s\n",
+                    rebuild_schema, err);
+            goto out;
+        }
         if (exec_ok(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ"))
             goto out;
         int64_t now_at[CTR_MAX_PARTITIONS];

@@ -7,8 +7,9 @@
 #
 # Usage: deploy/stack.sh COMMAND
 #   up                 start whatever is not running (idempotent), wait until
-#                      each part answers, create the topic and run the
-#                      migrations (if counterctl is built), write stack.env
+#                      each part answers, create the topic, run the
+#                      migrations and the partition maintenance (if
+#                      counterctl is built), write stack.env
 #   down               stop everything, apps first; quiet if already down
 #   status             one line per process: running (pid) or stopped
 #   env                print $STACK_DIR/stack.env
@@ -564,6 +565,13 @@ counterctl_setup() {
         die "counterctl create-topic failed"
     (cd "$STACK_DIR" && env "${APP_ENV[@]}" "$ctl" migrate up) ||
         die "counterctl migrate up failed"
+    # The history tables' monthly partitions (ahead; retention.*), as
+    # counter-partitions.timer does daily; skipped by a counterctl built
+    # before the command existed.
+    if "$ctl" partitions --help >/dev/null 2>&1; then
+        (cd "$STACK_DIR" && env "${APP_ENV[@]}" "$ctl" partitions) ||
+            die "counterctl partitions failed"
+    fi
 }
 
 # ------------------------------------------------------------------ apps ---

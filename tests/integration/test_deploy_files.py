@@ -1,6 +1,6 @@
 """The deployment files, checked against the code they deploy.
 
-deploy/systemd/*.service, Dockerfile, .dockerignore, deploy/docker-compose.yml,
+deploy/systemd/*.service and *.timer, Dockerfile, .dockerignore, deploy/docker-compose.yml,
 deploy/config.example.yaml and deploy/systemd/counter.env.example name
 programs, settings and environment variables; a wrong one would mislead
 every user who copies them. Each test derives the truth from the sources
@@ -29,6 +29,8 @@ import yaml  # python3-yaml (deploy/install-deps.sh)
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ("counter-api", "counter-persister", "counter-applier")
+# counterctl partitions, run daily by its timer (a oneshot, not a daemon)
+PARTITIONS_UNIT = "counter-partitions"
 EXAMPLE = ROOT / "deploy" / "config.example.yaml"
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -159,10 +161,10 @@ def seconds(text):
 # ------------------------------------------------------- systemd units ---
 
 
-def read_unit(name):
+def read_unit(name, kind="service"):
     cp = configparser.ConfigParser(interpolation=None, strict=True)
     cp.optionxform = str  # systemd keys are case-sensitive
-    cp.read_string((ROOT / "deploy" / "systemd" / f"{name}.service").read_text())
+    cp.read_string((ROOT / "deploy" / "systemd" / f"{name}.{kind}").read_text())
     return cp
 
 
@@ -250,11 +252,63 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
         text = text.replace(f"/usr/local/bin/{name}", str(bin_dir() / name))
         (tmp_path / f"{name}.service").write_text(text)
         units.append(str(tmp_path / f"{name}.service"))
-    assert len(units) == 3
+    # the partitions service runs counterctl; its timer names the service
+    text = (ROOT / "deploy" / "systemd" / f"{PARTITIONS_UNIT}.service").read_text()
+    text = text.replace("/usr/local/bin/counterctl", str(bin_dir() / "counterctl"))
+    (tmp_path / f"{PARTITIONS_UNIT}.service").write_text(text)
+    units.append(str(tmp_path / f"{PARTITIONS_UNIT}.service"))
+    timer = ROOT / "deploy" / "systemd" / f"{PARTITIONS_UNIT}.timer"
+    (tmp_path / timer.name).write_text(timer.read_text())
+    units.append(str(tmp_path / timer.name))
+    assert len(units) == 5
     if analyze is None:
         return
     r = subprocess.run([analyze, "verify", *units], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+
+
+def test_partitions_service_runs_counterctl_partitions_once():
+    unit = read_unit(PARTITIONS_UNIT)
+    # started by its timer only: no [Install] of its own
+    assert set(unit.sections()) == {"Unit", "Service"}
+    u, svc = unit["Unit"], unit["Service"]
+    assert "network-online.target" in u["After"].split()
+    assert "network-online.target" in u["Wants"].split()
+    assert svc["Type"] == "oneshot"
+    assert "Restart" not in svc  # the next day's run is the retry
+    assert svc["ExecStart"] == "/usr/local/bin/counterctl partitions"
+    assert "counterctl" in programs()
+    # the command exists in the built counterctl (help needs no config)
+    r = subprocess.run([str(bin_dir() / "counterctl"), "partitions", "--help"],
+                       env=clean_env(COUNTER_CONFIG="/nonexistent.yaml"),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("usage: counterctl partitions"), r
+    # the same configuration as the services, and the same user
+    assert svc["Environment"] == "COUNTER_CONFIG=/etc/counter/config.yaml"
+    assert svc["EnvironmentFile"] == "-/etc/counter/counter.env"
+    assert svc["User"] == read_unit("counter-persister")["Service"]["User"]
+    # longer than one table's lock wait (10 s in ctl/partitions.c)
+    assert "lock_timeout[] = \"10s\"" in (ROOT / "ctl" / "partitions.c").read_text()
+    assert seconds(svc["TimeoutStartSec"]) > 4 * 10
+    for key, want in (
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+    ):
+        assert svc[key] == want, key
+
+
+def test_partitions_timer_runs_the_service_daily():
+    unit = read_unit(PARTITIONS_UNIT, "timer")
+    assert set(unit.sections()) == {"Unit", "Timer", "Install"}
+    timer = unit["Timer"]
+    assert timer["OnCalendar"] == "daily"
+    assert timer["Persistent"] == "true"
+    assert timer["Unit"] == f"{PARTITIONS_UNIT}.service"
+    assert unit["Install"]["WantedBy"] == "timers.target"
+    # spread, but well within the day it serves
+    assert seconds(timer["RandomizedDelaySec"]) <= 6 * 3600
 
 
 def test_env_file_example_names_real_settings():
