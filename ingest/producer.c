@@ -46,7 +46,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
-    (void)opaque;
+    ctr_producer *p = opaque;
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[512];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
@@ -58,6 +58,18 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
      * each connection failure already has its own log line. */
     if (err == RD_KAFKA_RESP_ERR__TRANSPORT)
         return;
+    /*
+     * Reported the moment the last connection drops, where the statistics
+     * would say so only at their next tick (up to 500 ms on): a write let
+     * into Redis in that window is in flight to a dead broker, answers
+     * "indeterminate" and stays until the broker returns. The next
+     * statistics with a broker up clear it again.
+     */
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && p->brokers_up != 0) {
+        if (p->brokers_up == 1)
+            ctr_info("kafka brokers are unreachable");
+        p->brokers_up = 0;
+    }
     ctr_warn("kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 

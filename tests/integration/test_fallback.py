@@ -352,8 +352,12 @@ def test_kafka_down_writes_503_and_leave_no_trace(api, redis, pg, kafka, stackct
         codes = [body["error"]["code"] for _, _, _, body, _ in results]
         # An "indeterminate" answer may come before the api's producer has
         # its verdict ("not persisted"); by then the writes are undone.
-        wait_until(lambda: redis.value(name) == 10 and redis.value(fresh) in (None, 0),
-                   5, 0.1, "refused writes undone in redis")
+        def undone():
+            now = (redis.value(name), redis.value(fresh))
+            assert now[0] == 10 and now[1] in (None, 0), (now, results)
+            return True
+
+        wait_until(undone, 5, 0.1, "refused writes undone in redis")
         # Reads are unaffected, and the value is what it was.
         r = api.get(name)
         assert r.json["source"] == "redis" and r.json["value"] == 10, r.json
