@@ -1,6 +1,9 @@
 /*
  * batch.c - see batch.h. Sums live in one open-addressing table sized for
- * three entries per event at most half full, so it never grows.
+ * three entries per event at most half full, so it never grows. The table
+ * is large (megabytes for thousands of events) and a batch of few
+ * counters uses a handful of its slots, so the used slots are also listed
+ * in claim order: readers and reset touch only those.
  */
 #include "persister/batch.h"
 
@@ -15,6 +18,8 @@ struct ps_batch {
     size_t cap; /* power of two */
     size_t n_sums[3];
     ps_sum *sums;
+    size_t n_used;
+    size_t *used_at; /* indexes of the used slots, in claim order */
     size_t n_unique;
     ps_unique_row *unique;
     size_t n_hll;
@@ -35,11 +40,12 @@ ps_batch *ps_batch_new(size_t max_events)
     while (b->cap < max_events * 6)
         b->cap *= 2;
     b->sums = calloc(b->cap, sizeof(*b->sums));
+    b->used_at = calloc(max_events * 3 + 3, sizeof(*b->used_at));
     b->unique = calloc(max_events, sizeof(*b->unique));
     b->hll = calloc(MAX_HLL_GROUPS, sizeof(*b->hll));
     b->records = calloc(max_events, sizeof(*b->records));
-    if (b->sums == NULL || b->unique == NULL || b->hll == NULL ||
-        b->records == NULL) {
+    if (b->sums == NULL || b->used_at == NULL || b->unique == NULL ||
+        b->hll == NULL || b->records == NULL) {
         ps_batch_free(b);
         return NULL;
     }
@@ -48,8 +54,9 @@ ps_batch *ps_batch_new(size_t max_events)
 
 void ps_batch_reset(ps_batch *b)
 {
-    if (b->n_sums[0] + b->n_sums[1] + b->n_sums[2])
-        memset(b->sums, 0, b->cap * sizeof(*b->sums));
+    for (size_t i = 0; i < b->n_used; i++)
+        memset(&b->sums[b->used_at[i]], 0, sizeof(*b->sums));
+    b->n_used = 0;
     for (size_t i = 0; i < b->n_unique; i++)
         free(b->unique[i].user_id);
     for (size_t i = 0; i < b->n_records; i++)
@@ -70,6 +77,7 @@ void ps_batch_free(ps_batch *b)
         ps_batch_reset(b);
     free(b->records);
     free(b->sums);
+    free(b->used_at);
     free(b->unique);
     free(b->hll);
     free(b);
@@ -170,6 +178,7 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                     if (claimed[k]) {
                         memset(claimed[k], 0, sizeof(*claimed[k]));
                         b->n_sums[k]--;
+                        b->n_used--; /* claims are the newest entries */
                     }
                 return -1;
             }
@@ -180,6 +189,7 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                 slots[t]->day = day;
                 slots[t]->minute_ms = t == PS_BUCKET ? minute : 0;
                 b->n_sums[t]++;
+                b->used_at[b->n_used++] = (size_t)(slots[t] - b->sums);
                 claimed[t] = slots[t];
             }
         }
@@ -231,12 +241,12 @@ counted:;
 
 size_t ps_batch_sum_slots(const ps_batch *b)
 {
-    return b->cap;
+    return b->n_used;
 }
 
 const ps_sum *ps_batch_sum_at(const ps_batch *b, size_t i)
 {
-    return &b->sums[i];
+    return &b->sums[b->used_at[i]];
 }
 
 size_t ps_batch_sums(const ps_batch *b, enum ps_table table)

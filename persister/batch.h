@@ -90,7 +90,8 @@ typedef struct ps_record {
 size_t ps_batch_records(const ps_batch *b);
 const ps_record *ps_batch_record_at(const ps_batch *b, size_t i);
 
-/* The sums: iterate slots 0..ps_batch_sum_slots()-1, skipping unused. */
+/* The sums: iterate 0..ps_batch_sum_slots()-1 (all used, in the order
+ * they were first added; skipping unused ones stays harmless). */
 size_t ps_batch_sum_slots(const ps_batch *b);
 const ps_sum *ps_batch_sum_at(const ps_batch *b, size_t i);
 size_t ps_batch_sums(const ps_batch *b, enum ps_table table);

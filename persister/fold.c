@@ -5,6 +5,7 @@
 
 #include "ingest/consumer.h"
 #include "ingest/producer.h"
+#include "persister/evdecode.h"
 
 #include <string.h>
 
@@ -22,7 +23,7 @@ enum ps_fold_result ps_fold_message(ps_batch *b, const ctr_config *cfg,
         return ps_batch_add(b, msg->partition, msg->offset, NULL, NULL, none)
                    ? PS_FOLD_FULL
                    : PS_FOLD_ADDED;
-    if (ctr_event_decode(msg->payload, msg->len, &ev, errbuf, errlen) != 0)
+    if (ps_event_decode(msg->payload, msg->len, &ev, errbuf, errlen) != 0)
         return ps_batch_add(b, msg->partition, msg->offset, NULL, NULL, none)
                    ? PS_FOLD_FULL
                    : PS_FOLD_INVALID;

@@ -15,6 +15,7 @@
 #include "ingest/event.h"
 #include "ingest/producer.h"
 #include "persister/batch.h"
+#include "persister/committer.h"
 #include "persister/fluct.h"
 #include "persister/fold.h"
 #include "persister/sink.h"
@@ -32,6 +33,7 @@ enum {
     BACKOFF_MAX_MS = 5000,
     RETENTION_FIRST_MS = 60 * 1000,
     RETENTION_EVERY_MS = 3600 * 1000,
+    IDLE_WORK_EVERY_MS = 5,
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -42,6 +44,11 @@ typedef struct persister {
     ps_sink *sink;
     ps_batch *batch;
     int64_t batch_started_ms;
+    /* the batch being committed on the committer's thread, while the next
+     * one fills; NULL when none is */
+    ps_committer *committer;
+    ps_batch *in_flight, *spare;
+    uint64_t resyncs; /* times the positions went back to the stored ones */
     /* stored next offset per assigned partition; -1: no row yet */
     size_t n_assigned;
     int32_t assigned[MAX_PARTS];
@@ -55,7 +62,7 @@ typedef struct persister {
     int dlq_failed;
 } persister;
 
-static void watch_rates(persister *p);
+static void watch_rates(persister *p, const ps_batch *b);
 
 static void on_stop_signal(int sig)
 {
@@ -77,14 +84,16 @@ static int64_t *committed_slot(persister *p, int32_t partition)
     return NULL;
 }
 
-/* Loads stored offsets for every assigned partition, retrying until it
- * works or a stop is requested. Returns 0 or -1 (stopping). */
-static int load_offsets(persister *p)
+/* Loads stored offsets for the assigned partitions from index `from` on,
+ * retrying until it works or a stop is requested. Returns 0 or -1
+ * (stopping). */
+static int load_offsets_from(persister *p, size_t from)
 {
     int backoff = 100;
     while (!stop_requested) {
-        if (ps_sink_load_offsets(p->sink, p->cfg->kafka_topic, p->assigned,
-                                 p->n_assigned, p->committed) == 0)
+        if (ps_sink_load_offsets(p->sink, p->cfg->kafka_topic,
+                                 p->assigned + from, p->n_assigned - from,
+                                 p->committed + from) == 0)
             return 0;
         sleep_ms(backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -92,12 +101,20 @@ static int load_offsets(persister *p)
     return -1;
 }
 
-/* The list of assigned partitions with the stored offsets as positions. */
-static rd_kafka_topic_partition_list_t *positions(persister *p)
+/* The same for every assigned partition. */
+static int load_offsets(persister *p)
+{
+    return load_offsets_from(p, 0);
+}
+
+/* The assigned partitions from index `from` on, with the stored offsets
+ * as positions. */
+static rd_kafka_topic_partition_list_t *positions_from(persister *p,
+                                                       size_t from)
 {
     rd_kafka_topic_partition_list_t *l =
-        rd_kafka_topic_partition_list_new((int)p->n_assigned);
-    for (size_t i = 0; i < p->n_assigned; i++) {
+        rd_kafka_topic_partition_list_new((int)(p->n_assigned - from));
+    for (size_t i = from; i < p->n_assigned; i++) {
         rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(
             l, p->cfg->kafka_topic, p->assigned[i]);
         tp->offset =
@@ -106,56 +123,126 @@ static rd_kafka_topic_partition_list_t *positions(persister *p)
     return l;
 }
 
+static rd_kafka_topic_partition_list_t *positions(persister *p)
+{
+    return positions_from(p, 0);
+}
+
+/* Whether `parts` (of a rebalance) holds our topic's `partition`. */
+static int listed(const persister *p,
+                  const rd_kafka_topic_partition_list_t *parts,
+                  int32_t partition)
+{
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].partition == partition &&
+            strcmp(parts->elems[i].topic, p->cfg->kafka_topic) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * Newly assigned partitions (all of them under EAGER, the ones that moved
+ * here under COOPERATIVE): each starts at the offset stored in PostgreSQL,
+ * never at Kafka's committed one, which may lag or lead what PostgreSQL
+ * holds.
+ */
+static void take_partitions(persister *p, rd_kafka_t *rk,
+                            rd_kafka_topic_partition_list_t *parts)
+{
+    size_t from = p->n_assigned;
+    for (int i = 0; i < parts->cnt && p->n_assigned < MAX_PARTS; i++)
+        if (strcmp(parts->elems[i].topic, p->cfg->kafka_topic) == 0 &&
+            committed_slot(p, parts->elems[i].partition) == NULL)
+            p->assigned[p->n_assigned++] = parts->elems[i].partition;
+    /* stopping: take none of them (from an unknown offset a member could
+     * skip events); the close gives them back */
+    if (load_offsets_from(p, from) != 0)
+        p->n_assigned = from;
+    rd_kafka_topic_partition_list_t *l = positions_from(p, from);
+    for (size_t i = from; i < p->n_assigned; i++)
+        ctr_info("assigned partition %" PRId32 " from offset %" PRId64 "%s",
+                 p->assigned[i], p->committed[i] < 0 ? 0 : p->committed[i],
+                 p->committed[i] < 0 ? " (beginning)" : "");
+    ctr_consumer_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/*
+ * Revoked (or lost) partitions. The batch in memory is dropped, not
+ * committed: once the partitions are lost another member may own them
+ * already, and even a clean revocation would only save redoing one batch.
+ * Their events are redone from the stored offsets by the next owner; the
+ * partitions this member keeps (COOPERATIVE) go back to their stored
+ * offsets too, because their events in the dropped batch must be read
+ * again.
+ */
+static void give_up_partitions(persister *p, rd_kafka_t *rk,
+                               rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *rewind =
+        rd_kafka_topic_partition_list_new(1);
+    size_t dropped = ps_batch_messages(p->batch);
+    if (dropped > 0) {
+        for (size_t i = 0; i < ps_batch_partitions(p->batch); i++) {
+            int32_t part = ps_batch_partition_at(p->batch, i)->partition;
+            int64_t *slot = committed_slot(p, part);
+            if (slot != NULL && !listed(p, parts, part))
+                rd_kafka_topic_partition_list_add(rewind, p->cfg->kafka_topic,
+                                                  part)
+                    ->offset = *slot >= 0 ? *slot : RD_KAFKA_OFFSET_BEGINNING;
+        }
+        ps_batch_reset(p->batch);
+        ctr_info("dropped an uncommitted batch of %zu events on %s; it is "
+                 "read again from the stored offsets",
+                 dropped,
+                 rd_kafka_assignment_lost(rk) ? "losing partitions"
+                                              : "revocation");
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < p->n_assigned; i++) {
+        if (listed(p, parts, p->assigned[i])) {
+            ctr_info("revoked partition %" PRId32, p->assigned[i]);
+            continue;
+        }
+        p->assigned[kept] = p->assigned[i];
+        p->committed[kept] = p->committed[i];
+        kept++;
+    }
+    p->n_assigned = kept;
+    ctr_consumer_unassign(rk, parts);
+    if (rewind->cnt > 0) {
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(rk, rewind, 5000);
+        const char *why = e ? rd_kafka_error_string(e) : NULL;
+        for (int i = 0; why == NULL && i < rewind->cnt; i++)
+            if (rewind->elems[i].err)
+                why = rd_kafka_err2str(rewind->elems[i].err);
+        if (why != NULL) {
+            /* reading on past the dropped events would lose them */
+            ctr_error("could not seek kept partitions back to their stored "
+                      "offsets: %s; exiting so that a restart reads them",
+                      why);
+            exit(1);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(rewind);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     persister *p = opaque;
 
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        p->n_assigned = 0;
-        for (int i = 0; i < parts->cnt && i < MAX_PARTS; i++)
-            if (strcmp(parts->elems[i].topic, p->cfg->kafka_topic) == 0)
-                p->assigned[p->n_assigned++] = parts->elems[i].partition;
-        if (load_offsets(p) != 0) {
-            rd_kafka_assign(rk, NULL);
-            return;
-        }
-        rd_kafka_topic_partition_list_t *l = positions(p);
-        for (size_t i = 0; i < p->n_assigned; i++)
-            ctr_info("assigned partition %" PRId32 " from offset %" PRId64 "%s",
-                     p->assigned[i], p->committed[i] < 0 ? 0 : p->committed[i],
-                     p->committed[i] < 0 ? " (beginning)" : "");
-        rd_kafka_assign(rk, l);
-        rd_kafka_topic_partition_list_destroy(l);
-    } else {
-        /* Best effort: what is not committed now is redone by the next
-         * owner from the stored offsets. */
-        if (ps_batch_messages(p->batch) > 0) {
-            enum ps_sink_result r = PS_SINK_ERROR;
-            int64_t expected[MAX_PARTS];
-            size_t np = ps_batch_partitions(p->batch);
-            for (size_t i = 0; i < np; i++) {
-                int64_t *slot = committed_slot(
-                    p, ps_batch_partition_at(p->batch, i)->partition);
-                expected[i] = slot ? *slot : -1;
-            }
-            r = ps_sink_commit(p->sink, p->cfg->kafka_topic, p->batch,
-                               expected);
-            if (r != PS_SINK_OK)
-                ctr_info("dropped an uncommitted batch of %zu events on "
-                         "revocation; the next owner redoes it",
-                         ps_batch_messages(p->batch));
-            ps_batch_reset(p->batch);
-        }
-        p->n_assigned = 0;
-        rd_kafka_assign(rk, NULL);
-    }
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        take_partitions(p, rk, parts);
+    else
+        give_up_partitions(p, rk, parts);
 }
 
 /* After a fenced commit: forget the batch and go back to the stored
  * offsets, which another member advanced. */
 static void resync(persister *p)
 {
+    p->resyncs++;
     ps_batch_reset(p->batch);
     if (load_offsets(p) != 0)
         return;
@@ -170,90 +257,150 @@ static void resync(persister *p)
 }
 
 /*
- * Commits the batch, retrying with backoff while PostgreSQL is down: until
- * a stop is requested, or with final set until final_deadline_ms.
+ * Takes the result of the commit under way (waiting for it), retrying
+ * with backoff while PostgreSQL is down: with may_retry until a stop is
+ * requested or, with final set too, until final_deadline_ms. A batch that
+ * is not committed in the end is dropped together with the one filling
+ * behind it (its events follow the dropped ones: committing it would skip
+ * them), and the partitions go back to the stored offsets.
  */
-static void flush_batch(persister *p, int final, int64_t final_deadline_ms)
+static void finish_commit(persister *p, int may_retry, int final,
+                          int64_t final_deadline_ms)
 {
+    ps_batch *b = p->in_flight;
     int64_t expected[MAX_PARTS];
-    size_t np = ps_batch_partitions(p->batch);
+    size_t np;
     int backoff = 100;
+    double seconds;
 
-    if (ps_batch_messages(p->batch) == 0)
+    if (b == NULL)
         return;
-    /* dead letters go out before the offsets that pass them move on */
-    if (ctr_producer_flush(p->producer, 30000) > 0 || p->dlq_failed) {
-        ctr_error("could not deliver dead letters; exiting so that a "
-                  "restart sends them again");
-        exit(1);
-    }
+    np = ps_batch_partitions(b);
+    enum ps_sink_result r = ps_committer_wait(p->committer, &seconds);
     for (;;) {
-        for (size_t i = 0; i < np; i++) {
-            int64_t *slot = committed_slot(
-                p, ps_batch_partition_at(p->batch, i)->partition);
-            expected[i] = slot ? *slot : -1;
-        }
-        int64_t t0 = ctr_time_mono_us();
-        enum ps_sink_result r =
-            ps_sink_commit(p->sink, p->cfg->kafka_topic, p->batch, expected);
         if (r == PS_SINK_OK) {
-            ctr_hist_observe(&p->commit_seconds,
-                             (double)(ctr_time_mono_us() - t0) / 1e6);
-            ctr_hist_observe(&p->batch_events,
-                             (double)ps_batch_messages(p->batch));
+            ctr_hist_observe(&p->commit_seconds, seconds);
+            ctr_hist_observe(&p->batch_events, (double)ps_batch_messages(b));
             break;
         }
         if (r == PS_SINK_FENCED) {
             p->fenced_total++;
-            resync(p);
-            return;
+            goto drop;
         }
         p->commit_errors_total++;
-        if (final ? ctr_time_mono_ms() >= final_deadline_ms : stop_requested) {
-            ctr_warn("stopping with an uncommitted batch of %zu events; it "
-                     "is redone on restart",
-                     ps_batch_messages(p->batch));
-            ps_batch_reset(p->batch);
-            return;
+        if (!may_retry || (final ? ctr_time_mono_ms() >= final_deadline_ms
+                                 : stop_requested)) {
+            ctr_warn("dropping an uncommitted batch of %zu events and the "
+                     "%zu read after it; they are read again from the "
+                     "stored offsets",
+                     ps_batch_messages(b), ps_batch_messages(p->batch));
+            goto drop;
         }
         sleep_ms(backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        for (size_t i = 0; i < np; i++) {
+            int64_t *slot =
+                committed_slot(p, ps_batch_partition_at(b, i)->partition);
+            expected[i] = slot ? *slot : -1;
+        }
+        int64_t t0 = ctr_time_mono_us();
+        r = ps_sink_commit(p->sink, p->cfg->kafka_topic, b, expected);
+        seconds = (double)(ctr_time_mono_us() - t0) / 1e6;
     }
 
     /* Mirror the positions into Kafka so its lag tools see progress. */
     rd_kafka_topic_partition_list_t *l =
         rd_kafka_topic_partition_list_new((int)np);
     for (size_t i = 0; i < np; i++) {
-        const ps_partition_range *r = ps_batch_partition_at(p->batch, i);
-        int64_t *slot = committed_slot(p, r->partition);
+        const ps_partition_range *pr = ps_batch_partition_at(b, i);
+        int64_t *slot = committed_slot(p, pr->partition);
         if (slot)
-            *slot = r->last_offset + 1;
-        rd_kafka_topic_partition_list_add(l, p->cfg->kafka_topic, r->partition)
-            ->offset = r->last_offset + 1;
+            *slot = pr->last_offset + 1;
+        rd_kafka_topic_partition_list_add(l, p->cfg->kafka_topic, pr->partition)
+            ->offset = pr->last_offset + 1;
     }
     rd_kafka_commit(p->rk, l, 1);
     rd_kafka_topic_partition_list_destroy(l);
 
     p->batches_total++;
-    ctr_debug("committed a batch of %zu events", ps_batch_messages(p->batch));
-    watch_rates(p);
-    ps_batch_reset(p->batch);
+    ctr_debug("committed a batch of %zu events", ps_batch_messages(b));
+    watch_rates(p, b);
+    ps_batch_reset(b);
+    p->spare = b;
+    p->in_flight = NULL;
+    return;
+drop:
+    ps_batch_reset(b);
+    p->spare = b;
+    p->in_flight = NULL;
+    resync(p); /* also empties the batch behind it */
+}
+
+/*
+ * Hands the batch to the committer (after the one before it is in) and
+ * starts the next one; with final set, waits for it too. The batch's
+ * expected offsets are the stored ones as they stand once its predecessor
+ * is committed.
+ */
+static void flush_batch(persister *p, int final, int64_t final_deadline_ms)
+{
+    int64_t expected[MAX_PARTS];
+
+    if (ps_batch_messages(p->batch) == 0) {
+        if (final)
+            finish_commit(p, 1, final, final_deadline_ms);
+        return;
+    }
+    /* dead letters go out before the offsets that pass them move on */
+    if (ctr_producer_flush(p->producer, 30000) > 0 || p->dlq_failed) {
+        ctr_error("could not deliver dead letters; exiting so that a "
+                  "restart sends them again");
+        exit(1);
+    }
+    finish_commit(p, 1, final, final_deadline_ms);
+    if (ps_batch_messages(p->batch) == 0)
+        return; /* dropped behind a batch that could not be committed */
+    size_t np = ps_batch_partitions(p->batch);
+    for (size_t i = 0; i < np; i++) {
+        int64_t *slot =
+            committed_slot(p, ps_batch_partition_at(p->batch, i)->partition);
+        expected[i] = slot ? *slot : -1;
+    }
+    ps_committer_start(p->committer, p->batch, expected);
+    p->in_flight = p->batch;
+    p->batch = p->spare;
+    p->spare = NULL;
+    if (final)
+        finish_commit(p, 1, final, final_deadline_ms);
+}
+
+/*
+ * Rebalances see no commit under way: the positions they keep or rewind
+ * to, and the stored offsets they load, are then final. A commit that
+ * failed is not retried here (the group waits), its batches are dropped.
+ */
+static void on_rebalance_after_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                      rd_kafka_topic_partition_list_t *parts,
+                                      void *opaque)
+{
+    finish_commit(opaque, 0, 0, 0);
+    on_rebalance(rk, err, parts, opaque);
 }
 
 /* Feeds what the committed batch changed to the fluctuation watch: the
  * per-minute sums of every counter, and the records counted once per id. */
-static void watch_rates(persister *p)
+static void watch_rates(persister *p, const ps_batch *b)
 {
     if (p->fluct == NULL)
         return;
     int64_t now = ctr_time_mono_ms();
-    for (size_t i = 0; i < ps_batch_sum_slots(p->batch); i++) {
-        const ps_sum *s = ps_batch_sum_at(p->batch, i);
+    for (size_t i = 0; i < ps_batch_sum_slots(b); i++) {
+        const ps_sum *s = ps_batch_sum_at(b, i);
         if (s->used && s->table == PS_BUCKET)
             ps_fluct_add(p->fluct, s->name, s->delta, now);
     }
-    for (size_t i = 0; i < ps_batch_records(p->batch); i++) {
-        const ps_record *r = ps_batch_record_at(p->batch, i);
+    for (size_t i = 0; i < ps_batch_records(b); i++) {
+        const ps_record *r = ps_batch_record_at(b, i);
         ps_fluct_add(p->fluct, r->ev.counter, r->ev.delta, now);
     }
 }
@@ -287,7 +434,10 @@ static void handle_message(persister *p, rd_kafka_message_t *msg)
         }
         if (r != PS_FOLD_FULL)
             return;
+        uint64_t resyncs = p->resyncs;
         flush_batch(p, 0, 0);
+        if (p->resyncs != resyncs)
+            return; /* read again from the stored offsets, this one too */
     }
     ctr_error("event at partition %" PRId32 " offset %" PRId64
               " does not fit an empty batch; skipped",
@@ -344,6 +494,48 @@ static void on_dead_letter(enum ctr_delivery result, void *arg)
         p->dlq_failed++;
 }
 
+/*
+ * Consumer settings for the persister alone (kafka.consumer.* is shared
+ * with the applier), unless the configuration names them. librdkafka 2.0
+ * stops fetching a partition for fetch.error.backoff.ms (500 ms) whenever
+ * its local queue holds queued.min.messages (100000) or
+ * queued.max.messages.kbytes; draining a backlog, the persister emptied
+ * the queue and then waited (half its time at 1M events). So: a message
+ * floor it never reaches, a byte bound per partition (16 MB rather than
+ * 64 MB, to keep the memory near what it was), and a short pause when the
+ * bound is reached.
+ */
+static int add_consumer_defaults(ctr_config *cfg)
+{
+    static const char *const defaults[][2] = {
+        {"queued.min.messages", "1000000"},
+        {"queued.max.messages.kbytes", "16384"},
+        {"fetch.error.backoff.ms", "50"},
+    };
+    for (size_t d = 0; d < sizeof(defaults) / sizeof(defaults[0]); d++) {
+        int set = 0;
+        for (size_t i = 0; i < cfg->n_kafka_consumer; i++)
+            set |= strcmp(cfg->kafka_consumer[i].key, defaults[d][0]) == 0;
+        if (set)
+            continue;
+        ctr_config_kv *grown = realloc(
+            cfg->kafka_consumer, (cfg->n_kafka_consumer + 1) * sizeof(*grown));
+        if (grown == NULL)
+            return -1;
+        cfg->kafka_consumer = grown;
+        ctr_config_kv *kv = &grown[cfg->n_kafka_consumer];
+        kv->key = strdup(defaults[d][0]);
+        kv->value = strdup(defaults[d][1]);
+        if (kv->key == NULL || kv->value == NULL) {
+            free(kv->key);
+            free(kv->value);
+            return -1;
+        }
+        cfg->n_kafka_consumer++;
+    }
+    return 0;
+}
+
 int main(void)
 {
     persister p;
@@ -358,7 +550,10 @@ int main(void)
     p.cfg = cfg;
     p.sink = ps_sink_new(cfg);
     p.batch = ps_batch_new((size_t)cfg->persister_batch_size);
-    if (p.sink == NULL || p.batch == NULL) {
+    p.spare = ps_batch_new((size_t)cfg->persister_batch_size);
+    p.committer = p.sink ? ps_committer_new(p.sink, cfg->kafka_topic) : NULL;
+    if (p.sink == NULL || p.batch == NULL || p.spare == NULL ||
+        p.committer == NULL || add_consumer_defaults(cfg) != 0) {
         ctr_error("out of memory");
         goto out;
     }
@@ -367,8 +562,8 @@ int main(void)
         ctr_error("could not set up kafka: %s", err);
         goto out;
     }
-    p.rk = ctr_consumer_new(cfg, cfg->persister_group_id, on_rebalance, &p, err,
-                            sizeof(err));
+    p.rk = ctr_consumer_new(cfg, cfg->persister_group_id,
+                            on_rebalance_after_commit, &p, err, sizeof(err));
     if (p.rk == NULL) {
         ctr_error("%s", err);
         goto out;
@@ -384,31 +579,50 @@ int main(void)
              cfg->postgres_port);
 
     int64_t next_retention_ms = ctr_time_mono_ms() + RETENTION_FIRST_MS;
+    int64_t next_idle_work_ms = 0;
     while (!stop_requested) {
         int wait_ms = 100;
-        if (ctr_time_mono_ms() >= next_retention_ms) {
+        int64_t now = ctr_time_mono_ms();
+        if (now >= next_retention_ms) {
+            finish_commit(&p, 1, 0, 0); /* the sink is ours alone then */
             long n = ps_sink_apply_retention(p.sink, ctr_time_now_ms());
             if (n > 0)
                 ctr_info("retention: dropped %ld expired rows", n);
-            next_retention_ms = ctr_time_mono_ms() + RETENTION_EVERY_MS;
+            now = ctr_time_mono_ms();
+            next_retention_ms = now + RETENTION_EVERY_MS;
         }
         if (ps_batch_messages(p.batch) > 0) {
-            int64_t left = p.batch_started_ms + cfg->persister_batch_ms -
-                           ctr_time_mono_ms();
+            int64_t left = p.batch_started_ms + cfg->persister_batch_ms - now;
             wait_ms = left < 0 ? 0 : (int)left;
         }
+        if (p.in_flight && wait_ms > IDLE_WORK_EVERY_MS)
+            wait_ms = IDLE_WORK_EVERY_MS; /* to take its result soon */
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(p.rk, wait_ms);
         if (msg) {
             handle_message(&p, msg);
             rd_kafka_message_destroy(msg);
         }
-        ctr_metrics_server_poll(p.metrics, render_metrics, &p);
-        if (p.fluct)
-            ps_fluct_tick(p.fluct, ctr_time_mono_ms());
+        /*
+         * Draining a backlog runs this loop once per message: the metrics
+         * port (an accept4 that allocates a socket even when nobody is
+         * waiting) and the fluctuation windows are looked at every few
+         * milliseconds instead, which is far below any scrape interval or
+         * window.
+         */
+        now = ctr_time_mono_ms();
+        if (msg == NULL || now >= next_idle_work_ms) {
+            /* a finished commit's offsets and rates are taken at once, so
+             * that they never wait for the next batch to fill */
+            if (p.in_flight && ps_committer_done(p.committer))
+                finish_commit(&p, 1, 0, 0);
+            ctr_metrics_server_poll(p.metrics, render_metrics, &p);
+            if (p.fluct)
+                ps_fluct_tick(p.fluct, now);
+            next_idle_work_ms = now + IDLE_WORK_EVERY_MS;
+        }
         size_t n = ps_batch_messages(p.batch);
         if (n >= (size_t)cfg->persister_batch_size ||
-            (n > 0 && ctr_time_mono_ms() - p.batch_started_ms >=
-                          cfg->persister_batch_ms))
+            (n > 0 && now - p.batch_started_ms >= cfg->persister_batch_ms))
             flush_batch(&p, 0, 0);
     }
 
@@ -425,7 +639,10 @@ out:
              p.events_total, p.invalid_total, p.batches_total);
     ctr_metrics_server_free(p.metrics);
     ps_fluct_free(p.fluct);
+    ps_committer_free(p.committer); /* before the sink it uses */
     ps_batch_free(p.batch);
+    ps_batch_free(p.spare);
+    ps_batch_free(p.in_flight);
     ps_sink_free(p.sink);
     ctr_producer_free(p.producer);
     ctr_config_free(cfg);

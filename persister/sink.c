@@ -13,10 +13,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One queued statement of a pipeline and what its result must be. */
+typedef struct queued {
+    const char *what;
+    int fence;         /* an offset move: must touch exactly one row */
+    int32_t partition; /* for the log, with fence */
+    int64_t expected;
+} queued;
+
 struct ps_sink {
     const ctr_config *cfg;
     PGconn *conn;
     char schema[64]; /* "" for the default search path */
+    /* while a batch is queued in pipeline mode: its statements */
+    int piping;
+    size_t n_queued, cap_queued;
+    queued *queue;
 };
 
 ps_sink *ps_sink_new(const ctr_config *cfg)
@@ -39,6 +51,7 @@ void ps_sink_free(ps_sink *s)
     if (s == NULL)
         return;
     PQfinish(s->conn);
+    free(s->queue);
     free(s);
 }
 
@@ -112,10 +125,100 @@ int ps_sink_load_offsets(ps_sink *s, const char *topic,
     return 0;
 }
 
-/* Runs a command that must succeed; returns affected rows or -1. */
+/* Queues a statement of the pipeline; returns 0 or -1 (connection
+ * dropped). */
+static int queue_cmd(ps_sink *s, const char *sql, int nparams,
+                     const char *const *params, queued q)
+{
+    if (s->n_queued == s->cap_queued) {
+        size_t cap = s->cap_queued ? s->cap_queued * 2 : 16;
+        queued *n = realloc(s->queue, cap * sizeof(*n));
+        if (n == NULL) {
+            ctr_error("out of memory queueing a batch");
+            PQfinish(s->conn); /* its open transaction goes with it */
+            s->conn = NULL;
+            return -1;
+        }
+        s->queue = n;
+        s->cap_queued = cap;
+    }
+    if (!PQsendQueryParams(s->conn, sql, nparams, NULL, params, NULL, NULL,
+                           0)) {
+        report(s, NULL, q.what);
+        PQfinish(s->conn);
+        s->conn = NULL;
+        return -1;
+    }
+    s->queue[s->n_queued++] = q;
+    return 0;
+}
+
+/*
+ * Sends the queued statements and reads their results, leaving pipeline
+ * mode. Returns PS_SINK_OK, PS_SINK_FENCED (an offset move touched no
+ * row; the transaction is still open, for the caller to roll back) or
+ * PS_SINK_ERROR. On an error the connection is dropped, which rolls the
+ * transaction back: the pipeline's state after a failure is not worth
+ * untangling for a batch that is redone anyway.
+ */
+static enum ps_sink_result run_pipeline(ps_sink *s)
+{
+    enum ps_sink_result rc = PS_SINK_OK;
+    size_t n = s->n_queued;
+
+    s->piping = 0;
+    s->n_queued = 0;
+    if (!PQpipelineSync(s->conn)) {
+        report(s, NULL, "pipeline sync");
+        goto drop;
+    }
+    for (size_t i = 0; i < n; i++) {
+        PGresult *res = PQgetResult(s->conn);
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        if (st == PGRES_COMMAND_OK && s->queue[i].fence &&
+            strcmp(PQcmdTuples(res), "1") != 0) {
+            ctr_warn("partition %" PRId32 " offsets moved past %" PRId64
+                     " under us; dropping this batch",
+                     s->queue[i].partition, s->queue[i].expected);
+            if (rc == PS_SINK_OK)
+                rc = PS_SINK_FENCED;
+        } else if (st != PGRES_COMMAND_OK) {
+            if (st != PGRES_PIPELINE_ABORTED)
+                report(s, res, s->queue[i].what);
+            rc = PS_SINK_ERROR;
+        }
+        PQclear(res);
+        if (s->conn == NULL)
+            return PS_SINK_ERROR; /* report() found it broken */
+        PGresult *extra = res ? PQgetResult(s->conn) : NULL;
+        if (res == NULL || extra != NULL) {
+            PQclear(extra);
+            goto drop; /* not one result per statement: lost track */
+        }
+    }
+    PGresult *sync = PQgetResult(s->conn);
+    int synced = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (!synced || !PQexitPipelineMode(s->conn))
+        goto drop;
+    if (rc == PS_SINK_ERROR)
+        goto drop;
+    return rc;
+drop:
+    PQfinish(s->conn);
+    s->conn = NULL;
+    return PS_SINK_ERROR;
+}
+
+/* Runs a command that must succeed; returns affected rows or -1. While a
+ * pipeline is open it only queues the command (and returns 0). */
 static long exec_cmd(ps_sink *s, const char *sql, int nparams,
                      const char *const *params, const char *what)
 {
+    if (s->piping)
+        return queue_cmd(s, sql, nparams, params, (queued){.what = what}) == 0
+                   ? 0
+                   : -1;
     PGresult *res =
         PQexecParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -444,6 +547,13 @@ out:
     return rc;
 }
 
+/*
+ * One transaction, in two round trips where the batch has no applier
+ * records or HLL groups: BEGIN, the fenced offset moves and the sums and
+ * unique rows go out as one pipeline; the fence is judged from its
+ * results, and only then COMMIT (or ROLLBACK) is sent. Records and HLL
+ * groups need what PostgreSQL answers first, so they follow one by one.
+ */
 enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
                                    const ps_batch *b, const int64_t *expected)
 {
@@ -452,9 +562,15 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
 
     if (ensure_connected(s))
         return PS_SINK_ERROR;
+    if (!PQenterPipelineMode(s->conn)) {
+        report(s, NULL, "pipeline mode");
+        return PS_SINK_ERROR;
+    }
+    s->piping = 1;
+    s->n_queued = 0;
+    in_tx = 1;
     if (exec_cmd(s, "BEGIN", 0, NULL, "begin") < 0)
         goto out;
-    in_tx = 1;
 
     for (size_t i = 0; i < ps_batch_partitions(b); i++) {
         const ps_partition_range *r = ps_batch_partition_at(b, i);
@@ -464,33 +580,36 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
         snprintf(exp, sizeof(exp), "%" PRId64, expected[i]);
         const char *params[5] = {s->cfg->persister_group_id, topic, part, next,
                                  exp};
-        long rows;
-        if (expected[i] < 0)
-            rows = exec_cmd(s,
-                            "INSERT INTO consumer_offsets "
-                            "(group_id, topic, partition, next_offset) "
-                            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                            4, params, "offset insert");
-        else
-            rows = exec_cmd(
+        queued q = {
+            .fence = 1, .partition = r->partition, .expected = expected[i]};
+        int sent;
+        if (expected[i] < 0) {
+            q.what = "offset insert";
+            sent = queue_cmd(s,
+                             "INSERT INTO consumer_offsets "
+                             "(group_id, topic, partition, next_offset) "
+                             "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                             4, params, q);
+        } else {
+            q.what = "offset update";
+            sent = queue_cmd(
                 s,
                 "UPDATE consumer_offsets SET next_offset = $4, "
                 "updated_at = now() WHERE group_id = $1 AND topic = $2 "
                 "AND partition = $3 AND next_offset = $5",
-                5, params, "offset update");
-        if (rows < 0)
-            goto out;
-        if (rows != 1) {
-            ctr_warn("partition %" PRId32 " offsets moved past %" PRId64
-                     " under us; dropping this batch",
-                     r->partition, expected[i]);
-            rc = PS_SINK_FENCED;
-            goto out;
+                5, params, q);
         }
+        if (sent != 0)
+            goto out;
     }
 
-    if (write_sums(s, b) || write_unique(s, b) || write_hll(s, b) ||
-        write_records(s, b))
+    if (write_sums(s, b) || write_unique(s, b))
+        goto out;
+    rc = run_pipeline(s);
+    if (rc != PS_SINK_OK)
+        goto out;
+    rc = PS_SINK_ERROR;
+    if (write_hll(s, b) || write_records(s, b))
         goto out;
     if (exec_cmd(s, "COMMIT", 0, NULL, "commit") < 0) {
         in_tx = 0; /* a failed COMMIT leaves no transaction open */
@@ -499,6 +618,14 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
     in_tx = 0;
     rc = PS_SINK_OK;
 out:
+    if (s->piping && s->conn) {
+        /* failed while queueing (out of memory building an array): the
+         * connection and its transaction go */
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
+    s->piping = 0;
+    s->n_queued = 0;
     if (in_tx && s->conn) {
         PGresult *res = PQexec(s->conn, "ROLLBACK");
         PQclear(res);
