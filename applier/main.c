@@ -272,12 +272,21 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     applier *a = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        /* from the committed offsets: the fence skips what was applied
+         * after them */
         for (int i = 0; i < parts->cnt; i++)
             ctr_info("assigned partition %d", (int)parts->elems[i].partition);
-        rd_kafka_assign(rk, parts);
+        ctr_consumer_assign(rk, parts);
     } else {
+        /* The records of what was applied go out, and the offsets with
+         * them, before the next owner starts: it then redoes little. When
+         * the partitions were lost the commit is refused, and the next
+         * owner's fence recognises what this member applied. */
+        for (int i = 0; i < parts->cnt; i++)
+            ctr_info("revoked partition %d%s", (int)parts->elems[i].partition,
+                     rd_kafka_assignment_lost(rk) ? " (lost)" : "");
         commit_progress(a);
-        rd_kafka_assign(rk, NULL);
+        ctr_consumer_unassign(rk, parts);
     }
 }
 

@@ -2,8 +2,9 @@
  * consumer.h - the Kafka consumer both consumer groups (persister,
  * applier) start from: no auto commit and no automatic offset store (each
  * decides itself when a message is done), earliest offsets for a new group
- * (it must not skip history), committed reads only, a 10 s session, and
- * kafka.consumer.* settings passed through last.
+ * (it must not skip history), committed reads only, a 10 s session,
+ * cooperative-sticky assignment (a rebalance moves only the partitions that
+ * change owner), and kafka.consumer.* settings passed through last.
  */
 #ifndef COUNTER_INGEST_CONSUMER_H
 #define COUNTER_INGEST_CONSUMER_H
@@ -27,6 +28,18 @@ ctr_consumer_new(const ctr_config *cfg, const char *group_id,
                                       void *),
                  void *opaque, char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
+
+/*
+ * For the rebalance callback: takes on `parts` (newly assigned) or gives
+ * them up (revoked), incrementally under the COOPERATIVE protocol, as the
+ * whole assignment under EAGER (when kafka.consumer.* picks range or
+ * roundrobin). Under EAGER, assign gets the whole new assignment and
+ * unassign drops everything, which `parts` then is.
+ */
+void ctr_consumer_assign(rd_kafka_t *rk,
+                         rd_kafka_topic_partition_list_t *parts);
+void ctr_consumer_unassign(rd_kafka_t *rk,
+                           rd_kafka_topic_partition_list_t *parts);
 
 /*
  * The message's "origin" header ("api": applied by the api; "applier":
