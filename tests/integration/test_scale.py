@@ -142,9 +142,10 @@ ASSIGNED = re.compile(r'msg="assigned partition (\d+)')
 REVOKED = re.compile(r'msg="revoked partition (\d+)')
 
 
-def owned(log):
-    """The partitions a member holds after the assignment lines of log."""
-    held = set()
+def owned(log, held=()):
+    """The partitions a member holds after the assignment lines of log,
+    starting from the partitions in held."""
+    held = set(held)
     for line in log.splitlines():
         m = ASSIGNED.search(line)
         if m:
@@ -189,15 +190,7 @@ class StackLog:
 def stack_member_partitions(before, log):
     """What the stack's member holds: `before` (all of them when the test
     started, as the only member) changed by the lines of its log since."""
-    held = set(before)
-    for line in log.text().splitlines():
-        m = ASSIGNED.search(line)
-        if m:
-            held.add(int(m.group(1)))
-        m = REVOKED.search(line)
-        if m:
-            held.discard(int(m.group(1)))
-    return held
+    return owned(log.text(), before)
 
 
 def pg_totals(pg, names):
