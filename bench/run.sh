@@ -16,7 +16,7 @@
 #   BENCH_DRAIN_TIMEOUT [240] seconds before the drain measurement gives up
 #   BENCH_LAG_RATE [20000]   open-loop increments per second for the lag
 #   BENCH_LAG_DURATION [10]  seconds of that timetable
-#   BENCH_LAG_CONNECTIONS [256] keep-alive connections of the generator
+#   BENCH_LAG_CONNECTIONS [1024] keep-alive connections of the generator
 #   BENCH_LAG_POLL_MS [5]    how often PostgreSQL is read for the lag
 #   BENCH_PROFILE [0]        1: run bench/profile.sh on the stack at the end
 #                            (BENCH_PROFILE_* settings pass through to it)
@@ -38,7 +38,7 @@ BACKLOG="${BENCH_BACKLOG:-1000000}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-240}"
 LAG_RATE="${BENCH_LAG_RATE:-20000}"
 LAG_DURATION="${BENCH_LAG_DURATION:-10}"
-LAG_CONNS="${BENCH_LAG_CONNECTIONS:-256}"
+LAG_CONNS="${BENCH_LAG_CONNECTIONS:-1024}"
 LAG_POLL_MS="${BENCH_LAG_POLL_MS:-5}"
 PROFILE="${BENCH_PROFILE:-0}"
 
