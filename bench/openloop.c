@@ -50,10 +50,10 @@
 #include <time.h>
 
 #include "../tests/tools/lathist.h"
+#include "../tests/tools/loadtool.h"
 
 enum {
     STATUS_MAX = 600,
-    FD_SLACK = 64,
 };
 
 typedef struct options {
@@ -346,17 +346,6 @@ static void usage(FILE *f)
           f);
 }
 
-static int parse_double(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *s == '\0' || *end != '\0' || !(v > 0))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof(*o));
@@ -412,24 +401,6 @@ static int parse_args(int argc, char **argv, options *o)
         o->connections < 1 || (o->pg == NULL) != (o->counter == NULL))
         return -1;
     return 0;
-}
-
-static struct timeval to_timeval(double secs)
-{
-    struct timeval tv;
-    tv.tv_sec = (time_t)secs;
-    tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
-    return tv;
-}
-
-static void raise_nofile(long conns)
-{
-    struct rlimit rl;
-    rlim_t want = (rlim_t)conns + FD_SLACK;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
-        return;
-    rl.rlim_cur = want <= rl.rlim_max ? want : rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
 }
 
 static PGconn *pg_open(const char *conninfo, char *err, size_t errlen)
@@ -569,7 +540,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "openloop: out of memory\n");
         goto out;
     }
-    raise_nofile(o->connections);
+    raise_nofile("openloop", o->connections);
     struct timeval req_tv = to_timeval(o->req_timeout_s);
     for (long i = 0; i < o->connections; i++) {
         conn *c = &g->conns[i];

@@ -43,13 +43,12 @@
 #include <time.h>
 
 #include "lathist.h"
+#include "loadtool.h"
 
 enum {
     STATUS_MAX = 600,
     EVENT_ID_MAX = 64,
     MAX_HEADERS = 32,
-    /* descriptors beyond the connections: stdio, log, libevent internals */
-    FD_SLACK = 64,
 };
 
 typedef struct options {
@@ -108,14 +107,6 @@ static void usage(FILE *f)
           "--body-template: each {conn} and {req} in it becomes the index\n"
           "          of the connection and of the request on it (from 0)\n",
           f);
-}
-
-static struct timeval to_timeval(double secs)
-{
-    struct timeval tv;
-    tv.tv_sec = (time_t)secs;
-    tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
-    return tv;
 }
 
 static double elapsed_s(const struct timespec *from, const struct timespec *to)
@@ -327,17 +318,6 @@ static int parse_long(const char *s, long min, long *out)
     return 0;
 }
 
-static int parse_double(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *s == '\0' || *end != '\0' || !(v > 0))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof(*o));
@@ -453,30 +433,6 @@ bad:
     return -1;
 }
 
-/* Each connection is a descriptor; the default soft limit (1024) would
- * make connects beyond it fail as "errors" that are really ours. */
-static void raise_nofile(long connections)
-{
-    struct rlimit rl;
-    rlim_t want = (rlim_t)connections + FD_SLACK;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
-        return;
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
-        struct rlimit raised = {want, want};
-        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
-            return;
-        want =
-            rl.rlim_max; /* not privileged: take what the hard limit allows */
-    }
-    rl.rlim_cur = want;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 ||
-        rl.rlim_cur < (rlim_t)connections + FD_SLACK)
-        fprintf(stderr,
-                "loadgen: warning: open-file limit %llu is below the %ld "
-                "connections asked for; some will fail\n",
-                (unsigned long long)rl.rlim_cur, connections);
-}
-
 static void print_summary(const loadgen *lg, double secs)
 {
     printf("{\"sent\":%" PRIu64 ",\"status\":{", lg->sent);
@@ -510,7 +466,7 @@ int main(int argc, char **argv)
     }
     if (parse_url(&lg) != 0)
         goto out;
-    raise_nofile(lg.opt.connections);
+    raise_nofile("loadgen", lg.opt.connections);
     if (lg.opt.log_path) {
         lg.log = fopen(lg.opt.log_path, "w");
         if (lg.log == NULL) {
