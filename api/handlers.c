@@ -82,6 +82,26 @@ static void handle_metrics(api_app *app, struct evhttp_request *req)
     if (more.len)
         evbuffer_add(b, more.s, more.len);
     ctr_strbuf_free(&more);
+    api_redis_cluster_stats cs;
+    api_redis_cluster_stats_get(app->redis, &cs);
+    evbuffer_add_printf(
+        b,
+        "# HELP counter_redis_redirects_total Redis Cluster redirections "
+        "followed.\n# TYPE counter_redis_redirects_total counter\n"
+        "counter_redis_redirects_total{kind=\"moved\"} %" PRIu64 "\n"
+        "counter_redis_redirects_total{kind=\"ask\"} %" PRIu64 "\n"
+        "# HELP counter_redis_slot_refreshes_total Slot maps read from the "
+        "cluster.\n# TYPE counter_redis_slot_refreshes_total counter\n"
+        "counter_redis_slot_refreshes_total %" PRIu64 "\n"
+        "# HELP counter_redis_unavailable_total Commands the cluster did not "
+        "run (TRYAGAIN, CLUSTERDOWN, ...).\n# TYPE "
+        "counter_redis_unavailable_total counter\n"
+        "counter_redis_unavailable_total %" PRIu64 "\n"
+        "# HELP counter_redis_wait_short_total Writes answered before "
+        "redis.wait_replicas replicas had them.\n# TYPE "
+        "counter_redis_wait_short_total counter\n"
+        "counter_redis_wait_short_total %" PRIu64 "\n",
+        cs.moved, cs.ask, cs.refreshes, cs.unavailable, cs.wait_short);
     evbuffer_add_printf(b,
                         "# HELP counter_api_kafka_queue_events Events "
                         "waiting for a delivery report.\n# TYPE "

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/name.h"
+#include "ingest/slots.h"
 
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
@@ -19,31 +20,60 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { BACKOFF_MIN_MS = 100, BACKOFF_MAX_MS = 2000 };
+enum {
+    BACKOFF_MIN_MS = 100,
+    BACKOFF_MAX_MS = 2000,
+    MAX_NODES = 64,
+    MAX_HOPS = 5,           /* redirections of one command */
+    REFRESH_SOON_MS = 100,  /* after a MOVED or a lost node */
+    REFRESH_EVERY_MS = 1000 /* the slot map and the epoch, in a cluster */
+};
 
 /* Status passed to on_reply for an answer that came after the deadline. */
 #define CMD_LATE ((enum api_redis_status)100)
 
+/* One server: the only one, or a master of the cluster. */
+typedef struct rnode {
+    api_redis *r;
+    int idx;
+    redisAsyncContext *ac;
+    char host[CTR_HOST_MAX];
+    int port;
+    int replicas;   /* the shard's, from CLUSTER SLOTS */
+    int ready;      /* connected, authenticated, scripts loaded */
+    int suspect;    /* a write timed out: the server may hang; until a PING
+                     * comes back, writes and reads go elsewhere */
+    int probing;    /* that PING is in flight */
+    int setup_left; /* SCRIPT LOAD answers still to come */
+    int used;       /* serves slots (or is the only server): keep connected */
+    struct event *reconnect_ev;
+    int backoff_ms;
+    int down_logged; /* one line per outage, not one per retry */
+} rnode;
+
 struct api_redis {
     struct event_base *base;
-    redisAsyncContext *ac;
-    int ready;   /* connected, authenticated, scripts loaded, epoch seen */
-    int suspect; /* a write timed out: the server may hang; until a PING
-                  * comes back, writes and reads go elsewhere */
-    int probing; /* that PING is in flight */
+    int cluster;
+    rnode *nodes[MAX_NODES];
+    int nnodes;
+    int16_t map[CTR_SLOTS]; /* slot -> node, -1 unknown */
+    int map_ok;
+    int epoch_ok; /* the epoch key was seen (single: since connecting) */
     int epoch_missing_logged;
+    int epoch_inflight;
     struct event *epoch_ev;
-    char host[256];
-    int port;
+    struct event *refresh_ev;
+    int refresh_inflight;
+    char *seeds;
     char *password;
     int db;
+    int wait_replicas;
+    int write_timeout_ms;
     char write_sha[41];
     char undo_sha[41];
     char idem_sha[41];
-    struct event *reconnect_ev;
-    int backoff_ms;
     int closing;
-    int down_logged; /* one line per outage, not one per retry */
+    api_redis_cluster_stats stats;
 };
 
 /* One command in flight. Freed by whichever of reply/timeout comes last. */
@@ -56,34 +86,47 @@ typedef struct redis_cmd {
                      enum api_redis_status st);
     void *owner; /* what on_reply works on */
     int index;
+    int node;   /* where it was sent */
+    int slot;   /* cluster: the key's slot */
+    int hops;   /* redirections followed */
+    char *resp; /* cluster: the command again, for a redirection */
+    size_t resp_len;
 } redis_cmd;
 
-static void schedule_reconnect(api_redis *r);
+static void schedule_reconnect(rnode *n);
+static void node_connect(evutil_socket_t fd, short what, void *arg);
+static void refresh_soon(api_redis *r);
+
+static void cmd_free(redis_cmd *cmd)
+{
+    free(cmd->resp);
+    free(cmd);
+}
 
 static void probe_reply(redisAsyncContext *ac, void *replyp, void *privdata)
 {
-    api_redis *r = privdata;
+    rnode *n = privdata;
     (void)ac;
-    r->probing = 0;
-    if (replyp != NULL && r->suspect) {
-        r->suspect = 0;
-        ctr_info("redis at %s:%d answers again", r->host, r->port);
+    n->probing = 0;
+    if (replyp != NULL && n->suspect) {
+        n->suspect = 0;
+        ctr_info("redis at %s:%d answers again", n->host, n->port);
     }
 }
 
 /* A command outlived its deadline: the server may hang (stopped, swapping,
  * a slow script). Send nothing more until a PING, queued behind what is
  * stuck, comes back. */
-static void mark_suspect(api_redis *r)
+static void mark_suspect(rnode *n)
 {
-    if (!r->suspect)
+    if (!n->suspect)
         ctr_warn("redis at %s:%d missed a deadline; reading from postgresql "
                  "and sending writes through kafka until it answers",
-                 r->host, r->port);
-    r->suspect = 1;
-    if (!r->probing && r->ac &&
-        redisAsyncCommand(r->ac, probe_reply, r, "PING") == REDIS_OK)
-        r->probing = 1;
+                 n->host, n->port);
+    n->suspect = 1;
+    if (!n->probing && n->ac &&
+        redisAsyncCommand(n->ac, probe_reply, n, "PING") == REDIS_OK)
+        n->probing = 1;
 }
 
 static void cmd_timeout(evutil_socket_t fd, short what, void *arg)
@@ -93,9 +136,99 @@ static void cmd_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     cmd->answered = 1;
     api_stats_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6, 1);
-    if (cmd->index < 0)
-        mark_suspect(cmd->r);
+    if (cmd->index < 0 && cmd->node >= 0)
+        mark_suspect(cmd->r->nodes[cmd->node]);
     cmd->on_reply(cmd, NULL, API_REDIS_TIMEOUT);
+}
+
+/* The node for host:port, added (and connecting) if new; -1 if full. */
+static int node_find(api_redis *r, const char *host, int port)
+{
+    for (int i = 0; i < r->nnodes; i++)
+        if (r->nodes[i]->port == port && strcmp(r->nodes[i]->host, host) == 0)
+            return i;
+    if (r->nnodes == MAX_NODES || strlen(host) >= CTR_HOST_MAX)
+        return -1;
+    rnode *n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return -1;
+    n->r = r;
+    n->idx = r->nnodes;
+    strcpy(n->host, host);
+    n->port = port;
+    n->backoff_ms = BACKOFF_MIN_MS;
+    n->reconnect_ev = evtimer_new(r->base, node_connect, n);
+    if (n->reconnect_ev == NULL) {
+        free(n);
+        return -1;
+    }
+    r->nodes[r->nnodes++] = n;
+    return n->idx;
+}
+
+/* Where a command on key goes: the node, or -1. */
+static int node_of(const api_redis *r, const char *key, int *slot)
+{
+    if (!r->cluster) {
+        *slot = -1;
+        return 0;
+    }
+    *slot = ctr_key_slot(key, strlen(key));
+    return r->map[*slot];
+}
+
+/* Queues the command's RESP on node ni. */
+static int cmd_put(api_redis *r, redis_cmd *cmd, int ni, int asking);
+
+static void cmd_reply(redisAsyncContext *ac, void *replyp, void *privdata);
+
+/*
+ * A cluster's answer that is not the command's own: a redirection (sent
+ * on, 1), or a state in which the command did not run (TRYAGAIN during a
+ * slot migration, CLUSTERDOWN, NOSCRIPT on a promoted replica: 2).
+ * 0 otherwise.
+ */
+static void scripts_load(rnode *n);
+
+static int cluster_redirect(redis_cmd *cmd, redisReply *reply)
+{
+    api_redis *r = cmd->r;
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR)
+        return 0;
+    /* SCRIPT FLUSH, or a node that lost its scripts: load them again */
+    if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && cmd->node >= 0 &&
+        r->nodes[cmd->node]->ac)
+        scripts_load(r->nodes[cmd->node]);
+    if (!r->cluster)
+        return 0;
+    char host[CTR_HOST_MAX];
+    int port, slot;
+    int kind = ctr_redirect_parse(reply->str, &slot, host, sizeof(host), &port);
+    if (kind == 0) {
+        static const char *const words[] = {
+            "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING", "NOSCRIPT"};
+        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+            if (strncmp(reply->str, words[i], strlen(words[i])) == 0) {
+                r->stats.unavailable++;
+                refresh_soon(r);
+                return 2;
+            }
+        return 0;
+    }
+    const char *from = cmd->node >= 0 ? r->nodes[cmd->node]->host : "";
+    int to = node_find(r, host[0] ? host : from, port);
+    if (kind == 1) {
+        r->stats.moved++;
+        if (to >= 0)
+            r->map[slot] = (int16_t)to;
+        refresh_soon(r);
+    } else {
+        r->stats.ask++;
+    }
+    if (to < 0 || cmd->answered || ++cmd->hops > MAX_HOPS ||
+        cmd->resp == NULL || cmd_put(r, cmd, to, kind == 2) != 0)
+        return 2;
+    return 1;
 }
 
 static void cmd_reply(redisAsyncContext *ac, void *replyp, void *privdata)
@@ -104,6 +237,19 @@ static void cmd_reply(redisAsyncContext *ac, void *replyp, void *privdata)
     redisReply *reply = replyp;
     (void)ac;
 
+    switch (cluster_redirect(cmd, reply)) {
+    case 1: return; /* sent on: this callback fires again */
+    case 2:
+        /* it did not run: nothing to take back, nothing to wait for */
+        if (cmd->timer)
+            event_free(cmd->timer);
+        cmd->timer = NULL;
+        cmd->on_reply(cmd, NULL,
+                      cmd->answered ? CMD_LATE : API_REDIS_UNAVAILABLE);
+        cmd_free(cmd);
+        return;
+    default: break;
+    }
     if (cmd->timer)
         event_free(cmd->timer);
     cmd->timer = NULL;
@@ -117,7 +263,7 @@ static void cmd_reply(redisAsyncContext *ac, void *replyp, void *privdata)
         /* already timed out: on_reply gets a second, "late" call */
         cmd->on_reply(cmd, reply, CMD_LATE);
     }
-    free(cmd);
+    cmd_free(cmd);
 }
 
 /* "$<n>\r\n" and friends: the decimal digits of n at p, returning the end. */
@@ -158,13 +304,34 @@ static long resp_format(char *buf, size_t cap, int argc, const char **argv,
     return (long)(p - buf);
 }
 
-/* Sends argv; on success the command's on_reply fires as described. */
-static int cmd_send(api_redis *r, redis_cmd *cmd, int timeout_ms, int argc,
-                    const char **argv, const size_t *argvlen)
+static int cmd_put(api_redis *r, redis_cmd *cmd, int ni, int asking)
 {
-    if (!r->ready)
+    rnode *n = r->nodes[ni];
+    /* a node still setting up would run the command before its scripts */
+    if (!n->ready || n->ac == NULL)
         return -1;
+    if (asking && redisAsyncCommand(n->ac, NULL, NULL, "ASKING") != REDIS_OK)
+        return -1;
+    if (redisAsyncFormattedCommand(n->ac, cmd_reply, cmd, cmd->resp,
+                                   cmd->resp_len) != REDIS_OK)
+        return -1;
+    cmd->node = ni;
+    return 0;
+}
+
+/* Sends argv to the server of key; on success the command's on_reply
+ * fires as described. */
+static int cmd_send(api_redis *r, redis_cmd *cmd, const char *key,
+                    int timeout_ms, int argc, const char **argv,
+                    const size_t *argvlen)
+{
+    int slot, ni = node_of(r, key, &slot);
+    if (ni < 0 || !r->nodes[ni]->ready)
+        return -1;
+    rnode *n = r->nodes[ni];
     cmd->r = r;
+    cmd->node = ni;
+    cmd->slot = slot;
     cmd->t0_us = ctr_time_mono_us();
     if (timeout_ms > 0) {
         struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
@@ -176,27 +343,45 @@ static int cmd_send(api_redis *r, redis_cmd *cmd, int timeout_ms, int argc,
             return -1;
         }
     }
-    char resp[4096];
-    long len = resp_format(resp, sizeof(resp), argc, argv, argvlen);
-    int rc = len > 0 ? redisAsyncFormattedCommand(r->ac, cmd_reply, cmd, resp,
+    char buf[4096];
+    long len = resp_format(buf, sizeof(buf), argc, argv, argvlen);
+    int rc;
+    if (r->cluster) {
+        /* kept for a redirection */
+        char *f = NULL;
+        int flen = len > 0 ? (int)len
+                           : redisFormatCommandArgv(&f, argc, argv, argvlen);
+        cmd->resp = flen > 0 ? malloc((size_t)flen) : NULL;
+        if (cmd->resp)
+            memcpy(cmd->resp, len > 0 ? buf : f, (size_t)flen);
+        cmd->resp_len = (size_t)flen;
+        if (f)
+            redisFreeCommand(f);
+        rc = cmd->resp ? cmd_put(r, cmd, ni, 0) : -1;
+    } else {
+        rc = len > 0 ? redisAsyncFormattedCommand(n->ac, cmd_reply, cmd, buf,
                                                   (size_t)len)
-                     : redisAsyncCommandArgv(r->ac, cmd_reply, cmd, argc, argv,
+                     : redisAsyncCommandArgv(n->ac, cmd_reply, cmd, argc, argv,
                                              argvlen);
+    }
     if (rc != REDIS_OK) {
         if (cmd->timer)
             event_free(cmd->timer);
         cmd->timer = NULL;
+        free(cmd->resp);
+        cmd->resp = NULL;
         return -1;
     }
     return 0;
 }
 
-/* Sends NUL-terminated argv with on_reply(owner); on failure nothing is
- * sent and owner is untouched. */
-static int
-send_args(api_redis *r,
-          void (*on_reply)(redis_cmd *, redisReply *, enum api_redis_status),
-          void *owner, int index, int timeout_ms, int argc, const char **argv)
+/* Sends NUL-terminated argv with on_reply(owner) to the server of key; on
+ * failure nothing is sent and owner is untouched. */
+static int send_args(api_redis *r,
+                     void (*on_reply)(redis_cmd *, redisReply *,
+                                      enum api_redis_status),
+                     void *owner, int index, int timeout_ms, const char *key,
+                     int argc, const char **argv)
 {
     size_t argvlen[24];
     redis_cmd *cmd;
@@ -208,7 +393,7 @@ send_args(api_redis *r,
     cmd->on_reply = on_reply;
     cmd->owner = owner;
     cmd->index = index;
-    if (cmd_send(r, cmd, timeout_ms, argc, argv, argvlen) != 0) {
+    if (cmd_send(r, cmd, key, timeout_ms, argc, argv, argvlen) != 0) {
         free(cmd);
         return -1;
     }
@@ -217,13 +402,14 @@ send_args(api_redis *r,
 
 /* ---- connection management ---- */
 
-static int setup_check(api_redis *r, redisReply *reply)
+static int setup_check(rnode *n, redisReply *reply)
 {
     if (reply == NULL)
         return -1; /* disconnected; the disconnect callback reconnects */
     if (reply->type == REDIS_REPLY_ERROR) {
-        ctr_error("redis setup failed: %s", reply->str);
-        redisAsyncDisconnect(r->ac);
+        ctr_error("redis setup at %s:%d failed: %s", n->host, n->port,
+                  reply->str);
+        redisAsyncDisconnect(n->ac);
         return -1;
     }
     return 0;
@@ -235,196 +421,401 @@ static void setup_reply(redisAsyncContext *ac, void *replyp, void *privdata)
     setup_check(privdata, replyp);
 }
 
-static void copy_sha(char *dst, const redisReply *reply)
+static void epoch_check(api_redis *r);
+
+/* The node is usable once its scripts are loaded (the last setup step;
+ * the epoch is checked on top: epoch_check). */
+static void node_setup_step(rnode *n)
 {
-    size_t n = reply->type == REDIS_REPLY_STRING && reply->len == 40 ? 40 : 0;
-    memcpy(dst, reply->str, n);
-    dst[n] = '\0';
+    if (--n->setup_left > 0)
+        return;
+    api_redis *r = n->r;
+    if (!r->write_sha[0] || !r->undo_sha[0] || !r->idem_sha[0])
+        return;
+    n->ready = 1;
+    n->suspect = 0;
+    n->backoff_ms = BACKOFF_MIN_MS;
+    if (r->cluster && n->down_logged)
+        ctr_info("connected to redis at %s:%d", n->host, n->port);
+    n->down_logged = 0;
+    if (!r->cluster)
+        epoch_check(r);
+}
+
+static void script_reply(redisAsyncContext *ac, void *replyp, void *privdata,
+                         char *dst)
+{
+    rnode *n = privdata;
+    redisReply *reply = replyp;
+    (void)ac;
+    if (setup_check(n, reply) != 0)
+        return;
+    size_t len = reply->type == REDIS_REPLY_STRING && reply->len == 40 ? 40 : 0;
+    memcpy(dst, reply->str, len);
+    dst[len] = '\0';
+    node_setup_step(n);
 }
 
 static void write_sha_reply(redisAsyncContext *ac, void *replyp, void *privdata)
 {
-    api_redis *r = privdata;
-    (void)ac;
-    if (setup_check(r, replyp) == 0)
-        copy_sha(r->write_sha, replyp);
+    script_reply(ac, replyp, privdata, ((rnode *)privdata)->r->write_sha);
 }
 
 static void undo_sha_reply(redisAsyncContext *ac, void *replyp, void *privdata)
 {
-    api_redis *r = privdata;
-    (void)ac;
-    if (setup_check(r, replyp) == 0)
-        copy_sha(r->undo_sha, replyp);
+    script_reply(ac, replyp, privdata, ((rnode *)privdata)->r->undo_sha);
 }
 
 static void idem_sha_reply(redisAsyncContext *ac, void *replyp, void *privdata)
 {
-    api_redis *r = privdata;
-    (void)ac;
-    if (setup_check(r, replyp) == 0)
-        copy_sha(r->idem_sha, replyp);
+    script_reply(ac, replyp, privdata, ((rnode *)privdata)->r->idem_sha);
 }
 
 /*
- * The last setup step: the epoch key. A Redis that restarted without its
- * data has none; its values would be wrong (too low) until the applier
- * has rebuilt them from PostgreSQL and the log, and it sets the key when
- * done. Until then the connection is not ready: reads come from
- * PostgreSQL, writes go through Kafka to the applier.
+ * The epoch key. A Redis that restarted without its data has none; its
+ * values would be wrong (too low) until the applier has rebuilt them from
+ * PostgreSQL and the log, and it sets the key when done. Until then the
+ * store is not ready: reads come from PostgreSQL, writes go through Kafka
+ * to the applier. In a cluster the key lives on one shard and is read
+ * again with every map refresh.
  */
 static void epoch_reply(redisAsyncContext *ac, void *replyp, void *privdata)
 {
     api_redis *r = privdata;
     redisReply *reply = replyp;
     (void)ac;
-    if (setup_check(r, reply) != 0)
-        return;
-    if (reply->type != REDIS_REPLY_STRING) {
-        if (!r->epoch_missing_logged)
-            ctr_warn("redis at %s:%d has no epoch key %s (started empty?); "
-                     "waiting for the applier to rebuild it",
-                     r->host, r->port, API_REDIS_EPOCH_KEY);
-        r->epoch_missing_logged = 1;
+    r->epoch_inflight = 0;
+    if (reply == NULL)
+        return; /* reconnecting asks again */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* LOADING, or its slot moving: as it was, and ask again */
         struct timeval tv = {0, 250 * 1000};
         evtimer_add(r->epoch_ev, &tv);
         return;
     }
-    if (r->write_sha[0] && r->undo_sha[0] && r->idem_sha[0]) {
-        r->ready = 1;
-        r->suspect = 0;
-        r->down_logged = 0;
-        r->epoch_missing_logged = 0;
-        r->backoff_ms = BACKOFF_MIN_MS;
-        ctr_info("connected to redis at %s:%d (epoch %.*s)", r->host, r->port,
-                 (int)reply->len, reply->str);
+    if (reply->type != REDIS_REPLY_STRING) {
+        if (!r->epoch_missing_logged)
+            ctr_warn("redis %s has no epoch key %s (started empty?); "
+                     "waiting for the applier to rebuild it",
+                     r->cluster ? r->seeds : r->nodes[0]->host,
+                     API_REDIS_EPOCH_KEY);
+        r->epoch_missing_logged = 1;
+        r->epoch_ok = 0;
+        struct timeval tv = {0, 250 * 1000};
+        evtimer_add(r->epoch_ev, &tv);
+        return;
     }
+    if (!r->epoch_ok) {
+        rnode *n = r->nodes[0];
+        if (r->cluster)
+            ctr_info("connected to redis cluster %s (epoch %.*s)", r->seeds,
+                     (int)reply->len, reply->str);
+        else
+            ctr_info("connected to redis at %s:%d (epoch %.*s)", n->host,
+                     n->port, (int)reply->len, reply->str);
+    }
+    r->epoch_ok = 1;
+    r->epoch_missing_logged = 0;
+}
+
+static void epoch_check(api_redis *r)
+{
+    int slot, ni = node_of(r, API_REDIS_EPOCH_KEY, &slot);
+    (void)slot;
+    if (r->epoch_inflight || ni < 0 || !r->nodes[ni]->ready)
+        return;
+    if (redisAsyncCommand(r->nodes[ni]->ac, epoch_reply, r, "GET %s",
+                          API_REDIS_EPOCH_KEY) == REDIS_OK)
+        r->epoch_inflight = 1;
 }
 
 static void epoch_poll(evutil_socket_t fd, short what, void *arg)
 {
-    api_redis *r = arg;
     (void)fd;
     (void)what;
-    if (r->ac && !r->ready)
-        redisAsyncCommand(r->ac, epoch_reply, r, "GET %s", API_REDIS_EPOCH_KEY);
+    epoch_check(arg);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
 {
-    api_redis *r = ac->data;
+    rnode *n = ac->data;
+    api_redis *r = n->r;
     if (status != REDIS_OK) {
-        if (!r->down_logged)
+        if (!n->down_logged)
             ctr_warn("could not connect to redis at %s:%d: %s; retrying",
-                     r->host, r->port, ac->errstr);
-        r->down_logged = 1;
-        r->ac = NULL; /* hiredis frees the context after this callback */
-        schedule_reconnect(r);
+                     n->host, n->port, ac->errstr);
+        n->down_logged = 1;
+        n->ac = NULL; /* hiredis frees the context after this callback */
+        if (n->used)  /* a master that failed over is left alone */
+            schedule_reconnect(n);
+        if (r->cluster)
+            refresh_soon(r);
         return;
     }
     /* Pipelined in order: setup completes before any command of ours. */
     if (r->password[0])
-        redisAsyncCommand(r->ac, setup_reply, r, "AUTH %s", r->password);
-    if (r->db)
-        redisAsyncCommand(r->ac, setup_reply, r, "SELECT %d", r->db);
-    redisAsyncCommand(r->ac, write_sha_reply, r, "SCRIPT LOAD %s",
+        redisAsyncCommand(n->ac, setup_reply, n, "AUTH %s", r->password);
+    if (r->db && !r->cluster)
+        redisAsyncCommand(n->ac, setup_reply, n, "SELECT %d", r->db);
+    scripts_load(n);
+}
+
+static void scripts_load(rnode *n)
+{
+    n->setup_left = 3;
+    redisAsyncCommand(n->ac, write_sha_reply, n, "SCRIPT LOAD %s",
                       ctr_apply_write_script);
-    redisAsyncCommand(r->ac, undo_sha_reply, r, "SCRIPT LOAD %s",
+    redisAsyncCommand(n->ac, undo_sha_reply, n, "SCRIPT LOAD %s",
                       ctr_apply_undo_script);
-    redisAsyncCommand(r->ac, idem_sha_reply, r, "SCRIPT LOAD %s",
+    redisAsyncCommand(n->ac, idem_sha_reply, n, "SCRIPT LOAD %s",
                       ctr_apply_idem_script);
-    redisAsyncCommand(r->ac, epoch_reply, r, "GET %s", API_REDIS_EPOCH_KEY);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
-    api_redis *r = ac->data;
-    r->ready = 0;
-    r->suspect = 0;
-    r->probing = 0;
-    r->ac = NULL;
-    evtimer_del(r->epoch_ev);
+    rnode *n = ac->data;
+    api_redis *r = n->r;
+    n->ready = 0;
+    n->suspect = 0;
+    n->probing = 0;
+    n->ac = NULL;
+    if (!r->cluster) {
+        r->epoch_ok = 0; /* it may come back empty */
+        r->epoch_inflight = 0;
+        evtimer_del(r->epoch_ev);
+    }
     if (r->closing)
         return;
-    ctr_warn("lost connection to redis at %s:%d: %s", r->host, r->port,
+    ctr_warn("lost connection to redis at %s:%d: %s", n->host, n->port,
              status == REDIS_OK ? "closed" : ac->errstr);
-    schedule_reconnect(r);
+    if (r->cluster)
+        refresh_soon(r); /* a replica may be taking its slots over */
+    if (n->used)
+        schedule_reconnect(n);
 }
 
-static void do_connect(evutil_socket_t fd, short what, void *arg)
+static void node_connect(evutil_socket_t fd, short what, void *arg)
+{
+    rnode *n = arg;
+    (void)fd;
+    (void)what;
+    if (n->ac || n->r->closing || !n->used)
+        return;
+    n->ac = redisAsyncConnect(n->host, n->port);
+    if (n->ac == NULL || n->ac->err) {
+        if (!n->down_logged)
+            ctr_warn("could not connect to redis at %s:%d: %s; retrying",
+                     n->host, n->port, n->ac ? n->ac->errstr : "out of memory");
+        n->down_logged = 1;
+        if (n->ac)
+            redisAsyncFree(n->ac);
+        n->ac = NULL;
+        schedule_reconnect(n);
+        return;
+    }
+    n->ac->data = n;
+    redisLibeventAttach(n->ac, n->r->base);
+    redisAsyncSetConnectCallback(n->ac, on_connect);
+    redisAsyncSetDisconnectCallback(n->ac, on_disconnect);
+}
+
+static void schedule_reconnect(rnode *n)
+{
+    struct timeval tv = {n->backoff_ms / 1000, (n->backoff_ms % 1000) * 1000};
+    evtimer_add(n->reconnect_ev, &tv);
+    n->backoff_ms *= 2;
+    if (n->backoff_ms > BACKOFF_MAX_MS)
+        n->backoff_ms = BACKOFF_MAX_MS;
+}
+
+/* ---- the cluster's slot map ---- */
+
+static void slots_reply(redisAsyncContext *ac, void *replyp, void *privdata)
+{
+    api_redis *r = privdata;
+    rnode *from = ac->data;
+    ctr_slot_range *ranges;
+    size_t n;
+
+    r->refresh_inflight = 0;
+    if (ctr_slots_parse(replyp, from->host, &ranges, &n) != 0 || n == 0) {
+        if (replyp)
+            ctr_warn("redis at %s:%d gave no slot map", from->host, from->port);
+        return;
+    }
+    int16_t map[CTR_SLOTS];
+    for (int s = 0; s < CTR_SLOTS; s++)
+        map[s] = -1;
+    for (int i = 0; i < r->nnodes; i++)
+        r->nodes[i]->used = 0;
+    for (size_t k = 0; k < n; k++) {
+        int ni = node_find(r, ranges[k].host, ranges[k].port);
+        if (ni < 0)
+            continue;
+        rnode *node = r->nodes[ni];
+        node->replicas = ranges[k].replicas;
+        node->used = 1;
+        for (int s = ranges[k].start; s <= ranges[k].end; s++)
+            map[s] = (int16_t)ni;
+    }
+    free(ranges);
+    memcpy(r->map, map, sizeof(map));
+    r->stats.refreshes++;
+    for (int i = 0; i < r->nnodes; i++) {
+        rnode *node = r->nodes[i];
+        if (node->used && node->ac == NULL &&
+            !evtimer_pending(node->reconnect_ev, NULL))
+            node_connect(-1, 0, node);
+    }
+    if (!r->map_ok)
+        ctr_info("redis cluster %s: slot map of %zu ranges", r->seeds, n);
+    r->map_ok = 1;
+    epoch_check(r);
+}
+
+/* Asks a connected node (a master, or a seed) for the slot map; connects
+ * to the seeds while none is. */
+static void refresh_tick(evutil_socket_t fd, short what, void *arg)
 {
     api_redis *r = arg;
     (void)fd;
     (void)what;
-    r->ac = redisAsyncConnect(r->host, r->port);
-    if (r->ac == NULL || r->ac->err) {
-        if (!r->down_logged)
-            ctr_warn("could not connect to redis at %s:%d: %s; retrying",
-                     r->host, r->port, r->ac ? r->ac->errstr : "out of memory");
-        r->down_logged = 1;
-        if (r->ac)
-            redisAsyncFree(r->ac);
-        r->ac = NULL;
-        schedule_reconnect(r);
+    struct timeval tv = {REFRESH_EVERY_MS / 1000,
+                         (REFRESH_EVERY_MS % 1000) * 1000};
+    evtimer_add(r->refresh_ev, &tv);
+    if (r->refresh_inflight)
+        return;
+    int asked = 0;
+    for (int i = 0; i < r->nnodes && !asked; i++) {
+        rnode *n = r->nodes[i];
+        if (n->ac && n->ready && !n->suspect &&
+            redisAsyncCommand(n->ac, slots_reply, r, "CLUSTER SLOTS") ==
+                REDIS_OK)
+            asked = 1;
+    }
+    if (asked) {
+        r->refresh_inflight = 1;
         return;
     }
-    r->ac->data = r;
-    redisLibeventAttach(r->ac, r->base);
-    redisAsyncSetConnectCallback(r->ac, on_connect);
-    redisAsyncSetDisconnectCallback(r->ac, on_disconnect);
+    /* nothing connected: every seed and known node tries again */
+    for (int i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        n->used = 1;
+        if (n->ac == NULL && !evtimer_pending(n->reconnect_ev, NULL))
+            node_connect(-1, 0, n);
+    }
 }
 
-static void schedule_reconnect(api_redis *r)
+static void refresh_soon(api_redis *r)
 {
-    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
-    evtimer_add(r->reconnect_ev, &tv);
-    r->backoff_ms *= 2;
-    if (r->backoff_ms > BACKOFF_MAX_MS)
-        r->backoff_ms = BACKOFF_MAX_MS;
+    struct timeval tv = {0, REFRESH_SOON_MS * 1000};
+    if (!r->closing)
+        evtimer_add(r->refresh_ev, &tv);
 }
 
 api_redis *api_redis_new(const ctr_config *cfg, struct event_base *base,
                          char *errbuf, size_t errlen)
 {
     api_redis *r = calloc(1, sizeof(*r));
+    char host[CTR_HOST_MAX];
+    int port;
     if (r == NULL) {
         snprintf(errbuf, errlen, "out of memory");
         goto err;
     }
     r->base = base;
     r->db = cfg->redis_db;
-    r->backoff_ms = BACKOFF_MIN_MS;
-    if (ctr_config_split_addr(cfg->redis_addr, r->host, sizeof(r->host),
-                              &r->port)) {
-        snprintf(errbuf, errlen, "redis.addr: expected host:port");
-        goto err;
-    }
+    r->cluster = cfg->redis_cluster_nodes[0] != '\0';
+    r->wait_replicas = cfg->redis_wait_replicas;
+    r->write_timeout_ms = cfg->redis_write_timeout_ms;
     r->password = strdup(cfg->redis_password);
-    r->reconnect_ev = evtimer_new(base, do_connect, r);
+    r->seeds = strdup(cfg->redis_cluster_nodes);
     r->epoch_ev = evtimer_new(base, epoch_poll, r);
-    if (r->password == NULL || r->reconnect_ev == NULL || r->epoch_ev == NULL) {
+    r->refresh_ev = evtimer_new(base, refresh_tick, r);
+    if (r->password == NULL || r->seeds == NULL || r->epoch_ev == NULL ||
+        r->refresh_ev == NULL) {
         snprintf(errbuf, errlen, "out of memory");
         goto err;
     }
-    do_connect(-1, 0, r);
+    for (int s = 0; s < CTR_SLOTS; s++)
+        r->map[s] = r->cluster ? -1 : 0;
+    if (!r->cluster) {
+        if (ctr_config_split_addr(cfg->redis_addr, host, sizeof(host), &port) ||
+            node_find(r, host, port) != 0) {
+            snprintf(errbuf, errlen, "redis.addr: expected host:port");
+            goto err;
+        }
+        r->nodes[0]->used = 1;
+        r->map_ok = 1;
+        node_connect(-1, 0, r->nodes[0]);
+        return r;
+    }
+    size_t pos = 0;
+    int rc;
+    while ((rc = ctr_addr_list_next(r->seeds, &pos, host, sizeof(host),
+                                    &port)) == 1)
+        if (node_find(r, host, port) < 0)
+            break;
+    if (rc != 0 || r->nnodes == 0) {
+        snprintf(errbuf, errlen, "redis.cluster_nodes: expected host:port,...");
+        goto err;
+    }
+    /* the first tick connects to the seeds, the next asks for the map */
+    refresh_tick(-1, 0, r);
+    refresh_soon(r);
     return r;
 err:
     api_redis_free(r);
     return NULL;
 }
 
+/* The server of key is connected, set up and answering. */
+static int key_ready(const api_redis *r, const char *key)
+{
+    int slot, ni = node_of(r, key, &slot);
+    return ni >= 0 && r->nodes[ni]->ready && !r->nodes[ni]->suspect;
+}
+
 int api_redis_ready(const api_redis *r)
 {
-    return r->ready && !r->suspect;
+    if (!r->map_ok || !r->epoch_ok)
+        return 0;
+    if (r->cluster)
+        return 1; /* per key: key_ready */
+    return r->nodes[0]->ready && !r->nodes[0]->suspect;
 }
 
 const char *api_redis_state(const api_redis *r)
 {
-    if (r->ready)
-        return r->suspect ? "suspect" : "ready";
-    if (r->ac && r->epoch_missing_logged)
+    if (r->map_ok && r->epoch_ok) {
+        int suspect = 0, down = 0;
+        for (int i = 0; i < r->nnodes; i++) {
+            const rnode *n = r->nodes[i];
+            if (n->used && !n->ready)
+                down = 1;
+            suspect |= n->used && n->suspect;
+        }
+        if (!r->cluster)
+            return down ? "connecting" : suspect ? "suspect" : "ready";
+        return down || suspect ? "degraded" : "ready";
+    }
+    if (r->epoch_missing_logged)
         return "no_epoch";
-    return r->ac ? "connecting" : "down";
+    for (int i = 0; i < r->nnodes; i++)
+        if (r->nodes[i]->ac)
+            return "connecting";
+    return "down";
+}
+
+void api_redis_cluster_stats_get(const api_redis *r,
+                                 api_redis_cluster_stats *out)
+{
+    *out = r->stats;
+}
+
+int api_redis_is_cluster(const api_redis *r)
+{
+    return r->cluster;
 }
 
 void api_redis_free(api_redis *r)
@@ -432,13 +823,19 @@ void api_redis_free(api_redis *r)
     if (r == NULL)
         return;
     r->closing = 1;
-    if (r->ac)
-        redisAsyncFree(r->ac); /* pending callbacks fire with NULL */
-    if (r->reconnect_ev)
-        event_free(r->reconnect_ev);
+    for (int i = 0; i < r->nnodes; i++) {
+        rnode *n = r->nodes[i];
+        if (n->ac)
+            redisAsyncFree(n->ac); /* pending callbacks fire with NULL */
+        event_free(n->reconnect_ev);
+        free(n);
+    }
     if (r->epoch_ev)
         event_free(r->epoch_ev);
+    if (r->refresh_ev)
+        event_free(r->refresh_ev);
     free(r->password);
+    free(r->seeds);
     free(r);
 }
 
@@ -447,6 +844,7 @@ void api_redis_free(api_redis *r)
 typedef struct write_op {
     api_redis_write_cb cb, late_cb;
     void *arg;
+    ctr_apply_result res; /* held while WAIT runs */
 } write_op;
 
 static enum api_redis_status classify(redisReply *reply, ctr_apply_result *res)
@@ -457,6 +855,67 @@ static enum api_redis_status classify(redisReply *reply, ctr_apply_result *res)
     case CTR_APPLY_OVERFLOW: return API_REDIS_OVERFLOW;
     default: ctr_warn("redis write failed: %s", err); return API_REDIS_ERROR;
     }
+}
+
+/*
+ * The answer to the WAIT after a write in a cluster. It only delays the
+ * write's answer until a replica has it (or the wait ran out): the write
+ * was applied on the master either way, and its event goes to the log.
+ */
+static void wait_reply(redis_cmd *cmd, redisReply *reply,
+                       enum api_redis_status st)
+{
+    write_op *op = cmd->owner;
+    if (st == CMD_LATE) {
+        free(op); /* the write was answered at the timeout */
+        return;
+    }
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER ||
+        reply->integer < cmd->index)
+        cmd->r->stats.wait_short++;
+    op->cb(API_REDIS_OK, &op->res, op->arg);
+    if (st != API_REDIS_TIMEOUT)
+        free(op);
+}
+
+/* In a cluster with replicas, sends WAIT after a write on node ni; 0 when
+ * sent (wait_reply answers), -1 when there is nothing to wait for. */
+static int write_wait(api_redis *r, write_op *op, int ni)
+{
+    if (!r->cluster || r->wait_replicas <= 0 || ni < 0)
+        return -1;
+    rnode *n = r->nodes[ni];
+    int want = n->replicas < r->wait_replicas ? n->replicas : r->wait_replicas;
+    if (want <= 0 || !n->ready)
+        return -1;
+    char num[16], ms[16];
+    snprintf(num, sizeof(num), "%d", want);
+    snprintf(ms, sizeof(ms), "%d", r->write_timeout_ms);
+    redis_cmd *cmd = calloc(1, sizeof(*cmd));
+    if (cmd == NULL)
+        return -1;
+    const char *argv[] = {"WAIT", num, ms};
+    size_t lens[] = {4, strlen(num), strlen(ms)};
+    cmd->on_reply = wait_reply;
+    cmd->owner = op;
+    cmd->index = want;
+    cmd->r = r;
+    cmd->node = ni;
+    cmd->slot = -1;
+    cmd->t0_us = ctr_time_mono_us();
+    /* the client's deadline a little past the server's own */
+    struct timeval tv = {(r->write_timeout_ms + 100) / 1000,
+                         ((r->write_timeout_ms + 100) % 1000) * 1000};
+    cmd->timer = evtimer_new(r->base, cmd_timeout, cmd);
+    if (cmd->timer == NULL || evtimer_add(cmd->timer, &tv) != 0 ||
+        redisAsyncCommandArgv(n->ac, cmd_reply, cmd, 3, argv, lens) !=
+            REDIS_OK) {
+        if (cmd->timer)
+            event_free(cmd->timer);
+        free(cmd);
+        return -1;
+    }
+    return 0;
 }
 
 static void write_reply(redis_cmd *cmd, redisReply *reply,
@@ -472,6 +931,11 @@ static void write_reply(redis_cmd *cmd, redisReply *reply,
     else if (late)
         st = API_REDIS_DISCONNECTED;
     if (!late) {
+        if (st == API_REDIS_OK && res.outcome == CTR_APPLY_APPLIED) {
+            op->res = res;
+            if (write_wait(cmd->r, op, cmd->node) == 0)
+                return;
+        }
         op->cb(st, &res, op->arg);
         if (st != API_REDIS_TIMEOUT)
             free(op);
@@ -490,7 +954,8 @@ int api_redis_write(api_redis *r, const char *name, const ctr_apply_spec *w,
     write_op *op;
 
     if (!api_redis_ready(r) ||
-        ctr_apply_write_argv(&a, r->write_sha, name, w) != 0)
+        ctr_apply_write_argv(&a, r->write_sha, name, w) != 0 ||
+        !key_ready(r, a.argv[3]))
         return -1;
     op = malloc(sizeof(*op));
     if (op == NULL)
@@ -498,7 +963,8 @@ int api_redis_write(api_redis *r, const char *name, const ctr_apply_spec *w,
     op->cb = cb;
     op->late_cb = late_cb;
     op->arg = arg;
-    if (send_args(r, write_reply, op, -1, timeout_ms, a.argc, a.argv) != 0) {
+    if (send_args(r, write_reply, op, -1, timeout_ms, a.argv[3], a.argc,
+                  a.argv) != 0) {
         free(op);
         return -1;
     }
@@ -536,14 +1002,16 @@ int api_redis_undo(api_redis *r, const char *name, const ctr_apply_spec *w,
 {
     ctr_apply_argv a;
 
-    if (!r->ready || ctr_apply_undo_argv(&a, r->undo_sha, name, w, res) != 0)
+    if (!r->map_ok || !r->epoch_ok ||
+        ctr_apply_undo_argv(&a, r->undo_sha, name, w, res) != 0)
         return -1;
     undo_op *op = malloc(sizeof(*op));
     if (op == NULL)
         return -1;
     op->cb = cb;
     op->arg = arg;
-    if (send_args(r, undo_reply, op, 0, timeout_ms, a.argc, a.argv) != 0) {
+    if (send_args(r, undo_reply, op, 0, timeout_ms, a.argv[3], a.argc,
+                  a.argv) != 0) {
         free(op);
         return -1;
     }
@@ -621,6 +1089,9 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
     /* One timer covers the whole batch, so the commands carry none. */
     if (!api_redis_ready(r) || n == 0)
         return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!key_ready(r, keys[i]))
+            return -1; /* all from Redis or none */
     op = calloc(1, sizeof(*op) + n * sizeof(api_redis_value));
     if (op == NULL)
         return -1;
@@ -637,7 +1108,7 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
     }
     for (size_t i = 0; i < n; i++) {
         const char *argv[] = {"HMGET", keys[i], "v", "t"};
-        if (send_args(r, get_reply, op, (int)i, 0, 4, argv) != 0) {
+        if (send_args(r, get_reply, op, (int)i, 0, keys[i], 4, argv) != 0) {
             op->status = API_REDIS_DISCONNECTED;
             break;
         }
@@ -687,7 +1158,8 @@ int api_redis_idem(api_redis *r, const char *name, const char *key,
                    int timeout_ms, api_redis_idem_cb cb, void *arg)
 {
     char gkey[CTR_APPLY_KEY_MAX];
-    if (!r->ready || ctr_apply_guard_key(gkey, sizeof(gkey), name, key) != 0)
+    if (!r->map_ok || !r->epoch_ok ||
+        ctr_apply_guard_key(gkey, sizeof(gkey), name, key) != 0)
         return -1;
     idem_op *op = malloc(sizeof(*op));
     if (op == NULL)
@@ -696,7 +1168,7 @@ int api_redis_idem(api_redis *r, const char *name, const char *key,
     op->arg = arg;
     const char *argv[] = {"EVALSHA", r->idem_sha,     "1", gkey, mode,
                           arg2,      arg3 ? arg3 : ""};
-    if (send_args(r, idem_reply, op, 0, timeout_ms, 7, argv) != 0) {
+    if (send_args(r, idem_reply, op, 0, timeout_ms, gkey, 7, argv) != 0) {
         free(op);
         return -1;
     }

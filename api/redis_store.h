@@ -7,6 +7,17 @@
  * itself is the hash "{c:<name>}" with fields v (value) and t (last update,
  * ms since the epoch).
  *
+ * With redis.cluster_nodes set it is a Redis Cluster client: a connection
+ * per master, the slot map from CLUSTER SLOTS (read again every second,
+ * and soon after a MOVED or a lost connection), MOVED and ASK followed,
+ * a batch read sent per key to each key's master. A command whose slot's
+ * master is not connected is not sent (the call returns non-zero: the
+ * caller reads from PostgreSQL or writes through Kafka), and one the
+ * cluster refused to run (TRYAGAIN while its slot moves, CLUSTERDOWN)
+ * ends with API_REDIS_UNAVAILABLE. A write is followed by WAIT for
+ * redis.wait_replicas replicas (at most the shard's) before it is
+ * answered, so that a failover keeps it.
+ *
  * hiredis 0.14 has no command timeout, so each command carries a libevent
  * timer. Every call that returns 0 fires its callback exactly once (reply,
  * error, timeout or disconnect); a call that returns non-zero never does.
@@ -32,7 +43,18 @@ enum api_redis_status {
     API_REDIS_ERROR,        /* Redis answered with an error */
     API_REDIS_TIMEOUT,      /* no answer within the deadline */
     API_REDIS_DISCONNECTED, /* connection lost before the answer */
+    API_REDIS_UNAVAILABLE,  /* cluster: the command did not run (its slot
+                             * is moving, failing over, or the node lacks
+                             * the script); nothing was applied */
 };
+
+/* What the cluster client did, for /metrics. */
+typedef struct api_redis_cluster_stats {
+    uint64_t moved, ask;  /* redirections followed */
+    uint64_t refreshes;   /* slot maps read */
+    uint64_t unavailable; /* commands refused: TRYAGAIN, CLUSTERDOWN, ... */
+    uint64_t wait_short;  /* writes fewer replicas had when WAIT ended */
+} api_redis_cluster_stats;
 
 /* Set by whoever (re)built the Redis data set; see epoch_reply. */
 #define API_REDIS_EPOCH_KEY CTR_EPOCH_KEY
@@ -114,6 +136,12 @@ int api_redis_idem(api_redis *r, const char *name, const char *key,
  * deadline, waiting for a PING), "no_epoch" (restarted empty, not yet
  * restored), "connecting" or "down". */
 const char *api_redis_state(const api_redis *r);
+
+/* 1 in cluster mode (redis.cluster_nodes set). */
+int api_redis_is_cluster(const api_redis *r);
+
+void api_redis_cluster_stats_get(const api_redis *r,
+                                 api_redis_cluster_stats *out);
 
 /* Closes the connection; pending callbacks fire with DISCONNECTED. */
 void api_redis_free(api_redis *r);

@@ -496,6 +496,22 @@ static void write_key_seen(write_op *op, const ctr_apply_result *res)
     }
 }
 
+/* Redis cannot take the write now (down, or in a cluster the counter's
+ * slot is failing over or moving) and nothing was applied: through the
+ * log, for the applier. */
+static void write_via_log(write_op *op)
+{
+    if (op->spec.is_set) {
+        write_answer_error(op, 503, "redis_unavailable",
+                           "redis is not reachable and a set needs the "
+                           "current value; nothing was applied");
+        write_release(op);
+        return;
+    }
+    op->via_log = 1;
+    write_publish(op);
+}
+
 static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
                           void *arg)
 {
@@ -535,6 +551,7 @@ static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
                            "redis did not answer in time; the write may or "
                            "may not be applied");
         return;
+    case API_REDIS_UNAVAILABLE: write_via_log(op); return;
     case API_REDIS_DISCONNECTED:
         write_answer_error(op, 503, "indeterminate",
                            "lost the connection to redis; the write may or "
@@ -700,18 +717,8 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
     app->inflight++;
     if (api_redis_write(app->redis, op->name, &op->spec,
                         app->cfg->redis_write_timeout_ms, write_applied,
-                        write_applied_late, op) == 0)
-        goto done;
-    /* Redis is not usable: through the log, for the applier. */
-    if (kind == API_WRITE_SET) {
-        write_answer_error(op, 503, "redis_unavailable",
-                           "redis is not reachable and a set needs the "
-                           "current value; nothing was applied");
-        write_release(op);
-        goto done;
-    }
-    op->via_log = 1;
-    write_publish(op);
+                        write_applied_late, op) != 0)
+        write_via_log(op);
 done:
     api_write_body_clear(&body);
 }

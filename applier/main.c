@@ -46,6 +46,7 @@ enum {
     COMMIT_EVERY_MSGS = 2000,
     RECORD_TIMEOUT_MS = 300000,
     REDIS_CHECK_EVERY_MS = 500,
+    WAIT_REPLICAS_MS = 1000,
     BACKOFF_MAX_MS = 2000,
 };
 
@@ -55,7 +56,7 @@ typedef struct applier {
     const ctr_config *cfg;
     rd_kafka_t *rk;
     ctr_producer *producer;
-    redisContext *redis;
+    ctr_rclient *redis;
     char sha[41];
     int undelivered; /* records whose delivery failed since the last commit */
     size_t uncommitted;
@@ -63,6 +64,7 @@ typedef struct applier {
     int64_t last_redis_check_ms;
     uint64_t applied, duplicates, refused, invalid, skipped;
     uint64_t restores;
+    int wait_short_logged;
     ctr_histogram apply_seconds; /* the Lua call, retries included */
     ctr_metrics_server *metrics;
 } applier;
@@ -90,8 +92,7 @@ static void on_record(enum ctr_delivery result, void *arg)
 
 static void redis_drop(applier *a)
 {
-    if (a->redis)
-        redisFree(a->redis);
+    ctr_rclient_free(a->redis);
     a->redis = NULL;
 }
 
@@ -113,14 +114,15 @@ static int ensure_epoch(applier *a, char *err, size_t errlen)
     if (present == 1)
         return 0;
     if (present < 0) {
-        snprintf(err, errlen, "%s", a->redis->errstr);
+        snprintf(err, errlen, "%s", ctr_rclient_errstr(a->redis));
         return -1;
     }
     commit_progress(a);
     char token[24];
     snprintf(token, sizeof(token), "%d", (int)getpid());
-    redisReply *r = redisCommand(a->redis, "SET %s %s NX EX 120",
-                                 CTR_RESTORE_LOCK_KEY, token);
+    redisReply *r =
+        ctr_rclient_cmd(a->redis, CTR_RESTORE_LOCK_KEY, "SET %s %s NX EX 120",
+                        CTR_RESTORE_LOCK_KEY, token);
     int locked = r && r->type == REDIS_REPLY_STATUS;
     freeReplyObject(r);
     if (!locked) {
@@ -132,7 +134,8 @@ static int ensure_epoch(applier *a, char *err, size_t errlen)
     ctr_restore_stats st;
     int64_t t0 = ctr_time_mono_ms();
     int rc = ctr_redis_restore(a->cfg, a->redis, &st, err, errlen);
-    r = redisCommand(a->redis, "DEL %s", CTR_RESTORE_LOCK_KEY);
+    r = ctr_rclient_cmd(a->redis, CTR_RESTORE_LOCK_KEY, "DEL %s",
+                        CTR_RESTORE_LOCK_KEY);
     freeReplyObject(r);
     if (rc == 0)
         a->restores++;
@@ -149,36 +152,29 @@ static int redis_ready(applier *a)
 {
     static int down_logged;
     char err[512];
-    redisReply *r = NULL;
+    const char *where = a->cfg->redis_cluster_nodes[0]
+                            ? a->cfg->redis_cluster_nodes
+                            : a->cfg->redis_addr;
 
     if (a->redis)
         return 0;
-    a->redis = ctr_redis_connect(a->cfg, 2000, err, sizeof(err));
+    a->redis = ctr_rclient_new(a->cfg, 2000, err, sizeof(err));
     if (a->redis == NULL)
         goto failed;
-    r = redisCommand(a->redis, "SCRIPT LOAD %s", ctr_apply_write_script);
-    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != 40) {
-        snprintf(err, sizeof(err), "%s",
-                 r && r->type == REDIS_REPLY_ERROR ? r->str : a->redis->errstr);
+    if (ctr_rclient_script(a->redis, ctr_apply_write_script, a->sha) != 0) {
+        snprintf(err, sizeof(err), "%s", ctr_rclient_errstr(a->redis));
         goto failed;
     }
-    memcpy(a->sha, r->str, 40);
-    a->sha[40] = '\0';
-    freeReplyObject(r);
-    r = NULL;
     if (ensure_epoch(a, err, sizeof(err)) != 0)
         goto failed;
     if (down_logged)
-        ctr_info("connected to redis at %s", a->cfg->redis_addr);
+        ctr_info("connected to redis at %s", where);
     down_logged = 0;
     return 0;
 failed:
     if (!down_logged)
-        ctr_warn("redis at %s not usable: %s; retrying", a->cfg->redis_addr,
-                 err);
+        ctr_warn("redis at %s not usable: %s; retrying", where, err);
     down_logged = 1;
-    if (r)
-        freeReplyObject(r);
     redis_drop(a);
     return -1;
 }
@@ -187,7 +183,8 @@ failed:
 static void redis_check(applier *a)
 {
     if (a->redis) {
-        redisReply *r = redisCommand(a->redis, "EXISTS %s", CTR_EPOCH_KEY);
+        redisReply *r = ctr_rclient_cmd(a->redis, CTR_EPOCH_KEY, "EXISTS %s",
+                                        CTR_EPOCH_KEY);
         int whole = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
         freeReplyObject(r);
         if (whole)
@@ -220,17 +217,34 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
             size_t lens[20];
             for (int i = 0; i < av.argc; i++)
                 lens[i] = strlen(av.argv[i]);
-            redisReply *r = redisCommandArgv(a->redis, av.argc, av.argv, lens);
+            redisReply *r =
+                ctr_rclient_argv(a->redis, av.argv[3], av.argc, av.argv, lens);
             if (r != NULL) {
                 int rc = ctr_apply_parse(r, res, err, errlen);
                 int noscript = r->type == REDIS_REPLY_ERROR &&
                                strncmp(r->str, "NOSCRIPT", 8) == 0;
                 freeReplyObject(r);
-                if (!noscript)
+                /* In a cluster the write must reach a replica before its
+                 * record goes out: a failover would lose it otherwise. If
+                 * the master went away meanwhile the write is sent again;
+                 * the event id guard applies it once. */
+                int waited = rc != CTR_APPLY_OK
+                                 ? 0
+                                 : ctr_rclient_wait(a->redis, av.argv[3],
+                                                    WAIT_REPLICAS_MS);
+                if (waited > 0 && !a->wait_short_logged) {
+                    ctr_warn("redis: a write reached fewer replicas than "
+                             "redis.wait_replicas within %d ms",
+                             WAIT_REPLICAS_MS);
+                    a->wait_short_logged = 1;
+                }
+                if (!noscript && waited >= 0)
                     return rc;
+                if (waited < 0)
+                    ctr_warn("redis: %s", ctr_rclient_errstr(a->redis));
                 /* Redis restarted and lost its scripts: load again */
             } else {
-                ctr_warn("redis: %s", a->redis->errstr);
+                ctr_warn("redis: %s", ctr_rclient_errstr(a->redis));
             }
             redis_drop(a);
         }
@@ -472,8 +486,11 @@ int main(void)
         ctr_error("%s", err);
         goto out;
     }
-    ctr_info("applying external events of %s as group %s to redis at %s",
-             cfg->kafka_topic, cfg->applier_group_id, cfg->redis_addr);
+    ctr_info("applying external events of %s as group %s to redis %s%s",
+             cfg->kafka_topic, cfg->applier_group_id,
+             cfg->redis_cluster_nodes[0] ? "cluster " : "at ",
+             cfg->redis_cluster_nodes[0] ? cfg->redis_cluster_nodes
+                                         : cfg->redis_addr);
     ctr_hist_init(&a.apply_seconds, ctr_latency_bounds);
     a.metrics =
         ctr_metrics_server_open(cfg->server_bind, cfg->applier_metrics_port);

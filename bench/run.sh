@@ -20,13 +20,18 @@
 #   BENCH_LAG_POLL_MS [5]    how often PostgreSQL is read for the lag
 #   BENCH_PROFILE [0]        1: run bench/profile.sh on the stack at the end
 #                            (BENCH_PROFILE_* settings pass through to it)
+#   BENCH_CLUSTER [1]        1: also a Redis Cluster (deploy/redis-cluster.sh,
+#                            3 masters + 3 replicas) with a second counter-api
+#                            in cluster mode: increment, get and batch get
+#                            against it, as ratios to the one-Redis api
 # Ports, so that two benches can run at once (the defaults are this list;
 # counter-api's port + 1 and + 2 are the persister's and the applier's
 # metrics, so the others must keep clear of them):
 #   BENCH_REDIS_PORT [36480] BENCH_PG_PORT [35533] BENCH_KAFKA_PORT [39192]
 #   BENCH_KAFKA_CONTROLLER_PORT [39193] BENCH_API_PORT [38180]
 #   BENCH_WEBDIS_PORT [37379] BENCH_HELLO_PORT [38183]
-#   BENCH_PROFILE_PORT [38190]
+#   BENCH_PROFILE_PORT [38190] BENCH_CLUSTER_API_PORT [38186]
+#   BENCH_CLUSTER_BASE_PORT [21700] (nodes on BASE..BASE+5, buses +1000)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +46,9 @@ LAG_DURATION="${BENCH_LAG_DURATION:-10}"
 LAG_CONNS="${BENCH_LAG_CONNECTIONS:-1024}"
 LAG_POLL_MS="${BENCH_LAG_POLL_MS:-5}"
 PROFILE="${BENCH_PROFILE:-0}"
+CLUSTER="${BENCH_CLUSTER:-1}"
+CLUSTER_API_PORT="${BENCH_CLUSTER_API_PORT:-38186}"
+CLUSTER_BASE="${BENCH_CLUSTER_BASE_PORT:-21700}"
 
 REDIS_PORT="${BENCH_REDIS_PORT:-36480}"
 PG_PORT="${BENCH_PG_PORT:-35533}"
@@ -57,7 +65,7 @@ say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 ports=("$REDIS_PORT" "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$API_PORT"
-    "$((API_PORT + 1))" "$((API_PORT + 2))" "$WEBDIS_PORT" "$HELLO_PORT" "$PROFILE_PORT")
+    "$((API_PORT + 1))" "$((API_PORT + 2))" "$WEBDIS_PORT" "$HELLO_PORT" "$PROFILE_PORT" "$CLUSTER_API_PORT")
 dup=$(printf '%s\n' "${ports[@]}" | sort | uniq -d)
 [[ -z $dup ]] || die "port $dup is given twice (API port + 1 and + 2 are taken too)"
 
@@ -87,13 +95,16 @@ TOPIC=counter-events
 PARTITIONS=4
 WEBDIS_PID=""
 HELLO_PID=""
+CLUSTER_API_PID=""
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     [[ -z $WEBDIS_PID ]] || kill "$WEBDIS_PID" 2>/dev/null || true
     [[ -z $HELLO_PID ]] || kill "$HELLO_PID" 2>/dev/null || true
+    [[ -z $CLUSTER_API_PID ]] || kill "$CLUSTER_API_PID" 2>/dev/null || true
     wait 2>/dev/null || true
+    [[ $CLUSTER != 1 ]] || CLUSTER_DIR="$WORK/cluster" "$ROOT/deploy/redis-cluster.sh" destroy >/dev/null 2>&1 || true
     say "tearing the stack down"
     "$ROOT/deploy/stack.sh" destroy >/dev/null 2>&1 || true
     rm -rf "$WORK"
@@ -318,6 +329,38 @@ run webdis_mget "$WORK/done.lua" "$W/MGET$mget"
 run api_unique_incr "$WORK/unique.lua" "$A/counter/it_unique_bench/increment"
 run webdis_sadd "$WORK/sadd.lua" "$W/"
 
+# The same writes and reads through a second counter-api on a Redis Cluster
+# (three masters with a replica each; each write WAITs for its replica).
+if [[ $CLUSTER == 1 ]]; then
+    say "redis cluster: 3 masters + 3 replicas from port $CLUSTER_BASE"
+    export CLUSTER_DIR="$WORK/cluster" CLUSTER_BASE_PORT="$CLUSTER_BASE"
+    "$ROOT/deploy/redis-cluster.sh" up >"$WORK/cluster-up.log" 2>&1 ||
+        { cat "$WORK/cluster-up.log" >&2; die "redis-cluster.sh up failed"; }
+    CNODES=$(sed -n 's/^COUNTER_REDIS_CLUSTER_NODES=//p' "$CLUSTER_DIR/cluster.env")
+    [[ -n $CNODES ]] || die "no COUNTER_REDIS_CLUSTER_NODES in $CLUSTER_DIR/cluster.env"
+    # the cluster starts empty: restored from PostgreSQL, which sets the epoch
+    (set -a && source "$STACK_DIR/counter.env" && COUNTER_REDIS_CLUSTER_NODES=$CNODES &&
+        exec "$BIN_DIR/counterctl" rebuild-redis) >"$WORK/cluster-rebuild.log" 2>&1 ||
+        { cat "$WORK/cluster-rebuild.log" >&2; die "rebuild-redis on the cluster failed"; }
+    (set -a && source "$STACK_DIR/counter.env" && COUNTER_REDIS_CLUSTER_NODES=$CNODES &&
+        COUNTER_SERVER_PORT=$CLUSTER_API_PORT && exec "$BIN_DIR/counter-api") \
+        >"$WORK/cluster-api.log" 2>&1 &
+    CLUSTER_API_PID=$!
+    C="http://$H:$CLUSTER_API_PORT/api/v1"
+    for ((i = 0; i < 100; i++)); do
+        curl -fsS "http://$H:$CLUSTER_API_PORT/readyz" 2>/dev/null | grep -q '"state":"ready"' && break
+        sleep 0.1
+    done
+    curl -fsS "http://$H:$CLUSTER_API_PORT/readyz" | grep -q '"state":"ready"' ||
+        { cat "$WORK/cluster-api.log" >&2; die "the cluster counter-api is not ready"; }
+    curl -fsS "$C/counters?names=$names" | grep -q '"source":"redis"' ||
+        die "the cluster counter-api does not read from redis"
+    run cluster_increment "$WORK/post.lua" "$C/counter/bench_incr/increment"
+    run cluster_get "$WORK/done.lua" "$C/counter/bench_incr"
+    run cluster_batch_get "$WORK/done.lua" "$C/counters?names=$names"
+    grep '^counter_redis_' <(curl -fsS "http://$H:$CLUSTER_API_PORT/metrics") >"$WORK/cluster-metrics.txt" || true
+fi
+
 # counter-api's resident memory with 1000 open connections (issue target).
 api_pid() { "$ROOT/deploy/stack.sh" status | awk '$1 == "counter-api" {print $4}'; }
 APID=$(api_pid)
@@ -344,6 +387,7 @@ while read -r name state _ pid; do
 done < <("$ROOT/deploy/stack.sh" status)
 RSS[webdis]=$(hwm "$WEBDIS_PID")
 RSS[hello]=$(hwm "$HELLO_PID")
+[[ -z $CLUSTER_API_PID ]] || RSS[cluster_counter_api]=$(hwm "$CLUSTER_API_PID")
 
 # -------------------------------------------------------------- profile ---
 
@@ -375,14 +419,19 @@ ROWS=(
     "webdis_sadd -"
     "hello -"
 )
+[[ $CLUSTER != 1 ]] || ROWS+=(
+    "cluster_increment api_increment"
+    "cluster_get api_get"
+    "cluster_batch_get api_batch_get"
+)
 TABLE="$WORK/table.txt"
 {
-    printf '%-16s %9s %8s %8s %8s %7s  %-18s %8s\n' test req/s p50_ms p99_ms p99.9_ms errors "vs webdis" "vs hello"
+    printf '%-17s %9s %8s %8s %8s %7s  %-21s %8s\n' test req/s p50_ms p99_ms p99.9_ms errors "vs webdis/api" "vs hello"
     for row in "${ROWS[@]}"; do
         read -r k ref <<<"$row"
         vw=-
         [[ $ref != - ]] && vw="$(ratio "${RPS[$k]}" "${RPS[$ref]}") ($ref)"
-        printf '%-16s %9s %8s %8s %8s %7s  %-18s %8s\n' "$k" "${RPS[$k]}" \
+        printf '%-17s %9s %8s %8s %8s %7s  %-21s %8s\n' "$k" "${RPS[$k]}" \
             "$(ms "${P50[$k]}")" "$(ms "${P99[$k]}")" "$(ms "${P999[$k]}")" \
             "${ERR[$k]}" "$vw" "$(ratio "${RPS[$k]}" "${RPS[hello]}")"
     done

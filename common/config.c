@@ -42,6 +42,8 @@ static const opt_def options[] = {
     {"redis.addr", OPT_STR, O(redis_addr), "127.0.0.1:6380", 1, 0},
     {"redis.password", OPT_STR, O(redis_password), "", 0, 0},
     {"redis.db", OPT_INT, O(redis_db), "0", 0, 15},
+    {"redis.cluster_nodes", OPT_STR, O(redis_cluster_nodes), "", 0, 0},
+    {"redis.wait_replicas", OPT_INT, O(redis_wait_replicas), "1", 0, 16},
     {"redis.timeout_ms", OPT_INT, O(redis_timeout_ms), "50", 1, 60000},
     {"redis.write_timeout_ms", OPT_INT, O(redis_write_timeout_ms), "1000", 1,
      60000},
@@ -654,6 +656,23 @@ static int validate(ctr_config *cfg, char *errbuf, size_t errlen)
                  "config: redis.addr: expected host:port, got \"%.128s\"",
                  cfg->redis_addr);
         return -1;
+    }
+    /* each seed of the cluster list must be host:port too */
+    for (const char *p = cfg->redis_cluster_nodes; *p;) {
+        char one[300];
+        size_t n = strcspn(p, ", ");
+        if (n > 0 &&
+            (n >= sizeof(one) ||
+             (memcpy(one, p, n), one[n] = '\0',
+              ctr_config_split_addr(one, host, sizeof(host), &port)))) {
+            snprintf(errbuf, errlen,
+                     "config: redis.cluster_nodes: expected host:port,... "
+                     "got \"%.128s\"",
+                     cfg->redis_cluster_nodes);
+            return -1;
+        }
+        p += n;
+        p += *p != '\0';
     }
     if (ctr_log_level_parse(cfg->log_level) < 0) {
         snprintf(errbuf, errlen,

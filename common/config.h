@@ -51,6 +51,8 @@ typedef struct ctr_config {
     char *redis_addr; /* host:port */
     char *redis_password;
     int redis_db;
+    char *redis_cluster_nodes;  /* host:port,...: Redis Cluster seeds */
+    int redis_wait_replicas;    /* cluster: WAIT for this many after writes */
     int redis_timeout_ms;       /* reads: past this, fall back to PostgreSQL */
     int redis_write_timeout_ms; /* writes: past this, answer "indeterminate" */
 

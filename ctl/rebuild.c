@@ -285,17 +285,17 @@ int ctl_rebuild_redis(const ctr_config *cfg)
 {
     char err[512];
     ctr_restore_stats st;
-    redisContext *c = ctr_redis_connect(cfg, 5000, err, sizeof(err));
+    ctr_rclient *c = ctr_rclient_new(cfg, 5000, err, sizeof(err));
     if (c == NULL) {
         fprintf(stderr, "counterctl: %s\n", err);
-        return strncmp(err, "could not connect", 17) == 0 ? 3 : 2;
+        return strstr(err, "could not connect") != NULL ? 3 : 2;
     }
     int rc = ctr_redis_restore(cfg, c, &st, err, sizeof(err));
-    redisFree(c);
+    ctr_rclient_free(c);
     if (rc != 0) {
         fprintf(stderr, "counterctl: rebuild-redis: %s\n", err);
         /* PostgreSQL out of reach is said so by ctr_pg_connect's message */
-        return strncmp(err, "could not connect", 17) == 0 ? 3 : 2;
+        return strstr(err, "could not connect") != NULL ? 3 : 2;
     }
     printf("rebuild-redis: restored %ld values from postgresql and %ld event "
            "ids it counted, applied %ld logged events after its offsets\n",

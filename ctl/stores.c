@@ -6,7 +6,8 @@
  * its zone; PostgreSQL's fallback is the api's own query. Redis is only
  * used when it holds the epoch key: a Redis that restarted empty answers
  * 0 for everything until it is restored, and the api does not read it
- * either.
+ * either. Redis is one server or a Redis Cluster (ingest/rclient.h):
+ * SCAN runs on every master, each HMGET goes to the master of its key.
  */
 #include "ctl/stores.h"
 
@@ -15,6 +16,7 @@
 #include "common/timeutil.h"
 #include "common/tz.h"
 #include "ctl/cli.h"
+#include "ingest/rclient.h"
 #include "ingest/restore.h"
 
 #include <hiredis/hiredis.h>
@@ -33,7 +35,7 @@ enum store_state { STORE_UNTRIED, STORE_UP, STORE_DOWN };
 
 struct ctl_stores {
     const ctr_config *cfg;
-    redisContext *redis;
+    ctr_rclient *redis; /* one server, or a Redis Cluster */
     enum store_state redis_state;
     PGconn *pg;
     enum store_state pg_state;
@@ -104,17 +106,22 @@ void ctl_stores_free(ctl_stores *s)
 {
     if (s == NULL)
         return;
-    if (s->redis)
-        redisFree(s->redis);
+    ctr_rclient_free(s->redis);
     PQfinish(s->pg);
     free(s);
+}
+
+/* The Redis the messages name: the cluster's seed nodes, or the server. */
+static const char *redis_name(const ctr_config *cfg)
+{
+    return cfg->redis_cluster_nodes[0] ? cfg->redis_cluster_nodes
+                                       : cfg->redis_addr;
 }
 
 static void redis_down(ctl_stores *s, const char *why)
 {
     ctl_err("redis unavailable: %s", why);
-    if (s->redis)
-        redisFree(s->redis);
+    ctr_rclient_free(s->redis);
     s->redis = NULL;
     s->redis_state = STORE_DOWN;
 }
@@ -126,18 +133,20 @@ static int redis_up(ctl_stores *s)
 
     if (s->redis_state != STORE_UNTRIED)
         return s->redis_state == STORE_UP ? 0 : -1;
-    s->redis = ctr_redis_connect(s->cfg, REDIS_TIMEOUT_MS, err, sizeof(err));
+    s->redis = ctr_rclient_new(s->cfg, REDIS_TIMEOUT_MS, err, sizeof(err));
     if (s->redis == NULL) {
         redis_down(s, err);
         return -1;
     }
     int epoch = ctr_redis_epoch_present(s->redis);
     if (epoch <= 0) {
+        const char *why = ctr_rclient_errstr(s->redis);
         snprintf(err, sizeof(err),
                  epoch == 0 ? "redis at %s has no key %s (it restarted "
                               "without its data and is not restored yet)"
                             : "redis at %s: reading %s failed: %s",
-                 s->cfg->redis_addr, CTR_EPOCH_KEY, s->redis->errstr);
+                 redis_name(s->cfg), CTR_EPOCH_KEY,
+                 why[0] ? why : "unexpected reply");
         redis_down(s, err);
         return -1;
     }
@@ -213,30 +222,45 @@ static int value_key_name(const char *key, size_t len, size_t *name_len)
     return ctr_date_parse(day, &d);
 }
 
-/* SCAN, never KEYS: a large keyspace must not stall Redis. */
-static int redis_names(ctl_stores *s, const char *prefix, int64_t now_ms,
-                       ctl_values *out)
-{
-    size_t from = out->n;
-    char cursor[32] = "0", match[CTR_NAME_MAX + 8], count[16];
+/* One SCAN over the masters: what each step needs, and the first failure. */
+typedef struct scan_state {
+    ctl_stores *s;
+    const char *match;
+    int64_t now_ms;
+    ctl_values *out;
+    size_t from; /* out's first item of this listing */
+    int oom;
+    char why[512];
+} scan_state;
 
-    snprintf(match, sizeof(match), "{c:%s*", prefix);
+/* SCANs one master (the one server when not a cluster); a key lives on
+ * one master only, so the union of theirs is the whole keyspace. */
+static int scan_node(redisContext *node, void *arg)
+{
+    scan_state *st = arg;
+    ctl_stores *s = st->s;
+    ctl_values *out = st->out;
+    char cursor[32] = "0", count[16];
+
     snprintf(count, sizeof(count), "%d", SCAN_COUNT);
     do {
-        const char *argv[] = {"SCAN", cursor, "MATCH", match, "COUNT", count};
-        redisReply *r = redisCommandArgv(s->redis, 6, argv, NULL);
+        const char *argv[] = {"SCAN",    cursor,  "MATCH",
+                              st->match, "COUNT", count};
+        redisReply *r = redisCommandArgv(node, 6, argv, NULL);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING ||
             r->element[0]->len >= sizeof(cursor) ||
             r->element[1]->type != REDIS_REPLY_ARRAY) {
-            char why[512];
-            snprintf(why, sizeof(why), "redis at %s: SCAN failed: %s",
-                     s->cfg->redis_addr,
+            char where[320] = "";
+            if (s->cfg->redis_cluster_nodes[0])
+                snprintf(where, sizeof(where), "node %s:%d: ", node->tcp.host,
+                         node->tcp.port);
+            snprintf(st->why, sizeof(st->why), "redis at %s: SCAN failed: %s%s",
+                     redis_name(s->cfg), where,
                      r && r->type == REDIS_REPLY_ERROR ? r->str
-                     : s->redis->err                   ? s->redis->errstr
+                     : node->err                       ? node->errstr
                                                        : "unexpected reply");
             freeReplyObject(r);
-            redis_down(s, why);
             return -1;
         }
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
@@ -246,20 +270,41 @@ static int redis_names(ctl_stores *s, const char *prefix, int64_t now_ms,
             if (k->type != REDIS_REPLY_STRING ||
                 value_key_name(k->str, k->len, &name_len) != 0)
                 continue;
-            if (ctl_values_add(out, s->cfg, k->str + 3, name_len, now_ms) ==
+            if (ctl_values_add(out, s->cfg, k->str + 3, name_len, st->now_ms) ==
                 NULL) {
                 freeReplyObject(r);
-                ctl_err("out of memory");
+                st->oom = 1;
                 return -1;
             }
         }
         freeReplyObject(r);
         /* a counter has many keys (windows, dedup sets, guards) and SCAN
          * may return a key twice: keep the list small as it grows */
-        if (out->n - from > 4 * SCAN_COUNT && out->n == out->cap)
-            sort_unique(out, from);
+        if (out->n - st->from > 4 * SCAN_COUNT && out->n == out->cap)
+            sort_unique(out, st->from);
     } while (strcmp(cursor, "0") != 0);
     return 0;
+}
+
+/* SCAN, never KEYS: a large keyspace must not stall Redis. */
+static int redis_names(ctl_stores *s, const char *prefix, int64_t now_ms,
+                       ctl_values *out)
+{
+    char match[CTR_NAME_MAX + 8];
+    scan_state st = {s, match, now_ms, out, out->n, 0, ""};
+
+    snprintf(match, sizeof(match), "{c:%s*", prefix);
+    if (ctr_rclient_each_master(s->redis, scan_node, &st) == 0)
+        return 0;
+    if (st.oom) {
+        ctl_err("out of memory");
+        return -1;
+    }
+    if (st.why[0] == '\0') /* a master could not be reached */
+        snprintf(st.why, sizeof(st.why), "redis at %s: SCAN failed: %s",
+                 redis_name(s->cfg), ctr_rclient_errstr(s->redis));
+    redis_down(s, st.why);
+    return -1;
 }
 
 static int pg_names(ctl_stores *s, const char *prefix, int64_t now_ms,
@@ -336,39 +381,62 @@ static int take_hmget(const redisReply *r, ctl_value *it)
     return 0;
 }
 
-/* Pipelined HMGET key v t, SCAN_COUNT at a time. 0, or -1 (Redis down). */
+/* One pipeline of HMGETs: the items it reads, and the first failure. */
+typedef struct hmget_state {
+    ctl_stores *s;
+    ctl_value *items; /* the pipeline's first item; reply i is items[i] */
+    char why[512];
+} hmget_state;
+
+static void on_hmget(const redisReply *r, size_t i, void *arg)
+{
+    hmget_state *st = arg;
+    ctl_value *it = &st->items[i];
+
+    if (r == NULL) {
+        if (st->why[0] == '\0')
+            snprintf(st->why, sizeof(st->why), "redis at %s: HMGET failed: %s",
+                     redis_name(st->s->cfg), ctr_rclient_errstr(st->s->redis));
+        return;
+    }
+    if (take_hmget(r, it) != 0) {
+        /* one damaged key says nothing of the others */
+        it->value = it->updated_ms = 0;
+        it->invalid = 1;
+        ctl_err("redis at %s holds no integer value for %s%s%s",
+                redis_name(st->s->cfg), it->name, it->period[0] ? " day " : "",
+                it->period);
+    }
+}
+
+/* Pipelined HMGET key v t, SCAN_COUNT at a time, each to the server of its
+ * key. 0, or -1 (Redis down). */
 static int redis_values(ctl_stores *s, ctl_values *vals)
 {
-    char key[CTR_NAME_MAX + 32], why[512] = "";
+    char key[CTR_NAME_MAX + 32];
 
     for (size_t i = 0; i < vals->n;) {
         size_t end = i + SCAN_COUNT < vals->n ? i + SCAN_COUNT : vals->n;
+        hmget_state st = {s, &vals->items[i], ""};
         for (size_t j = i; j < end; j++) {
             key_of(&vals->items[j], key, sizeof(key));
             const char *argv[] = {"HMGET", key, "v", "t"};
-            if (redisAppendCommandArgv(s->redis, 4, argv, NULL) != REDIS_OK)
-                break;
-        }
-        for (size_t j = i; j < end; j++) {
-            redisReply *r = NULL;
-            if (redisGetReply(s->redis, (void **)&r) != REDIS_OK) {
-                snprintf(why, sizeof(why), "redis at %s: HMGET failed: %s",
-                         s->cfg->redis_addr, s->redis->errstr);
-                break;
+            size_t lens[] = {5, strlen(key), 1, 1};
+            if (ctr_rclient_append(s->redis, key, 4, argv, lens) != 0) {
+                /* out of memory; freeing the client drops the queue */
+                snprintf(st.why, sizeof(st.why),
+                         "redis at %s: HMGET failed: %s", redis_name(s->cfg),
+                         ctr_rclient_errstr(s->redis));
+                redis_down(s, st.why);
+                return -1;
             }
-            ctl_value *it = &vals->items[j];
-            if (take_hmget(r, it) != 0) {
-                /* one damaged key says nothing of the others */
-                it->value = it->updated_ms = 0;
-                it->invalid = 1;
-                ctl_err("redis at %s holds no integer value for %s%s%s",
-                        s->cfg->redis_addr, it->name,
-                        it->period[0] ? " day " : "", it->period);
-            }
-            freeReplyObject(r);
         }
-        if (why[0]) {
-            redis_down(s, why);
+        if (ctr_rclient_drain(s->redis, on_hmget, &st) != 0 &&
+            st.why[0] == '\0')
+            snprintf(st.why, sizeof(st.why), "redis at %s: HMGET failed: %s",
+                     redis_name(s->cfg), ctr_rclient_errstr(s->redis));
+        if (st.why[0]) {
+            redis_down(s, st.why);
             return -1;
         }
         i = end;

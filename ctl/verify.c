@@ -17,7 +17,9 @@
  * lies outside what Redis held between the two reads; a counter written
  * all the time would otherwise differ at almost every look.
  *
- * Plain blocking clients: this is a one-shot operator command.
+ * Plain blocking clients: this is a one-shot operator command. Redis is
+ * one server or a Redis Cluster (ingest/rclient.h): SCAN runs on every
+ * master, each HGET goes to the master of its key.
  */
 #include "ctl/verify.h"
 
@@ -27,7 +29,7 @@
 #include "common/pgconn.h"
 #include "common/timeutil.h"
 #include "common/tz.h"
-#include "ingest/restore.h"
+#include "ingest/rclient.h"
 
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
@@ -74,7 +76,7 @@ typedef struct ver_list {
 
 typedef struct ver_ctx {
     const ctr_config *cfg;
-    redisContext *redis;
+    ctr_rclient *redis;
     PGconn *pg;
     rd_kafka_t *rk;
     int partition_cnt;
@@ -283,22 +285,32 @@ static int parse_key(const char *key, size_t len, size_t *name_len,
     return ctr_date_parse(day, &d);
 }
 
-static void redis_failed(ver_ctx *c, const char *what, const redisReply *r)
+/* The Redis the messages name: the cluster's seed nodes, or the server. */
+static const char *redis_name(const ctr_config *cfg)
 {
-    /* an error reply is Redis answering; a context error is no answer */
-    if (r == NULL && c->redis->err)
+    return cfg->redis_cluster_nodes[0] ? cfg->redis_cluster_nodes
+                                       : cfg->redis_addr;
+}
+
+/* Prints why `what` failed: an error reply r (Redis answering), else
+ * `lost` (no answer: the check cannot be made), else a reply of the wrong
+ * shape. */
+static void redis_failed(ver_ctx *c, const char *what, const redisReply *r,
+                         const char *lost)
+{
+    if (r == NULL && lost)
         c->unreachable = 1;
     fprintf(stderr, "counterctl: redis at %s: %s failed: %s\n",
-            c->cfg->redis_addr, what,
-            r                     ? r->str
-            : c->redis->errstr[0] ? c->redis->errstr
-                                  : "unexpected reply");
+            redis_name(c->cfg), what,
+            r      ? r->str
+            : lost ? lost
+                   : "unexpected reply");
 }
 
 static int redis_open(ver_ctx *c)
 {
     char err[512];
-    c->redis = ctr_redis_connect(c->cfg, REDIS_TIMEOUT_MS, err, sizeof(err));
+    c->redis = ctr_rclient_new(c->cfg, REDIS_TIMEOUT_MS, err, sizeof(err));
     if (c->redis == NULL) {
         fprintf(stderr, "counterctl: %s\n", err);
         c->unreachable = 1;
@@ -307,25 +319,41 @@ static int redis_open(ver_ctx *c)
     return 0;
 }
 
-/* Adds an item for every key that holds a value of the kind the counter's
- * definition says (a window of a daily counter, else the counter's hash);
- * values are read later. SCAN, never KEYS: this must not stall Redis. */
-static int redis_scan(ver_ctx *c, ver_list *out)
+/* One SCAN over the masters. */
+typedef struct scan_state {
+    ver_ctx *c;
+    ver_list *out;
+    int failed; /* the reason is printed */
+} scan_state;
+
+/* SCANs one master (the one server when not a cluster): a key lives on one
+ * master only, so the union of theirs is the whole keyspace. */
+static int scan_node(redisContext *node, void *arg)
 {
+    scan_state *st = arg;
+    ver_ctx *c = st->c;
     char cursor[32] = "0";
     redisReply *r = NULL;
-    int rc = -1;
 
+    st->failed = 1;
     do {
-        r = redisCommand(c->redis, "SCAN %s MATCH %s COUNT %d", cursor, "{c:*",
+        r = redisCommand(node, "SCAN %s MATCH %s COUNT %d", cursor, "{c:*",
                          SCAN_COUNT);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING ||
             r->element[0]->len >= sizeof(cursor) ||
             r->element[1]->type != REDIS_REPLY_ARRAY) {
+            char lost[600];
+            if (c->cfg->redis_cluster_nodes[0]) /* say which master */
+                snprintf(lost, sizeof(lost), "node %s:%d: %s", node->tcp.host,
+                         node->tcp.port, node->errstr);
+            else
+                snprintf(lost, sizeof(lost), "%s", node->errstr);
             redis_failed(c, "SCAN",
-                         r && r->type == REDIS_REPLY_ERROR ? r : NULL);
-            goto out;
+                         r && r->type == REDIS_REPLY_ERROR ? r : NULL,
+                         r == NULL ? lost : NULL);
+            freeReplyObject(r);
+            return -1;
         }
         memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
         for (size_t i = 0; i < r->element[1]->elements; i++) {
@@ -342,22 +370,68 @@ static int redis_scan(ver_ctx *c, ver_list *out)
              * the counter's definition: nothing writes or reads it now. */
             if ((day[0] != '\0') != is_daily(c->cfg, name))
                 continue;
-            if (list_add(out, name, name_len, day) == NULL)
-                goto out;
+            if (list_add(st->out, name, name_len, day) == NULL) {
+                freeReplyObject(r);
+                return -1;
+            }
         }
         freeReplyObject(r);
-        r = NULL;
     } while (strcmp(cursor, "0") != 0);
-    rc = 0;
-out:
-    freeReplyObject(r);
-    return rc;
+    st->failed = 0;
+    return 0;
+}
+
+/* Adds an item for every key that holds a value of the kind the counter's
+ * definition says (a window of a daily counter, else the counter's hash);
+ * values are read later. SCAN, never KEYS: this must not stall Redis. */
+static int redis_scan(ver_ctx *c, ver_list *out)
+{
+    scan_state st = {c, out, 0};
+
+    if (ctr_rclient_each_master(c->redis, scan_node, &st) == 0)
+        return 0;
+    if (!st.failed) /* a master could not be reached */
+        redis_failed(c, "SCAN", NULL, ctr_rclient_errstr(c->redis));
+    return -1;
+}
+
+/* One pipeline of HGETs: reply i is for items[sent[i]]. */
+typedef struct fill_state {
+    ver_ctx *c;
+    ver_item *items;
+    const size_t *sent;
+    int after;
+    int failed;
+} fill_state;
+
+static void on_hget(const redisReply *r, size_t i, void *arg)
+{
+    fill_state *st = arg;
+    ver_item *it = &st->items[st->sent[i]];
+    ver_redis *to = st->after ? &it->after : &it->before;
+
+    if (r == NULL) {
+        if (!st->failed)
+            redis_failed(st->c, "HGET", NULL, ctr_rclient_errstr(st->c->redis));
+        st->failed = 1;
+        return;
+    }
+    memset(to, 0, sizeof(*to));
+    if (r->type == REDIS_REPLY_STRING) {
+        to->found = 1;
+        to->invalid = parse_i64(r->str, r->len, &to->value) != 0;
+    } else if (r->type != REDIS_REPLY_NIL) {
+        /* WRONGTYPE: something replaced the hash */
+        to->found = 1;
+        to->invalid = 1;
+    }
 }
 
 /*
  * Reads field v of the key of each item into its `before` (all items) or
  * `after` (only the items that differ so far), SCAN_COUNT commands per
- * pipeline. A missing key or field is not found.
+ * pipeline, each to the server of its key. A missing key or field is not
+ * found.
  */
 static int redis_fill(ver_ctx *c, ver_item *items, size_t n, int after,
                       int64_t now_ms)
@@ -372,31 +446,20 @@ static int redis_fill(ver_ctx *c, ver_item *items, size_t n, int after,
             if (after && !item_differs(c->cfg, &items[i], now_ms))
                 continue;
             key_of(&items[i], key, sizeof(key));
-            if (redisAppendCommand(c->redis, "HGET %s v", key) != REDIS_OK) {
-                redis_failed(c, "HGET", NULL);
+            const char *argv[] = {"HGET", key, "v"};
+            size_t lens[] = {4, strlen(key), 1};
+            if (ctr_rclient_append(c->redis, key, 3, argv, lens) != 0) {
+                /* what is queued goes with the client */
+                fprintf(stderr, "counterctl: out of memory\n");
                 return -1;
             }
             sent[nsent++] = i;
         }
-        for (size_t k = 0; k < nsent; k++) {
-            redisReply *r = NULL;
-            ver_item *it = &items[sent[k]];
-            ver_redis *to = after ? &it->after : &it->before;
-            if (redisGetReply(c->redis, (void **)&r) != REDIS_OK || r == NULL) {
-                redis_failed(c, "HGET", NULL);
-                freeReplyObject(r);
-                return -1;
-            }
-            memset(to, 0, sizeof(*to));
-            if (r->type == REDIS_REPLY_STRING) {
-                to->found = 1;
-                to->invalid = parse_i64(r->str, r->len, &to->value) != 0;
-            } else if (r->type != REDIS_REPLY_NIL) {
-                /* WRONGTYPE: something replaced the hash */
-                to->found = 1;
-                to->invalid = 1;
-            }
-            freeReplyObject(r);
+        fill_state st = {c, items, sent, after, 0};
+        if (ctr_rclient_drain(c->redis, on_hget, &st) != 0 || st.failed) {
+            if (!st.failed)
+                redis_failed(c, "HGET", NULL, ctr_rclient_errstr(c->redis));
+            return -1;
         }
     }
     return 0;
@@ -931,7 +994,6 @@ out:
         rd_kafka_destroy(c.rk);
     if (c.pg)
         PQfinish(c.pg);
-    if (c.redis)
-        redisFree(c.redis);
+    ctr_rclient_free(c.redis);
     return rc;
 }

@@ -28,48 +28,10 @@ static int fail(char *errbuf, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-redisContext *ctr_redis_connect(const ctr_config *cfg, int timeout_ms,
-                                char *errbuf, size_t errlen)
+int ctr_redis_epoch_present(ctr_rclient *c)
 {
-    char host[256];
-    int port;
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-
-    if (ctr_config_split_addr(cfg->redis_addr, host, sizeof(host), &port)) {
-        fail(errbuf, errlen, "redis.addr: expected host:port");
-        return NULL;
-    }
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
-    if (c == NULL || c->err) {
-        fail(errbuf, errlen, "could not connect to redis at %s: %s",
-             cfg->redis_addr, c ? c->errstr : "out of memory");
-        if (c)
-            redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
-    redisReply *r = NULL;
-    if (cfg->redis_password[0])
-        r = redisCommand(c, "AUTH %s", cfg->redis_password);
-    if (r == NULL || r->type != REDIS_REPLY_ERROR) {
-        freeReplyObject(r);
-        r = cfg->redis_db ? redisCommand(c, "SELECT %d", cfg->redis_db) : NULL;
-    }
-    if ((r && r->type == REDIS_REPLY_ERROR) ||
-        (r == NULL && c->err && (cfg->redis_password[0] || cfg->redis_db))) {
-        fail(errbuf, errlen, "redis at %s: %s", cfg->redis_addr,
-             r ? r->str : c->errstr);
-        freeReplyObject(r);
-        redisFree(c);
-        return NULL;
-    }
-    freeReplyObject(r);
-    return c;
-}
-
-int ctr_redis_epoch_present(redisContext *c)
-{
-    redisReply *r = redisCommand(c, "EXISTS %s", CTR_EPOCH_KEY);
+    redisReply *r =
+        ctr_rclient_cmd(c, CTR_EPOCH_KEY, "EXISTS %s", CTR_EPOCH_KEY);
     int rc = r && r->type == REDIS_REPLY_INTEGER ? r->integer > 0 : -1;
     freeReplyObject(r);
     return rc;
@@ -152,59 +114,51 @@ int ctr_persister_offsets(PGconn *conn, const ctr_config *cfg,
 
 /* ------------------------------------------------------------ pipeline --- */
 
+/* Writes of the restore, pipelined per server. Each is idempotent: one
+ * whose server failed mid-pipeline is sent again. */
 typedef struct pipe_state {
-    redisContext *c;
-    int pending;
+    ctr_rclient *c;
     int failed;
     char err[256];
 } pipe_state;
 
 static void pipe_drain(pipe_state *ps)
 {
-    while (ps->pending > 0) {
-        redisReply *r = NULL;
-        if (redisGetReply(ps->c, (void **)&r) != REDIS_OK) {
-            snprintf(ps->err, sizeof(ps->err), "redis: %s", ps->c->errstr);
-            ps->failed = 1;
-            ps->pending = 0;
-            return;
-        }
-        if (r && r->type == REDIS_REPLY_ERROR && !ps->failed) {
-            snprintf(ps->err, sizeof(ps->err), "redis: %s", r->str);
-            ps->failed = 1;
-        }
-        freeReplyObject(r);
-        ps->pending--;
+    if (ctr_rclient_drain(ps->c, NULL, NULL) != 0 && !ps->failed) {
+        snprintf(ps->err, sizeof(ps->err), "redis: %s",
+                 ctr_rclient_errstr(ps->c));
+        ps->failed = 1;
     }
 }
 
+/* argv[1] is the key. */
 static void pipe_cmd(pipe_state *ps, int argc, const char **argv)
 {
     size_t lens[8];
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
-    if (redisAppendCommandArgv(ps->c, argc, argv, lens) != REDIS_OK) {
-        snprintf(ps->err, sizeof(ps->err), "redis: out of memory");
+    if (ctr_rclient_append(ps->c, argv[1], argc, argv, lens) != 0 &&
+        !ps->failed) {
+        snprintf(ps->err, sizeof(ps->err), "redis: %s",
+                 ctr_rclient_errstr(ps->c));
         ps->failed = 1;
-        return;
     }
-    if (++ps->pending >= 1000)
+    if (ctr_rclient_queued(ps->c) >= 1000)
         pipe_drain(ps);
 }
 
-/* Removes every counter key ({c:...}): what a crashed restore or a data
- * set without an epoch left behind is not to be trusted. 0 or -1. */
-static int clear_counters(pipe_state *ps)
+/* One master's counter keys ({c:...}), unlinked through the pipeline. */
+static int clear_node(redisContext *node, void *arg)
 {
+    pipe_state *ps = arg;
     char cursor[32] = "0";
     do {
         redisReply *r =
-            redisCommand(ps->c, "SCAN %s MATCH {c:* COUNT 1000", cursor);
+            redisCommand(node, "SCAN %s MATCH {c:* COUNT 1000", cursor);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING) {
             snprintf(ps->err, sizeof(ps->err), "redis: SCAN: %s",
-                     r && r->type == REDIS_REPLY_ERROR ? r->str
-                                                       : ps->c->errstr);
+                     r && r->type == REDIS_REPLY_ERROR ? r->str : node->errstr);
             freeReplyObject(r);
             return -1;
         }
@@ -215,7 +169,26 @@ static int clear_counters(pipe_state *ps)
             pipe_cmd(ps, 2, argv);
         }
         freeReplyObject(r);
+        /* the UNLINKs share this connection: their answers are read
+         * before the next SCAN's */
+        pipe_drain(ps);
+        if (ps->failed)
+            return -1;
     } while (strcmp(cursor, "0") != 0);
+    return 0;
+}
+
+/* Removes every counter key ({c:...}) on every master: what a crashed
+ * restore or a data set without an epoch left behind is not to be
+ * trusted. 0 or -1. */
+static int clear_counters(pipe_state *ps)
+{
+    if (ctr_rclient_each_master(ps->c, clear_node, ps) != 0) {
+        if (!ps->err[0])
+            snprintf(ps->err, sizeof(ps->err), "redis: %s",
+                     ctr_rclient_errstr(ps->c));
+        return -1;
+    }
     pipe_drain(ps);
     return ps->failed ? -1 : 0;
 }
@@ -342,7 +315,7 @@ static int pg_exec_ok(PGconn *conn, const char *sql, char *errbuf,
 /* ------------------------------------------------------- from the log --- */
 
 /* Applies one logged event (the api's or the applier's record) again. */
-static int reapply(const ctr_config *cfg, redisContext *c, const char *sha,
+static int reapply(const ctr_config *cfg, ctr_rclient *c, const char *sha,
                    const ctr_event *ev, int64_t now, char *errbuf,
                    size_t errlen)
 {
@@ -363,9 +336,9 @@ static int reapply(const ctr_config *cfg, redisContext *c, const char *sha,
         return fail(errbuf, errlen, "event %s: key too long", ev->id);
     for (int i = 0; i < av.argc; i++)
         lens[i] = strlen(av.argv[i]);
-    redisReply *r = redisCommandArgv(c, av.argc, av.argv, lens);
+    redisReply *r = ctr_rclient_argv(c, av.argv[3], av.argc, av.argv, lens);
     if (r == NULL)
-        return fail(errbuf, errlen, "redis: %s", c->errstr);
+        return fail(errbuf, errlen, "redis: %s", ctr_rclient_errstr(c));
     int rc = ctr_apply_parse(r, &res, err, sizeof(err));
     freeReplyObject(r);
     if (rc == CTR_APPLY_OVERFLOW)
@@ -376,7 +349,7 @@ static int reapply(const ctr_config *cfg, redisContext *c, const char *sha,
 }
 
 /* Applies the logged events of partitions [from, high); count in *n. */
-static int replay_log(const ctr_config *cfg, redisContext *c, const char *sha,
+static int replay_log(const ctr_config *cfg, ctr_rclient *c, const char *sha,
                       rd_kafka_t *rk, int nparts, const int64_t *from,
                       int64_t now, long *n, char *errbuf, size_t errlen)
 {
@@ -430,7 +403,7 @@ static int replay_log(const ctr_config *cfg, redisContext *c, const char *sha,
     return 0;
 }
 
-int ctr_redis_restore(const ctr_config *cfg, redisContext *c,
+int ctr_redis_restore(const ctr_config *cfg, ctr_rclient *c,
                       ctr_restore_stats *st, char *errbuf, size_t errlen)
 {
     int64_t from[CTR_MAX_PARTITIONS], now = ctr_time_now_ms();
@@ -446,16 +419,11 @@ int ctr_redis_restore(const ctr_config *cfg, redisContext *c,
     rk = ctr_reader_new(cfg, "counter-restore-redis", errbuf, errlen);
     if (rk == NULL)
         goto out;
-    redisReply *r = redisCommand(c, "SCRIPT LOAD %s", ctr_apply_write_script);
-    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != 40) {
+    if (ctr_rclient_script(c, ctr_apply_write_script, sha) != 0) {
         fail(errbuf, errlen, "could not load the write script: %s",
-             r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
-        freeReplyObject(r);
+             ctr_rclient_errstr(c));
         goto out;
     }
-    memcpy(sha, r->str, 40);
-    sha[40] = '\0';
-    freeReplyObject(r);
 
     nparts = ctr_topic_partitions(rk, cfg->kafka_topic);
     if (nparts <= 0) {
@@ -464,7 +432,7 @@ int ctr_redis_restore(const ctr_config *cfg, redisContext *c,
     }
     /* values and offsets from one snapshot: the log after those offsets
      * is exactly what the values lack */
-    pipe_state ps = {c, 0, 0, ""};
+    pipe_state ps = {c, 0, ""};
     if (clear_counters(&ps) != 0) {
         fail(errbuf, errlen, "%s", ps.err);
         goto out;
@@ -488,9 +456,11 @@ int ctr_redis_restore(const ctr_config *cfg, redisContext *c,
     char epoch[40];
     snprintf(epoch, sizeof(epoch), "%" PRId64 "-%016" PRIx64, now,
              ctr_random_u64());
-    r = redisCommand(c, "SET %s %s", CTR_EPOCH_KEY, epoch);
+    redisReply *r =
+        ctr_rclient_cmd(c, CTR_EPOCH_KEY, "SET %s %s", CTR_EPOCH_KEY, epoch);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        fail(errbuf, errlen, "setting the epoch: %s", r ? r->str : c->errstr);
+        fail(errbuf, errlen, "setting the epoch: %s",
+             r ? r->str : ctr_rclient_errstr(c));
         freeReplyObject(r);
         goto out;
     }

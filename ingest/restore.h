@@ -2,13 +2,15 @@
  * restore.h - rebuilding Redis from PostgreSQL and the log (G4), shared by
  * `counterctl rebuild-redis` and the applier, which runs it by itself when
  * it finds a Redis without the epoch key (restarted without its data).
- * Also the synchronous helpers both need: a Redis connection, a Kafka
- * reader outside any group, and the persister's stored offsets.
+ * Also the synchronous helpers both need: the epoch check, a Kafka reader
+ * outside any group, and the persister's stored offsets (Redis
+ * connections: ingest/rclient.h).
  */
 #ifndef COUNTER_INGEST_RESTORE_H
 #define COUNTER_INGEST_RESTORE_H
 
 #include "common/config.h"
+#include "ingest/rclient.h"
 
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
@@ -24,14 +26,8 @@
 
 enum { CTR_MAX_PARTITIONS = 1024 };
 
-/* Connects (AUTH, SELECT) with a timeout on connect and on each command.
- * NULL with the reason in errbuf. */
-redisContext *ctr_redis_connect(const ctr_config *cfg, int timeout_ms,
-                                char *errbuf, size_t errlen)
-    __attribute__((warn_unused_result));
-
 /* 1 if the epoch key exists, 0 if not, -1 on error. */
-int ctr_redis_epoch_present(redisContext *c);
+int ctr_redis_epoch_present(ctr_rclient *c);
 
 /* A consumer in group `group` that never commits, for reading partitions
  * by assignment. NULL with the reason in errbuf. */
@@ -68,7 +64,7 @@ typedef struct ctr_restore_stats {
  * missing, the applier is the caller (or stopped, for counterctl).
  * HyperLogLog registers are not restored. 0, or -1 with errbuf.
  */
-int ctr_redis_restore(const ctr_config *cfg, redisContext *c,
+int ctr_redis_restore(const ctr_config *cfg, ctr_rclient *c,
                       ctr_restore_stats *st, char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
