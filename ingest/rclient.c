@@ -384,11 +384,11 @@ static int key_slot(const ctr_rclient *c, const char *key)
     return key && c->cluster ? ctr_key_slot(key, strlen(key)) : -1;
 }
 
-redisReply *ctr_rclient_argv(ctr_rclient *c, const char *key, int argc,
-                             const char **argv, const size_t *lens)
+/* Routes a command formatted by hiredis (len < 0: formatting failed) and
+ * frees it. */
+static redisReply *route_formatted(ctr_rclient *c, const char *key, char *buf,
+                                   int len)
 {
-    char *buf = NULL;
-    int len = redisFormatCommandArgv(&buf, argc, argv, lens);
     if (len < 0) {
         set_err(c, "out of memory");
         return NULL;
@@ -399,6 +399,14 @@ redisReply *ctr_rclient_argv(ctr_rclient *c, const char *key, int argc,
     return r;
 }
 
+redisReply *ctr_rclient_argv(ctr_rclient *c, const char *key, int argc,
+                             const char **argv, const size_t *lens)
+{
+    char *buf = NULL;
+    int len = redisFormatCommandArgv(&buf, argc, argv, lens);
+    return route_formatted(c, key, buf, len);
+}
+
 redisReply *ctr_rclient_cmd(ctr_rclient *c, const char *key, const char *fmt,
                             ...)
 {
@@ -407,14 +415,7 @@ redisReply *ctr_rclient_cmd(ctr_rclient *c, const char *key, const char *fmt,
     va_start(ap, fmt);
     int len = redisvFormatCommand(&buf, fmt, ap);
     va_end(ap);
-    if (len < 0) {
-        set_err(c, "out of memory");
-        return NULL;
-    }
-    c->err[0] = '\0';
-    redisReply *r = route(c, key_slot(c, key), buf, len);
-    redisFreeCommand(buf);
-    return r;
+    return route_formatted(c, key, buf, len);
 }
 
 int ctr_rclient_script(ctr_rclient *c, const char *text, char sha[41])
