@@ -182,13 +182,15 @@ static int cmd_put(api_redis *r, redis_cmd *cmd, int ni, int asking);
 
 static void cmd_reply(redisAsyncContext *ac, void *replyp, void *privdata);
 
+static void scripts_load(rnode *n);
+
 /*
  * A cluster's answer that is not the command's own: a redirection (sent
  * on, 1), or a state in which the command did not run (TRYAGAIN during a
  * slot migration, CLUSTERDOWN, NOSCRIPT on a promoted replica: 2).
- * 0 otherwise.
+ * 0 otherwise. NOSCRIPT has the node load the scripts again, in either
+ * mode.
  */
-static void scripts_load(rnode *n);
 
 static int cluster_redirect(redis_cmd *cmd, redisReply *reply)
 {
