@@ -14,9 +14,10 @@
  * master is not connected is not sent (the call returns non-zero: the
  * caller reads from PostgreSQL or writes through Kafka), and one the
  * cluster refused to run (TRYAGAIN while its slot moves, CLUSTERDOWN)
- * ends with API_REDIS_UNAVAILABLE. A write is followed by WAIT for
- * redis.wait_replicas replicas (at most the shard's) before it is
- * answered, so that a failover keeps it.
+ * ends with API_REDIS_UNAVAILABLE. An applied write is answered after a
+ * WAIT for redis.wait_replicas replicas (at most the shard's; one WAIT in
+ * flight per master covers all writes it had answered), so that a
+ * failover keeps it.
  *
  * hiredis 0.14 has no command timeout, so each command carries a libevent
  * timer. Every call that returns 0 fires its callback exactly once (reply,

@@ -418,6 +418,17 @@ redisReply *ctr_rclient_cmd(ctr_rclient *c, const char *key, const char *fmt,
     return route_formatted(c, key, buf, len);
 }
 
+/* Node i is the one server, or a master with slots in the map. */
+static int serves_slots(const ctr_rclient *c, int i)
+{
+    if (!c->cluster)
+        return 1;
+    for (int s = 0; s < CTR_SLOTS; s++)
+        if (c->map[s] == i)
+            return 1;
+    return 0;
+}
+
 int ctr_rclient_script(ctr_rclient *c, const char *text, char sha[41])
 {
     int loaded = 0;
@@ -428,10 +439,7 @@ int ctr_rclient_script(ctr_rclient *c, const char *text, char sha[41])
     }
     c->nscripts++;
     for (int i = 0; i < c->nnodes; i++) {
-        int owns = !c->cluster;
-        for (int s = 0; !owns && s < CTR_SLOTS; s++)
-            owns = c->map[s] == i;
-        if (!owns)
+        if (!serves_slots(c, i))
             continue;
         redisContext *ctx = node_ctx(c, i);
         if (ctx == NULL)
@@ -575,10 +583,7 @@ int ctr_rclient_each_master(ctr_rclient *c,
     if (c->cluster && c->refresh_wanted && refresh(c) != 0)
         return -1;
     for (int i = 0; i < c->nnodes; i++) {
-        int owns = !c->cluster;
-        for (int s = 0; !owns && s < CTR_SLOTS; s++)
-            owns = c->map[s] == i;
-        if (!owns)
+        if (!serves_slots(c, i))
             continue;
         redisContext *ctx = node_ctx(c, i);
         if (ctx == NULL)
