@@ -222,6 +222,13 @@ kill_hard() {
         wait_gone "$pid" 10 || die "$1: pid $pid survived SIGKILL"
         for p in $children; do wait_gone "$p" 10 || true; done
         say "$1: killed (pid $pid)"
+    elif pid="$(recorded_pid "$1")" && kill -0 "$pid" 2>/dev/null &&
+        [[ ! -s /proc/$pid/cmdline ]]; then
+        # Killed by someone else and still exiting: its memory is being
+        # torn down (an ASan build's takes a while) and /proc no longer
+        # shows its command line. Gone only when it is gone.
+        wait_gone "$pid" 10 || die "$1: pid $pid still exiting after 10 s"
+        say "$1: was exiting (pid $pid)"
     else
         say "$1: not running"
     fi
