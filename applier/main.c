@@ -242,7 +242,8 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
                     return rc;
                 if (waited < 0)
                     ctr_warn("redis: %s", ctr_rclient_errstr(a->redis));
-                /* Redis restarted and lost its scripts: load again */
+                /* still NOSCRIPT after the client loaded the script again:
+                 * not the event's fault; reconnect rather than refuse it */
             } else {
                 ctr_warn("redis: %s", ctr_rclient_errstr(a->redis));
             }

@@ -233,11 +233,6 @@ void ctr_rclient_free(ctr_rclient *c)
     free(c);
 }
 
-int ctr_rclient_cluster(const ctr_rclient *c)
-{
-    return c->cluster;
-}
-
 const char *ctr_rclient_errstr(const ctr_rclient *c)
 {
     return c->err;
@@ -309,13 +304,9 @@ static redisReply *route(ctr_rclient *c, int slot, const char *buf, int len)
             redisAppendCommand(ctx, "ASKING");
         redisAppendFormattedCommand(ctx, buf, (size_t)len);
         redisReply *r = NULL;
-        if (asking >= 0) {
-            if (redisGetReply(ctx, (void **)&r) != REDIS_OK)
-                r = NULL;
-            else {
-                freeReplyObject(r);
-                r = NULL;
-            }
+        if (asking >= 0 && redisGetReply(ctx, (void **)&r) == REDIS_OK) {
+            freeReplyObject(r); /* ASKING's +OK */
+            r = NULL;
         }
         if (ctx->err == 0 && redisGetReply(ctx, (void **)&r) != REDIS_OK)
             r = NULL;
@@ -326,18 +317,17 @@ static redisReply *route(ctr_rclient *c, int slot, const char *buf, int len)
             return NULL; /* the command may have run: the caller decides */
         }
         asking = -1;
-        if (r->type != REDIS_REPLY_ERROR || !c->cluster) {
-            if (r->type == REDIS_REPLY_ERROR &&
-                strncmp(r->str, "NOSCRIPT", 8) == 0 && !reloaded &&
-                c->nscripts) {
-                freeReplyObject(r);
-                reloaded = 1;
-                if (reload_scripts(c, ni) != 0)
-                    return NULL;
-                continue;
-            }
+        if (r->type != REDIS_REPLY_ERROR)
             return r;
+        if (strncmp(r->str, "NOSCRIPT", 8) == 0 && !reloaded && c->nscripts) {
+            freeReplyObject(r);
+            reloaded = 1;
+            if (reload_scripts(c, ni) != 0)
+                return NULL;
+            continue;
         }
+        if (!c->cluster)
+            return r;
         char host[CTR_HOST_MAX];
         int port, rslot;
         int kind =
@@ -355,13 +345,6 @@ static redisReply *route(ctr_rclient *c, int slot, const char *buf, int len)
             } else {
                 asking = to;
             }
-            continue;
-        }
-        if (strncmp(r->str, "NOSCRIPT", 8) == 0 && !reloaded && c->nscripts) {
-            freeReplyObject(r);
-            reloaded = 1;
-            if (reload_scripts(c, ni) != 0)
-                return NULL;
             continue;
         }
         if (transient(r)) {

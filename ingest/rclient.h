@@ -33,9 +33,6 @@ ctr_rclient *ctr_rclient_new(const ctr_config *cfg, int timeout_ms,
 
 void ctr_rclient_free(ctr_rclient *c);
 
-/* 1 in cluster mode. */
-int ctr_rclient_cluster(const ctr_rclient *c);
-
 /* Why the last command returned NULL (or the pipeline failed). */
 const char *ctr_rclient_errstr(const ctr_rclient *c);
 

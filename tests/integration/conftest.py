@@ -637,7 +637,12 @@ def api_history(api, name, **params):
 
 def metrics_text(stack, timeout=10):
     """The raw Prometheus text of GET /metrics (not JSON)."""
-    conn = http.client.HTTPConnection(stack.api_host, stack.api_port, timeout=timeout)
+    return metrics_text_at(stack.api_host, stack.api_port, timeout)
+
+
+def metrics_text_at(host, port, timeout=10):
+    """The raw Prometheus text of GET /metrics at host:port."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", "/metrics", headers={"Connection": "close"})
         resp = conn.getresponse()

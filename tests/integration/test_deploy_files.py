@@ -183,6 +183,17 @@ def test_unit_runs_the_built_program(name):
             assert "sd_notify" not in f.read_text(), f"{f} notifies: use Type=notify"
 
 
+def assert_hardened(svc):
+    """The sandboxing every unit of the project carries."""
+    for key, want in (
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+    ):
+        assert svc[key] == want, key
+
+
 @pytest.mark.parametrize("name", UNITS)
 def test_unit_settings(name):
     unit = read_unit(name)
@@ -195,13 +206,7 @@ def test_unit_settings(name):
     assert svc["Restart"] == "on-failure"
     assert 1 <= seconds(svc["RestartSec"]) <= 30
     assert svc["KillSignal"] == "SIGTERM"
-    for key, want in (
-        ("NoNewPrivileges", "yes"),
-        ("ProtectSystem", "strict"),
-        ("ProtectHome", "yes"),
-        ("PrivateTmp", "yes"),
-    ):
-        assert svc[key] == want, key
+    assert_hardened(svc)
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
@@ -290,13 +295,7 @@ def test_partitions_service_runs_counterctl_partitions_once():
     # longer than one table's lock wait (10 s in ctl/partitions.c)
     assert "lock_timeout[] = \"10s\"" in (ROOT / "ctl" / "partitions.c").read_text()
     assert seconds(svc["TimeoutStartSec"]) > 4 * 10
-    for key, want in (
-        ("NoNewPrivileges", "yes"),
-        ("ProtectSystem", "strict"),
-        ("ProtectHome", "yes"),
-        ("PrivateTmp", "yes"),
-    ):
-        assert svc[key] == want, key
+    assert_hardened(svc)
 
 
 def test_partitions_timer_runs_the_service_daily():

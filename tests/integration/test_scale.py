@@ -45,6 +45,7 @@ from conftest import (
     PERSISTER_GROUP,
     counter_name,
     loadgen_args,
+    metrics_text_at,
     parse_loadgen,
     pg_unique_users,
     sql_literal,
@@ -52,7 +53,7 @@ from conftest import (
     wait_until,
 )
 from own_process import Endpoint, OwnApi, OwnProcess, free_port
-from test_applier import event, produce_events, wait_pg
+from test_applier import event, pg_totals, produce_events, wait_pg
 
 # librdkafka's session timeout for the groups (ingest/consumer.c): a member
 # that dies without leaving keeps its partitions this long. A clean leave
@@ -158,16 +159,8 @@ def owned(log, held=()):
 
 def metrics_at(port):
     """{series: value} of a metrics endpoint on 127.0.0.1."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/metrics", headers={"Connection": "close"})
-        r = conn.getresponse()
-        text = r.read().decode()
-        assert r.status == 200, (r.status, text[:200])
-    finally:
-        conn.close()
     out = {}
-    for line in text.splitlines():
+    for line in metrics_text_at("127.0.0.1", port, timeout=5).splitlines():
         if line and not line.startswith("#"):
             series, _, value = line.rpartition(" ")
             out[series] = float(value)
@@ -191,13 +184,6 @@ def stack_member_partitions(before, log):
     """What the stack's member holds: `before` (all of them when the test
     started, as the only member) changed by the lines of its log since."""
     return owned(log.text(), before)
-
-
-def pg_totals(pg, names):
-    rows = pg.query("SELECT name, value FROM counter_totals WHERE name IN ("
-                    + ",".join(sql_literal(n) for n in names) + ")")
-    got = {n: int(v) for n, v in rows}
-    return {n: got.get(n) for n in names}
 
 
 def redis_values(redis, names):
