@@ -46,8 +46,6 @@ typedef struct rnode {
     int probing;    /* that PING is in flight */
     int setup_left; /* SCRIPT LOAD answers still to come */
     int used;       /* serves slots (or is the only server): keep connected */
-    int waiting;    /* a WAIT is in flight (write_wait) */
-    struct write_op *wait_list, *wait_last; /* applied, for the next WAIT */
     struct event *reconnect_ev;
     int backoff_ms;
     int down_logged; /* one line per outage, not one per retry */
@@ -89,14 +87,12 @@ typedef struct redis_cmd {
     void *owner; /* what on_reply works on */
     int index;
     int node;   /* where it was sent */
-    int slot;   /* cluster: the key's slot */
     int hops;   /* redirections followed */
     char *resp; /* cluster: the command again, for a redirection */
     size_t resp_len;
 } redis_cmd;
 
 static void schedule_reconnect(rnode *n);
-static void wait_release(api_redis *r, struct write_op *list, int short_);
 static void node_connect(evutil_socket_t fd, short what, void *arg);
 static void refresh_soon(api_redis *r);
 
@@ -170,14 +166,9 @@ static int node_find(api_redis *r, const char *host, int port)
 }
 
 /* Where a command on key goes: the node, or -1. */
-static int node_of(const api_redis *r, const char *key, int *slot)
+static int node_of(const api_redis *r, const char *key)
 {
-    if (!r->cluster) {
-        *slot = -1;
-        return 0;
-    }
-    *slot = ctr_key_slot(key, strlen(key));
-    return r->map[*slot];
+    return r->cluster ? r->map[ctr_key_slot(key, strlen(key))] : 0;
 }
 
 /* Queues the command's RESP on node ni. */
@@ -330,13 +321,12 @@ static int cmd_send(api_redis *r, redis_cmd *cmd, const char *key,
                     int timeout_ms, int argc, const char **argv,
                     const size_t *argvlen)
 {
-    int slot, ni = node_of(r, key, &slot);
+    int ni = node_of(r, key);
     if (ni < 0 || !r->nodes[ni]->ready)
         return -1;
     rnode *n = r->nodes[ni];
     cmd->r = r;
     cmd->node = ni;
-    cmd->slot = slot;
     cmd->t0_us = ctr_time_mono_us();
     if (timeout_ms > 0) {
         struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
@@ -525,8 +515,7 @@ static void epoch_reply(redisAsyncContext *ac, void *replyp, void *privdata)
 
 static void epoch_check(api_redis *r)
 {
-    int slot, ni = node_of(r, API_REDIS_EPOCH_KEY, &slot);
-    (void)slot;
+    int ni = node_of(r, API_REDIS_EPOCH_KEY);
     if (r->epoch_inflight || ni < 0 || !r->nodes[ni]->ready)
         return;
     if (redisAsyncCommand(r->nodes[ni]->ac, epoch_reply, r, "GET %s",
@@ -777,7 +766,7 @@ err:
 /* The server of key is connected, set up and answering. */
 static int key_ready(const api_redis *r, const char *key)
 {
-    int slot, ni = node_of(r, key, &slot);
+    int ni = node_of(r, key);
     return ni >= 0 && r->nodes[ni]->ready && !r->nodes[ni]->suspect;
 }
 
@@ -818,11 +807,6 @@ void api_redis_cluster_stats_get(const api_redis *r,
     *out = r->stats;
 }
 
-int api_redis_is_cluster(const api_redis *r)
-{
-    return r->cluster;
-}
-
 void api_redis_free(api_redis *r)
 {
     if (r == NULL)
@@ -831,8 +815,7 @@ void api_redis_free(api_redis *r)
     for (int i = 0; i < r->nnodes; i++) {
         rnode *n = r->nodes[i];
         if (n->ac)
-            redisAsyncFree(n->ac);        /* pending callbacks fire with NULL */
-        wait_release(r, n->wait_list, 1); /* applied, never confirmed */
+            redisAsyncFree(n->ac); /* pending callbacks fire with NULL */
         event_free(n->reconnect_ev);
         free(n);
     }
@@ -847,13 +830,10 @@ void api_redis_free(api_redis *r)
 
 /* ---- write ---- */
 
-/* A write in flight; in a cluster, once applied, it may wait in its
- * master's list for a WAIT (next). */
 typedef struct write_op {
     api_redis_write_cb cb, late_cb;
     void *arg;
     ctr_apply_result res; /* held while WAIT runs */
-    struct write_op *next;
 } write_op;
 
 static enum api_redis_status classify(redisReply *reply, ctr_apply_result *res)
@@ -867,88 +847,49 @@ static enum api_redis_status classify(redisReply *reply, ctr_apply_result *res)
 }
 
 /*
- * Writes wait for a replica in groups: one WAIT per master at a time,
- * covering every write that master had answered when it was sent (WAIT
- * counts replication offsets, and a connection's commands run in order).
- * A WAIT blocks its connection in Redis, so one per write would hold the
- * other writes behind each replica round trip.
+ * The answer to the WAIT after a write in a cluster. It only delays the
+ * write's answer until a replica has it (or the wait ran out): the write
+ * was applied on the master either way, and its event goes to the log.
  */
-typedef struct wait_batch {
-    rnode *node;
-    write_op *ops;
-    int want;
-} wait_batch;
-
-/* Answers the writes of list: applied (a replica has them unless short). */
-static void wait_release(api_redis *r, write_op *list, int short_)
-{
-    while (list) {
-        write_op *next = list->next;
-        if (short_)
-            r->stats.wait_short++;
-        list->cb(API_REDIS_OK, &list->res, list->arg);
-        free(list);
-        list = next;
-    }
-}
-
-static void wait_flush(api_redis *r, rnode *n);
-
 static void wait_reply(redis_cmd *cmd, redisReply *reply,
                        enum api_redis_status st)
 {
-    wait_batch *b = cmd->owner;
-    api_redis *r = cmd->r;
-    rnode *n = b->node;
+    write_op *op = cmd->owner;
     if (st == CMD_LATE) {
-        free(b); /* its writes were answered at the timeout */
+        free(op); /* the write was answered at the timeout */
         return;
     }
-    n->waiting = 0;
-    wait_release(r, b->ops,
-                 reply == NULL || reply->type != REDIS_REPLY_INTEGER ||
-                     reply->integer < b->want);
-    b->ops = NULL;
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER ||
+        reply->integer < cmd->index)
+        cmd->r->stats.wait_short++;
+    op->cb(API_REDIS_OK, &op->res, op->arg);
     if (st != API_REDIS_TIMEOUT)
-        free(b);
-    if (!r->closing)
-        wait_flush(r, n);
+        free(op);
 }
 
-/* Sends a WAIT for the writes waiting on n, unless one is in flight. */
-static void wait_flush(api_redis *r, rnode *n)
+/* In a cluster with replicas, sends WAIT after a write on node ni; 0 when
+ * sent (wait_reply answers), -1 when there is nothing to wait for. */
+static int write_wait(api_redis *r, write_op *op, int ni)
 {
-    if (n == NULL || n->waiting || n->wait_list == NULL)
-        return;
-    write_op *ops = n->wait_list;
-    n->wait_list = n->wait_last = NULL;
+    if (!r->cluster || r->wait_replicas <= 0 || ni < 0)
+        return -1;
+    rnode *n = r->nodes[ni];
     int want = n->replicas < r->wait_replicas ? n->replicas : r->wait_replicas;
-    if (want <= 0) {
-        wait_release(r, ops, 0); /* the shard has no replica now */
-        return;
-    }
+    if (want <= 0 || !n->ready)
+        return -1;
     char num[16], ms[16];
     snprintf(num, sizeof(num), "%d", want);
     snprintf(ms, sizeof(ms), "%d", r->write_timeout_ms);
     redis_cmd *cmd = calloc(1, sizeof(*cmd));
-    wait_batch *b = calloc(1, sizeof(*b));
-    if (cmd == NULL || b == NULL || !n->ready || n->ac == NULL) {
-        free(cmd);
-        free(b);
-        wait_release(r, ops, 1);
-        return;
-    }
-    b->node = n;
-    b->ops = ops;
-    b->want = want;
+    if (cmd == NULL)
+        return -1;
     const char *argv[] = {"WAIT", num, ms};
     size_t lens[] = {4, strlen(num), strlen(ms)};
     cmd->on_reply = wait_reply;
-    cmd->owner = b;
-    cmd->index = 0;
+    cmd->owner = op;
+    cmd->index = want;
     cmd->r = r;
-    cmd->node = n->idx;
-    cmd->slot = -1;
+    cmd->node = ni;
     cmd->t0_us = ctr_time_mono_us();
     /* the client's deadline a little past the server's own */
     struct timeval tv = {(r->write_timeout_ms + 100) / 1000,
@@ -960,29 +901,8 @@ static void wait_flush(api_redis *r, rnode *n)
         if (cmd->timer)
             event_free(cmd->timer);
         free(cmd);
-        free(b);
-        wait_release(r, ops, 1);
-        return;
+        return -1;
     }
-    n->waiting = 1;
-}
-
-/* Holds applied write op until a replica of node ni has it; 0, or -1
- * when there is nothing to wait for. */
-static int write_wait(api_redis *r, write_op *op, int ni)
-{
-    if (!r->cluster || r->wait_replicas <= 0 || ni < 0)
-        return -1;
-    rnode *n = r->nodes[ni];
-    if (n->replicas <= 0 || !n->ready)
-        return -1;
-    op->next = NULL;
-    if (n->wait_last)
-        n->wait_last->next = op;
-    else
-        n->wait_list = op;
-    n->wait_last = op;
-    wait_flush(r, n);
     return 0;
 }
 

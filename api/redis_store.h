@@ -15,8 +15,7 @@
  * caller reads from PostgreSQL or writes through Kafka), and one the
  * cluster refused to run (TRYAGAIN while its slot moves, CLUSTERDOWN)
  * ends with API_REDIS_UNAVAILABLE. An applied write is answered after a
- * WAIT for redis.wait_replicas replicas (at most the shard's; one WAIT in
- * flight per master covers all writes it had answered), so that a
+ * WAIT for redis.wait_replicas replicas (at most the shard's), so that a
  * failover keeps it.
  *
  * hiredis 0.14 has no command timeout, so each command carries a libevent
@@ -137,9 +136,6 @@ int api_redis_idem(api_redis *r, const char *name, const char *key,
  * deadline, waiting for a PING), "no_epoch" (restarted empty, not yet
  * restored), "connecting" or "down". */
 const char *api_redis_state(const api_redis *r);
-
-/* 1 in cluster mode (redis.cluster_nodes set). */
-int api_redis_is_cluster(const api_redis *r);
 
 void api_redis_cluster_stats_get(const api_redis *r,
                                  api_redis_cluster_stats *out);
