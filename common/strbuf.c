@@ -93,14 +93,34 @@ void ctr_pgarray_text(ctr_strbuf *b, const char *s)
 
 size_t ctr_i64_text(int64_t v, char out[21])
 {
+    /* Two digits per division: the api writes ~50 numbers per batch GET
+     * (RESP lengths, values, times), most of them one or two digits. */
+    static const char pairs[] = "00010203040506070809"
+                                "10111213141516171819"
+                                "20212223242526272829"
+                                "30313233343536373839"
+                                "40414243444546474849"
+                                "50515253545556575859"
+                                "60616263646566676869"
+                                "70717273747576777879"
+                                "80818283848586878889"
+                                "90919293949596979899";
     char tmp[20], *p = tmp + sizeof(tmp);
     /* through unsigned, so INT64_MIN negates without overflow */
     uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
     size_t n = 0;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) {
+        unsigned i = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--p = pairs[i + 1];
+        *--p = pairs[i];
+    }
+    if (u >= 10) {
+        *--p = pairs[u * 2 + 1];
+        *--p = pairs[u * 2];
+    } else {
+        *--p = (char)('0' + u);
+    }
     if (v < 0)
         out[n++] = '-';
     size_t digits = (size_t)(tmp + sizeof(tmp) - p);

@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +174,20 @@ static void test_integer_text(void **state)
     assert_string_equal(buf, "9223372036854775807");
     assert_int_equal(ctr_i64_text(INT64_MIN, buf), 20);
     assert_string_equal(buf, "-9223372036854775808");
+    /* every length and sign against printf */
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (int i = 0; i < 20000; i++) {
+        char want[32];
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        int64_t v = (int64_t)(x >> (i % 64));
+        if (i % 3 == 0)
+            v = -v;
+        int len = snprintf(want, sizeof(want), "%" PRId64, v);
+        assert_int_equal(ctr_i64_text(v, buf), len);
+        assert_string_equal(buf, want);
+    }
 
     ctr_event ev = {.v = CTR_EVENT_VERSION,
                     .id = "e1",
