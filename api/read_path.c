@@ -19,17 +19,31 @@
 
 enum { HISTORY_MAX_POINTS = 10000 };
 
+_Static_assert(API_BATCH_MAX <= API_REDIS_GET_MAX,
+               "a batch is read from Redis in one call");
+
 void api_live_key(const ctr_counter_def *def, const char *name, int64_t now_ms,
                   char *key, size_t keylen, char period[11])
 {
+    /* Written by hand: on a batch GET, snprintf was 7 % of the api's
+     * instructions. A name is at most CTR_NAME_MAX and the key room is
+     * API_KEY_MAX, but a short buffer still gets a cut, terminated key. */
+    size_t nlen = strlen(name), n = 0;
     period[0] = '\0';
     if (def->reset == CTR_RESET_DAILY) {
         ctr_date today = ctr_tz_local_day(def->tz, now_ms, NULL, NULL);
         ctr_date_format(today, period, 11);
-        snprintf(key, keylen, "{c:%s}:d:%s", name, period);
-    } else {
-        snprintf(key, keylen, "{c:%s}", name);
     }
+    const char *parts[] = {"{c:", name, "}", period[0] ? ":d:" : "", period};
+    size_t lens[] = {3, nlen, 1, period[0] ? 3 : 0, strlen(period)};
+    if (keylen == 0)
+        return;
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        size_t take = lens[i] < keylen - 1 - n ? lens[i] : keylen - 1 - n;
+        memcpy(key + n, parts[i], take);
+        n += take;
+    }
+    key[n] = '\0';
 }
 
 /* One name of a read; a read_op holds exactly as many as were asked for,

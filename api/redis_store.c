@@ -378,10 +378,11 @@ static int send_args(api_redis *r,
                      void *owner, int index, int timeout_ms, const char *key,
                      int argc, const char **argv)
 {
-    size_t argvlen[24];
+    size_t argvlen[1 + 2 * API_REDIS_GET_MAX];
     redis_cmd *cmd;
 
-    if (argc > 24 || (cmd = calloc(1, sizeof(*cmd))) == NULL)
+    if (argc > 1 + 2 * API_REDIS_GET_MAX ||
+        (cmd = calloc(1, sizeof(*cmd))) == NULL)
         return -1;
     for (int i = 0; i < argc; i++)
         argvlen[i] = strlen(argv[i]);
@@ -1012,6 +1013,7 @@ typedef struct get_op {
     api_redis_get_cb cb;
     void *arg;
     size_t n, pending;
+    size_t per; /* names per MGET: n on one server, 1 in a cluster */
     int answered;
     enum api_redis_status status;
     struct event *timer;
@@ -1040,30 +1042,48 @@ static void get_timeout(evutil_socket_t fd, short what, void *arg)
     get_finish(op);
 }
 
+/* values[from..] from an MGET's answer [v, t, v, t, ...]; a value that
+ * is not an integer fails the whole read, a stamp that is not reads as
+ * none. */
+static void get_take(get_op *op, size_t from, const redisReply *reply)
+{
+    for (size_t i = 0; i < reply->elements / 2; i++) {
+        const redisReply *v = reply->element[2 * i];
+        api_redis_value *val = &op->values[from + i];
+        if (v->type == REDIS_REPLY_NIL) {
+            val->exists = 0;
+        } else if (ctr_apply_reply_i64(v, &val->value) == 0) {
+            val->exists = 1;
+            if (ctr_apply_reply_i64(reply->element[2 * i + 1],
+                                    &val->updated_ms) != 0)
+                val->updated_ms = 0;
+        } else {
+            op->status = API_REDIS_ERROR;
+        }
+    }
+}
+
+/* One MGET's answer: all the names (cmd->index 0, one server) or the one
+ * name cmd->index (a cluster, where each name has its own slot). */
 static void get_reply(redis_cmd *cmd, redisReply *reply,
                       enum api_redis_status st)
 {
     get_op *op = cmd->owner;
-    api_redis_value *val = &op->values[cmd->index];
+    size_t names = op->per;
 
     op->pending--;
-    if (reply == NULL) {
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
+        reply->elements == 2 * names) {
         if (op->status == API_REDIS_OK)
+            get_take(op, (size_t)cmd->index, reply);
+    } else if (op->status == API_REDIS_OK) {
+        if (reply == NULL) {
             op->status = st == CMD_LATE ? API_REDIS_DISCONNECTED : st;
-    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
-        if (reply->element[0]->type == REDIS_REPLY_NIL) {
-            val->exists = 0;
-        } else if (ctr_apply_reply_i64(reply->element[0], &val->value) == 0) {
-            val->exists = 1;
-            if (ctr_apply_reply_i64(reply->element[1], &val->updated_ms) != 0)
-                val->updated_ms = 0;
-        } else if (op->status == API_REDIS_OK) {
+        } else {
+            if (reply->type == REDIS_REPLY_ERROR)
+                ctr_warn("redis read failed: %s", reply->str);
             op->status = API_REDIS_ERROR;
         }
-    } else if (op->status == API_REDIS_OK) {
-        if (reply->type == REDIS_REPLY_ERROR)
-            ctr_warn("redis read failed: %s", reply->str);
-        op->status = API_REDIS_ERROR;
     }
     if (op->pending == 0 || op->status != API_REDIS_OK)
         get_finish(op);
@@ -1075,7 +1095,7 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
     get_op *op;
 
     /* One timer covers the whole batch, so the commands carry none. */
-    if (!api_redis_ready(r) || n == 0)
+    if (!api_redis_ready(r) || n == 0 || n > API_REDIS_GET_MAX)
         return -1;
     for (size_t i = 0; i < n; i++)
         if (!key_ready(r, keys[i]))
@@ -1094,9 +1114,23 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
         free(op);
         return -1;
     }
-    for (size_t i = 0; i < n; i++) {
-        const char *argv[] = {"HMGET", keys[i], "v", "t"};
-        if (send_args(r, get_reply, op, (int)i, 0, keys[i], 4, argv) != 0) {
+    /* Value and stamp are two string keys, so one MGET reads a whole batch
+     * from one server; a cluster refuses keys of different slots in one
+     * command, so there each name has its own. */
+    size_t per = op->per = r->cluster ? 1 : n;
+    for (size_t i = 0; i < n; i += per) {
+        const char *argv[1 + 2 * API_REDIS_GET_MAX];
+        char stamps[API_REDIS_GET_MAX][API_KEY_MAX + 2];
+        argv[0] = "MGET";
+        for (size_t j = 0; j < per; j++) {
+            if (ctr_apply_stamp_key(stamps[j], sizeof(stamps[j]),
+                                    keys[i + j]) != 0)
+                break;
+            argv[1 + 2 * j] = keys[i + j];
+            argv[2 + 2 * j] = stamps[j];
+        }
+        if (send_args(r, get_reply, op, (int)i, 0, keys[i], 1 + 2 * (int)per,
+                      argv) != 0) {
             op->status = API_REDIS_DISCONNECTED;
             break;
         }

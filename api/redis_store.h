@@ -4,8 +4,8 @@
  *
  * Keys: every key of counter <name> carries the hash tag "{c:<name>}", so a
  * script touching one counter stays in one Redis Cluster slot. The counter
- * itself is the hash "{c:<name>}" with fields v (value) and t (last update,
- * ms since the epoch).
+ * itself is the string "{c:<name>}" (its value) beside "{c:<name>}:t" (last
+ * update, ms since the epoch); ingest/apply.h has all the keys.
  *
  * With redis.cluster_nodes set it is a Redis Cluster client: a connection
  * per master, the slot map from CLUSTER SLOTS (read again every second,
@@ -112,8 +112,10 @@ int api_redis_undo(api_redis *r, const char *name, const ctr_apply_spec *w,
                    api_redis_undo_cb cb, void *arg)
     __attribute__((warn_unused_result));
 
-/* Reads the hashes at n full keys (pipelined) within timeout_ms; cb fires
- * once. */
+/* Reads the counters at n (at most API_REDIS_GET_MAX) full value keys
+ * within timeout_ms: value and stamp of each, one MGET on one server, one
+ * per name in a cluster. cb fires once. */
+#define API_REDIS_GET_MAX 100
 int api_redis_get(api_redis *r, const char *const *keys, size_t n,
                   int timeout_ms, api_redis_get_cb cb, void *arg)
     __attribute__((warn_unused_result));

@@ -214,7 +214,7 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
                 snprintf(err, errlen, "key too long");
                 return CTR_APPLY_ERROR;
             }
-            size_t lens[20];
+            size_t lens[sizeof(av.argv) / sizeof(av.argv[0])];
             for (int i = 0; i < av.argc; i++)
                 lens[i] = strlen(av.argv[i]);
             redisReply *r =

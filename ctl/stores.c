@@ -2,12 +2,12 @@
  * stores.c - see stores.h.
  *
  * The values are read as counter-api reads them (api/read_path.c): the
- * hash {c:NAME} (fields v and t), or a daily counter's window of today in
- * its zone; PostgreSQL's fallback is the api's own query. Redis is only
- * used when it holds the epoch key: a Redis that restarted empty answers
- * 0 for everything until it is restored, and the api does not read it
- * either. Redis is one server or a Redis Cluster (ingest/rclient.h):
- * SCAN runs on every master, each HMGET goes to the master of its key.
+ * value {c:NAME} and its stamp {c:NAME}:t, or a daily counter's window of today
+ * in its zone; PostgreSQL's fallback is the api's own query. Redis is only used
+ * when it holds the epoch key: a Redis that restarted empty answers 0 for
+ * everything until it is restored, and the api does not read it either. Redis
+ * is one server or a Redis Cluster (ingest/rclient.h): SCAN runs on every
+ * master, each MGET goes to the master of its key.
  */
 #include "ctl/stores.h"
 
@@ -16,6 +16,7 @@
 #include "common/timeutil.h"
 #include "common/tz.h"
 #include "ctl/cli.h"
+#include "ingest/apply.h"
 #include "ingest/rclient.h"
 #include "ingest/restore.h"
 
@@ -27,7 +28,7 @@
 
 enum {
     REDIS_TIMEOUT_MS = 5000, /* per command; SCAN of a large keyspace */
-    SCAN_COUNT = 1000,       /* keys per SCAN step; HMGETs per pipeline */
+    SCAN_COUNT = 1000,       /* keys per SCAN step; MGETs per pipeline */
     PG_CHUNK = 1000,         /* names per array query */
 };
 
@@ -361,8 +362,8 @@ static void key_of(const ctl_value *it, char *key, size_t len)
              it->period);
 }
 
-/* One HMGET answer ([v, t]) into it. 0, or -1 if malformed. */
-static int take_hmget(const redisReply *r, ctl_value *it)
+/* One MGET answer ([value, stamp]) into it. 0, or -1 if malformed. */
+static int take_mget(const redisReply *r, ctl_value *it)
 {
     it->value = it->updated_ms = 0;
     it->invalid = 0;
@@ -381,25 +382,25 @@ static int take_hmget(const redisReply *r, ctl_value *it)
     return 0;
 }
 
-/* One pipeline of HMGETs: the items it reads, and the first failure. */
-typedef struct hmget_state {
+/* One pipeline of MGETs: the items it reads, and the first failure. */
+typedef struct mget_state {
     ctl_stores *s;
     ctl_value *items; /* the pipeline's first item; reply i is items[i] */
     char why[512];
-} hmget_state;
+} mget_state;
 
-static void on_hmget(const redisReply *r, size_t i, void *arg)
+static void on_mget(const redisReply *r, size_t i, void *arg)
 {
-    hmget_state *st = arg;
+    mget_state *st = arg;
     ctl_value *it = &st->items[i];
 
     if (r == NULL) {
         if (st->why[0] == '\0')
-            snprintf(st->why, sizeof(st->why), "redis at %s: HMGET failed: %s",
+            snprintf(st->why, sizeof(st->why), "redis at %s: MGET failed: %s",
                      redis_name(st->s->cfg), ctr_rclient_errstr(st->s->redis));
         return;
     }
-    if (take_hmget(r, it) != 0) {
+    if (take_mget(r, it) != 0) {
         /* one damaged key says nothing of the others */
         it->value = it->updated_ms = 0;
         it->invalid = 1;
@@ -409,31 +410,31 @@ static void on_hmget(const redisReply *r, size_t i, void *arg)
     }
 }
 
-/* Pipelined HMGET key v t, SCAN_COUNT at a time, each to the server of its
- * key. 0, or -1 (Redis down). */
+/* Pipelined MGET of value and stamp, SCAN_COUNT at a time, each to the
+ * server of its key. 0, or -1 (Redis down). */
 static int redis_values(ctl_stores *s, ctl_values *vals)
 {
-    char key[CTR_NAME_MAX + 32];
+    char key[CTR_NAME_MAX + 32], tkey[CTR_NAME_MAX + 34];
 
     for (size_t i = 0; i < vals->n;) {
         size_t end = i + SCAN_COUNT < vals->n ? i + SCAN_COUNT : vals->n;
-        hmget_state st = {s, &vals->items[i], ""};
+        mget_state st = {s, &vals->items[i], ""};
         for (size_t j = i; j < end; j++) {
             key_of(&vals->items[j], key, sizeof(key));
-            const char *argv[] = {"HMGET", key, "v", "t"};
-            size_t lens[] = {5, strlen(key), 1, 1};
-            if (ctr_rclient_append(s->redis, key, 4, argv, lens) != 0) {
+            if (ctr_apply_stamp_key(tkey, sizeof(tkey), key) != 0)
+                tkey[0] = '\0'; /* cannot be: the key room has space */
+            const char *argv[] = {"MGET", key, tkey};
+            size_t lens[] = {4, strlen(key), strlen(tkey)};
+            if (ctr_rclient_append(s->redis, key, 3, argv, lens) != 0) {
                 /* out of memory; freeing the client drops the queue */
-                snprintf(st.why, sizeof(st.why),
-                         "redis at %s: HMGET failed: %s", redis_name(s->cfg),
-                         ctr_rclient_errstr(s->redis));
+                snprintf(st.why, sizeof(st.why), "redis at %s: MGET failed: %s",
+                         redis_name(s->cfg), ctr_rclient_errstr(s->redis));
                 redis_down(s, st.why);
                 return -1;
             }
         }
-        if (ctr_rclient_drain(s->redis, on_hmget, &st) != 0 &&
-            st.why[0] == '\0')
-            snprintf(st.why, sizeof(st.why), "redis at %s: HMGET failed: %s",
+        if (ctr_rclient_drain(s->redis, on_mget, &st) != 0 && st.why[0] == '\0')
+            snprintf(st.why, sizeof(st.why), "redis at %s: MGET failed: %s",
                      redis_name(s->cfg), ctr_rclient_errstr(s->redis));
         if (st.why[0]) {
             redis_down(s, st.why);

@@ -65,11 +65,11 @@ int ctl_stores_names(ctl_stores *s, const char *prefix, ctl_values *out,
                      int *from) __attribute__((warn_unused_result));
 
 /*
- * Fills the value and last update of every item: its hash in Redis (a
+ * Fills the value and last update of every item: its keys in Redis (a
  * daily counter's window of today), or when Redis is down or lacks its
  * epoch key (restarted empty, not yet restored) counter_totals (a daily
  * counter's row of counter_daily for today) in PostgreSQL. A Redis value
- * that is no integer (or a key that is no hash) marks its item invalid,
+ * that is no integer (or a key that is no string) marks its item invalid,
  * named on stderr; the others are read all the same. Returns 0 with
  * *src filled, or -1 when neither store answered (each reason printed).
  */

@@ -2,7 +2,7 @@
  * verify.c - see verify.h.
  *
  * Each compared value (a counter's total, or one of its daily windows) is
- * one item of a list. Redis is read in bulk (SCAN, then pipelined HGETs)
+ * one item of a list. Redis is read in bulk (SCAN, then pipelined GETs)
  * and PostgreSQL in a few array queries inside one repeatable-read
  * transaction, so that its values are of one instant; each row found
  * becomes an item of its own, and sorting by (name, day) and merging
@@ -19,7 +19,7 @@
  *
  * Plain blocking clients: this is a one-shot operator command. Redis is
  * one server or a Redis Cluster (ingest/rclient.h): SCAN runs on every
- * master, each HGET goes to the master of its key.
+ * master, each GET goes to the master of its key.
  */
 #include "ctl/verify.h"
 
@@ -41,7 +41,7 @@
 #include <time.h>
 
 enum {
-    SCAN_COUNT = 1000, /* keys per SCAN step; HGETs per pipeline */
+    SCAN_COUNT = 1000, /* keys per SCAN step; GETs per pipeline */
     PG_CHUNK = 1000,   /* names or windows per array query */
     POLL_MS = 200,     /* between two looks at the persister's offsets */
     RECHECK_PAUSE_MS = 1000,
@@ -55,7 +55,7 @@ enum {
 /* One read of a value from Redis. */
 typedef struct ver_redis {
     int found;
-    int invalid; /* v is not a 64-bit integer, or the key is not a hash */
+    int invalid; /* the value is not a 64-bit integer, or not a string */
     int64_t value;
 } ver_redis;
 
@@ -260,7 +260,7 @@ static void key_of(const ver_item *it, char *key, size_t len)
 
 /*
  * Splits a key into a counter name and a window date ("" for the counter's
- * own hash). Returns -1 for any other key: dedup sets, HLLs, guards and
+ * own value). Returns -1 for any other key: dedup sets, HLLs, guards and
  * fences live under the same hash tag and hold no value.
  */
 static int parse_key(const char *key, size_t len, size_t *name_len,
@@ -382,7 +382,7 @@ static int scan_node(redisContext *node, void *arg)
 }
 
 /* Adds an item for every key that holds a value of the kind the counter's
- * definition says (a window of a daily counter, else the counter's hash);
+ * definition says (a window of a daily counter, else the counter's own value);
  * values are read later. SCAN, never KEYS: this must not stall Redis. */
 static int redis_scan(ver_ctx *c, ver_list *out)
 {
@@ -395,7 +395,7 @@ static int redis_scan(ver_ctx *c, ver_list *out)
     return -1;
 }
 
-/* One pipeline of HGETs: reply i is for items[sent[i]]. */
+/* One pipeline of GETs: reply i is for items[sent[i]]. */
 typedef struct fill_state {
     ver_ctx *c;
     ver_item *items;
@@ -404,7 +404,7 @@ typedef struct fill_state {
     int failed;
 } fill_state;
 
-static void on_hget(const redisReply *r, size_t i, void *arg)
+static void on_get(const redisReply *r, size_t i, void *arg)
 {
     fill_state *st = arg;
     ver_item *it = &st->items[st->sent[i]];
@@ -412,7 +412,7 @@ static void on_hget(const redisReply *r, size_t i, void *arg)
 
     if (r == NULL) {
         if (!st->failed)
-            redis_failed(st->c, "HGET", NULL, ctr_rclient_errstr(st->c->redis));
+            redis_failed(st->c, "GET", NULL, ctr_rclient_errstr(st->c->redis));
         st->failed = 1;
         return;
     }
@@ -421,17 +421,16 @@ static void on_hget(const redisReply *r, size_t i, void *arg)
         to->found = 1;
         to->invalid = parse_i64(r->str, r->len, &to->value) != 0;
     } else if (r->type != REDIS_REPLY_NIL) {
-        /* WRONGTYPE: something replaced the hash */
+        /* WRONGTYPE: something replaced the value */
         to->found = 1;
         to->invalid = 1;
     }
 }
 
 /*
- * Reads field v of the key of each item into its `before` (all items) or
+ * Reads the value key of each item into its `before` (all items) or
  * `after` (only the items that differ so far), SCAN_COUNT commands per
- * pipeline, each to the server of its key. A missing key or field is not
- * found.
+ * pipeline, each to the server of its key. A missing key is not found.
  */
 static int redis_fill(ver_ctx *c, ver_item *items, size_t n, int after,
                       int64_t now_ms)
@@ -446,9 +445,9 @@ static int redis_fill(ver_ctx *c, ver_item *items, size_t n, int after,
             if (after && !item_differs(c->cfg, &items[i], now_ms))
                 continue;
             key_of(&items[i], key, sizeof(key));
-            const char *argv[] = {"HGET", key, "v"};
-            size_t lens[] = {4, strlen(key), 1};
-            if (ctr_rclient_append(c->redis, key, 3, argv, lens) != 0) {
+            const char *argv[] = {"GET", key};
+            size_t lens[] = {3, strlen(key)};
+            if (ctr_rclient_append(c->redis, key, 2, argv, lens) != 0) {
                 /* what is queued goes with the client */
                 fprintf(stderr, "counterctl: out of memory\n");
                 return -1;
@@ -456,9 +455,9 @@ static int redis_fill(ver_ctx *c, ver_item *items, size_t n, int after,
             sent[nsent++] = i;
         }
         fill_state st = {c, items, sent, after, 0};
-        if (ctr_rclient_drain(c->redis, on_hget, &st) != 0 || st.failed) {
+        if (ctr_rclient_drain(c->redis, on_get, &st) != 0 || st.failed) {
             if (!st.failed)
-                redis_failed(c, "HGET", NULL, ctr_rclient_errstr(c->redis));
+                redis_failed(c, "GET", NULL, ctr_rclient_errstr(c->redis));
             return -1;
         }
     }

@@ -3,8 +3,8 @@
  * PostgreSQL for every counter (invariant I4 without the api), after the
  * persister has caught up with the topic, and prints each difference.
  *
- * What is compared: a counter without a daily reset has its hash
- * "{c:NAME}" (field v) against counter_totals; a daily counter has each
+ * What is compared: a counter without a daily reset has its value
+ * "{c:NAME}" against counter_totals; a daily counter has each
  * window "{c:NAME}:d:DATE" present in Redis against counter_daily, plus
  * every nonzero counter_daily row whose day a late event could still reach
  * (it ends less than lateness_s ago), which must have its window in Redis.

@@ -594,7 +594,7 @@ api_answers() {
 # from PostgreSQL and the log when it started empty); until then the api
 # keeps off Redis.
 redis_whole() {
-    [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" EXISTS counter:epoch 2>/dev/null)" == 1 ]]
+    [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" EXISTS counter:epoch:2 2>/dev/null)" == 1 ]]
 }
 
 # start_app NAME: NAME is built (checked by the caller).

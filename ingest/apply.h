@@ -6,8 +6,12 @@
  *
  * Keys of counter NAME (all with the hash tag {c:NAME}, so each script
  * stays in one Redis Cluster slot):
- *   {c:NAME}              value hash (v, t) of a counter without reset
- *   {c:NAME}:d:DATE       value hash of the daily window of local DATE
+ *   {c:NAME}              value (an integer string) of a counter
+ *                         without reset
+ *   {c:NAME}:d:DATE       value of the daily window of local DATE
+ *   <value key>:t         last-update stamp of that value (epoch ms);
+ *                         two plain strings rather than one hash, so that
+ *                         a batch read is one MGET
  *   {c:NAME}:u:DATE       exact dedup set of DATE;  :h:DATE  HyperLogLog
  *   {c:NAME}:o:P          applier fence: last offset of partition P
  *                         applied to NAME (its events normally share one
@@ -104,6 +108,11 @@ typedef struct ctr_idem_record {
 int ctr_idem_record_parse(const char *s, ctr_idem_record *out)
     __attribute__((warn_unused_result));
 
+/* The stamp key that goes with a value key; 0, or -1 if too long. */
+#define CTR_APPLY_STAMP_SUFFIX ":t"
+int ctr_apply_stamp_key(char *buf, size_t len, const char *value_key)
+    __attribute__((warn_unused_result));
+
 /* The guard key of event id on counter name; 0, or -1 if too long. */
 int ctr_apply_guard_key(char *buf, size_t len, const char *name, const char *id)
     __attribute__((warn_unused_result));
@@ -121,8 +130,8 @@ void ctr_apply_plan(ctr_apply_spec *s, const ctr_counter_def *def,
 /* The arguments of one EVALSHA; strings point into the struct or spec. */
 typedef struct ctr_apply_argv {
     int argc;
-    const char *argv[20];
-    char keys[4][CTR_APPLY_KEY_MAX];
+    const char *argv[21];
+    char keys[5][CTR_APPLY_KEY_MAX];
     char nums[10][24];
 } ctr_apply_argv;
 

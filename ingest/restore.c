@@ -199,7 +199,8 @@ static int clear_counters(pipe_state *ps)
 static long restore_values(const ctr_config *cfg, PGconn *conn, pipe_state *ps,
                            int64_t now)
 {
-    char days[16], key[CTR_APPLY_KEY_MAX], v[24], t[24], ttl[16];
+    char days[16], key[CTR_APPLY_KEY_MAX], tkey[CTR_APPLY_KEY_MAX], v[24],
+        t[24], ttl[16];
     long rows = 0;
     snprintf(days, sizeof(days), "%d", cfg->lateness_s / 86400 + 2);
     const char *params[1] = {days};
@@ -248,11 +249,18 @@ static long restore_values(const ctr_config *cfg, PGconn *conn, pipe_state *ps,
                          q ? PQgetvalue(res, i, 1) : "");
                 snprintf(v, sizeof(v), "%s", PQgetvalue(res, i, 2));
                 snprintf(t, sizeof(t), "%s", PQgetvalue(res, i, 3));
-                const char *hset[] = {"HSET", key, "v", v, "t", t};
-                pipe_cmd(ps, 6, hset);
+                if (ctr_apply_stamp_key(tkey, sizeof(tkey), key) != 0)
+                    continue;
+                const char *set_v[] = {"SET", key, v};
+                const char *set_t[] = {"SET", tkey, t};
+                pipe_cmd(ps, 3, set_v);
+                if (t[0]) /* NULL: never stamped */
+                    pipe_cmd(ps, 3, set_t);
                 if (q == 1) {
                     const char *exp[] = {"EXPIRE", key, ttl};
+                    const char *exp_t[] = {"EXPIRE", tkey, ttl};
                     pipe_cmd(ps, 3, exp);
+                    pipe_cmd(ps, 3, exp_t);
                 }
             }
             rows++;
@@ -453,11 +461,19 @@ int ctr_redis_restore(const ctr_config *cfg, ctr_rclient *c,
                    errlen))
         goto out;
 
+    redisReply *r =
+        ctr_rclient_cmd(c, CTR_EPOCH_KEY_V1, "DEL %s", CTR_EPOCH_KEY_V1);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        fail(errbuf, errlen, "removing the old epoch: %s",
+             r ? r->str : ctr_rclient_errstr(c));
+        freeReplyObject(r);
+        goto out;
+    }
+    freeReplyObject(r);
     char epoch[40];
     snprintf(epoch, sizeof(epoch), "%" PRId64 "-%016" PRIx64, now,
              ctr_random_u64());
-    redisReply *r =
-        ctr_rclient_cmd(c, CTR_EPOCH_KEY, "SET %s %s", CTR_EPOCH_KEY, epoch);
+    r = ctr_rclient_cmd(c, CTR_EPOCH_KEY, "SET %s %s", CTR_EPOCH_KEY, epoch);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         fail(errbuf, errlen, "setting the epoch: %s",
              r ? r->str : ctr_rclient_errstr(c));

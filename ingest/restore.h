@@ -19,8 +19,14 @@
 #include <stdint.h>
 
 /* Present once a Redis data set is whole: set by the restore, checked by
- * the api (api/redis_store.c) and the applier before they use Redis. */
-#define CTR_EPOCH_KEY "counter:epoch"
+ * the api (api/redis_store.c) and the applier before they use Redis. The
+ * ":2" is the layout of the counter keys (2: value and stamp as two
+ * strings; 1, the plain "counter:epoch": one hash): a Redis written in an
+ * older layout has no such key and is restored, not misread. */
+#define CTR_EPOCH_KEY "counter:epoch:2"
+/* The layout-1 epoch, removed by a restore so that an older version run
+ * again restores too instead of reading strings as hashes. */
+#define CTR_EPOCH_KEY_V1 "counter:epoch"
 /* Held while one applier restores, so that two do not. */
 #define CTR_RESTORE_LOCK_KEY "counter:restore-lock"
 

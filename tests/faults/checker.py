@@ -60,7 +60,7 @@ class Stores:
         cmds = []
         for c in counters:
             key = self.redis.key(c.name) + (f":d:{day}" if c.kind == DAILY else "")
-            cmds.append(f"HGET {key} v")
+            cmds.append(f"GET {key}")
         out = it_run(
             ["redis-cli", "-h", self.stack.redis_host, "-p", str(self.stack.redis_port), "--raw"],
             input="\n".join(cmds) + "\n",

@@ -265,16 +265,17 @@ class Redis:
     def key(self, name):
         return "{c:" + name + "}"
 
-    def hash(self, name):
-        """HGETALL of the counter's hash as a dict ({} when absent)."""
-        out = self.cli("HGETALL", self.key(name))
-        items = out.split("\n") if out else []
-        assert len(items) % 2 == 0, items
-        return dict(zip(items[0::2], items[1::2]))
+    def stored(self, name):
+        """The counter's value key {c:name} and its stamp {c:name}:t as
+        {"v": ..., "t": ...}, each only when present ({} for neither)."""
+        out = self.cli("MGET", self.key(name), self.key(name) + ":t")
+        items = out.split("\n")
+        assert len(items) == 2, items
+        return {f: x for f, x in zip(("v", "t"), items) if x != ""}
 
     def value(self, name):
-        """HGET {c:name} v as an int, None when absent."""
-        out = self.cli("HGET", self.key(name), "v")
+        """GET {c:name} as an int, None when absent."""
+        out = self.cli("GET", self.key(name))
         return int(out) if out != "" else None
 
     def ping(self):
@@ -668,9 +669,9 @@ def metric_value(stack, metric, **labels):
 
 
 def redis_window(redis, name, day):
-    """HGET {c:NAME}:d:DAY v of a daily counter as an int, None when absent.
+    """GET {c:NAME}:d:DAY of a daily counter as an int, None when absent.
     day: a date or 'YYYY-MM-DD'."""
-    out = redis.cli("HGET", redis.key(name) + f":d:{day}", "v")
+    out = redis.cli("GET", redis.key(name) + f":d:{day}")
     return int(out) if out != "" else None
 
 

@@ -2,7 +2,7 @@
 persister's PostgreSQL totals.
 
 Rejected writes are checked for "no trace" (G2) in every store: the GET
-value and the Redis hash are unchanged, and a marker write sent afterwards
+value and its Redis keys are unchanged, and a marker write sent afterwards
 on the same counter is the only new Kafka event after the test's own (one
 counter's events share a partition, so a leaked event would come before the
 marker), and PostgreSQL converges to exactly the marker's effect.
@@ -67,7 +67,7 @@ def snapshot(api, redis, name):
     return {
         "value": r.json["value"],
         "last_updated": r.json["last_updated"],
-        "hash": redis.hash(name),
+        "stored": redis.stored(name),
     }
 
 
@@ -188,7 +188,7 @@ def test_get_never_written(api, redis, name):
         "source": "redis",
         "stale": False,
     }
-    assert redis.hash(name) == {}
+    assert redis.stored(name) == {}
 
 
 def test_get_after_writes(api, redis, name):
@@ -204,7 +204,7 @@ def test_get_after_writes(api, redis, name):
     assert r.json["source"] == "redis" and r.json["stale"] is False
     lu = r.json["last_updated"]
     assert RFC3339_MS_RE.match(lu), lu
-    h = redis.hash(name)
+    h = redis.stored(name)
     assert h["v"] == "42"
     assert ms_from_rfc3339(lu) == int(h["t"]), (lu, h)
     assert t0 - 5 <= int(h["t"]) <= t1 + 5
@@ -233,7 +233,7 @@ def test_persister_total_matches_api(api, redis, pg, name):
     wait_pg_total(pg, name, sum(values))
     value, last_event_ms = pg.total_row(name)
     assert value == api.value(name) == redis.value(name)
-    assert last_event_ms == int(redis.hash(name)["t"])
+    assert last_event_ms == int(redis.stored(name)["t"])
 
 
 def test_persister_offsets_cover_the_event(api, pg, kafka, stack, name):
@@ -328,7 +328,7 @@ def test_method_not_allowed(api, redis, name, method, path_tpl, allow):
     assert_error(r, 405, "method_not_allowed")
     got = {m.strip() for m in r.headers.get("Allow", "").split(",") if m.strip()}
     assert got == allow, r.headers.get("Allow")
-    assert redis.hash(name) == {}
+    assert redis.stored(name) == {}
     assert api.value(name) == 0
 
 
@@ -358,7 +358,7 @@ def test_head_on_write_path_is_405(api, name):
 def test_unknown_route_is_404(api, redis, name, method, path_tpl):
     body = b"{}" if method == "POST" else None
     assert_error(api.request(method, path_tpl.format(n=name), body), 404, "not_found")
-    assert redis.hash(name) == {}
+    assert redis.stored(name) == {}
 
 
 def test_routing_errors_leave_no_trace(api, redis, pg, kafka, seeded, name):

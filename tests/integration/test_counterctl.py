@@ -784,7 +784,7 @@ def test_a_damaged_redis_value_is_named_and_the_rest_still_read(api, redis):
     prefix = unique_name("it.ctl-damaged") + "."
     good, bad = prefix + "good", prefix + "bad"
     assert api.incr(good, 4).status == 200
-    redis.cli("HSET", redis.key(bad), "v", "not-a-number")
+    redis.cli("SET", redis.key(bad), "not-a-number")
     try:
         p = ok(ctl("counters", "list", "--prefix", prefix, "--json"))
         doc = one_json(p)

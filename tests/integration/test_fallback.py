@@ -92,7 +92,7 @@ def test_redis_down_reads_from_postgres_writes_go_through_kafka(api, redis, pg, 
     wait_pg_total(pg, name, 5)
     last_event_ms = pg.total_row(name)[1]
     since = kafka.end_offsets()
-    before_hash = redis.hash(name)
+    before_stored = redis.stored(name)
 
     accepted = []
     stackctl.stop("redis")
@@ -158,16 +158,16 @@ def test_redis_down_reads_from_postgres_writes_go_through_kafka(api, redis, pg, 
     assert recovery_s < 10, f"redis came back only after {recovery_s:.1f}s"
     marker = api.incr(name, 1)
     assert marker.status == 200, marker.json
-    assert before_hash["v"] == "5"
+    assert before_stored["v"] == "5"
     # 5 + 5 x (3 - 1 + 1), then the marker's +1; never: five times +1
     wait_until(lambda: api.value(name) == 21, 30, 0.1, "accepted writes applied")
-    assert redis.hash(name)["v"] == "21"
+    assert redis.stored(name)["v"] == "21"
     wait_until(lambda: api.value(never) == 5, 30, 0.1, "accepted writes applied")
     r = api.get(name)
     assert r.json["source"] == "redis" and r.json["stale"] is False
     wait_pg_total(pg, name, 21)
     wait_pg_total(pg, never, 5)
-    assert redis.hash(gauge) == {} and pg.total(gauge) is None
+    assert redis.stored(gauge) == {} and pg.total(gauge) is None
 
 
 def test_fallback_read_never_goes_back(api, redis, pg, stackctl, name):
@@ -336,7 +336,7 @@ def test_kafka_down_writes_503_and_leave_no_trace(api, redis, pg, kafka, stackct
     fresh = f"{name}-fresh"
     _seed(api, pg, name, 10)
     since = kafka.end_offsets()
-    before_hash = redis.hash(name)
+    before_stored = redis.stored(name)
 
     stackctl.stop("kafka")
     try:
@@ -361,7 +361,7 @@ def test_kafka_down_writes_503_and_leave_no_trace(api, redis, pg, kafka, stackct
         # Reads are unaffected, and the value is what it was.
         r = api.get(name)
         assert r.json["source"] == "redis" and r.json["value"] == 10, r.json
-        during_hash, fresh_hash = redis.hash(name), redis.hash(fresh)
+        during_stored, fresh_stored = redis.stored(name), redis.stored(fresh)
         fresh_get = api.get(fresh).json
 
         # While a refused write waits for Kafka, readers must not see it.
@@ -388,13 +388,13 @@ def test_kafka_down_writes_503_and_leave_no_trace(api, redis, pg, kafka, stackct
     assert api.value(name) == 11 and redis.value(name) == 11
     assert pg.total(fresh) is None
     # G2, strictly: a refused write leaves nothing in Redis, not even a
-    # moved last_updated or an empty hash for a counter never written, and
+    # moved last_updated or an empty value for a counter never written, and
     # is never visible to readers in the meantime.
     traces = []
-    if during_hash != before_hash:
-        traces.append(f"{name}: hash {before_hash} -> {during_hash}")
-    if fresh_hash != {} or fresh_get["last_updated"] is not None:
-        traces.append(f"{fresh} (never written): hash {{}} -> {fresh_hash}, GET -> {fresh_get}")
+    if during_stored != before_stored:
+        traces.append(f"{name}: stored {before_stored} -> {during_stored}")
+    if fresh_stored != {} or fresh_get["last_updated"] is not None:
+        traces.append(f"{fresh} (never written): stored {{}} -> {fresh_stored}, GET -> {fresh_get}")
     if seen != {10}:
         traces.append(f"{name}: readers saw values {sorted(seen)} while a refused write waited for Kafka")
     assert not traces, "writes refused with 503 left traces: " + "; ".join(traces)

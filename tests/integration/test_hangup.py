@@ -153,7 +153,7 @@ def test_hangups_leave_api_up_and_stores_consistent(api, redis, pg, kafka, stack
     assert r > 0, f"none of {per_mode * len(COMPLETE_MODES)} complete writes was applied"
 
     # Incomplete requests never reach the handler: no trace anywhere.
-    assert redis.hash(incomplete) == {}, redis.hash(incomplete)
+    assert redis.stored(incomplete) == {}, redis.stored(incomplete)
     assert kafka.messages(since, key=incomplete) == []
     assert pg.total(incomplete) is None
 

@@ -76,7 +76,7 @@ def test_invalid_key_is_400_and_applies_nothing(api, redis):
         assert r.status == 400, (bad, r.json)
         assert r.json["error"]["code"] == "invalid_header"
         assert r.json["error"]["field"] == "Idempotency-Key"
-    assert redis.hash(name) == {}
+    assert redis.stored(name) == {}
 
 
 def test_concurrent_repeats_apply_once(api, redis, pg):
@@ -187,7 +187,7 @@ def test_redis_restarted_empty_is_restored_before_use(api, redis, pg, kafka, sta
     for u in ("a", "b"):
         assert api.incr(uniq, user_id=u).status == 200
     wait_pg_total(pg, name, 9)
-    epoch = redis.cli("GET", "counter:epoch").strip()
+    epoch = redis.cli("GET", "counter:epoch:2").strip()
     assert epoch
 
     stackctl.kill("redis")
@@ -196,7 +196,7 @@ def test_redis_restarted_empty_is_restored_before_use(api, redis, pg, kafka, sta
     r = api.incr(name, 1)
     assert r.status == 202, r.json
     stackctl.start("redis")
-    wait_until(lambda: redis.cli("GET", "counter:epoch").strip() not in ("", epoch),
+    wait_until(lambda: redis.cli("GET", "counter:epoch:2").strip() not in ("", epoch),
                60, 0.1, "redis restored with a new epoch")
     wait_until(lambda: api.get(name).json.get("source") == "redis", 30, 0.1, "api back on redis")
     wait_until(lambda: api.value(name) == 10, 30, 0.1, "the accepted write applied")

@@ -493,7 +493,7 @@ def test_daily_windows_either_side_of_shanghai_midnight(api, redis, pg):
 
     assert redis_window(redis, name, yesterday) == 3
     assert redis_window(redis, name, today) == 12
-    assert redis.value(name) is None, "a daily counter has no all-time hash"
+    assert redis.value(name) is None, "a daily counter has no all-time value"
     ttl = int(redis.cli("TTL", redis.key(name) + f":d:{today}"))
     assert ttl > 0, f"today's window has no expiry (TTL {ttl})"
     g = api.get(name).json
