@@ -2,6 +2,7 @@
  * redis_store.c - see redis_store.h.
  */
 #include "api/redis_store.h"
+#include "api/reply_pool.h"
 
 #include "api/stats.h"
 #include "common/timeutil.h"
@@ -609,6 +610,8 @@ static void node_connect(evutil_socket_t fd, short what, void *arg)
         return;
     }
     n->ac->data = n;
+    /* nothing is read yet: its replies come from the pool from the first */
+    n->ac->c.reader->fn = &api_reply_pool_functions;
     redisLibeventAttach(n->ac, n->r->base);
     redisAsyncSetConnectCallback(n->ac, on_connect);
     redisAsyncSetDisconnectCallback(n->ac, on_disconnect);
@@ -827,6 +830,7 @@ void api_redis_free(api_redis *r)
     free(r->password);
     free(r->seeds);
     free(r);
+    api_reply_pool_drain();
 }
 
 /* ---- write ---- */
