@@ -54,24 +54,72 @@ static int query_has_nul(const char *query, char *key, size_t keylen)
     return 0;
 }
 
+/*
+ * The plain case without libevent's split-and-decode (4 % of a batch
+ * GET): a query with nothing to decode ('%' or '+') reads the same raw.
+ * Returns 1 with the value of names (not terminated: *len bytes; NULL if
+ * absent) and *dup as api_query_param would give them, or 0 if libevent
+ * must read it (something to decode, or a part libevent refuses or skips:
+ * no '=', an empty name or an empty part).
+ */
+static int plain_names(const char *query, const char **names, size_t *len,
+                       int *dup)
+{
+    if (strpbrk(query, "%+") != NULL)
+        return 0;
+    *names = NULL;
+    *len = 0;
+    *dup = 0;
+    for (const char *p = query;;) {
+        size_t n = strcspn(p, "&");
+        const char *eq = memchr(p, '=', n);
+        if (eq == NULL || eq == p)
+            return 0;
+        if (eq - p == 5 && memcmp(p, "names", 5) == 0) {
+            *dup |= *names != NULL;
+            *names = eq + 1;
+            *len = n - 6;
+        }
+        if (p[n] == '\0')
+            return 1;
+        p += n + 1;
+    }
+}
+
+static int names_given(const char *names, int dup, api_name_list *out,
+                       char *errbuf, size_t errlen)
+{
+    if (!dup)
+        return api_parse_names(names, out, errbuf, errlen);
+    snprintf(errbuf, errlen, "names: give it once, as a comma-separated list");
+    return -1;
+}
+
 int api_query_batch(const char *query, api_name_list *out, char *errbuf,
                     size_t errlen)
 {
     struct evkeyvalq params;
     int dup = 0, rc = -1;
-    char key[16];
+    char key[16], plain[API_BATCH_MAX * (CTR_NAME_MAX + 1)];
+    const char *raw;
+    size_t raw_len;
 
     out->n = 0;
+    if (query && plain_names(query, &raw, &raw_len, &dup) &&
+        raw_len < sizeof(plain)) {
+        if (raw != NULL) {
+            memcpy(plain, raw, raw_len);
+            plain[raw_len] = '\0';
+        }
+        return names_given(raw ? plain : NULL, dup, out, errbuf, errlen);
+    }
     TAILQ_INIT(&params);
     if (query_has_nul(query, key, sizeof(key))) {
         snprintf(errbuf, errlen, "names: must not contain NUL (%%00)");
     } else if (query && evhttp_parse_query_str(query, &params) == 0) {
+        dup = 0;
         const char *names = api_query_param(&params, "names", &dup);
-        if (dup)
-            snprintf(errbuf, errlen,
-                     "names: give it once, as a comma-separated list");
-        else
-            rc = api_parse_names(names, out, errbuf, errlen);
+        rc = names_given(names, dup, out, errbuf, errlen);
     } else {
         snprintf(errbuf, errlen, "names: give 1 to %d comma-separated names",
                  API_BATCH_MAX);

@@ -1,5 +1,11 @@
 /* test_router.c - paths and methods to endpoints; the names= list. */
+#include "api/query.h"
 #include "api/router.h"
+
+#include <sys/queue.h>
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -108,11 +114,77 @@ static void test_names_list(void **state)
     assert_int_equal(api_parse_names(many, &l, err, sizeof(err)), -1);
 }
 
+/* The batch query as libevent reads it (split, decode), the way the api
+ * read every query before its plain-query path. */
+static int reference_batch(const char *query, api_name_list *out, char *err,
+                           size_t errlen)
+{
+    struct evkeyvalq params;
+    int dup = 0, rc = -1;
+    out->n = 0;
+    TAILQ_INIT(&params);
+    if (strstr(query, "%00") != NULL) {
+        snprintf(err, errlen, "names: must not contain NUL (%%00)");
+    } else if (evhttp_parse_query_str(query, &params) == 0) {
+        const char *names = api_query_param(&params, "names", &dup);
+        if (dup)
+            snprintf(err, errlen,
+                     "names: give it once, as a comma-separated list");
+        else
+            rc = api_parse_names(names, out, err, errlen);
+    } else {
+        snprintf(err, errlen, "names: give 1 to %d comma-separated names",
+                 API_BATCH_MAX);
+    }
+    evhttp_clear_headers(&params);
+    return rc;
+}
+
+/* Random queries from pieces that matter to either reading: the same
+ * names or the same error. */
+static void test_batch_query_like_libevent(void **state)
+{
+    static const char *const parts[] = {
+        "names=", "names", "a",   "b.c", "x_1",     ",",  "&", "=",   "other=1",
+        "%2C",    "+",     "%41", "%00", "names=a", "&&", "-", "nam", "es"};
+    static api_name_list got, want;
+    char query[512], e1[160], e2[160];
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    (void)state;
+    for (int round = 0; round < 200000; round++) {
+        size_t len = 0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        int n = 1 + (int)(x % 9);
+        for (int i = 0; i < n; i++) {
+            const char *p =
+                parts[(x >> (5 * i + 4)) % (sizeof(parts) / sizeof(parts[0]))];
+            size_t pl = strlen(p);
+            memcpy(query + len, p, pl);
+            len += pl;
+        }
+        query[len] = '\0';
+        e1[0] = e2[0] = '\0';
+        int rc = api_query_batch(query, &got, e1, sizeof(e1));
+        int rc_want = reference_batch(query, &want, e2, sizeof(e2));
+        if (rc != rc_want || strcmp(e1, e2) != 0)
+            fail_msg("%s: %d '%s', libevent: %d '%s'", query, rc, e1, rc_want,
+                     e2);
+        if (rc == 0) {
+            assert_int_equal(got.n, want.n);
+            for (size_t i = 0; i < got.n; i++)
+                assert_string_equal(got.names[i], want.names[i]);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_names_list),
+        cmocka_unit_test(test_batch_query_like_libevent),
     };
     return cmocka_run_group_tests_name("router", tests, NULL, NULL);
 }
