@@ -28,7 +28,7 @@ must ignore it, and the tests check that no key of theirs landed there.
   every master). The slots stay half moved until the api's ASK counter has
   risen; afterwards its MOVED counter rises; the keys live on the target;
   I1-I4;
-- restore: with the cluster emptied (no counter:epoch) and the applier
+- restore: with the cluster emptied (no counter:epoch:2) and the applier
   stopped, the api is not ready for Redis, answers writes 202 and reads
   from PostgreSQL; a new applier restores the cluster from PostgreSQL and
   the log, and the api serves exact values from Redis again.
@@ -521,7 +521,7 @@ def svc(stack, cluster, pg, tmp_path_factory):
         t0 = time.monotonic()
         s.start_applier()
         wait_until(lambda: s.applier.alive() and cluster.get_key(EPOCH_KEY), 120, 0.2,
-                   "the applier's restore of the new cluster (counter:epoch)")
+                   "the applier's restore of the new cluster (counter:epoch:2)")
         print(f"cluster restored by the applier in {time.monotonic() - t0:.1f}s")
         s.start_api()
         yield s
@@ -1085,7 +1085,7 @@ def test_empty_cluster_is_restored_before_the_api_uses_it(pg, cluster, svc):
     t0 = time.monotonic()
     svc.start_applier()
     wait_until(lambda: svc.applier.alive() and cluster.get_key(EPOCH_KEY), 120, 0.2,
-               "the restore (counter:epoch)")
+               "the restore (counter:epoch:2)")
     print(f"\nrestored in {time.monotonic() - t0:.1f}s")
     for api in (svc.api, fresh):
         wait_until(lambda: readyz(api)[1]["redis"]["ok"] is True, 30, 0.1,

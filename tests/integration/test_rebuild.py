@@ -115,3 +115,49 @@ def test_rebuild_redis_after_redis_lost_everything(api, redis, pg, kafka, stack,
     assert api.incr(uniq, user_id="u2").json.get("counted") is False
     rc, out, err = _counterctl(stack, "verify")
     assert rc == 0, out + err
+
+
+def test_redis_of_the_older_hash_layout_is_restored_before_use(api, redis, pg, kafka, stackctl):
+    """A Redis written by a version before layout 2 (each counter one hash,
+    fields v and t; the epoch key counter:epoch) is not read: the applier
+    finds no counter:epoch:2, restores the counters as two strings each
+    from PostgreSQL and the log, and removes counter:epoch; the api then
+    reads and writes the new keys."""
+    plain = counter_name("it_rb_up")
+    daily = counter_name("it_day_sh_rb_up")
+    assert api.incr(plain, 8).status == 200
+    assert api.incr(daily, 3).status == 200
+    wait_pg_total(pg, plain, 8)
+    wait_pg_total(pg, daily, 3)
+    day = api.get(daily).json["period"]
+    window = redis.key(daily) + f":d:{day}"
+    stamp = redis.stored(plain)["t"]
+
+    stackctl.stop("counter-api")
+    stackctl.stop("counter-applier")
+    try:
+        # what the older version left: hashes (with a wrong value, to see
+        # that nothing reads it) and its epoch, but no counter:epoch:2
+        for k in (redis.key(plain), redis.key(plain) + ":t", window, window + ":t"):
+            redis.cli("DEL", k)
+        redis.cli("HSET", redis.key(plain), "v", "1000", "t", stamp)
+        redis.cli("HSET", window, "v", "1000", "t", stamp)
+        redis.cli("DEL", "counter:epoch:2")
+        redis.cli("SET", "counter:epoch", "1-0000000000000000")
+    finally:
+        stackctl.start("counter-applier")
+        stackctl.start("counter-api")
+    wait_until(lambda: redis.cli("GET", "counter:epoch:2") != "", 60, 0.1,
+               "the applier's restore (counter:epoch:2)")
+    assert redis.cli("EXISTS", "counter:epoch") == "0"
+    for k in (redis.key(plain), window):
+        assert redis.cli("TYPE", k) == "string", k
+    assert redis.stored(plain) == {"v": "8", "t": stamp}
+    assert redis.cli("GET", window) == "3"
+    assert int(redis.cli("TTL", window)) > 0 and int(redis.cli("TTL", window + ":t")) > 0
+    wait_until(lambda: api.get(plain).json.get("source") == "redis", 30, 0.1, "api on redis")
+    assert api.value(plain) == 8 and api.value(daily) == 3
+    r = api.incr(plain, 2)
+    assert r.status == 200 and r.json["current_value"] == 10, r.json
+    assert redis.value(plain) == 10
+    wait_pg_total(pg, plain, 10)
