@@ -2,9 +2,9 @@
 # `make bench-profile` (or `BENCH_PROFILE=1 make bench`): where counter-api
 # spends its instructions, per request. A second counter-api runs under
 # `valgrind --tool=callgrind` on a port of its own beside the stack's; after
-# a warm-up, tests/tools/loadgen sends N GETs of one counter, then N
-# increments of it. Instrumentation is on during each phase only
-# (`callgrind_control --instr=on|off`; switching it off closes every open
+# a warm-up, tests/tools/loadgen sends N GETs of one counter, N batch GETs
+# of ten, then N increments of the first. Instrumentation is on during each
+# phase only (`callgrind_control --instr=on|off`; switching it off closes every open
 # call frame, so the dump after it has exact self costs) and each phase is
 # dumped to a file of its own. Prints the instructions (Ir) per request of
 # each phase and its top functions by inclusive and by self cost, per
@@ -34,7 +34,7 @@
 #   BENCH_PROFILE_JSON              where the JSON goes (default
 #                                   bench/results/<UTC timestamp>-profile.json)
 #   BENCH_PROFILE_KEEP              a directory to keep the callgrind files
-#                                   in (callgrind.{idle,get,increment}.out, for
+#                                   in (callgrind.{idle,get,batch_get,increment}.out, for
 #                                   callgrind_annotate or kcachegrind)
 set -euo pipefail
 
@@ -131,6 +131,10 @@ curl -fsS -o /dev/null "http://$H:$PROFILE_PORT/healthz" ||
 
 URL_GET="http://$H:$PROFILE_PORT/api/v1/counter/$COUNTER"
 URL_INC="$URL_GET/increment"
+# the batch: ten counters, as make bench's batch get
+names=""
+for i in $(seq 0 9); do names+="${names:+,}${COUNTER}_b$i"; done
+URL_BATCH="http://$H:$PROFILE_PORT/api/v1/counters?names=$names"
 # load NAME URL PER_CONN [BODY]: loadgen's one-line JSON into $WORK/NAME.json
 load() {
     local args=(--url "$2" --connections "$CONNS" --requests-per-conn "$3" --timeout-s 3600)
@@ -154,6 +158,12 @@ dump() {
 say "warm-up"
 load warmup_inc "$URL_INC" 50 '{}'
 load warmup_get "$URL_GET" 50
+for i in $(seq 0 9); do
+    curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' \
+        "http://$H:$PROFILE_PORT/api/v1/counter/${COUNTER}_b$i/increment" ||
+        die "warm-up write of ${COUNTER}_b$i failed"
+done
+load warmup_batch "$URL_BATCH" 50
 t=$(date +%s)
 say "idle for ${IDLE_S}s"
 cg --instr=on
@@ -165,13 +175,17 @@ say "$REQUESTS GET requests ($CONNS connections)"
 cg --instr=on
 load get "$URL_GET" "$PER_CONN"
 dump 2 get
+say "$REQUESTS batch GETs of 10 names ($CONNS connections)"
+cg --instr=on
+load batch_get "$URL_BATCH" "$PER_CONN"
+dump 3 batch_get
 say "$REQUESTS increments ($CONNS connections)"
 cg --instr=on
 load increment "$URL_INC" "$PER_CONN" '{}'
-dump 3 increment
+dump 4 increment
 say "phases took $(($(date +%s) - t)) s under callgrind"
 
-for n in 1 2 3; do
+for n in 1 2 3 4; do
     callgrind_annotate --auto=no --threshold=100 --inclusive=yes "$WORK/callgrind.out.$n" >"$WORK/incl.$n.txt"
     callgrind_annotate --auto=no --threshold=100 --inclusive=no "$WORK/callgrind.out.$n" >"$WORK/self.$n.txt"
 done
@@ -180,7 +194,8 @@ if [[ -n ${BENCH_PROFILE_KEEP:-} ]]; then
     mkdir -p "$BENCH_PROFILE_KEEP"
     cp "$WORK/callgrind.out.1" "$BENCH_PROFILE_KEEP/callgrind.idle.out"
     cp "$WORK/callgrind.out.2" "$BENCH_PROFILE_KEEP/callgrind.get.out"
-    cp "$WORK/callgrind.out.3" "$BENCH_PROFILE_KEEP/callgrind.increment.out"
+    cp "$WORK/callgrind.out.3" "$BENCH_PROFILE_KEEP/callgrind.batch_get.out"
+    cp "$WORK/callgrind.out.4" "$BENCH_PROFILE_KEEP/callgrind.increment.out"
     cp "$WORK"/incl.?.txt "$WORK"/self.?.txt "$BENCH_PROFILE_KEEP/"
 fi
 
@@ -234,7 +249,7 @@ idle_rate = idle_total / idle_s
 result["idle"] = {"seconds": round(idle_s, 2), "ir_total": idle_total,
                   "ir_per_s": round(idle_rate)}
 lines = [f"idle (no requests, {idle_s:.1f} s): {idle_rate:,.0f} instructions per second", ""]
-for n, phase in ((2, "get"), (3, "increment")):
+for n, phase in ((2, "get"), (3, "batch_get"), (4, "increment")):
     lg = json.load(open(f"{work}/{phase}.json"))
     answered = sum(lg["status"].values())
     total, incl = parse(f"{work}/incl.{n}.txt")
