@@ -1125,16 +1125,17 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
     for (size_t i = 0; i < n; i += per) {
         const char *argv[1 + 2 * API_REDIS_GET_MAX];
         char stamps[API_REDIS_GET_MAX][API_KEY_MAX + 2];
+        int fits = 1;
         argv[0] = "MGET";
         for (size_t j = 0; j < per; j++) {
-            if (ctr_apply_stamp_key(stamps[j], sizeof(stamps[j]),
-                                    keys[i + j]) != 0)
-                break;
+            /* cannot fail for a key of API_KEY_MAX; if it did, no read */
+            fits &= ctr_apply_stamp_key(stamps[j], sizeof(stamps[j]),
+                                        keys[i + j]) == 0;
             argv[1 + 2 * j] = keys[i + j];
             argv[2 + 2 * j] = stamps[j];
         }
-        if (send_args(r, get_reply, op, (int)i, 0, keys[i], 1 + 2 * (int)per,
-                      argv) != 0) {
+        if (!fits || send_args(r, get_reply, op, (int)i, 0, keys[i],
+                               1 + 2 * (int)per, argv) != 0) {
             op->status = API_REDIS_DISCONNECTED;
             break;
         }

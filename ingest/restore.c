@@ -411,6 +411,23 @@ static int replay_log(const ctr_config *cfg, ctr_rclient *c, const char *sha,
     return 0;
 }
 
+/* One command on the epoch key argv[1]; 0, or -1 with errbuf saying
+ * what failed. */
+static int epoch_cmd(ctr_rclient *c, const char *what, int argc,
+                     const char **argv, char *errbuf, size_t errlen)
+{
+    size_t lens[3];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    redisReply *r = ctr_rclient_argv(c, argv[1], argc, argv, lens);
+    int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+    if (!ok)
+        fail(errbuf, errlen, "%s: %s", what,
+             r ? r->str : ctr_rclient_errstr(c));
+    freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
 int ctr_redis_restore(const ctr_config *cfg, ctr_rclient *c,
                       ctr_restore_stats *st, char *errbuf, size_t errlen)
 {
@@ -461,26 +478,14 @@ int ctr_redis_restore(const ctr_config *cfg, ctr_rclient *c,
                    errlen))
         goto out;
 
-    redisReply *r =
-        ctr_rclient_cmd(c, CTR_EPOCH_KEY_V1, "DEL %s", CTR_EPOCH_KEY_V1);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        fail(errbuf, errlen, "removing the old epoch: %s",
-             r ? r->str : ctr_rclient_errstr(c));
-        freeReplyObject(r);
-        goto out;
-    }
-    freeReplyObject(r);
     char epoch[40];
     snprintf(epoch, sizeof(epoch), "%" PRId64 "-%016" PRIx64, now,
              ctr_random_u64());
-    r = ctr_rclient_cmd(c, CTR_EPOCH_KEY, "SET %s %s", CTR_EPOCH_KEY, epoch);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        fail(errbuf, errlen, "setting the epoch: %s",
-             r ? r->str : ctr_rclient_errstr(c));
-        freeReplyObject(r);
+    const char *del_v1[] = {"DEL", CTR_EPOCH_KEY_V1};
+    const char *set_epoch[] = {"SET", CTR_EPOCH_KEY, epoch};
+    if (epoch_cmd(c, "removing the old epoch", 2, del_v1, errbuf, errlen) ||
+        epoch_cmd(c, "setting the epoch", 3, set_epoch, errbuf, errlen))
         goto out;
-    }
-    freeReplyObject(r);
     rc = 0;
 out:
     ctr_reader_free(rk);
