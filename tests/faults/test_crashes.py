@@ -188,7 +188,13 @@ def test_c_persister_frozen_past_session_stale_batch_rolls_back(
     counter-persister started here) share the partitions. A is SIGSTOPped;
     after the session timeout B takes A's partitions from the stored
     offsets and commits A's events; then A is resumed with its stale batch
-    in hand. Its commit must be refused (I3, I4), and A must say so."""
+    in hand. The batch must not be committed (I3, I4), and A must say why:
+    either its commit is refused by the offset fence (it committed before
+    learning that its session had ended) or it drops the batch on the
+    revocation (it learned first). At SIGCONT librdkafka's session timer
+    and A's batch timer have both expired, and which acts first is a race:
+    about half the runs here take each path, so the test names the one it
+    saw rather than insisting on the fence."""
     healthy_stack.restart_after("counter-persister")
     env_a = {**stack.env, "COUNTER_PERSISTER_BATCH_MS": "2000"}
     it.run([it.STACK_SH, "restart", "counter-persister"], timeout=120, env=env_a)
@@ -239,16 +245,20 @@ def test_c_persister_frozen_past_session_stale_batch_rolls_back(
     def fence_checks():
         out = _all_acked(client, "c")
         text = _log_text_since(log_a, off_a)
-        refused = [l for l in text.splitlines() if "under us; dropping this batch" in l]
+        lines = text.splitlines()
+        refused = [l for l in lines if "under us; dropping this batch" in l]
+        revoked = [l for l in lines
+                   if "dropped an uncommitted batch" in l and "on losing partitions" in l]
         if not it.pid_alive(pid_a):
             out.append("c: persister A died after SIGCONT:\n" + text[-2000:])
-        if not refused:
+        if not refused and not revoked:
             out.append(
-                "c: persister A resumed without refusing a stale batch (no 'offsets moved ... "
-                "dropping this batch' in its log): the scenario did not reach the fence. Its "
-                "log since the freeze:\n" + text[-3000:])
+                "c: persister A resumed without dropping a stale batch (neither 'offsets moved "
+                "... dropping this batch' nor 'dropped an uncommitted batch ... on losing "
+                "partitions' in its log). Its log since the freeze:\n" + text[-3000:])
         else:
-            print("c: A after SIGCONT: " + refused[0])
+            print("c: A after SIGCONT (" + ("the fence" if refused else "the revocation")
+                  + "): " + (refused or revoked)[0])
         return out
 
     scenario.finish(fence_checks)
