@@ -214,11 +214,8 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
                 snprintf(err, errlen, "key too long");
                 return CTR_APPLY_ERROR;
             }
-            size_t lens[sizeof(av.argv) / sizeof(av.argv[0])];
-            for (int i = 0; i < av.argc; i++)
-                lens[i] = strlen(av.argv[i]);
             redisReply *r =
-                ctr_rclient_argv(a->redis, av.argv[3], av.argc, av.argv, lens);
+                ctr_rclient_argv(a->redis, av.argv[3], av.argc, av.argv, NULL);
             if (r != NULL) {
                 int rc = ctr_apply_parse(r, res, err, errlen);
                 int noscript = r->type == REDIS_REPLY_ERROR &&

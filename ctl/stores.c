@@ -424,8 +424,7 @@ static int redis_values(ctl_stores *s, ctl_values *vals)
             if (ctr_apply_stamp_key(tkey, sizeof(tkey), key) != 0)
                 tkey[0] = '\0'; /* cannot be: the key room has space */
             const char *argv[] = {"MGET", key, tkey};
-            size_t lens[] = {4, strlen(key), strlen(tkey)};
-            if (ctr_rclient_append(s->redis, key, 3, argv, lens) != 0) {
+            if (ctr_rclient_append(s->redis, key, 3, argv, NULL) != 0) {
                 /* out of memory; freeing the client drops the queue */
                 snprintf(st.why, sizeof(st.why), "redis at %s: MGET failed: %s",
                          redis_name(s->cfg), ctr_rclient_errstr(s->redis));

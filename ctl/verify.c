@@ -446,8 +446,7 @@ static int redis_fill(ver_ctx *c, ver_item *items, size_t n, int after,
                 continue;
             key_of(&items[i], key, sizeof(key));
             const char *argv[] = {"GET", key};
-            size_t lens[] = {3, strlen(key)};
-            if (ctr_rclient_append(c->redis, key, 2, argv, lens) != 0) {
+            if (ctr_rclient_append(c->redis, key, 2, argv, NULL) != 0) {
                 /* what is queued goes with the client */
                 fprintf(stderr, "counterctl: out of memory\n");
                 return -1;

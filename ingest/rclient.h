@@ -36,7 +36,9 @@ void ctr_rclient_free(ctr_rclient *c);
 /* Why the last command returned NULL (or the pipeline failed). */
 const char *ctr_rclient_errstr(const ctr_rclient *c);
 
-/* Runs argv on the server owning key (any server when key is NULL). */
+/* Runs argv on the server owning key (any server when key is NULL).
+ * lens: the arguments' lengths, or NULL for NUL-terminated arguments
+ * (hiredis takes their strlen). */
 redisReply *ctr_rclient_argv(ctr_rclient *c, const char *key, int argc,
                              const char **argv, const size_t *lens);
 
@@ -64,6 +66,7 @@ int ctr_rclient_wait(ctr_rclient *c, const char *key, int timeout_ms);
  * after each drain), then every answer read by ctr_rclient_drain. A
  * command whose server failed before its answer is sent again, routed
  * anew: queue only commands that may run twice (reads, SET, HSET, ...).
+ * lens as for ctr_rclient_argv.
  */
 int ctr_rclient_append(ctr_rclient *c, const char *key, int argc,
                        const char **argv, const size_t *lens);

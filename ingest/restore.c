@@ -134,10 +134,7 @@ static void pipe_drain(pipe_state *ps)
 /* argv[1] is the key. */
 static void pipe_cmd(pipe_state *ps, int argc, const char **argv)
 {
-    size_t lens[8];
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    if (ctr_rclient_append(ps->c, argv[1], argc, argv, lens) != 0 &&
+    if (ctr_rclient_append(ps->c, argv[1], argc, argv, NULL) != 0 &&
         !ps->failed) {
         snprintf(ps->err, sizeof(ps->err), "redis: %s",
                  ctr_rclient_errstr(ps->c));
@@ -331,7 +328,6 @@ static int reapply(const ctr_config *cfg, ctr_rclient *c, const char *sha,
     ctr_apply_argv av;
     ctr_apply_result res;
     char err[256];
-    size_t lens[24];
 
     const ctr_counter_def *def = ctr_config_counter(cfg, ev->counter);
     ctr_apply_plan(&spec, def, ev->ts_ms, now, cfg->lateness_s, ev->user_id, 0,
@@ -342,9 +338,7 @@ static int reapply(const ctr_config *cfg, ctr_rclient *c, const char *sha,
     spec.guard_ttl_s = cfg->applier_guard_ttl_s;
     if (ctr_apply_write_argv(&av, sha, ev->counter, &spec) != 0)
         return fail(errbuf, errlen, "event %s: key too long", ev->id);
-    for (int i = 0; i < av.argc; i++)
-        lens[i] = strlen(av.argv[i]);
-    redisReply *r = ctr_rclient_argv(c, av.argv[3], av.argc, av.argv, lens);
+    redisReply *r = ctr_rclient_argv(c, av.argv[3], av.argc, av.argv, NULL);
     if (r == NULL)
         return fail(errbuf, errlen, "redis: %s", ctr_rclient_errstr(c));
     int rc = ctr_apply_parse(r, &res, err, sizeof(err));
@@ -416,10 +410,7 @@ static int replay_log(const ctr_config *cfg, ctr_rclient *c, const char *sha,
 static int epoch_cmd(ctr_rclient *c, const char *what, int argc,
                      const char **argv, char *errbuf, size_t errlen)
 {
-    size_t lens[3];
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    redisReply *r = ctr_rclient_argv(c, argv[1], argc, argv, lens);
+    redisReply *r = ctr_rclient_argv(c, argv[1], argc, argv, NULL);
     int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
     if (!ok)
         fail(errbuf, errlen, "%s: %s", what,
