@@ -117,7 +117,6 @@ int api_query_batch(const char *query, api_name_list *out, char *errbuf,
     if (query_has_nul(query, key, sizeof(key))) {
         snprintf(errbuf, errlen, "names: must not contain NUL (%%00)");
     } else if (query && evhttp_parse_query_str(query, &params) == 0) {
-        dup = 0;
         const char *names = api_query_param(&params, "names", &dup);
         rc = names_given(names, dup, out, errbuf, errlen);
     } else {
