@@ -140,7 +140,7 @@ def test_e_redis_frozen_reads_fall_back(scenario, stack, healthy_stack):
     client.run_for(4.0)
     pid = stack.pid("redis")
     assert pid, "no redis pid"
-    os.kill(pid, signal.SIGSTOP)
+    it.freeze(pid)
     t_stop = client.mark(f"SIGSTOP redis (pid {pid})")
     try:
         client.run_for(5.0)

@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import shlex
+import signal
 import subprocess
 import time
 import urllib.parse
@@ -504,6 +505,32 @@ def pid_alive(pid):
             return f.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
+
+
+def freeze(pid, timeout=5):
+    """SIGSTOP PID and wait until every thread of it has stopped.
+
+    kill() returns once the signal is queued; the kernel stops the other
+    threads of a process only when the thread that takes the signal runs,
+    so on a busy machine a JVM's network threads can go on answering for a
+    while after it. A test that needs the process silent waits for that."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        running = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    state = f.read().rsplit(") ", 1)[1][0]
+            except (OSError, IndexError):
+                continue  # the thread exited
+            if state not in "TtXZ":
+                running.append(tid)
+        if not running:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pid {pid}: threads {running[:5]} still running {timeout}s after SIGSTOP")
+        time.sleep(0.005)
 
 
 # ------------------------------------------------------------- loadgen ---

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import wait_pg_total, wait_until
+from conftest import freeze, wait_pg_total, wait_until
 
 RFC3339_MS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 PARTS = ("redis", "postgres", "kafka", "counter-api", "counter-persister")
@@ -304,7 +304,7 @@ def test_kafka_stalled_indeterminate_write_is_whole(api, redis, pg, kafka, stack
     since = kafka.end_offsets()
     pid = stack.pid("kafka")
     assert pid, "no kafka pid file"
-    os.kill(pid, signal.SIGSTOP)
+    freeze(pid)
     try:
         w = api.incr(name, 5, timeout=30)
         # Past the delivery timeout and librdkafka's own verdict on it.

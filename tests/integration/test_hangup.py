@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import CATCH_UP_S, pid_alive, wait_until
+from conftest import CATCH_UP_S, freeze, pid_alive, wait_until
 
 BODY = b'{"value":1}'
 
@@ -189,7 +189,7 @@ def test_hangup_while_kafka_is_slow(api, redis, pg, kafka, stack, name):
     kafka_pid = stack.pid("kafka")
     assert kafka_pid
     rng = random.Random(13)
-    os.kill(kafka_pid, signal.SIGSTOP)
+    freeze(kafka_pid)
     try:
         for i in range(40):
             # Nothing that waits for an answer: the stall must stay well

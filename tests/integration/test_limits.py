@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import Api, counter_name, unique_name, wait_pg_total, wait_until
+from conftest import Api, counter_name, freeze, unique_name, wait_pg_total, wait_until
 from own_process import OwnApi, OwnProcess
 
 # ------------------------------------------------------------- helpers ---
@@ -279,7 +279,7 @@ def test_inflight_limit_answers_503_overloaded_and_applies_nothing(own_api, stac
     def held_write():
         result["held"] = api.incr(held, timeout=30)
 
-    os.kill(redis_pid, signal.SIGSTOP)
+    freeze(redis_pid)
     try:
         t = threading.Thread(target=held_write)
         t.start()
