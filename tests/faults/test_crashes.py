@@ -194,7 +194,9 @@ def test_c_persister_frozen_past_session_stale_batch_rolls_back(
     revocation (it learned first). At SIGCONT librdkafka's session timer
     and A's batch timer have both expired, and which acts first is a race:
     about half the runs here take each path, so the test names the one it
-    saw rather than insisting on the fence."""
+    saw rather than insisting on the fence (which
+    tests/integration/test_persister.py pins down by forcing the
+    interleaving)."""
     healthy_stack.restart_after("counter-persister")
     env_a = {**stack.env, "COUNTER_PERSISTER_BATCH_MS": "2000"}
     it.run([it.STACK_SH, "restart", "counter-persister"], timeout=120, env=env_a)
@@ -224,7 +226,7 @@ def test_c_persister_frozen_past_session_stale_batch_rolls_back(
     pid_a = stack.pid("counter-persister")
     stored_before = scenario.checker.stores.stored_offsets()
     off_a = _log_size(log_a)
-    os.kill(pid_a, signal.SIGSTOP)
+    it.freeze(pid_a)
     client.mark(f"SIGSTOP persister A (pid {pid_a}); B owns {sorted(owned_b)}")
     try:
         # B takes A's partitions once A's session expired, and commits past
