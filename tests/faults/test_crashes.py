@@ -177,14 +177,30 @@ def test_b_persister_killed_five_times_exactly_once(scenario, stack, stackctl, h
 # ------------------------------------------------------------------ c ---
 
 
-def _partitions_owned_line(text):
-    return [l for l in text.splitlines() if "assigned partition" in l]
+def _partitions_owned(text):
+    """The partitions a persister owns after the log lines in text: its
+    "assigned partition N" less its later "revoked partition N"."""
+    owned = set()
+    for l in text.splitlines():
+        for word, keep in (("assigned partition ", True), ("revoked partition ", False)):
+            if word in l:
+                n = int(l.split(word)[1].split()[0].rstrip('"'))
+                if keep:
+                    owned.add(n)
+                else:
+                    owned.discard(n)
+    return owned
 
 
 def test_c_persister_frozen_past_session_stale_batch_rolls_back(
         scenario, stack, extras, healthy_stack):
-    """Member A (the stack's persister, with 2 s batches so that it surely
-    holds an uncommitted batch when frozen) and member B (a second
+    """Member A (the stack's persister, with batches of 12 s that no size
+    limit cuts short: its batch starts afresh when B's join takes some of
+    its partitions, a few seconds before the freeze, so it surely holds an
+    uncommitted batch when frozen; with short batches it was now and then
+    frozen in the moment between handing one batch to its committer and
+    reading the next event, held nothing, and the scenario tested nothing;
+    12 s stays under the checker's 20 s without progress) and member B (a second
     counter-persister started here) share the partitions. A is SIGSTOPped;
     after the session timeout B takes A's partitions from the stored
     offsets and commits A's events; then A is resumed with its stale batch
@@ -198,7 +214,8 @@ def test_c_persister_frozen_past_session_stale_batch_rolls_back(
     tests/integration/test_persister.py pins down by forcing the
     interleaving)."""
     healthy_stack.restart_after("counter-persister")
-    env_a = {**stack.env, "COUNTER_PERSISTER_BATCH_MS": "2000"}
+    env_a = {**stack.env, "COUNTER_PERSISTER_BATCH_MS": "12000",
+             "COUNTER_PERSISTER_BATCH_SIZE": "20000"}
     it.run([it.STACK_SH, "restart", "counter-persister"], timeout=120, env=env_a)
     log_a = stack.log_path("counter-persister")
     log_b = stack.log_path("counter-persister-b")
@@ -212,13 +229,16 @@ def test_c_persister_frozen_past_session_stale_batch_rolls_back(
     client = scenario.start("c", rate=300, workers=6, duration_s=150,
                             keyed_share=0.5)
 
-    # Both members own partitions (B's join moves some of A's to it).
-    it.wait_until(lambda: _partitions_owned_line(_log_text_since(log_b, off_b)), 60, 0.2,
-                  "second persister assigned partitions")
+    # Both members own partitions (B's join moves some of A's to it; when B
+    # joins before the restarted A it takes all, and A's join then moves
+    # some back).
+    def shared():
+        owned = _partitions_owned(_log_text_since(log_b, off_b))
+        return 0 < len(owned) < stack.kafka_partitions
+
+    it.wait_until(shared, 60, 0.2, "the two persisters sharing the partitions")
     time.sleep(1.0)  # its log lines of one assignment all written
-    owned_b = set()
-    for l in _partitions_owned_line(_log_text_since(log_b, off_b)):
-        owned_b.add(int(l.split("assigned partition ")[1].split()[0]))
+    owned_b = _partitions_owned(_log_text_since(log_b, off_b))
     assert 0 < len(owned_b) < stack.kafka_partitions, f"B owns {owned_b}"
     a_parts = [p for p in range(stack.kafka_partitions) if p not in owned_b]
     client.run_for(3.0)  # A folds some of its partitions' events
