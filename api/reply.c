@@ -33,23 +33,14 @@ static const char *reason_phrase(int status)
     }
 }
 
+static void evbuffer_sink(void *dst, const char *p, size_t n)
+{
+    evbuffer_add(dst, p, n);
+}
+
 void api_json_append_string(struct evbuffer *buf, const char *s)
 {
-    const unsigned char *p = (const unsigned char *)s, *run = p;
-    evbuffer_add(buf, "\"", 1);
-    for (; *p; p++) {
-        if (*p != '"' && *p != '\\' && *p >= 0x20)
-            continue;
-        /* the plain run before this byte in one piece */
-        evbuffer_add(buf, run, (size_t)(p - run));
-        if (*p == '"' || *p == '\\')
-            evbuffer_add_printf(buf, "\\%c", *p);
-        else
-            evbuffer_add_printf(buf, "\\u%04x", *p);
-        run = p + 1;
-    }
-    evbuffer_add(buf, run, (size_t)(p - run));
-    evbuffer_add(buf, "\"", 1);
+    ctr_json_quote(s, evbuffer_sink, buf);
 }
 
 char *api_put_i64(char *p, int64_t v)

@@ -72,6 +72,40 @@ void ctr_pgarray_open(ctr_strbuf *b)
     ctr_strbuf_put(b, "{", 1);
 }
 
+void ctr_json_quote(const char *s, ctr_put_fn put, void *dst)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s, *run = p;
+    put(dst, "\"", 1);
+    for (; *p; p++) {
+        char esc[6] = {'\\', 'u', '0', '0'};
+        if (*p != '"' && *p != '\\' && *p >= 0x20)
+            continue;
+        put(dst, (const char *)run, (size_t)(p - run));
+        if (*p == '"' || *p == '\\') {
+            esc[1] = (char)*p;
+            put(dst, esc, 2);
+        } else {
+            esc[4] = hex[*p >> 4];
+            esc[5] = hex[*p & 15];
+            put(dst, esc, 6);
+        }
+        run = p + 1;
+    }
+    put(dst, (const char *)run, (size_t)(p - run));
+    put(dst, "\"", 1);
+}
+
+static void strbuf_sink(void *dst, const char *p, size_t n)
+{
+    ctr_strbuf_put(dst, p, n);
+}
+
+void ctr_strbuf_put_json(ctr_strbuf *b, const char *s)
+{
+    ctr_json_quote(s, strbuf_sink, b);
+}
+
 /* Past "{", every element is preceded by a comma. */
 static void separate(ctr_strbuf *b)
 {

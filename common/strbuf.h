@@ -25,6 +25,17 @@ void ctr_strbuf_printf(ctr_strbuf *b, const char *fmt, ...)
 void ctr_strbuf_free(ctr_strbuf *b);
 
 /*
+ * Writes s as a JSON string literal, quotes included: '"', '\\' and the
+ * control bytes escaped, bytes >= 0x80 passed through (UTF-8). Plain runs
+ * go out in one piece through put, so that any buffer can take it (the
+ * api's evbuffers, a ctr_strbuf).
+ */
+typedef void (*ctr_put_fn)(void *dst, const char *p, size_t n);
+void ctr_json_quote(const char *s, ctr_put_fn put, void *dst);
+/* ctr_json_quote into a ctr_strbuf. */
+void ctr_strbuf_put_json(ctr_strbuf *b, const char *s);
+
+/*
  * Writes v in decimal and a NUL into out (room for INT64_MIN: 21 bytes);
  * returns the length. The hot paths use it instead of snprintf.
  */

@@ -92,31 +92,6 @@ void ctr_event_new_id(char buf[37])
     buf[p] = '\0';
 }
 
-/* Appends s as a JSON string literal; bytes >= 0x80 pass through (UTF-8). */
-static void sb_put_json_string(ctr_strbuf *sb, const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s, *run = p;
-    ctr_strbuf_put(sb, "\"", 1);
-    for (; *p; p++) {
-        char esc[8];
-        if (*p != '"' && *p != '\\' && *p >= 0x20)
-            continue;
-        /* the plain run before this byte in one piece */
-        ctr_strbuf_put(sb, (const char *)run, (size_t)(p - run));
-        if (*p == '"' || *p == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)*p;
-            ctr_strbuf_put(sb, esc, 2);
-        } else {
-            snprintf(esc, sizeof(esc), "\\u%04x", *p);
-            ctr_strbuf_put(sb, esc, 6);
-        }
-        run = p + 1;
-    }
-    ctr_strbuf_put(sb, (const char *)run, (size_t)(p - run));
-    ctr_strbuf_put(sb, "\"", 1);
-}
-
 static void sb_put_i64(ctr_strbuf *sb, int64_t v)
 {
     char num[21];
@@ -130,14 +105,14 @@ char *ctr_event_encode(const ctr_event *ev, size_t *outlen)
     ctr_strbuf_puts(&sb, "{\"v\":");
     sb_put_i64(&sb, ev->v);
     ctr_strbuf_puts(&sb, ",\"id\":");
-    sb_put_json_string(&sb, ev->id);
+    ctr_strbuf_put_json(&sb, ev->id);
     ctr_strbuf_puts(&sb, ",\"counter\":");
-    sb_put_json_string(&sb, ev->counter);
+    ctr_strbuf_put_json(&sb, ev->counter);
     ctr_strbuf_puts(&sb, ",\"delta\":");
     sb_put_i64(&sb, ev->delta);
     if (ev->user_id) {
         ctr_strbuf_puts(&sb, ",\"user_id\":");
-        sb_put_json_string(&sb, ev->user_id);
+        ctr_strbuf_put_json(&sb, ev->user_id);
     }
     ctr_strbuf_puts(&sb, ",\"ts\":");
     sb_put_i64(&sb, ev->ts_ms);

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <cmocka.h>
+#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,10 +209,44 @@ static void test_integer_text(void **state)
     free(json);
 }
 
+/* Every byte but NUL, each escaped the way JSON requires (or passed
+ * through), read back by json-c as the same string. */
+static void test_json_quote(void **state)
+{
+    char in[256];
+    ctr_strbuf b = {0};
+    (void)state;
+
+    for (int i = 1; i < 256; i++)
+        in[i - 1] = (char)i;
+    in[255] = '\0';
+    ctr_strbuf_put_json(&b, in);
+    assert_false(b.failed);
+    assert_non_null(strstr(b.s, "\"\\u0001\\u0002"));
+    assert_non_null(strstr(b.s, "\\u001f !\\\"#"));
+    assert_non_null(strstr(b.s, "[\\\\]"));
+    assert_non_null(strstr(b.s, "\\u000a"));
+    struct json_object *o = json_tokener_parse(b.s);
+    assert_non_null(o);
+    assert_true(json_object_is_type(o, json_type_string));
+    assert_int_equal(json_object_get_string_len(o), 255);
+    assert_memory_equal(json_object_get_string(o), in, 255);
+    json_object_put(o);
+    ctr_strbuf_free(&b);
+
+    ctr_strbuf_put_json(&b, "");
+    assert_string_equal(b.s, "\"\"");
+    ctr_strbuf_free(&b);
+    ctr_strbuf_put_json(&b, "plain caf\xc3\xa9");
+    assert_string_equal(b.s, "\"plain caf\xc3\xa9\"");
+    ctr_strbuf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_json_quote),
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_reencode_does_not_grow),
         cmocka_unit_test(test_ids),
