@@ -12,7 +12,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 JOBS="$(nproc)"
 PYTEST_ARGS=${PYTEST_ARGS:-}
 
@@ -22,18 +22,7 @@ failures=()
 note_result() { # name rc [junit.xml]: count the file's cases, else one
     local p=1 f=0
     if [[ -n ${3:-} && -s $3 ]]; then
-        read -r p f < <(python3 - "$3" <<'PY'
-import sys, xml.etree.ElementTree as ET
-cases = ET.parse(sys.argv[1]).getroot().iter("testcase")
-p = f = 0
-for c in cases:
-    if any(ch.tag in ("failure", "error", "skipped") for ch in c):
-        f += 1
-    else:
-        p += 1
-print(p, f)
-PY
-        )
+        read -r p f < <(junit_counts "$3")
         # a suite that failed without a failing case (crash, collection
         # error) still counts as a failure
         [[ $2 -ne 0 && $f -eq 0 ]] && f=1
@@ -51,23 +40,10 @@ PY
 }
 
 "$ROOT/deploy/install-deps.sh" || { echo "== FAIL: install-deps"; echo "0 passed, 1 failed"; exit 1; }
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/tests/lib.sh"
 
-echo "== building (address,undefined sanitizers) in build-asan"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCOUNTER_SANITIZE=address >/dev/null &&
-    cmake --build build-asan -j "$JOBS" >build-asan/build.log 2>&1
-rc=$?
-if [[ $rc -ne 0 ]]; then
-    tail -50 build-asan/build.log
-    echo "== FAIL: build"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-
-# Sanitizer settings for every process started from here on.
-export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp:print_suppressions=0"
-export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:suppressions=$ROOT/tests/tsan.supp"
+build_asan build-asan
 
 echo "== layout (clang-format, .clang-format)"
 git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
@@ -83,42 +59,18 @@ tests/fuzz/run.sh "${FUZZ_SECONDS:-15}"
 note_result "fuzz (short)" $?
 
 # ---- the private stack ----
-STACK_DIR="$(mktemp -d /tmp/counter-test.XXXXXX)"
-export STACK_DIR
-export REDIS_PORT=${TEST_REDIS_PORT:-26380} PG_PORT=${TEST_PG_PORT:-25433}
-export KAFKA_PORT=${TEST_KAFKA_PORT:-29092} KAFKA_CONTROLLER_PORT=${TEST_KAFKA_CONTROLLER_PORT:-29093}
-export API_PORT=${TEST_API_PORT:-28080} KAFKA_TOPIC=counter-events KAFKA_PARTITIONS=4
-export BIN_DIR="$ROOT/build-asan/bin"
-export COUNTER_CONFIG="$ROOT/tests/config.test.yaml"
-export LOADGEN="$ROOT/build-asan/bin/loadgen"
-LOG_KEEP="$ROOT/build-asan/test-logs"
-
-cleanup() {
-    "$ROOT/deploy/stack.sh" down >/dev/null 2>&1
-    rm -rf "$LOG_KEEP"
-    mkdir -p "$LOG_KEEP"
-    cp -r "$STACK_DIR/log/." "$LOG_KEEP/" 2>/dev/null
-    rm -rf "$STACK_DIR"
-}
-trap cleanup EXIT
-
-echo "== starting the test stack in $STACK_DIR"
-if ! "$ROOT/deploy/stack.sh" up; then
+private_stack "$(mktemp -d /tmp/counter-test.XXXXXX)" "$ROOT/build-asan/bin" \
+    "$ROOT/build-asan/test-logs" "${TEST_REDIS_PORT:-26380}" "${TEST_PG_PORT:-25433}" \
+    "${TEST_KAFKA_PORT:-29092}" "${TEST_KAFKA_CONTROLLER_PORT:-29093}" "${TEST_API_PORT:-28080}"
+if ! stack_up; then
     note_result "test stack up" 1
-    for f in "$STACK_DIR"/log/*.log; do echo "--- $f"; tail -30 "$f"; done
     echo "$passed passed, $failed failed"
     exit 1
 fi
-set -a
-# shellcheck source=/dev/null
-source "$STACK_DIR/stack.env"
-# shellcheck source=/dev/null
-source "$STACK_DIR/counter.env"
-set +a
 
 echo "== integration tests"
-# shellcheck disable=SC2086
 rm -f "$ROOT/build-asan/pytest.xml"
+# shellcheck disable=SC2086 # PYTEST_ARGS is a list of arguments
 python3 -m pytest -p no:cacheprovider -v --junitxml="$ROOT/build-asan/pytest.xml" \
     tests/integration $PYTEST_ARGS
 rc=$?
@@ -176,7 +128,7 @@ fi
 echo
 if [[ ${#failures[@]} -gt 0 ]]; then
     echo "failed suites: ${failures[*]}"
-    echo "service logs kept in $LOG_KEEP"
+    echo "service logs kept in $STACK_LOG_KEEP"
 fi
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
