@@ -1,6 +1,7 @@
 /*
  * strbuf.h - a growable text buffer, and PostgreSQL array literals built
- * in it ({"a","b\"c"}, {1,2}), for batches sent as one parameter.
+ * in it ({"a","b\"c"}, {1,2}), for batches sent as one parameter; JSON
+ * string literals for it or any other buffer.
  *
  * Allocation failure is sticky: the buffer keeps what it had and sets
  * failed, so a caller appends freely and checks once at the end.
