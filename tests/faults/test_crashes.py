@@ -28,22 +28,6 @@ from loadclient import RetryPolicy
 SESSION_TIMEOUT_S = 10
 
 
-def _log_text_since(path, offset):
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _log_size(path):
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
 # ------------------------------------------------------------------ a ---
 
 
@@ -177,21 +161,6 @@ def test_b_persister_killed_five_times_exactly_once(scenario, stack, stackctl, h
 # ------------------------------------------------------------------ c ---
 
 
-def _partitions_owned(text):
-    """The partitions a persister owns after the log lines in text: its
-    "assigned partition N" less its later "revoked partition N"."""
-    owned = set()
-    for l in text.splitlines():
-        for word, keep in (("assigned partition ", True), ("revoked partition ", False)):
-            if word in l:
-                n = int(l.split(word)[1].split()[0].rstrip('"'))
-                if keep:
-                    owned.add(n)
-                else:
-                    owned.discard(n)
-    return owned
-
-
 def test_c_persister_frozen_past_session_stale_batch_rolls_back(
         scenario, stack, extras, healthy_stack):
     """Member A (the stack's persister, with batches of 12 s that no size
@@ -219,7 +188,7 @@ def test_c_persister_frozen_past_session_stale_batch_rolls_back(
     it.run([it.STACK_SH, "restart", "counter-persister"], timeout=120, env=env_a)
     log_a = stack.log_path("counter-persister")
     log_b = stack.log_path("counter-persister-b")
-    off_a, off_b = _log_size(log_a), _log_size(log_b)
+    off_a, off_b = it._log_size(log_a), it._log_size(log_b)
     with open(log_b, "ab") as out:
         extras.add(subprocess.Popen(
             [os.path.join(stack.env["BIN_DIR"], "counter-persister")],
@@ -233,19 +202,19 @@ def test_c_persister_frozen_past_session_stale_batch_rolls_back(
     # joins before the restarted A it takes all, and A's join then moves
     # some back).
     def shared():
-        owned = _partitions_owned(_log_text_since(log_b, off_b))
+        owned = it.partitions_owned(it.log_text_since(log_b, off_b))
         return 0 < len(owned) < stack.kafka_partitions
 
     it.wait_until(shared, 60, 0.2, "the two persisters sharing the partitions")
     time.sleep(1.0)  # its log lines of one assignment all written
-    owned_b = _partitions_owned(_log_text_since(log_b, off_b))
+    owned_b = it.partitions_owned(it.log_text_since(log_b, off_b))
     assert 0 < len(owned_b) < stack.kafka_partitions, f"B owns {owned_b}"
     a_parts = [p for p in range(stack.kafka_partitions) if p not in owned_b]
     client.run_for(3.0)  # A folds some of its partitions' events
 
     pid_a = stack.pid("counter-persister")
     stored_before = scenario.checker.stores.stored_offsets()
-    off_a = _log_size(log_a)
+    off_a = it._log_size(log_a)
     it.freeze(pid_a)
     client.mark(f"SIGSTOP persister A (pid {pid_a}); B owns {sorted(owned_b)}")
     try:
@@ -266,7 +235,7 @@ def test_c_persister_frozen_past_session_stale_batch_rolls_back(
 
     def fence_checks():
         out = _all_acked(client, "c")
-        text = _log_text_since(log_a, off_a)
+        text = it.log_text_since(log_a, off_a)
         lines = text.splitlines()
         refused = [l for l in lines if "under us; dropping this batch" in l]
         revoked = [l for l in lines

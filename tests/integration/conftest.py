@@ -18,6 +18,7 @@ import datetime
 import http.client
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -593,6 +594,34 @@ def _log_size(path):
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+def log_text_since(path, offset):
+    """What a log file holds past byte offset ("" if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+ASSIGNED = re.compile(r'msg="assigned partition (\d+)')
+REVOKED = re.compile(r'msg="revoked partition (\d+)')
+
+
+def partitions_owned(log, held=()):
+    """The partitions a consumer (persister, applier) holds after the
+    assignment lines of its log text, starting from the partitions in held."""
+    held = set(held)
+    for line in log.splitlines():
+        m = ASSIGNED.search(line)
+        if m:
+            held.add(int(m.group(1)))
+        m = REVOKED.search(line)
+        if m:
+            held.discard(int(m.group(1)))
+    return held
 
 
 def sanitizer_reports(stack, offsets):

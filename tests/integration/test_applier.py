@@ -36,6 +36,7 @@ from conftest import (
     Kafka,
     avoid_local_midnight,
     counter_name,
+    log_text_since,
     pg_daily,
     pg_unique_users,
     redis_window,
@@ -203,9 +204,7 @@ def log_size(stack, name):
 
 
 def log_since(stack, name, offset):
-    with open(stack.log_path(name), "rb") as f:
-        f.seek(offset)
-        return f.read().decode("utf-8", "replace")
+    return log_text_since(stack.log_path(name), offset)
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import os
 import subprocess
 import urllib.request
 
-from conftest import sql_literal, wait_pg_total, wait_until
+from conftest import log_text_since, sql_literal, wait_pg_total, wait_until
 
 GROUP = "counter-persister"
 
@@ -139,6 +139,4 @@ def test_offset_fence_drops_a_batch_another_member_committed(api, redis, pg, kaf
     (minutes_total,) = pg.query(f"SELECT sum(value) FROM counter_buckets WHERE name = {sql_literal(name)}")[0]
     assert (int(day_total), int(minutes_total)) == (16, 16)
     assert _fenced_total() == fenced_before + 1
-    with open(log_path, errors="replace") as f:
-        f.seek(log_from)
-        assert f"partition {part} offsets moved past {msg['offset']} under us" in f.read()
+    assert f"partition {part} offsets moved past {msg['offset']} under us" in log_text_since(log_path, log_from)

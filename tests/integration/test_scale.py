@@ -32,7 +32,6 @@ import itertools
 import json
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -45,8 +44,10 @@ from conftest import (
     PERSISTER_GROUP,
     counter_name,
     loadgen_args,
+    log_text_since,
     metrics_text_at,
     parse_loadgen,
+    partitions_owned,
     pg_unique_users,
     sql_literal,
     wait_persisted,
@@ -126,7 +127,7 @@ class Member(OwnProcess):
         return self
 
     def partitions(self):
-        return owned(self.log())
+        return partitions_owned(self.log())
 
     def metrics(self):
         return metrics_at(self.metrics_port)
@@ -138,24 +139,6 @@ class Member(OwnProcess):
 
 
 # ------------------------------------------------------------- helpers ---
-
-ASSIGNED = re.compile(r'msg="assigned partition (\d+)')
-REVOKED = re.compile(r'msg="revoked partition (\d+)')
-
-
-def owned(log, held=()):
-    """The partitions a member holds after the assignment lines of log,
-    starting from the partitions in held."""
-    held = set(held)
-    for line in log.splitlines():
-        m = ASSIGNED.search(line)
-        if m:
-            held.add(int(m.group(1)))
-        m = REVOKED.search(line)
-        if m:
-            held.discard(int(m.group(1)))
-    return held
-
 
 def metrics_at(port):
     """{series: value} of a metrics endpoint on 127.0.0.1."""
@@ -175,15 +158,13 @@ class StackLog:
         self.start = os.path.getsize(self.path)
 
     def text(self):
-        with open(self.path, "rb") as f:
-            f.seek(self.start)
-            return f.read().decode("utf-8", "replace")
+        return log_text_since(self.path, self.start)
 
 
 def stack_member_partitions(before, log):
     """What the stack's member holds: `before` (all of them when the test
     started, as the only member) changed by the lines of its log since."""
-    return owned(log.text(), before)
+    return partitions_owned(log.text(), before)
 
 
 def redis_values(redis, names):
