@@ -710,6 +710,16 @@ def metrics_text_at(host, port, timeout=10):
     return raw
 
 
+def metrics_at(port):
+    """{series: value} of a metrics endpoint on 127.0.0.1."""
+    out = {}
+    for line in metrics_text_at("127.0.0.1", port, timeout=5).splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
+
+
 def metric_value(stack, metric, **labels):
     """The value of one sample of /metrics, 0 when the series is absent."""
     want = metric

@@ -61,6 +61,7 @@ from conftest import (
     Kafka,
     counter_name,
     loadgen_args,
+    metrics_at,
     parse_loadgen,
     read_loadgen_log,
     run,
@@ -69,7 +70,6 @@ from conftest import (
 )
 from own_process import OwnApi, OwnProcess, free_port
 from test_applier import event, pg_totals, produce_events
-from test_scale import metrics_at
 
 CLUSTER_SH = os.path.join(REPO, "deploy", "redis-cluster.sh")
 MASTERS, REPLICAS = 3, 1

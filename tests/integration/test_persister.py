@@ -17,22 +17,16 @@ the offset past it), and only then lets the persister go on.
 
 import os
 import subprocess
-import urllib.request
 
-from conftest import log_text_since, sql_literal, wait_pg_total, wait_until
+from conftest import log_text_since, metrics_at, sql_literal, wait_pg_total, wait_until
 
 GROUP = "counter-persister"
 
 
 def _fenced_total():
-    url = os.environ.get("PERSISTER_METRICS_URL")
-    assert url, "PERSISTER_METRICS_URL is not set: the stack's stack.env has it"
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    for line in text.splitlines():
-        if line.startswith("counter_persister_fenced_batches_total "):
-            return float(line.split()[1])
-    raise AssertionError("no counter_persister_fenced_batches_total in the persister's metrics")
+    port = os.environ.get("COUNTER_PERSISTER_METRICS_PORT")
+    assert port, "COUNTER_PERSISTER_METRICS_PORT is not set: the stack's counter.env has it"
+    return metrics_at(int(port))["counter_persister_fenced_batches_total"]
 
 
 class HeldTransaction:

@@ -45,7 +45,7 @@ from conftest import (
     counter_name,
     loadgen_args,
     log_text_since,
-    metrics_text_at,
+    metrics_at,
     parse_loadgen,
     partitions_owned,
     pg_unique_users,
@@ -139,16 +139,6 @@ class Member(OwnProcess):
 
 
 # ------------------------------------------------------------- helpers ---
-
-def metrics_at(port):
-    """{series: value} of a metrics endpoint on 127.0.0.1."""
-    out = {}
-    for line in metrics_text_at("127.0.0.1", port, timeout=5).splitlines():
-        if line and not line.startswith("#"):
-            series, _, value = line.rpartition(" ")
-            out[series] = float(value)
-    return out
-
 
 class StackLog:
     """The stack's log of one service, from now on."""
