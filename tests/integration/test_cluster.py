@@ -654,10 +654,17 @@ def quiesce(svc, cluster, pg, names, timeout=90, settle_s=2.0):
         time.sleep(0.3)
 
 
-def check_invariants(svc, cluster, pg, names, logs, since, violations=None):
+def check_invariants(svc, cluster, pg, names, logs, since, violations=None, lost_master=()):
     """I1-I4 for counters written (+1 each) by loadgen (logs: {name:
     rows}); since: the topic's end offsets before the load. Fails with
-    every violation found and a line per counter."""
+    every violation found and a line per counter.
+
+    lost_master: counters of a master killed under load. A write in flight
+    on it when it died may have reached its replica without its answer;
+    the api answers it "indeterminate" and cannot publish it, so Redis may
+    stay above PostgreSQL by at most the counter's indeterminate writes
+    (the G3 gap docs/scaling.md and README state; verify reports it,
+    rebuild-redis mends it). Only that, and only for them, is allowed."""
     violations = list(violations or [])
     rv = cluster.values(names)
     pv = pg_totals(pg, names)
@@ -706,7 +713,11 @@ def check_invariants(svc, cluster, pg, names, logs, since, violations=None):
             violations.append(f"I3 (no double count) {n}: {len(both)} event ids applied to "
                               f"Redis by both the api and the applier, e.g. {both[:3]}")
         # I4: convergence, served by Redis
-        if not (g == rv[n] == pv[n]):
+        if (n in lost_master and g == rv[n] and pv[n] is not None
+                and pv[n] < rv[n] <= pv[n] + n_ind):
+            rows.append(f"    Redis above PostgreSQL by {rv[n] - pv[n]}: write(s) in flight "
+                        "on the killed master (documented G3 gap)")
+        elif not (g == rv[n] == pv[n]):
             violations.append(f"I4 (convergence) {n}: GET {g}, Redis {rv[n]}, "
                               f"PostgreSQL {pv[n]}")
         elif src != ("redis", False):
@@ -878,10 +889,13 @@ def test_master_killed_under_load_fails_over_and_counts_exactly(pg, cluster, svc
         if not tails or any(set(v) != {200} for v in tails.values()):
             violations.append(f"{n} (slot of the killed master): last answers per connection "
                               f"{tails}, expected 200s from the new master")
-    check_invariants(svc, cluster, pg, names, logs, since, violations)
-
-    # the killed node comes back, as a replica of its heir
-    cluster.up()
+    try:
+        check_invariants(svc, cluster, pg, names, logs, since, violations,
+                         lost_master=set(groups[victim]))
+    finally:
+        # the killed node comes back, as a replica of its heir (also when
+        # a check failed: the tests after this one need the cluster whole)
+        cluster.up()
     roles = {n.port: n for n in cluster.nodes()}
     assert "slave" in roles[victim].flags and roles[victim].master_id == roles[heir].id, \
         (roles[victim], roles[heir].id)
