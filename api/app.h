@@ -53,6 +53,9 @@ typedef struct api_app {
     api_metrics metrics;
     long inflight; /* requests not yet answered, plus writes still settling */
     int stopping;
+    /* the HTTP layer is being freed: its requests are gone, and a write
+     * settling now (a delivery report at the final flush) answers no one */
+    int closing;
 } api_app;
 
 /* The evhttp callback for every request. */

@@ -52,6 +52,16 @@ static floor_slot *slot_of(const api_floor *f, const char *name)
     return &f->slots[h & (FLOOR_SLOTS - 1)];
 }
 
+void api_floor_set(api_floor *f, const char *name, const char *period,
+                   int64_t value, int64_t updated_ms)
+{
+    floor_slot *s = slot_of(f, name);
+    strcpy(s->name, name);
+    strcpy(s->period, period);
+    s->value = value;
+    s->updated_ms = updated_ms;
+}
+
 void api_floor_note(api_floor *f, const char *name, const char *period,
                     int64_t value, int64_t updated_ms)
 {

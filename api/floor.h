@@ -20,6 +20,11 @@ void api_floor_free(api_floor *f);
 void api_floor_note(api_floor *f, const char *name, const char *period,
                     int64_t value, int64_t updated_ms);
 
+/* The value (name, period) has now, as a write answered it: remembered
+ * even when lower (a counter's decrement is a correction that stands). */
+void api_floor_set(api_floor *f, const char *name, const char *period,
+                   int64_t value, int64_t updated_ms);
+
 /* Raises *value (and *updated_ms with it) to the floor of (name, period);
  * returns 1 if it did. */
 int api_floor_raise(const api_floor *f, const char *name, const char *period,

@@ -19,7 +19,12 @@
  * by the write deadlines, see drain_deadline_ms) plus the final flush stay
  * under that with the default timeouts.
  */
-enum { FLUSH_DEADLINE_MS = 2500, DRAIN_MIN_MS = 2000, DRAIN_MAX_MS = 30000 };
+enum {
+    FLUSH_DEADLINE_MS = 2500,
+    SETTLE_AFTER_FLUSH_MS = 500,
+    DRAIN_MIN_MS = 2000,
+    DRAIN_MAX_MS = 30000
+};
 
 typedef struct api_main {
     api_app app;
@@ -188,6 +193,17 @@ int main(void)
     int left = ctr_producer_flush(m.app.producer, FLUSH_DEADLINE_MS);
     if (left > 0)
         ctr_warn("%d kafka messages still undelivered at shutdown", left);
+    /* The flush's delivery reports queued finishes and undos on Redis:
+     * a last turn of the loop sends them. What is still pending after it
+     * stays in Redis for the applier's resolver. */
+    if (m.app.inflight > 0) {
+        event_del(m.drain_ev);
+        struct timeval tv = {SETTLE_AFTER_FLUSH_MS / 1000,
+                             (SETTLE_AFTER_FLUSH_MS % 1000) * 1000};
+        event_base_loopexit(m.app.base, &tv);
+        event_base_dispatch(m.app.base);
+    }
+    m.app.closing = 1;
     rc = 0;
     ctr_info("stopped");
 out:

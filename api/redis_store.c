@@ -72,7 +72,9 @@ struct api_redis {
     int write_timeout_ms;
     char write_sha[41];
     char undo_sha[41];
+    char finish_sha[41];
     char idem_sha[41];
+    char epoch[64]; /* the last marker seen, for the events' header */
     int closing;
     api_redis_cluster_stats stats;
 };
@@ -379,10 +381,10 @@ static int send_args(api_redis *r,
                      void *owner, int index, int timeout_ms, const char *key,
                      int argc, const char **argv)
 {
-    size_t argvlen[1 + 2 * API_REDIS_GET_MAX];
+    size_t argvlen[2 + 2 * API_REDIS_GET_MAX];
     redis_cmd *cmd;
 
-    if (argc > 1 + 2 * API_REDIS_GET_MAX ||
+    if (argc > 2 + 2 * API_REDIS_GET_MAX ||
         (cmd = calloc(1, sizeof(*cmd))) == NULL)
         return -1;
     for (int i = 0; i < argc; i++)
@@ -427,7 +429,8 @@ static void node_setup_step(rnode *n)
     if (--n->setup_left > 0)
         return;
     api_redis *r = n->r;
-    if (!r->write_sha[0] || !r->undo_sha[0] || !r->idem_sha[0])
+    if (!r->write_sha[0] || !r->undo_sha[0] || !r->finish_sha[0] ||
+        !r->idem_sha[0])
         return;
     n->ready = 1;
     n->suspect = 0;
@@ -463,18 +466,33 @@ static void undo_sha_reply(redisAsyncContext *ac, void *replyp, void *privdata)
     script_reply(ac, replyp, privdata, ((rnode *)privdata)->r->undo_sha);
 }
 
+static void finish_sha_reply(redisAsyncContext *ac, void *replyp,
+                             void *privdata)
+{
+    script_reply(ac, replyp, privdata, ((rnode *)privdata)->r->finish_sha);
+}
+
 static void idem_sha_reply(redisAsyncContext *ac, void *replyp, void *privdata)
 {
     script_reply(ac, replyp, privdata, ((rnode *)privdata)->r->idem_sha);
 }
 
+/* A marker's text names a data set in use: not empty, not a restore's. */
+static int epoch_in_use(const char *s, size_t len)
+{
+    static const char restoring[] = "restoring:";
+    return len > 0 && !(len >= sizeof(restoring) - 1 &&
+                        memcmp(s, restoring, sizeof(restoring) - 1) == 0);
+}
+
 /*
- * The epoch key. A Redis that restarted without its data has none; its
- * values would be wrong (too low) until the applier has rebuilt them from
- * PostgreSQL and the log, and it sets the key when done. Until then the
- * store is not ready: reads come from PostgreSQL, writes go through Kafka
- * to the applier. In a cluster the key lives on one shard and is read
- * again with every map refresh.
+ * The epoch markers (ingest/apply.h). A Redis that restarted without its
+ * data has none; its values would be wrong (too low) until the applier
+ * has rebuilt them from PostgreSQL and the log and set them again. Every
+ * write and read checks the marker of its own slot, in the same command,
+ * so this flag is only a hint that spares Redis the attempts: it follows
+ * the marker of slot 0, read at connect, with every map refresh, and
+ * whenever a command found its slot's marker missing.
  */
 static void epoch_reply(redisAsyncContext *ac, void *replyp, void *privdata)
 {
@@ -490,12 +508,13 @@ static void epoch_reply(redisAsyncContext *ac, void *replyp, void *privdata)
         evtimer_add(r->epoch_ev, &tv);
         return;
     }
-    if (reply->type != REDIS_REPLY_STRING) {
+    if (reply->type != REDIS_REPLY_STRING ||
+        !epoch_in_use(reply->str, reply->len)) {
         if (!r->epoch_missing_logged)
             ctr_warn("redis %s has no epoch key %s (started empty?); "
                      "waiting for the applier to rebuild it",
                      r->cluster ? r->seeds : r->nodes[0]->host,
-                     API_REDIS_EPOCH_KEY);
+                     CTR_APPLY_EPOCH_PREFIX);
         r->epoch_missing_logged = 1;
         r->epoch_ok = 0;
         struct timeval tv = {0, 250 * 1000};
@@ -513,16 +532,37 @@ static void epoch_reply(redisAsyncContext *ac, void *replyp, void *privdata)
     }
     r->epoch_ok = 1;
     r->epoch_missing_logged = 0;
+    if (reply->len < sizeof(r->epoch)) {
+        memcpy(r->epoch, reply->str, reply->len);
+        r->epoch[reply->len] = '\0';
+    }
 }
 
 static void epoch_check(api_redis *r)
 {
-    int ni = node_of(r, API_REDIS_EPOCH_KEY);
+    char key[CTR_APPLY_EPOCH_KEY_MAX];
+    ctr_apply_epoch_key(key, 0);
+    int ni = node_of(r, key);
     if (r->epoch_inflight || ni < 0 || !r->nodes[ni]->ready)
         return;
-    if (redisAsyncCommand(r->nodes[ni]->ac, epoch_reply, r, "GET %s",
-                          API_REDIS_EPOCH_KEY) == REDIS_OK)
+    if (redisAsyncCommand(r->nodes[ni]->ac, epoch_reply, r, "GET %s", key) ==
+        REDIS_OK)
         r->epoch_inflight = 1;
+}
+
+/* A command found its slot without an epoch: stop using the store until
+ * the markers are back (epoch_reply). */
+static void epoch_lost(api_redis *r)
+{
+    if (r->epoch_ok)
+        ctr_warn("redis has no epoch for a counter's slot (restarted empty, "
+                 "or being restored); reading from postgresql and sending "
+                 "writes through kafka until it is restored");
+    r->epoch_ok = 0;
+    r->epoch_missing_logged = 1;
+    struct timeval tv = {0, 250 * 1000};
+    if (r->epoch_ev && !r->closing)
+        evtimer_add(r->epoch_ev, &tv);
 }
 
 static void epoch_poll(evutil_socket_t fd, short what, void *arg)
@@ -558,13 +598,15 @@ static void on_connect(const redisAsyncContext *ac, int status)
 
 static void scripts_load(rnode *n)
 {
-    n->setup_left = 3;
+    n->setup_left = 4;
     redisAsyncCommand(n->ac, write_sha_reply, n, "SCRIPT LOAD %s",
-                      ctr_apply_write_script);
+                      ctr_script_write);
     redisAsyncCommand(n->ac, undo_sha_reply, n, "SCRIPT LOAD %s",
-                      ctr_apply_undo_script);
+                      ctr_script_undo);
+    redisAsyncCommand(n->ac, finish_sha_reply, n, "SCRIPT LOAD %s",
+                      ctr_script_finish);
     redisAsyncCommand(n->ac, idem_sha_reply, n, "SCRIPT LOAD %s",
-                      ctr_apply_idem_script);
+                      ctr_script_idem);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -852,9 +894,10 @@ static enum api_redis_status classify(redisReply *reply, ctr_apply_result *res)
 }
 
 /*
- * The answer to the WAIT after a write in a cluster. It only delays the
- * write's answer until a replica has it (or the wait ran out): the write
- * was applied on the master either way, and its event goes to the log.
+ * The answer to the WAIT after a write in a cluster. A write that reached
+ * fewer replicas than asked (or whose WAIT ran out) is API_REDIS_WAIT_SHORT:
+ * a failover may yet lose it with its pending entry, so the caller must
+ * not publish it; if it survives, the resolver publishes it.
  */
 static void wait_reply(redis_cmd *cmd, redisReply *reply,
                        enum api_redis_status st)
@@ -864,10 +907,11 @@ static void wait_reply(redis_cmd *cmd, redisReply *reply,
         free(op); /* the write was answered at the timeout */
         return;
     }
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER ||
-        reply->integer < cmd->index)
+    int whole = reply != NULL && reply->type == REDIS_REPLY_INTEGER &&
+                reply->integer >= cmd->index;
+    if (!whole)
         cmd->r->stats.wait_short++;
-    op->cb(API_REDIS_OK, &op->res, op->arg);
+    op->cb(whole ? API_REDIS_OK : API_REDIS_WAIT_SHORT, &op->res, op->arg);
     if (st != API_REDIS_TIMEOUT)
         free(op);
 }
@@ -923,6 +967,10 @@ static void write_reply(redis_cmd *cmd, redisReply *reply,
         st = classify(reply, &res);
     else if (late)
         st = API_REDIS_DISCONNECTED;
+    if (st == API_REDIS_OK && res.outcome == CTR_APPLY_NO_EPOCH)
+        epoch_lost(cmd->r);
+    else if (st == API_REDIS_OK && res.epoch[0])
+        memcpy(cmd->r->epoch, res.epoch, sizeof(res.epoch));
     if (!late) {
         if (st == API_REDIS_OK && res.outcome == CTR_APPLY_APPLIED) {
             op->res = res;
@@ -969,46 +1017,67 @@ typedef struct undo_op {
     void *arg;
 } undo_op;
 
+/* The answer to an undo or a finish: the script's integer. */
 static void undo_reply(redis_cmd *cmd, redisReply *reply,
                        enum api_redis_status st)
 {
     undo_op *op = cmd->owner;
+    long long result = 0;
     if (st == CMD_LATE) {
         free(op); /* the caller already heard about the timeout */
         return;
     }
-    if (reply && reply->type == REDIS_REPLY_INTEGER)
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
         st = API_REDIS_OK;
-    else if (reply) {
+        result = reply->integer;
+    } else if (reply) {
         if (reply->type == REDIS_REPLY_ERROR)
-            ctr_warn("redis undo failed: %s", reply->str);
+            ctr_warn("redis undo or finish failed: %s", reply->str);
         st = API_REDIS_ERROR;
     }
-    op->cb(st, op->arg);
+    if (op->cb)
+        op->cb(st, (int)result, op->arg);
     if (st != API_REDIS_TIMEOUT || reply != NULL)
         free(op);
 }
 
-int api_redis_undo(api_redis *r, const char *name, const ctr_apply_spec *w,
-                   const ctr_apply_result *res, int timeout_ms,
-                   api_redis_undo_cb cb, void *arg)
+static int send_pending(api_redis *r, ctr_apply_argv *a, int timeout_ms,
+                        api_redis_undo_cb cb, void *arg)
 {
-    ctr_apply_argv a;
-
-    if (!r->map_ok || !r->epoch_ok ||
-        ctr_apply_undo_argv(&a, r->undo_sha, name, w, res) != 0)
-        return -1;
     undo_op *op = malloc(sizeof(*op));
     if (op == NULL)
         return -1;
     op->cb = cb;
     op->arg = arg;
-    if (send_args(r, undo_reply, op, 0, timeout_ms, a.argv[3], a.argc,
-                  a.argv) != 0) {
+    if (send_args(r, undo_reply, op, 0, timeout_ms, a->argv[3], a->argc,
+                  a->argv) != 0) {
         free(op);
         return -1;
     }
     return 0;
+}
+
+int api_redis_undo(api_redis *r, const char *name, const ctr_apply_spec *w,
+                   int timeout_ms, api_redis_undo_cb cb, void *arg)
+{
+    ctr_apply_argv a;
+    if (!r->map_ok || ctr_apply_undo_argv(&a, r->undo_sha, name, w) != 0)
+        return -1;
+    return send_pending(r, &a, timeout_ms, cb, arg);
+}
+
+int api_redis_finish(api_redis *r, const char *name, const ctr_apply_spec *w,
+                     int timeout_ms, api_redis_undo_cb cb, void *arg)
+{
+    ctr_apply_argv a;
+    if (!r->map_ok || ctr_apply_finish_argv(&a, r->finish_sha, name, w) != 0)
+        return -1;
+    return send_pending(r, &a, timeout_ms, cb, arg);
+}
+
+const char *api_redis_epoch(const api_redis *r)
+{
+    return r->epoch;
 }
 
 /* ---- read ---- */
@@ -1046,9 +1115,9 @@ static void get_timeout(evutil_socket_t fd, short what, void *arg)
     get_finish(op);
 }
 
-/* values[from..] from an MGET's answer [v, t, v, t, ...]; a value that
- * is not an integer fails the whole read, a stamp that is not reads as
- * none. */
+/* values[from..] from an MGET's answer [v, t, v, t, ..., marker]; a
+ * value that is not an integer fails the whole read, a stamp that is not
+ * reads as none. */
 static void get_take(get_op *op, size_t from, const redisReply *reply)
 {
     for (size_t i = 0; i < reply->elements / 2; i++) {
@@ -1077,9 +1146,17 @@ static void get_reply(redis_cmd *cmd, redisReply *reply,
 
     op->pending--;
     if (reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
-        reply->elements == 2 * names) {
-        if (op->status == API_REDIS_OK)
+        reply->elements == 2 * names + 1) {
+        const redisReply *m = reply->element[2 * names];
+        if (m->type != REDIS_REPLY_STRING || !epoch_in_use(m->str, m->len)) {
+            /* the slot's data set is gone or being rebuilt */
+            if (op->status == API_REDIS_OK)
+                op->status = API_REDIS_UNAVAILABLE;
+            if (st != CMD_LATE)
+                epoch_lost(cmd->r);
+        } else if (op->status == API_REDIS_OK) {
             get_take(op, (size_t)cmd->index, reply);
+        }
     } else if (op->status == API_REDIS_OK) {
         if (reply == NULL) {
             op->status = st == CMD_LATE ? API_REDIS_DISCONNECTED : st;
@@ -1123,8 +1200,9 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
      * command, so there each name has its own. */
     size_t per = op->per = r->cluster ? 1 : n;
     for (size_t i = 0; i < n; i += per) {
-        const char *argv[1 + 2 * API_REDIS_GET_MAX];
+        const char *argv[2 + 2 * API_REDIS_GET_MAX];
         char stamps[API_REDIS_GET_MAX][API_KEY_MAX + 2];
+        char marker[CTR_APPLY_EPOCH_KEY_MAX];
         int fits = 1;
         argv[0] = "MGET";
         for (size_t j = 0; j < per; j++) {
@@ -1134,8 +1212,11 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
             argv[1 + 2 * j] = keys[i + j];
             argv[2 + 2 * j] = stamps[j];
         }
+        /* one server holds every marker; in a cluster, the key's own */
+        ctr_apply_epoch_key(marker, ctr_key_slot(keys[i], strlen(keys[i])));
+        argv[1 + 2 * per] = marker;
         if (!fits || send_args(r, get_reply, op, (int)i, 0, keys[i],
-                               1 + 2 * (int)per, argv) != 0) {
+                               2 + 2 * (int)per, argv) != 0) {
             op->status = API_REDIS_DISCONNECTED;
             break;
         }
@@ -1180,9 +1261,9 @@ static void idem_reply(redis_cmd *cmd, redisReply *reply,
         free(op);
 }
 
-int api_redis_idem(api_redis *r, const char *name, const char *key,
-                   const char *mode, const char *arg2, const char *arg3,
-                   int timeout_ms, api_redis_idem_cb cb, void *arg)
+int api_redis_idem_claim(api_redis *r, const char *name, const char *key,
+                         const char *expected, const char *replacement,
+                         int timeout_ms, api_redis_idem_cb cb, void *arg)
 {
     char gkey[CTR_APPLY_KEY_MAX];
     if (!r->map_ok || !r->epoch_ok ||
@@ -1193,9 +1274,9 @@ int api_redis_idem(api_redis *r, const char *name, const char *key,
         return -1;
     op->cb = cb;
     op->arg = arg;
-    const char *argv[] = {"EVALSHA", r->idem_sha,     "1", gkey, mode,
-                          arg2,      arg3 ? arg3 : ""};
-    if (send_args(r, idem_reply, op, 0, timeout_ms, gkey, 7, argv) != 0) {
+    const char *argv[] = {"EVALSHA", r->idem_sha, "1",
+                          gkey,      expected,    replacement};
+    if (send_args(r, idem_reply, op, 0, timeout_ms, gkey, 6, argv) != 0) {
         free(op);
         return -1;
     }

@@ -45,7 +45,10 @@ enum api_redis_status {
     API_REDIS_DISCONNECTED, /* connection lost before the answer */
     API_REDIS_UNAVAILABLE,  /* cluster: the command did not run (its slot
                              * is moving, failing over, or the node lacks
-                             * the script); nothing was applied */
+                             * the script); nothing was applied. A read:
+                             * the slot has no epoch */
+    API_REDIS_WAIT_SHORT,   /* cluster: a write applied on its master that
+                             * fewer replicas than asked confirmed */
 };
 
 /* What the cluster client did, for /metrics. */
@@ -56,9 +59,6 @@ typedef struct api_redis_cluster_stats {
     uint64_t wait_short;  /* writes fewer replicas had when WAIT ended */
 } api_redis_cluster_stats;
 
-/* Set by whoever (re)built the Redis data set; see epoch_reply. */
-#define API_REDIS_EPOCH_KEY CTR_EPOCH_KEY
-
 /* Longest value key: "{c:" name "}" ":d:2026-11-26" */
 #define API_KEY_MAX (CTR_NAME_MAX + 32)
 
@@ -66,7 +66,10 @@ typedef struct api_redis_cluster_stats {
 typedef void (*api_redis_write_cb)(enum api_redis_status st,
                                    const ctr_apply_result *res, void *arg);
 
-typedef void (*api_redis_undo_cb)(enum api_redis_status st, void *arg);
+/* The integer an undo or finish script answered (redis/undo.lua,
+ * redis/finish.lua), with API_REDIS_OK. */
+typedef void (*api_redis_undo_cb)(enum api_redis_status st, int result,
+                                  void *arg);
 
 /* One counter as read from Redis; exists 0 means never written. */
 typedef struct api_redis_value {
@@ -93,10 +96,12 @@ api_redis *api_redis_new(const ctr_config *cfg, struct event_base *base,
 int api_redis_ready(const api_redis *r);
 
 /*
- * Applies write w to counter name in one Lua call. cb fires once. If the
- * deadline passes first, cb fires with API_REDIS_TIMEOUT, and when the
- * real answer arrives later late_cb (if not NULL) fires with it, so the
- * caller can finish the write.
+ * Applies write w to counter name in one Lua call (redis/write.lua). cb
+ * fires once. If the deadline passes first, cb fires with
+ * API_REDIS_TIMEOUT, and when the real answer arrives later late_cb (if
+ * not NULL) fires with it, so the caller can finish the write. An outcome
+ * of CTR_APPLY_NO_EPOCH also stops the store's use until the epoch is
+ * back (api_redis_ready).
  */
 int api_redis_write(api_redis *r, const char *name, const ctr_apply_spec *w,
                     int timeout_ms, api_redis_write_cb cb,
@@ -104,13 +109,24 @@ int api_redis_write(api_redis *r, const char *name, const ctr_apply_spec *w,
     __attribute__((warn_unused_result));
 
 /*
- * Takes back write w whose result was res (the event log refused it).
- * cb fires once.
+ * Takes back pending write w (the event log refused it): redis/undo.lua,
+ * whose answer cb gets (1 undone, 0 no entry, -1 the key's record is
+ * another attempt's, -2 a resolver holds the entry). cb fires once.
  */
 int api_redis_undo(api_redis *r, const char *name, const ctr_apply_spec *w,
-                   const ctr_apply_result *res, int timeout_ms,
-                   api_redis_undo_cb cb, void *arg)
+                   int timeout_ms, api_redis_undo_cb cb, void *arg)
     __attribute__((warn_unused_result));
+
+/*
+ * Finishes pending write w (its event is in the log): redis/finish.lua.
+ * cb (may be NULL) fires once, with the entries finished (0 or 1).
+ */
+int api_redis_finish(api_redis *r, const char *name, const ctr_apply_spec *w,
+                     int timeout_ms, api_redis_undo_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* The epoch marker last seen ("" before any): the data set's id. */
+const char *api_redis_epoch(const api_redis *r);
 
 /* Reads the counters at n (at most API_REDIS_GET_MAX) full value keys
  * within timeout_ms: value and stamp of each, one MGET on one server, one
@@ -124,14 +140,14 @@ typedef void (*api_redis_idem_cb)(enum api_redis_status st, int changed,
                                   void *arg);
 
 /*
- * Runs the idempotency-record script on counter name's guard for key:
- * mode "finish" (arg2 the token) or "claim" (arg2 the record expected,
- * arg3 the new one). cb (may be NULL) fires once with changed 1 if the
- * record was changed. Works while the connection is suspect: it queues.
+ * A retry takes over the Idempotency-Key record of counter name's key if
+ * it still reads `expected`, by writing `replacement` (redis/idem.lua).
+ * cb fires once with changed 1 if it did. Works while the connection is
+ * suspect: it queues.
  */
-int api_redis_idem(api_redis *r, const char *name, const char *key,
-                   const char *mode, const char *arg2, const char *arg3,
-                   int timeout_ms, api_redis_idem_cb cb, void *arg)
+int api_redis_idem_claim(api_redis *r, const char *name, const char *key,
+                         const char *expected, const char *replacement,
+                         int timeout_ms, api_redis_idem_cb cb, void *arg)
     __attribute__((warn_unused_result));
 
 /* What /readyz says of the connection: "ready", "suspect" (missed a

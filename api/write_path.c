@@ -1,8 +1,10 @@
 /*
  * write_path.c - increment, decrement and set.
  *
- * validate -> one Lua call on Redis (dedup, bounds, add, stamp, expiry)
- * -> publish the event to Kafka -> answer when both confirmed.
+ * validate -> one Lua call on Redis (redis/write.lua: epoch, dedup,
+ * escrowed bounds, add, stamp, expiry, and the write's pending entry)
+ * -> publish the event to Kafka -> answer when both confirmed -> finish
+ * the pending entry (redis/finish.lua).
  *
  * A write is one write_op, freed in exactly one place (write_release) once
  * nothing can call back into it. Its HTTP request is answered exactly once
@@ -10,9 +12,19 @@
  * (a deadline passed) still runs to completion, so that it is applied
  * wholly or not at all:
  * - Redis answers after its deadline: the write is published anyway;
- * - Kafka says "not persisted": the Redis change is undone;
- * - Kafka says "possibly persisted" (timed out in flight): the Redis change
- *   is kept, since a broker that was slow, not down, usually has it.
+ * - Kafka says "not persisted": the Redis change is undone, and only once
+ *   the undo is confirmed is the answer "nothing was applied"
+ *   (kafka_unavailable); an undo that fails leaves it "indeterminate";
+ * - Kafka says "possibly persisted" (timed out in flight), the Redis
+ *   connection dropped before the answer, a cluster write reached too few
+ *   replicas, or the process dies: the pending entry stays in Redis, and
+ *   the applier's resolver (applier/resolver.c) finds it once no verdict
+ *   can still come, looks for its event in the log, and publishes it if
+ *   absent: whole either way.
+ * Until its entry is finished or undone a write is pending: bounds, the
+ * int64 range and dedup are judged as if pending writes may still fail
+ * (escrow), so an undo never crosses a bound or un-counts a user someone
+ * else was told about.
  *
  * Redis unusable (down, hung, or restarted empty and not rebuilt yet):
  * the event goes into Kafka only, without the "origin" header, so that
@@ -27,12 +39,16 @@
  * - answers 409 request_in_progress while the first attempt may still
  *   settle (its lease, longer than any Kafka verdict, has not run out);
  * - after the lease, takes the write over: it publishes the event again
- *   (the persister counts a keyed event once per id), marks it done and
- *   replays. So a client retrying after any crash gets one effect (G3).
- * A different request under the same key is refused (422).
+ *   (the persister counts a keyed event once per key and generation),
+ *   marks it done and replays. So a client retrying after any crash gets
+ *   one effect (G3).
+ * A different request under the same key is refused (422). A key names
+ * one write for idempotency_ttl_s after its first use (its generation);
+ * used again later it is a new write, everywhere.
  */
 #include "api/handlers.h"
 #include "api/body.h"
+#include "api/floor.h"
 #include "api/reply.h"
 #include "api/stats.h"
 #include "common/log.h"
@@ -100,10 +116,19 @@ static void write_release(write_op *op)
     free(op);
 }
 
+/* The request, if it can still be answered (NULL once answered, or while
+ * the HTTP layer is being freed at shutdown). */
+static struct evhttp_request *answerable(write_op *op)
+{
+    if (op->app->closing)
+        op->req = NULL;
+    return op->req;
+}
+
 static void write_answer_error(write_op *op, int status, const char *code,
                                const char *message)
 {
-    if (op->req)
+    if (answerable(op))
         api_reply_error(op->req, status, code, NULL, message);
     op->req = NULL;
     if (status == 503 && strcmp(code, "indeterminate") == 0)
@@ -149,7 +174,7 @@ static void mark_replayed(write_op *op)
 static void write_answer_accepted(write_op *op)
 {
     struct evbuffer *body;
-    if (op->req == NULL)
+    if (answerable(op) == NULL)
         return;
     body = evbuffer_new();
     evbuffer_add_printf(body, "{\"success\":true,\"applied\":false,"
@@ -161,10 +186,29 @@ static void write_answer_accepted(write_op *op)
     op->req = NULL;
 }
 
+/* A client saw this value: a read that falls back to PostgreSQL must not
+ * show it less (I6), as for values a read served. Only the live window of
+ * a counter that only grows within it. */
+static void note_floor(const write_op *op)
+{
+    if (op->app->floor == NULL || op->replay || /* a replay's value is old */
+        (op->def->kind != CTR_KIND_COUNTER &&
+         op->def->kind != CTR_KIND_UNIQUE) ||
+        (op->spec.period[0] && strcmp(op->spec.period, op->today) != 0))
+        return;
+    /* a decrease is a correction: the floor follows it down */
+    if (op->res.value < op->res.prev)
+        api_floor_set(op->app->floor, op->name, op->spec.period, op->res.value,
+                      op->ts_ms);
+    else
+        api_floor_note(op->app->floor, op->name, op->spec.period, op->res.value,
+                       op->ts_ms);
+}
+
 static void write_answer_ok(write_op *op)
 {
     struct evbuffer *body;
-    if (op->req == NULL)
+    if (answerable(op) == NULL)
         return;
     mark_replayed(op);
     body = evbuffer_new();
@@ -185,19 +229,38 @@ static void write_answer_ok(write_op *op)
         API_JSON_LIT(body, ",\"clamped\":true");
     API_JSON_LIT(body, "}\n");
     api_reply_json(op->req, 200, body);
+    note_floor(op);
     evbuffer_free(body);
     op->req = NULL;
 }
 
-static void undo_done(enum api_redis_status st, void *arg)
+static const char indeterminate_kafka[] =
+    "the event log did not confirm the write in time; it may or may not be "
+    "recorded";
+
+/*
+ * The undo's verdict (redis/undo.lua). Undone (1), or no entry to undo
+ * (0: Redis restored without the write, or a duplicate that changed
+ * nothing): nothing was applied anywhere, and the answer may say so. Any
+ * other: the entry is another's now (a retry took the key over, or a
+ * resolver the entry) or the undo did not run; the write may yet become
+ * whole, so it is indeterminate.
+ */
+static void undo_done(enum api_redis_status st, int result, void *arg)
 {
     write_op *op = arg;
-    if (st != API_REDIS_OK)
-        ctr_error("could not undo write %s to counter %s: redis status %d; "
-                  "redis is ahead of the log by %" PRId64,
-                  op->event_id, op->name, (int)st, write_applied_delta(op));
-    else
-        op->app->metrics.writes_undone++;
+    if (st == API_REDIS_OK && (result == 1 || result == 0)) {
+        if (result == 1)
+            op->app->metrics.writes_undone++;
+        write_answer_error(op, 503, "kafka_unavailable",
+                           "the event log did not accept the write; nothing "
+                           "was applied");
+    } else {
+        ctr_warn("could not undo write %s to counter %s (redis status %d, "
+                 "answer %d); its pending entry is left to the resolver",
+                 op->event_id, op->name, (int)st, result);
+        write_answer_error(op, 503, "indeterminate", indeterminate_kafka);
+    }
     write_release(op);
 }
 
@@ -205,17 +268,9 @@ static void undo_done(enum api_redis_status st, void *arg)
 static void write_undo(write_op *op)
 {
     api_app *app = op->app;
-    if (op->res.outcome != CTR_APPLY_APPLIED) {
-        write_release(op); /* a duplicate changed nothing */
-        return;
-    }
-    if (api_redis_undo(app->redis, op->name, &op->spec, &op->res,
-                       app->cfg->redis_write_timeout_ms, undo_done, op) != 0) {
-        ctr_error("could not undo write %s to counter %s: redis unavailable; "
-                  "redis is ahead of the log by %" PRId64,
-                  op->event_id, op->name, write_applied_delta(op));
-        write_release(op);
-    }
+    if (api_redis_undo(app->redis, op->name, &op->spec,
+                       app->cfg->redis_write_timeout_ms, undo_done, op) != 0)
+        undo_done(API_REDIS_UNAVAILABLE, 0x7fff, op);
 }
 
 /*
@@ -228,20 +283,19 @@ static void write_kafka_deadline(evutil_socket_t fd, short what, void *arg)
     write_op *op = arg;
     (void)fd;
     (void)what;
-    write_answer_error(op, 503, "indeterminate",
-                       "the event log did not confirm the write in time; "
-                       "it may or may not be recorded");
+    write_answer_error(op, 503, "indeterminate", indeterminate_kafka);
 }
 
-/* The event is in the log: a keyed write's record becomes "done". If this
- * fails the record stays pending and a retry finishes it. */
-static void idem_finish(write_op *op)
+/* The event is in the log: the pending entry goes, its escrow is
+ * released and a keyed write's record becomes "done". If this does not
+ * reach Redis the entry stays, and the resolver finds the event and
+ * finishes it. */
+static void write_finish(write_op *op)
 {
-    if (api_redis_idem(op->app->redis, op->name, op->event_id, "finish",
-                       op->token, NULL, op->app->cfg->redis_write_timeout_ms,
-                       NULL, NULL) != 0)
-        ctr_warn("write %s to counter %s: could not mark its idempotency "
-                 "record done; a retry will",
+    if (api_redis_finish(op->app->redis, op->name, &op->spec,
+                         op->app->cfg->redis_write_timeout_ms, NULL, NULL) != 0)
+        ctr_warn("write %s to counter %s: could not finish its pending "
+                 "entry; the resolver will",
                  op->event_id, op->name);
 }
 
@@ -249,28 +303,28 @@ static void idem_finish(write_op *op)
  * Kafka did not take the event (definite) or did not say (unknown). Only
  * a write whose Redis change is ours to take back can answer "nothing was
  * applied" and undo it; a takeover's Redis change is the first attempt's,
- * and a write through the log changed nothing in Redis.
+ * and a write through the log changed nothing in Redis. An unknown
+ * verdict leaves the pending entry to the resolver.
  */
 static void write_kafka_failed(write_op *op, int definite)
 {
-    if (!definite || op->replay) {
-        if (!definite)
-            ctr_warn("write %s to counter %s timed out in flight to kafka; "
-                     "kept (the broker may have it)",
-                     op->event_id, op->name);
-        write_answer_error(op, 503, "indeterminate",
-                           "the event log did not confirm the write in time; "
-                           "it may or may not be recorded");
+    if (op->via_log && definite) {
+        write_answer_error(op, 503, "kafka_unavailable",
+                           "the event log did not accept the write; nothing "
+                           "was applied");
         write_release(op);
         return;
     }
-    write_answer_error(op, 503, "kafka_unavailable",
-                       "the event log did not accept the write; nothing "
-                       "was applied");
-    if (op->via_log)
+    if (!definite || op->replay || op->via_log) {
+        if (!definite && !op->via_log)
+            ctr_warn("write %s to counter %s timed out in flight to kafka; "
+                     "its pending entry is left to the resolver",
+                     op->event_id, op->name);
+        write_answer_error(op, 503, "indeterminate", indeterminate_kafka);
         write_release(op);
-    else
-        write_undo(op);
+        return;
+    }
+    write_undo(op);
 }
 
 void api_on_delivery(enum ctr_delivery result, void *arg)
@@ -288,8 +342,7 @@ void api_on_delivery(enum ctr_delivery result, void *arg)
             write_release(op);
             return;
         }
-        if (op->keyed)
-            idem_finish(op);
+        write_finish(op);
         if (op->replay)
             ; /* counted by mark_replayed */
         else if (op->res.outcome == CTR_APPLY_DUPLICATE)
@@ -333,10 +386,16 @@ static void write_publish(write_op *op)
     if (op->kafka_deadline)
         evtimer_add(op->kafka_deadline, &tv);
     op->published_us = ctr_time_mono_us();
+    ctr_event_headers h = {
+        .origin = op->via_log ? NULL : "api",
+        /* keyed: its generation names it with the key, for the persister
+         * and, through the log, for the applier's guard */
+        .dedup_gen = op->keyed ? op->spec.gen_ms : 0,
+        .epoch = op->via_log ? NULL : op->res.epoch,
+    };
     if (op->payload == NULL ||
-        ctr_producer_send_ex(op->app->producer, op->name, strlen(op->name),
-                             op->payload, op->payload_len,
-                             op->via_log ? NULL : "api", op->keyed, op) != 0) {
+        ctr_producer_send(op->app->producer, op->name, strlen(op->name),
+                          op->payload, op->payload_len, &h, op) != 0) {
         /* nothing reached the broker: definite */
         write_kafka_failed(op, 1);
     }
@@ -349,7 +408,7 @@ static void write_bound_refused(write_op *op)
     char msg[320];
 
     op->app->metrics.writes_bound_refused++;
-    if (op->req == NULL)
+    if (answerable(op) == NULL)
         return;
     mark_replayed(op);
     if (op->spec.is_set)
@@ -379,8 +438,8 @@ static void write_applied_late(enum api_redis_status st,
                                const ctr_apply_result *res, void *arg)
 {
     write_op *op = arg;
-    if (st == API_REDIS_OK && res->outcome != CTR_APPLY_BOUND_REFUSED &&
-        res->outcome != CTR_APPLY_KEY_SEEN) {
+    if (st == API_REDIS_OK && (res->outcome == CTR_APPLY_APPLIED ||
+                               res->outcome == CTR_APPLY_DUPLICATE)) {
         /* Redis has it: publish too, so the write is whole, not half. */
         op->res = *res;
         write_publish(op);
@@ -398,7 +457,7 @@ static void reject(api_app *app, struct evhttp_request *req, int status,
 
 static void write_in_progress(write_op *op)
 {
-    if (op->req == NULL)
+    if (answerable(op) == NULL)
         return;
     evhttp_add_header(evhttp_request_get_output_headers(op->req), "Retry-After",
                       "1");
@@ -427,6 +486,24 @@ static void claim_done(enum api_redis_status st, int changed, void *arg)
     write_release(op);
 }
 
+/* The spec of the first attempt a record describes: planned at its event
+ * time, with its generation; the retry's token and pending id stay. */
+static void replan_as_first(write_op *op, const ctr_idem_record *rec)
+{
+    ctr_apply_spec keep = op->spec;
+    ctr_apply_plan(&op->spec, op->def, rec->ts_ms, ctr_time_now_ms(),
+                   op->app->cfg->lateness_s, op->user_id, keep.is_set,
+                   keep.arg);
+    op->spec.pending_id = keep.pending_id;
+    op->spec.created_ms = keep.created_ms;
+    op->spec.guard_id = keep.guard_id;
+    op->spec.guard_ttl_s = keep.guard_ttl_s;
+    op->spec.idem_head = keep.idem_head;
+    op->spec.idem_token = keep.idem_token;
+    op->spec.gen_ms = rec->gen_ms;
+    op->ts_ms = rec->ts_ms;
+}
+
 /*
  * The key has a record (see the top of this file). res->record is what
  * the guard held; res->prev is the counter's value now.
@@ -449,7 +526,7 @@ static void write_key_seen(write_op *op, const ctr_apply_result *res)
         return;
     }
     if (strcmp(rec.fingerprint, op->fingerprint) != 0) {
-        if (op->req)
+        if (answerable(op))
             reject(op->app, op->req, 422, "idempotency_key_reused",
                    "Idempotency-Key",
                    "Idempotency-Key: was used for a different request");
@@ -457,6 +534,9 @@ static void write_key_seen(write_op *op, const ctr_apply_result *res)
         write_release(op);
         return;
     }
+    /* the first attempt's write, not this request's: its window, its
+     * period in the answer, its pending entry */
+    replan_as_first(op, &rec);
     op->res.outcome = (enum ctr_apply_outcome)rec.outcome;
     op->res.value = rec.value;
     if (__builtin_sub_overflow(rec.value, rec.applied, &op->res.prev))
@@ -485,10 +565,9 @@ static void write_key_seen(write_op *op, const ctr_apply_result *res)
     const char *tail = strchr(strchr(res->record + 3, '|') + 1, '|');
     sprintf(op->claimed, "AP|%" PRId64 "|%s%s",
             now + idem_lease_ms(op->app->cfg), op->token, tail);
-    if (api_redis_idem(op->app->redis, op->name, op->event_id, "claim",
-                       res->record, op->claimed,
-                       op->app->cfg->redis_write_timeout_ms, claim_done,
-                       op) != 0) {
+    if (api_redis_idem_claim(
+            op->app->redis, op->name, op->event_id, res->record, op->claimed,
+            op->app->cfg->redis_write_timeout_ms, claim_done, op) != 0) {
         write_answer_error(op, 503, "indeterminate",
                            "redis is not reachable; the first request with "
                            "this key may or may not be applied");
@@ -528,6 +607,10 @@ static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
             write_bound_refused(op);
             break;
         }
+        if (res->outcome == CTR_APPLY_NO_EPOCH) {
+            write_via_log(op); /* nothing applied: the data set is gone */
+            return;
+        }
         if (write_was_clamped(op))
             op->app->metrics.writes_clamped++;
         if (op->spec.period[0] && strcmp(op->spec.period, op->today) != 0)
@@ -535,7 +618,7 @@ static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
         write_publish(op);
         return;
     case API_REDIS_OVERFLOW:
-        if (op->req)
+        if (answerable(op))
             api_reply_error(op->req, 422, "value_out_of_range", "value",
                             "the counter would leave the 64-bit signed "
                             "range; nothing was applied");
@@ -552,6 +635,14 @@ static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
                            "may not be applied");
         return;
     case API_REDIS_UNAVAILABLE: write_via_log(op); return;
+    case API_REDIS_WAIT_SHORT:
+        /* applied on the master only: not published, so that a failover
+         * that loses it loses its entry too; if it survives, the
+         * resolver publishes it */
+        write_answer_error(op, 503, "indeterminate",
+                           "redis did not replicate the write in time; it "
+                           "may or may not be applied");
+        break;
     case API_REDIS_DISCONNECTED:
         write_answer_error(op, 503, "indeterminate",
                            "lost the connection to redis; the write may or "
@@ -707,11 +798,14 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
         ctr_date_format(ctr_tz_local_day(def->tz, now, NULL, NULL), op->today,
                         sizeof(op->today));
 
+    op->spec.pending_id = op->event_id;
+    op->spec.created_ms = now;
     if (op->keyed) {
         op->spec.guard_id = op->event_id;
         op->spec.guard_ttl_s = app->cfg->idempotency_ttl_s;
         op->spec.idem_head = op->idem_head;
         op->spec.idem_token = op->token;
+        op->spec.gen_ms = now;
     }
 
     app->inflight++;

@@ -30,6 +30,8 @@
 #include "ingest/event.h"
 #include "ingest/producer.h"
 #include "ingest/restore.h"
+#include "applier/resolver.h"
+#include "applier/tail.h"
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -57,7 +59,8 @@ typedef struct applier {
     rd_kafka_t *rk;
     ctr_producer *producer;
     ctr_rclient *redis;
-    char sha[41];
+    char sha[41], finish_sha[41];
+    char epoch[CTR_EPOCH_MAX]; /* the data set's, last seen */
     int undelivered; /* records whose delivery failed since the last commit */
     size_t uncommitted;
     int64_t last_commit_ms;
@@ -66,6 +69,8 @@ typedef struct applier {
     uint64_t restores;
     int wait_short_logged;
     ctr_histogram apply_seconds; /* the Lua call, retries included */
+    ctr_resolver *resolver;      /* pending writes nobody else settles */
+    ctr_tail *tail;              /* what a restore left owed */
     ctr_metrics_server *metrics;
 } applier;
 
@@ -100,50 +105,41 @@ static void commit_progress(applier *a);
 static void render_metrics(ctr_strbuf *b, void *arg);
 
 /*
- * A Redis without the epoch key restarted without its data (or never had
- * any): before anything is applied to it, it is restored from PostgreSQL
- * and the log, by one applier (a lock key) while the api keeps off it.
- * First every record of what this applier applied is delivered and its
- * offsets committed, so that the log the restore reads is complete and
- * what the applier reads next is exactly what the restore lacks.
- * 0 when the epoch is there, -1 to retry later.
+ * A Redis without the epoch markers restarted without its data (or never
+ * had any): before anything is applied to it, it is restored from
+ * PostgreSQL and the log, by one applier (ctr_redis_restore takes the
+ * restore lock) while the api keeps off it. First every record of what
+ * this applier applied is delivered and its offsets committed, so that
+ * the log the restore reads is complete and what the applier reads next
+ * is exactly what the restore lacks.
+ * 0 when the data set is whole, -1 to retry later.
  */
 static int ensure_epoch(applier *a, char *err, size_t errlen)
 {
-    int present = ctr_redis_epoch_present(a->redis);
-    if (present == 1)
+    int whole = ctr_redis_epoch_get(a->redis, a->epoch, sizeof(a->epoch));
+    if (whole == 1)
         return 0;
-    if (present < 0) {
+    if (whole < 0) {
         snprintf(err, errlen, "%s", ctr_rclient_errstr(a->redis));
         return -1;
     }
     commit_progress(a);
-    char token[24];
-    snprintf(token, sizeof(token), "%d", (int)getpid());
-    redisReply *r =
-        ctr_rclient_cmd(a->redis, CTR_RESTORE_LOCK_KEY, "SET %s %s NX EX 120",
-                        CTR_RESTORE_LOCK_KEY, token);
-    int locked = r && r->type == REDIS_REPLY_STATUS;
-    freeReplyObject(r);
-    if (!locked) {
+    ctr_info("redis has no epoch: restoring it from postgresql and the log");
+    ctr_restore_stats st;
+    int64_t t0 = ctr_time_mono_ms();
+    int rc = ctr_redis_restore(a->cfg, a->redis, &st, a->epoch, err, errlen);
+    if (rc == 1) {
         snprintf(err, errlen, "redis is being restored by another applier");
         return -1;
     }
-    ctr_info("redis has no epoch key: restoring it from postgresql and the "
-             "log");
-    ctr_restore_stats st;
-    int64_t t0 = ctr_time_mono_ms();
-    int rc = ctr_redis_restore(a->cfg, a->redis, &st, err, errlen);
-    r = ctr_rclient_cmd(a->redis, CTR_RESTORE_LOCK_KEY, "DEL %s",
-                        CTR_RESTORE_LOCK_KEY);
-    freeReplyObject(r);
-    if (rc == 0)
-        a->restores++;
-    if (rc == 0)
-        ctr_info("restored redis in %" PRId64 " ms: %ld values, %ld event "
-                 "ids, %ld logged events replayed",
-                 ctr_time_mono_ms() - t0, st.values, st.guards, st.replayed);
-    return rc;
+    if (rc != 0)
+        return -1;
+    a->restores++;
+    ctr_info("restored redis in %" PRId64 " ms: %ld values, %ld event ids, "
+             "%ld logged events replayed; epoch %s",
+             ctr_time_mono_ms() - t0, st.values, st.guards, st.replayed,
+             a->epoch);
+    return 0;
 }
 
 /* Connects, loads the script and makes sure the data set is whole (see
@@ -161,7 +157,8 @@ static int redis_ready(applier *a)
     a->redis = ctr_rclient_new(a->cfg, 2000, err, sizeof(err));
     if (a->redis == NULL)
         goto failed;
-    if (ctr_rclient_script(a->redis, ctr_apply_write_script, a->sha) != 0) {
+    if (ctr_rclient_script(a->redis, ctr_script_write, a->sha) != 0 ||
+        ctr_rclient_script(a->redis, ctr_script_finish, a->finish_sha) != 0) {
         snprintf(err, sizeof(err), "%s", ctr_rclient_errstr(a->redis));
         goto failed;
     }
@@ -183,11 +180,7 @@ failed:
 static void redis_check(applier *a)
 {
     if (a->redis) {
-        redisReply *r = ctr_rclient_cmd(a->redis, CTR_EPOCH_KEY, "EXISTS %s",
-                                        CTR_EPOCH_KEY);
-        int whole = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-        freeReplyObject(r);
-        if (whole)
+        if (ctr_redis_epoch_get(a->redis, a->epoch, sizeof(a->epoch)) == 1)
             return;
         redis_drop(a); /* reconnecting checks the epoch and restores */
     }
@@ -235,10 +228,13 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
                              WAIT_REPLICAS_MS);
                     a->wait_short_logged = 1;
                 }
-                if (!noscript && waited >= 0)
+                int lost =
+                    rc == CTR_APPLY_OK && res->outcome == CTR_APPLY_NO_EPOCH;
+                if (!noscript && !lost && waited >= 0)
                     return rc;
                 if (waited < 0)
                     ctr_warn("redis: %s", ctr_rclient_errstr(a->redis));
+                /* the slot lost its data: reconnecting restores it */
                 /* still NOSCRIPT after the client loaded the script again:
                  * not the event's fault; reconnect rather than refuse it */
             } else {
@@ -302,16 +298,20 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-static void publish_record(applier *a, const ctr_event *ev, int64_t delta)
+/* Publishes the record of an applied event: what it changed, counted by
+ * the persister once per (counter, event id[, generation of a key]). */
+static void publish_record(applier *a, const ctr_event *ev, int64_t delta,
+                           int64_t gen)
 {
     ctr_event rec = *ev;
     size_t len;
     rec.delta = delta;
     char *payload = ctr_event_encode(&rec, &len);
+    ctr_event_headers h = {.origin = "applier", .dedup_gen = gen};
     int backoff = 10;
     while (payload) {
         if (ctr_producer_send(a->producer, ev->counter, strlen(ev->counter),
-                              payload, len, "applier", a) == 0)
+                              payload, len, &h, a) == 0)
             break;
         /* the queue is full: let deliveries drain */
         ctr_producer_poll(a->producer, backoff);
@@ -331,6 +331,49 @@ static void dead_letter(applier *a, const rd_kafka_message_t *msg,
                                  msg->payload, msg->len, reason, msg->partition,
                                  msg->offset, a) != 0)
         ctr_producer_poll(a->producer, 100);
+}
+
+/* The generation of a keyed api write sent through the log (its "dedup"
+ * header), or 0. */
+static int64_t message_gen(const rd_kafka_message_t *msg)
+{
+    char v[24];
+    char *end;
+    if (!ctr_message_header(msg, CTR_HEADER_DEDUP, v, sizeof(v)))
+        return 0;
+    long long g = strtoll(v, &end, 10);
+    return *end == '\0' && g > 0 ? (int64_t)g : 0;
+}
+
+/*
+ * The guard of this event's id holds the api's record of a keyed write:
+ * the api applied the same key itself (a first attempt timed out, its
+ * retry went through the log). If that attempt is still pending, this
+ * event confirms it: its entry is finished (so that its undo, should its
+ * own event fail, takes nothing back) and a record of what it applied is
+ * published under its generation, which the persister counts once with
+ * the api's own event should that arrive too. A done record: counted.
+ */
+static void confirm_api_write(applier *a, const ctr_event *ev,
+                              const ctr_counter_def *def, const char *record)
+{
+    ctr_idem_record rec;
+    ctr_apply_spec spec;
+    ctr_apply_argv av;
+    if (ctr_idem_record_parse(record, &rec) != 0 || rec.state != 'P')
+        return;
+    ctr_apply_plan(&spec, def, rec.ts_ms, ctr_time_now_ms(), a->cfg->lateness_s,
+                   ev->user_id, 0, rec.applied);
+    spec.pending_id = ev->id;
+    if (ctr_apply_finish_argv(&av, a->finish_sha, ev->counter, &spec) != 0)
+        return;
+    redisReply *r =
+        ctr_rclient_argv(a->redis, av.argv[3], av.argc, av.argv, NULL);
+    int finished = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    if (finished)
+        publish_record(a, ev, def->kind == CTR_KIND_UNIQUE ? 1 : rec.applied,
+                       rec.gen_ms);
 }
 
 static void handle_message(applier *a, rd_kafka_message_t *msg)
@@ -369,6 +412,11 @@ static void handle_message(applier *a, rd_kafka_message_t *msg)
     spec.fence_partition = msg->partition;
     spec.guard_id = ev.id;
     spec.guard_ttl_s = a->cfg->applier_guard_ttl_s;
+    /* a keyed api write the api sent around Redis: its key names it for
+     * as long as the api's own keys do */
+    int64_t gen = message_gen(msg);
+    if (gen > 0)
+        spec.guard_ttl_s = a->cfg->idempotency_ttl_s;
 
     int64_t t0 = ctr_time_mono_us();
     int rc = apply_event(a, ev.counter, &spec, &res, err, sizeof(err));
@@ -391,15 +439,23 @@ static void handle_message(applier *a, rd_kafka_message_t *msg)
                 a->applied++;
             else
                 a->duplicates++;
-            publish_record(a, &ev, unique ? 1 : res.value - res.prev);
+            publish_record(a, &ev, unique ? 1 : res.value - res.prev, gen);
             break;
         case CTR_APPLY_ALREADY_APPLIED:
             /* applied before a crash: its record may not have gone out */
             if (res.recorded == 'a')
-                publish_record(a, &ev, unique ? 1 : res.recorded_delta);
+                publish_record(a, &ev, unique ? 1 : res.recorded_delta, gen);
+            else
+                confirm_api_write(a, &ev, def, res.record);
             break;
         case CTR_APPLY_DUPLICATE_ID:
-        case CTR_APPLY_KEY_SEEN: /* api records only */ a->duplicates++; break;
+            a->duplicates++;
+            confirm_api_write(a, &ev, def, res.record);
+            break;
+        case CTR_APPLY_KEY_SEEN:     /* api writes only */
+        case CTR_APPLY_NO_EPOCH:     /* apply_event waits for the epoch */
+        case CTR_APPLY_OUT_OF_RANGE: /* returned as CTR_APPLY_OVERFLOW */
+        case CTR_APPLY_SAME_EPOCH: /* not asked for */ break;
         case CTR_APPLY_BOUND_REFUSED:
             a->refused++;
             ctr_info("event %s on %s refused: it would cross a bound", ev.id,
@@ -453,6 +509,28 @@ static void render_metrics(ctr_strbuf *b, void *arg)
     ctr_hist_render(b, "counter_applier_apply_seconds", "", &a->apply_seconds);
     ctr_consumer_render_lag(b, a->rk, a->cfg->kafka_topic,
                             "counter_applier_consumer_lag");
+    ctr_resolver_stats rs = {0};
+    if (a->resolver)
+        ctr_resolver_stats_get(a->resolver, &rs);
+    ctr_metric_help(b, "counter_applier_resolved_total", "counter",
+                    "Pending writes settled by the resolver: found in the "
+                    "log, or published.");
+    ctr_strbuf_printf(b,
+                      "counter_applier_resolved_total{how=\"found\"} %llu\n"
+                      "counter_applier_resolved_total{how=\"published\"} "
+                      "%llu\n",
+                      (unsigned long long)rs.found,
+                      (unsigned long long)rs.published);
+    ctr_metric_help(b, "counter_applier_tail_applied_total", "counter",
+                    "Api events of a lost data set applied again after a "
+                    "restore.");
+    ctr_strbuf_printf(
+        b, "counter_applier_tail_applied_total %llu\n",
+        (unsigned long long)(a->tail ? ctr_tail_applied(a->tail) : 0));
+    ctr_metric_help(b, "counter_applier_resolve_failures_total", "counter",
+                    "Pending writes claimed but not settled (retried).");
+    ctr_strbuf_printf(b, "counter_applier_resolve_failures_total %llu\n",
+                      (unsigned long long)rs.failed);
 }
 
 int main(void)
@@ -490,6 +568,12 @@ int main(void)
              cfg->redis_cluster_nodes[0] ? cfg->redis_cluster_nodes
                                          : cfg->redis_addr);
     ctr_hist_init(&a.apply_seconds, ctr_latency_bounds);
+    a.resolver = ctr_resolver_new(cfg);
+    a.tail = ctr_tail_new(cfg);
+    if (a.resolver == NULL || a.tail == NULL) {
+        ctr_error("out of memory");
+        goto out;
+    }
     a.metrics =
         ctr_metrics_server_open(cfg->server_bind, cfg->applier_metrics_port);
     (void)redis_ready(&a);
@@ -511,6 +595,9 @@ int main(void)
             a.last_redis_check_ms = ctr_time_mono_ms();
             redis_check(&a);
         }
+        if (a.redis && (ctr_resolver_step(a.resolver, a.redis, a.epoch) < 0 ||
+                        ctr_tail_step(a.tail, a.redis, a.epoch) < 0))
+            redis_drop(&a); /* reconnect before the next try */
         if (a.uncommitted >= COMMIT_EVERY_MSGS ||
             (a.uncommitted > 0 &&
              ctr_time_mono_ms() - a.last_commit_ms >= COMMIT_EVERY_MS))
@@ -525,6 +612,8 @@ out:
         rd_kafka_destroy(a.rk);
     }
     ctr_producer_free(a.producer);
+    ctr_resolver_free(a.resolver);
+    ctr_tail_free(a.tail);
     redis_drop(&a);
     ctr_metrics_server_free(a.metrics);
     ctr_info("stopped: %" PRIu64 " applied, %" PRIu64 " duplicates, %" PRIu64

@@ -76,6 +76,10 @@ static const opt_def options[] = {
      65535},
     {"applier.guard_ttl_s", OPT_INT, O(applier_guard_ttl_s), "604800", 60,
      366 * 86400},
+    {"applier.resolve_every_ms", OPT_INT, O(applier_resolve_every_ms), "10000",
+     100, 3600000},
+    {"applier.resolve_after_ms", OPT_INT, O(applier_resolve_after_ms), "0", 0,
+     24 * 3600000},
     {"idempotency_ttl_s", OPT_INT, O(idempotency_ttl_s), "86400", 60,
      366 * 86400},
     {"log.level", OPT_STR, O(log_level), "info", 1, 0},
@@ -674,6 +678,15 @@ static int validate(ctr_config *cfg, char *errbuf, size_t errlen)
         p += n;
         p += *p != '\0';
     }
+    /* a pending write is the resolver's only once no verdict of the api
+     * can still come: librdkafka gives up after message_timeout_ms; a
+     * shorter setting is raised to that (docs/configuration.md) */
+    int settle =
+        cfg->kafka_message_timeout_ms + cfg->kafka_delivery_timeout_ms + 10000;
+    if (cfg->applier_resolve_after_ms == 0)
+        cfg->applier_resolve_after_ms = settle + 50000;
+    else if (cfg->applier_resolve_after_ms < settle)
+        cfg->applier_resolve_after_ms = settle;
     if (ctr_log_level_parse(cfg->log_level) < 0) {
         snprintf(errbuf, errlen,
                  "config: log.level: expected debug, info, warning or error, "

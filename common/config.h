@@ -83,8 +83,13 @@ typedef struct ctr_config {
     char *applier_group_id;
     int applier_metrics_port;
     int applier_guard_ttl_s; /* how long an applied event id is remembered */
-    int idempotency_ttl_s;   /* how long the api remembers an
-                              * Idempotency-Key and its answer */
+    /* the resolver of pending writes (applier/resolver.h): how often it
+     * looks, and how old an entry must be (0 in the file: derived from
+     * kafka.message_timeout_ms, see validate) */
+    int applier_resolve_every_ms;
+    int applier_resolve_after_ms;
+    int idempotency_ttl_s; /* how long the api remembers an
+                            * Idempotency-Key and its answer */
 
     char *log_level;
 

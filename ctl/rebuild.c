@@ -290,15 +290,22 @@ int ctl_rebuild_redis(const ctr_config *cfg)
         fprintf(stderr, "counterctl: %s\n", err);
         return strstr(err, "could not connect") != NULL ? 3 : 2;
     }
-    int rc = ctr_redis_restore(cfg, c, &st, err, sizeof(err));
+    char epoch[CTR_EPOCH_MAX];
+    int rc = ctr_redis_restore(cfg, c, &st, epoch, err, sizeof(err));
     ctr_rclient_free(c);
+    if (rc == 1) {
+        fprintf(stderr, "counterctl: rebuild-redis: another restore is "
+                        "running (the key " CTR_RESTORE_LOCK_KEY " is held)\n");
+        return 3;
+    }
     if (rc != 0) {
         fprintf(stderr, "counterctl: rebuild-redis: %s\n", err);
         /* PostgreSQL out of reach is said so by ctr_pg_connect's message */
         return strstr(err, "could not connect") != NULL ? 3 : 2;
     }
     printf("rebuild-redis: restored %ld values from postgresql and %ld event "
-           "ids it counted, applied %ld logged events after its offsets\n",
-           st.values, st.guards, st.replayed);
+           "ids it counted, applied %ld logged events after its offsets; "
+           "epoch %s\n",
+           st.values, st.guards, st.replayed, epoch);
     return 0;
 }

@@ -139,14 +139,15 @@ static int redis_up(ctl_stores *s)
         redis_down(s, err);
         return -1;
     }
-    int epoch = ctr_redis_epoch_present(s->redis);
+    char epoch_id[CTR_EPOCH_MAX];
+    int epoch = ctr_redis_epoch_get(s->redis, epoch_id, sizeof(epoch_id));
     if (epoch <= 0) {
         const char *why = ctr_rclient_errstr(s->redis);
         snprintf(err, sizeof(err),
-                 epoch == 0 ? "redis at %s has no key %s (it restarted "
-                              "without its data and is not restored yet)"
-                            : "redis at %s: reading %s failed: %s",
-                 redis_name(s->cfg), CTR_EPOCH_KEY,
+                 epoch == 0 ? "redis at %s has no epoch %s* (it restarted "
+                              "without its data or is being restored)"
+                            : "redis at %s: reading %s* failed: %s",
+                 redis_name(s->cfg), CTR_APPLY_EPOCH_PREFIX,
                  why[0] ? why : "unexpected reply");
         redis_down(s, err);
         return -1;

@@ -590,11 +590,14 @@ api_answers() {
     [[ $code != 000 ]]
 }
 
-# The applier sets this key once Redis holds a whole data set (restored
-# from PostgreSQL and the log when it started empty); until then the api
-# keeps off Redis.
+# The applier sets the epoch markers once Redis holds a whole data set
+# (restored from PostgreSQL and the log when it started empty); until then
+# the api keeps off Redis. counter:epoch:3:{3560} is slot 0's marker
+# (ingest/apply.h); "restoring:..." while a restore runs.
 redis_whole() {
-    [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" EXISTS counter:epoch:2 2>/dev/null)" == 1 ]]
+    local epoch
+    epoch="$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" GET 'counter:epoch:3:{3560}' 2>/dev/null)"
+    [[ -n $epoch && $epoch != restoring:* ]]
 }
 
 # start_app NAME: NAME is built (checked by the caller).

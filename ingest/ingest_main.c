@@ -185,7 +185,7 @@ static int ingest_send(ingest *in, const char *source, unsigned long line,
     int64_t give_up_ms = ctr_time_mono_ms() +
                          in->cfg->kafka_delivery_timeout_ms + FLUSH_GRACE_MS;
     while (ctr_producer_send(in->producer, ev->counter, strlen(ev->counter),
-                             payload, len, false, slot) != 0) {
+                             payload, len, NULL, slot) != 0) {
         if (stop_requested || ctr_time_mono_ms() >= give_up_ms) {
             if (!stop_requested) {
                 ctr_error("kafka producer refuses events; stopping");

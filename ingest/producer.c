@@ -3,6 +3,8 @@
  */
 #include "ingest/producer.h"
 
+#include "common/strbuf.h"
+
 #include "common/jsonparse.h"
 #include "common/log.h"
 
@@ -247,25 +249,23 @@ err:
 }
 
 int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
-                      const char *payload, size_t len, const char *origin,
-                      void *arg)
-{
-    return ctr_producer_send_ex(p, key, keylen, payload, len, origin, 0, arg);
-}
-
-int ctr_producer_send_ex(ctr_producer *p, const char *key, size_t keylen,
-                         const char *payload, size_t len, const char *origin,
-                         int dedup_id, void *arg)
+                      const char *payload, size_t len,
+                      const ctr_event_headers *h, void *arg)
 {
     rd_kafka_resp_err_t err;
     rd_kafka_headers_t *hdrs = NULL;
 
-    if (origin || dedup_id) {
-        hdrs = rd_kafka_headers_new(2);
-        if (origin)
-            rd_kafka_header_add(hdrs, "origin", -1, origin, -1);
-        if (dedup_id)
-            rd_kafka_header_add(hdrs, CTR_HEADER_DEDUP, -1, "id", -1);
+    if (h && (h->origin || h->dedup_gen > 0 || (h->epoch && h->epoch[0]))) {
+        hdrs = rd_kafka_headers_new(3);
+        if (h->origin)
+            rd_kafka_header_add(hdrs, CTR_HEADER_ORIGIN, -1, h->origin, -1);
+        if (h->dedup_gen > 0) {
+            char gen[24];
+            ctr_i64_text(h->dedup_gen, gen);
+            rd_kafka_header_add(hdrs, CTR_HEADER_DEDUP, -1, gen, -1);
+        }
+        if (h->epoch && h->epoch[0])
+            rd_kafka_header_add(hdrs, CTR_HEADER_EPOCH, -1, h->epoch, -1);
     }
     /* producev owns hdrs once it succeeds */
     if (hdrs)

@@ -39,26 +39,32 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
                                ctr_producer_cb cb, char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* The headers of one of our events (docs/events.md). */
+#define CTR_HEADER_ORIGIN "origin"
+/* Asks the persister to count the event once per (counter, event id,
+ * generation): the event id is a client's Idempotency-Key, first used at
+ * the generation (ms), and a retry may log it twice. */
+#define CTR_HEADER_DEDUP "dedup"
+/* The data set (epoch marker) an api event was applied to in Redis. */
+#define CTR_HEADER_EPOCH "epoch"
+
+typedef struct ctr_event_headers {
+    /* "api": already applied to Redis by the api; "applier": the
+     * applier's record of an external event it applied; NULL: none, the
+     * applier is to apply it */
+    const char *origin;
+    int64_t dedup_gen; /* > 0: "dedup: <gen>" */
+    const char *epoch; /* non-empty: "epoch: <epoch>" */
+} ctr_event_headers;
+
 /*
- * Queues one event (the payload is copied). origin, when not NULL, adds
- * the header "origin: <origin>" ("api": already applied to Redis by the
- * api; "applier": the applier's record of an external event it applied).
+ * Queues one event (the payload is copied) with headers h (NULL: none).
  * Returns 0, after which cb fires exactly once with arg, or a negative
  * value (queue full, producer failed) and cb never fires.
  */
 int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
-                      const char *payload, size_t len, const char *origin,
-                      void *arg) __attribute__((warn_unused_result));
-
-/* The header that asks the persister to count an "origin: api" event once
- * per (counter, event id): the event id is a client's Idempotency-Key, and
- * a retry may log it twice. */
-#define CTR_HEADER_DEDUP "dedup"
-
-/* ctr_producer_send, plus the dedup header when dedup_id is set. */
-int ctr_producer_send_ex(ctr_producer *p, const char *key, size_t keylen,
-                         const char *payload, size_t len, const char *origin,
-                         int dedup_id, void *arg)
+                      const char *payload, size_t len,
+                      const ctr_event_headers *h, void *arg)
     __attribute__((warn_unused_result));
 
 /*

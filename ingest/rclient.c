@@ -14,7 +14,7 @@
 
 enum {
     MAX_NODES = 128,
-    MAX_SCRIPTS = 4,
+    MAX_SCRIPTS = 8,
     MAX_HOPS = 8,          /* redirections and retries for one command */
     TRYAGAIN_SLEEP_MS = 50 /* a slot in the middle of a migration step */
 };
@@ -576,4 +576,23 @@ int ctr_rclient_each_master(ctr_rclient *c,
             return rc;
     }
     return 0;
+}
+
+int ctr_rclient_master_slots(ctr_rclient *c, int *slots, int max)
+{
+    int n = 0;
+    if (!c->cluster) {
+        if (max > 0)
+            slots[n++] = 0;
+        return n;
+    }
+    if (c->refresh_wanted && refresh(c) != 0)
+        return -1;
+    for (int i = 0; i < c->nnodes && n < max; i++)
+        for (int s = 0; s < CTR_SLOTS; s++)
+            if (c->map[s] == i) {
+                slots[n++] = s;
+                break;
+            }
+    return n;
 }

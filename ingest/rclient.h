@@ -97,4 +97,12 @@ int ctr_rclient_each_master(ctr_rclient *c,
                             int (*fn)(redisContext *node, void *arg),
                             void *arg);
 
+/*
+ * One slot of each master (its first), into slots[0..max): a command on
+ * a key of each reaches every master. The one server: slot 0. Returns how
+ * many, or -1 if the slot map could not be read.
+ */
+int ctr_rclient_master_slots(ctr_rclient *c, int *slots, int max)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -3,12 +3,16 @@
  */
 #include "ingest/restore.h"
 
+#include "common/log.h"
 #include "common/pgconn.h"
+#include "common/strbuf.h"
 #include "common/timeutil.h"
 #include "common/tz.h"
 #include "ingest/apply.h"
 #include "ingest/consumer.h"
 #include "ingest/event.h"
+#include "ingest/slots.h"
+#include "redis/scripts.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -28,13 +32,38 @@ static int fail(char *errbuf, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-int ctr_redis_epoch_present(ctr_rclient *c)
+static int epoch_in_use(const char *s, size_t len)
 {
-    redisReply *r =
-        ctr_rclient_cmd(c, CTR_EPOCH_KEY, "EXISTS %s", CTR_EPOCH_KEY);
-    int rc = r && r->type == REDIS_REPLY_INTEGER ? r->integer > 0 : -1;
-    freeReplyObject(r);
-    return rc;
+    static const char restoring[] = "restoring:";
+    return len > 0 && !(len >= sizeof(restoring) - 1 &&
+                        memcmp(s, restoring, sizeof(restoring) - 1) == 0);
+}
+
+int ctr_redis_epoch_get(ctr_rclient *c, char *epoch, size_t len)
+{
+    int slots[CTR_SLOTS];
+    int n = ctr_rclient_master_slots(c, slots, CTR_SLOTS);
+    if (n <= 0)
+        return -1;
+    epoch[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        char key[CTR_APPLY_EPOCH_KEY_MAX];
+        ctr_apply_epoch_key(key, slots[i]);
+        redisReply *r = ctr_rclient_cmd(c, key, "GET %s", key);
+        if (r == NULL)
+            return -1;
+        int whole = r->type == REDIS_REPLY_STRING &&
+                    epoch_in_use(r->str, r->len) && r->len < len &&
+                    (i == 0 || strcmp(epoch, r->str) == 0);
+        if (whole && i == 0) {
+            memcpy(epoch, r->str, r->len);
+            epoch[r->len] = '\0';
+        }
+        freeReplyObject(r);
+        if (!whole)
+            return 0;
+    }
+    return 1;
 }
 
 rd_kafka_t *ctr_reader_new(const ctr_config *cfg, const char *group,
@@ -114,34 +143,118 @@ int ctr_persister_offsets(PGconn *conn, const ctr_config *cfg,
 
 /* ------------------------------------------------------------ pipeline --- */
 
-/* Writes of the restore, pipelined per server. Each is idempotent: one
- * whose server failed mid-pipeline is sent again. */
+enum { LOCK_MS = 30000, RENEW_EVERY_MS = 5000 };
+
+/* The restore's writes, pipelined per server, each run through
+ * redis/fenced.lua against the marker of its slot. Each is idempotent:
+ * one whose server failed mid-pipeline is sent again. */
 typedef struct pipe_state {
     ctr_rclient *c;
     int failed;
     char err[256];
+    char token[40];     /* the lock's */
+    char restoring[80]; /* the markers while we restore */
+    char gen[24];       /* this restore's generation */
+    char fenced_sha[41], lock_sha[41], mark_sha[41];
+    int64_t renewed_ms;
 } pipe_state;
+
+static void pipe_fail(pipe_state *ps, const char *what)
+{
+    if (!ps->failed)
+        snprintf(ps->err, sizeof(ps->err), "%s", what);
+    ps->failed = 1;
+}
+
+static void drain_reply(const redisReply *r, size_t i, void *arg)
+{
+    pipe_state *ps = arg;
+    (void)i;
+    if (r == NULL)
+        pipe_fail(ps, "redis: a server failed during the restore");
+    else if (r->type == REDIS_REPLY_ERROR)
+        pipe_fail(ps, strncmp(r->str, "FENCED", 6) == 0
+                          ? "another restore took over"
+                          : r->str);
+}
+
+/* The lock (redis/lock.lua): take, renew or release. 1 done, 0 not the
+ * owner, -1 error. */
+static int lock_op(pipe_state *ps, const char *op)
+{
+    const char *argv[] = {"EVALSHA", ps->lock_sha, "1",    CTR_RESTORE_LOCK_KEY,
+                          ps->token, op,           "30000"};
+    redisReply *r =
+        ctr_rclient_argv(ps->c, CTR_RESTORE_LOCK_KEY, 7, argv, NULL);
+    int rc = r && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Renews the lock every few seconds; a lost lock fails the restore. */
+static void keep_lock(pipe_state *ps)
+{
+    if (ps->failed || ctr_time_mono_ms() - ps->renewed_ms < RENEW_EVERY_MS)
+        return;
+    if (lock_op(ps, "renew") != 1)
+        pipe_fail(ps, "lost the restore lock");
+    ps->renewed_ms = ctr_time_mono_ms();
+}
 
 static void pipe_drain(pipe_state *ps)
 {
-    if (ctr_rclient_drain(ps->c, NULL, NULL) != 0 && !ps->failed) {
-        snprintf(ps->err, sizeof(ps->err), "redis: %s",
-                 ctr_rclient_errstr(ps->c));
-        ps->failed = 1;
-    }
+    if (ctr_rclient_drain(ps->c, drain_reply, ps) != 0)
+        pipe_fail(ps, ctr_rclient_errstr(ps->c));
+    keep_lock(ps);
 }
 
-/* argv[1] is the key. */
+/* Queues argv (argv[1] the key) fenced by the marker of the key's slot:
+ * EVALSHA fenced 2 <marker> <key> <restoring> <cmd> <args...>. */
 static void pipe_cmd(pipe_state *ps, int argc, const char **argv)
 {
-    if (ctr_rclient_append(ps->c, argv[1], argc, argv, NULL) != 0 &&
-        !ps->failed) {
-        snprintf(ps->err, sizeof(ps->err), "redis: %s",
-                 ctr_rclient_errstr(ps->c));
-        ps->failed = 1;
-    }
+    char marker[CTR_APPLY_EPOCH_KEY_MAX];
+    const char *fv[16];
+    if (ps->failed || argc > 10)
+        return;
+    ctr_apply_epoch_key(marker, ctr_key_slot(argv[1], strlen(argv[1])));
+    fv[0] = "EVALSHA", fv[1] = ps->fenced_sha, fv[2] = "2", fv[3] = marker;
+    fv[4] = argv[1], fv[5] = ps->restoring, fv[6] = argv[0];
+    for (int i = 2; i < argc; i++)
+        fv[5 + i] = argv[i];
+    if (ctr_rclient_append(ps->c, argv[1], argc + 5, fv, NULL) != 0)
+        pipe_fail(ps, ctr_rclient_errstr(ps->c));
     if (ctr_rclient_queued(ps->c) >= 1000)
         pipe_drain(ps);
+}
+
+/* Every slot's marker set to value: with expected NULL as a restore
+ * starting (redis/mark.lua: unless a later restore has the slot), else
+ * only where it still reads expected. Slot 0's
+ * marker, which probes read (ctr_redis_epoch_get, deploy/stack.sh), is
+ * set first when the restore starts and last when it ends, so that it
+ * says "whole" only once every slot is. */
+static int set_markers(pipe_state *ps, const char *expected, const char *value)
+{
+    char marker[CTR_APPLY_EPOCH_KEY_MAX];
+    for (int i = 0; i < CTR_SLOTS && !ps->failed; i++) {
+        int slot = expected ? (i + 1) % CTR_SLOTS : i;
+        ctr_apply_epoch_key(marker, slot);
+        if (expected) {
+            const char *argv[] = {"EVALSHA", ps->fenced_sha, "2",   marker,
+                                  marker,    expected,       "SET", value};
+            if (ctr_rclient_append(ps->c, marker, 8, argv, NULL) != 0)
+                pipe_fail(ps, ctr_rclient_errstr(ps->c));
+        } else {
+            const char *argv[] = {"EVALSHA", ps->mark_sha, "1",
+                                  marker,    ps->gen,      value};
+            if (ctr_rclient_append(ps->c, marker, 6, argv, NULL) != 0)
+                pipe_fail(ps, ctr_rclient_errstr(ps->c));
+        }
+        if (ctr_rclient_queued(ps->c) >= 1000)
+            pipe_drain(ps);
+    }
+    pipe_drain(ps);
+    return ps->failed ? -1 : 0;
 }
 
 /* One master's counter keys ({c:...}), unlinked through the pipeline. */
@@ -156,6 +269,7 @@ static int clear_node(redisContext *node, void *arg)
             r->element[0]->type != REDIS_REPLY_STRING) {
             snprintf(ps->err, sizeof(ps->err), "redis: SCAN: %s",
                      r && r->type == REDIS_REPLY_ERROR ? r->str : node->errstr);
+            ps->failed = 1;
             freeReplyObject(r);
             return -1;
         }
@@ -181,9 +295,8 @@ static int clear_node(redisContext *node, void *arg)
 static int clear_counters(pipe_state *ps)
 {
     if (ctr_rclient_each_master(ps->c, clear_node, ps) != 0) {
-        if (!ps->err[0])
-            snprintf(ps->err, sizeof(ps->err), "redis: %s",
-                     ctr_rclient_errstr(ps->c));
+        if (!ps->failed)
+            pipe_fail(ps, ctr_rclient_errstr(ps->c));
         return -1;
     }
     pipe_drain(ps);
@@ -319,14 +432,13 @@ static int pg_exec_ok(PGconn *conn, const char *sql, char *errbuf,
 
 /* ------------------------------------------------------- from the log --- */
 
-/* Applies one logged event (the api's or the applier's record) again. */
-static int reapply(const ctr_config *cfg, ctr_rclient *c, const char *sha,
-                   const ctr_event *ev, int64_t now, char *errbuf,
-                   size_t errlen)
+int ctr_restore_reapply(const ctr_config *cfg, ctr_rclient *c, const char *sha,
+                        const ctr_event *ev, const char *epoch_want,
+                        int64_t now, ctr_apply_result *res, char *errbuf,
+                        size_t errlen)
 {
     ctr_apply_spec spec;
     ctr_apply_argv av;
-    ctr_apply_result res;
     char err[256];
 
     const ctr_counter_def *def = ctr_config_counter(cfg, ev->counter);
@@ -336,26 +448,47 @@ static int reapply(const ctr_config *cfg, ctr_rclient *c, const char *sha,
     spec.has_min = spec.has_max = 0;
     spec.guard_id = ev->id; /* a record published twice applies once */
     spec.guard_ttl_s = cfg->applier_guard_ttl_s;
+    spec.epoch_want = epoch_want;
     if (ctr_apply_write_argv(&av, sha, ev->counter, &spec) != 0)
         return fail(errbuf, errlen, "event %s: key too long", ev->id);
     redisReply *r = ctr_rclient_argv(c, av.argv[3], av.argc, av.argv, NULL);
     if (r == NULL)
         return fail(errbuf, errlen, "redis: %s", ctr_rclient_errstr(c));
-    int rc = ctr_apply_parse(r, &res, err, sizeof(err));
+    int rc = ctr_apply_parse(r, res, err, sizeof(err));
     freeReplyObject(r);
     if (rc == CTR_APPLY_OVERFLOW)
         return 0; /* refused when it was first applied, too */
     if (rc != CTR_APPLY_OK)
         return fail(errbuf, errlen, "event %s: %s", ev->id, err);
-    return 0;
+    return res->outcome == CTR_APPLY_NO_EPOCH ||
+                   res->outcome == CTR_APPLY_SAME_EPOCH
+               ? 1
+               : 0;
 }
 
-/* Applies the logged events of partitions [from, high); count in *n. */
-static int replay_log(const ctr_config *cfg, ctr_rclient *c, const char *sha,
-                      rd_kafka_t *rk, int nparts, const int64_t *from,
-                      int64_t now, long *n, char *errbuf, size_t errlen)
+/* Applies one logged event again, fenced like every write of the
+ * restore (the script's epoch check). */
+static int reapply(const ctr_config *cfg, pipe_state *ps, const char *sha,
+                   const ctr_event *ev, int64_t now, char *errbuf,
+                   size_t errlen)
 {
-    int64_t high[CTR_MAX_PARTITIONS];
+    ctr_apply_result res;
+    char want[96];
+    snprintf(want, sizeof(want), "=%s", ps->restoring);
+    int rc = ctr_restore_reapply(cfg, ps->c, sha, ev, want, now, &res, errbuf,
+                                 errlen);
+    if (rc == 1)
+        return fail(errbuf, errlen, "another restore took over");
+    return rc;
+}
+
+/* Applies the logged events of partitions [from, high), high being the
+ * end of the log now (filled in); count in *n. */
+static int replay_log(const ctr_config *cfg, pipe_state *ps, const char *sha,
+                      rd_kafka_t *rk, int nparts, const int64_t *from,
+                      int64_t *high, int64_t now, long *n, char *errbuf,
+                      size_t errlen)
+{
     char err[256];
     int open = 0;
 
@@ -389,13 +522,18 @@ static int replay_log(const ctr_config *cfg, ctr_rclient *c, const char *sha,
             int logged = ctr_message_origin(msg, origin, sizeof(origin));
             if (logged && ctr_event_decode(msg->payload, msg->len, &ev, err,
                                            sizeof(err)) == 0) {
-                int rc = reapply(cfg, c, sha, &ev, now, errbuf, errlen);
+                int rc = reapply(cfg, ps, sha, &ev, now, errbuf, errlen);
                 ctr_event_clear(&ev);
                 if (rc != 0) {
                     rd_kafka_message_destroy(msg);
                     return -1;
                 }
                 (*n)++;
+                keep_lock(ps);
+                if (ps->failed) {
+                    rd_kafka_message_destroy(msg);
+                    return fail(errbuf, errlen, "%s", ps->err);
+                }
             }
             if (msg->offset + 1 >= high[p])
                 open--;
@@ -405,51 +543,109 @@ static int replay_log(const ctr_config *cfg, ctr_rclient *c, const char *sha,
     return 0;
 }
 
-/* One command on the epoch key argv[1]; 0, or -1 with errbuf saying
- * what failed. */
-static int epoch_cmd(ctr_rclient *c, const char *what, int argc,
-                     const char **argv, char *errbuf, size_t errlen)
+/* Leaves the tail of this restore owed (ctr_tail_key, applier/tail.c):
+ * api events applied to the lost data set can still reach the log after
+ * high, until librdkafka has given up on them. */
+static int tail_owed(const ctr_config *cfg, ctr_rclient *c, const char *epoch,
+                     int64_t started_ms, const int64_t *high, int nparts,
+                     char *errbuf, size_t errlen)
 {
-    redisReply *r = ctr_rclient_argv(c, argv[1], argc, argv, NULL);
-    int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+    ctr_strbuf b = {0};
+    ctr_strbuf_printf(&b, "%s|%" PRId64 "|", epoch,
+                      started_ms + cfg->kafka_message_timeout_ms +
+                          cfg->kafka_delivery_timeout_ms + 10000);
+    for (int p = 0; p < nparts; p++)
+        ctr_strbuf_printf(&b, "%s%" PRId64, p ? "," : "", high[p]);
+    if (b.failed)
+        return fail(errbuf, errlen, "out of memory");
+    redisReply *r =
+        ctr_rclient_cmd(c, CTR_TAIL_KEY, "SET %s %s", CTR_TAIL_KEY, b.s);
+    int ok = r && r->type == REDIS_REPLY_STATUS;
     if (!ok)
-        fail(errbuf, errlen, "%s: %s", what,
+        fail(errbuf, errlen, "recording the tail: %s",
              r ? r->str : ctr_rclient_errstr(c));
     freeReplyObject(r);
+    ctr_strbuf_free(&b);
     return ok ? 0 : -1;
 }
 
-int ctr_redis_restore(const ctr_config *cfg, ctr_rclient *c,
-                      ctr_restore_stats *st, char *errbuf, size_t errlen)
+/* Deletes the epoch keys of older layouts; 0, or -1 with errbuf. */
+static int drop_old_epochs(ctr_rclient *c, char *errbuf, size_t errlen)
 {
-    int64_t from[CTR_MAX_PARTITIONS], now = ctr_time_now_ms();
+    static const char *const keys[] = {CTR_EPOCH_KEY_V1, CTR_EPOCH_KEY_V2};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        redisReply *r = ctr_rclient_cmd(c, keys[i], "DEL %s", keys[i]);
+        int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+        if (!ok)
+            fail(errbuf, errlen, "removing %s: %s", keys[i],
+                 r ? r->str : ctr_rclient_errstr(c));
+        freeReplyObject(r);
+        if (!ok)
+            return -1;
+    }
+    return 0;
+}
+
+int ctr_redis_restore(const ctr_config *cfg, ctr_rclient *c,
+                      ctr_restore_stats *st, char *epoch, char *errbuf,
+                      size_t errlen)
+{
+    int64_t from[CTR_MAX_PARTITIONS], high[CTR_MAX_PARTITIONS];
+    int64_t now = ctr_time_now_ms();
     char sha[41];
     PGconn *conn = NULL;
     rd_kafka_t *rk = NULL;
-    int rc = -1, nparts;
+    int rc = -1, nparts, locked = 0;
+    pipe_state ps;
 
     memset(st, 0, sizeof(*st));
+    memset(&ps, 0, sizeof(ps));
+    ps.c = c;
+    snprintf(ps.token, sizeof(ps.token), "%016" PRIx64 "%016" PRIx64,
+             ctr_random_u64(), ctr_random_u64());
+    if (ctr_rclient_script(c, ctr_script_write, sha) != 0 ||
+        ctr_rclient_script(c, ctr_script_fenced, ps.fenced_sha) != 0 ||
+        ctr_rclient_script(c, ctr_script_lock, ps.lock_sha) != 0 ||
+        ctr_rclient_script(c, ctr_script_mark, ps.mark_sha) != 0)
+        return fail(errbuf, errlen, "could not load the scripts: %s",
+                    ctr_rclient_errstr(c));
+    switch (lock_op(&ps, "take")) {
+    case 1: break;
+    case 0: return 1;
+    default: return fail(errbuf, errlen, "redis: %s", ctr_rclient_errstr(c));
+    }
+    locked = 1;
+    ps.renewed_ms = ctr_time_mono_ms();
+    /* a generation above every restore before: markers of a later one
+     * are never taken back by this one (redis/mark.lua) */
+    redisReply *g =
+        ctr_rclient_cmd(c, CTR_RESTORE_GEN_KEY, "INCR %s", CTR_RESTORE_GEN_KEY);
+    if (g == NULL || g->type != REDIS_REPLY_INTEGER) {
+        fail(errbuf, errlen, "redis: %s",
+             g && g->type == REDIS_REPLY_ERROR ? g->str
+                                               : ctr_rclient_errstr(c));
+        freeReplyObject(g);
+        goto out;
+    }
+    snprintf(ps.gen, sizeof(ps.gen), "%lld", (long long)g->integer);
+    freeReplyObject(g);
+    snprintf(ps.restoring, sizeof(ps.restoring), "restoring:%s:%s", ps.gen,
+             ps.token);
+
     conn = ctr_pg_connect(cfg, "counter-restore", errbuf, errlen);
     if (conn == NULL)
-        return -1;
+        goto out;
     rk = ctr_reader_new(cfg, "counter-restore-redis", errbuf, errlen);
     if (rk == NULL)
         goto out;
-    if (ctr_rclient_script(c, ctr_apply_write_script, sha) != 0) {
-        fail(errbuf, errlen, "could not load the write script: %s",
-             ctr_rclient_errstr(c));
-        goto out;
-    }
-
     nparts = ctr_topic_partitions(rk, cfg->kafka_topic);
     if (nparts <= 0) {
         fail(errbuf, errlen, "topic %s: no partitions known", cfg->kafka_topic);
         goto out;
     }
-    /* values and offsets from one snapshot: the log after those offsets
-     * is exactly what the values lack */
-    pipe_state ps = {c, 0, ""};
-    if (clear_counters(&ps) != 0) {
+    /* writers keep off from here on; values and offsets from one
+     * snapshot: the log after those offsets is exactly what they lack */
+    if (set_markers(&ps, NULL, ps.restoring) != 0 || clear_counters(&ps) != 0) {
         fail(errbuf, errlen, "%s", ps.err);
         goto out;
     }
@@ -465,20 +661,23 @@ int ctr_redis_restore(const ctr_config *cfg, ctr_rclient *c,
         goto out;
     }
     if (pg_exec_ok(conn, "COMMIT", errbuf, errlen) ||
-        replay_log(cfg, c, sha, rk, nparts, from, now, &st->replayed, errbuf,
-                   errlen))
+        replay_log(cfg, &ps, sha, rk, nparts, from, high, now, &st->replayed,
+                   errbuf, errlen))
         goto out;
 
-    char epoch[40];
-    snprintf(epoch, sizeof(epoch), "%" PRId64 "-%016" PRIx64, now,
+    snprintf(epoch, CTR_EPOCH_MAX, "%s-%" PRId64 "-%016" PRIx64, ps.gen, now,
              ctr_random_u64());
-    const char *del_v1[] = {"DEL", CTR_EPOCH_KEY_V1};
-    const char *set_epoch[] = {"SET", CTR_EPOCH_KEY, epoch};
-    if (epoch_cmd(c, "removing the old epoch", 2, del_v1, errbuf, errlen) ||
-        epoch_cmd(c, "setting the epoch", 3, set_epoch, errbuf, errlen))
+    if (set_markers(&ps, ps.restoring, epoch) != 0) {
+        fail(errbuf, errlen, "setting the epoch: %s", ps.err);
+        goto out;
+    }
+    if (drop_old_epochs(c, errbuf, errlen) != 0 ||
+        tail_owed(cfg, c, epoch, now, high, nparts, errbuf, errlen) != 0)
         goto out;
     rc = 0;
 out:
+    if (locked && lock_op(&ps, "release") != 1 && rc == 0)
+        ctr_warn("the restore lock was not ours when released");
     ctr_reader_free(rk);
     PQfinish(conn);
     return rc;

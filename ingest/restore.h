@@ -10,6 +10,8 @@
 #define COUNTER_INGEST_RESTORE_H
 
 #include "common/config.h"
+#include "ingest/apply.h"
+#include "ingest/event.h"
 #include "ingest/rclient.h"
 
 #include <hiredis/hiredis.h>
@@ -18,22 +20,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Present once a Redis data set is whole: set by the restore, checked by
- * the api (api/redis_store.c) and the applier before they use Redis. The
- * ":2" is the layout of the counter keys (2: value and stamp as two
- * strings; 1, the plain "counter:epoch": one hash): a Redis written in an
- * older layout has no such key and is restored, not misread. */
-#define CTR_EPOCH_KEY "counter:epoch:2"
-/* The layout-1 epoch, removed by a restore so that an older version run
- * again restores too instead of reading strings as hashes. */
+/* The epoch keys of older layouts, removed by a restore so that an older
+ * version run again restores too instead of misreading the keys:
+ * "counter:epoch" (layout 1, a hash per counter), "counter:epoch:2"
+ * (layout 2, no pending entries). Layout 3's markers: ingest/apply.h. */
 #define CTR_EPOCH_KEY_V1 "counter:epoch"
-/* Held while one applier restores, so that two do not. */
+#define CTR_EPOCH_KEY_V2 "counter:epoch:2"
+/* Held by the one restore that runs (redis/lock.lua: owner's token,
+ * renewed while it works). */
 #define CTR_RESTORE_LOCK_KEY "counter:restore-lock"
+/* INCR'd by each restore: its generation, in its markers and its epoch
+ * ("<gen>-<ms>-<random>"), so that an older restore never overwrites a
+ * newer one's markers (redis/mark.lua). */
+#define CTR_RESTORE_GEN_KEY "counter:restore-gen"
+/* What a restore leaves owed, "<epoch>|<until ms>|<offset of partition
+ * 0>,<of 1>,...": the api events logged from those offsets on that were
+ * applied to the lost data set (their epoch header is not <epoch>) are to
+ * be applied again, until librdkafka has given up on the last of them
+ * (<until>). applier/tail.c pays it; a newer restore replaces it. */
+#define CTR_TAIL_KEY "counter:restore-tail"
 
 enum { CTR_MAX_PARTITIONS = 1024 };
 
-/* 1 if the epoch key exists, 0 if not, -1 on error. */
-int ctr_redis_epoch_present(ctr_rclient *c);
+/*
+ * Whether the data set is whole: the epoch marker of one slot of each
+ * master holds the same epoch (a master that lost its data lost all its
+ * markers; a restore under way marks every slot "restoring:"). 1 whole
+ * (the epoch copied to epoch), 0 not, -1 on error.
+ */
+int ctr_redis_epoch_get(ctr_rclient *c, char *epoch, size_t len)
+    __attribute__((warn_unused_result));
 
 /* A consumer in group `group` that never commits, for reading partitions
  * by assignment. NULL with the reason in errbuf. */
@@ -60,18 +76,38 @@ typedef struct ctr_restore_stats {
 } ctr_restore_stats;
 
 /*
- * Restores Redis: removes every counter key ({c:...}), then writes the
- * values PostgreSQL holds (totals, the daily windows
- * and exact dedup sets still within the lateness; read in one snapshot
- * with the persister's offsets), the guards of the event ids it counted
- * once per id, then the logged events after its offsets (the api's and
- * the applier's records), and finally sets the epoch key. Nothing may
- * write to Redis meanwhile: the api does not while the epoch key is
- * missing, the applier is the caller (or stopped, for counterctl).
- * HyperLogLog registers are not restored. 0, or -1 with errbuf.
+ * Restores Redis. Takes the restore lock (another restore holding it: 1),
+ * marks every slot "restoring:<token>" (writers keep off: their scripts
+ * check the marker), removes every counter key ({c:...}), writes the
+ * values PostgreSQL holds (totals, the daily windows and exact dedup sets
+ * still within the lateness; read in one snapshot with the persister's
+ * offsets), the guards of the event ids it counted once per id, then
+ * applies the logged events after its offsets (the api's and the
+ * applier's records) up to the end of the log as it was, and finally
+ * sets every slot's marker to a new epoch, which the caller gets in
+ * epoch (CTR_EPOCH_MAX bytes). Every write is fenced by the slot's marker
+ * and the lock is renewed as it goes, so a restore that stalls past its
+ * lock and is replaced stops at its next step and writes nothing into
+ * the other's data set. An api event logged after that end but applied
+ * to the data set that was lost is the applier's to apply again (its
+ * epoch header names the old data set). HyperLogLog registers are not
+ * restored. 0, or -1 with errbuf.
  */
+#define CTR_EPOCH_MAX 64
 int ctr_redis_restore(const ctr_config *cfg, ctr_rclient *c,
-                      ctr_restore_stats *st, char *errbuf, size_t errlen)
-    __attribute__((warn_unused_result));
+                      ctr_restore_stats *st, char *epoch, char *errbuf,
+                      size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * Applies logged event ev (an api event or an applier record) to Redis
+ * again with the write script sha: bounds off (the log holds what was
+ * applied), its id guarded, epoch_want as in ctr_apply_spec. 0 done
+ * (applied, or recognised as applied before), 1 skipped for the epoch
+ * (none, or the one it names), -1 with errbuf.
+ */
+int ctr_restore_reapply(const ctr_config *cfg, ctr_rclient *c, const char *sha,
+                        const ctr_event *ev, const char *epoch_want,
+                        int64_t now, ctr_apply_result *res, char *errbuf,
+                        size_t errlen) __attribute__((warn_unused_result));
 
 #endif

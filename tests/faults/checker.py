@@ -69,6 +69,21 @@ class Stores:
         assert len(lines) == len(counters), f"redis-cli answered {out!r}"
         return {c.name: (int(v) if v.strip() else None) for c, v in zip(counters, lines)}
 
+    def redis_pending(self, counters, day):
+        """How many of the counters' value keys still have a pending hash
+        (a write applied, its event not yet known to be in the log: the
+        api settles it, or the applier's resolver after
+        applier.resolve_after_ms)."""
+        cmds = []
+        for c in counters:
+            key = self.redis.key(c.name) + (f":d:{day}" if c.kind == DAILY else "")
+            cmds.append(f"EXISTS {key}:p")
+        out = it_run(
+            ["redis-cli", "-h", self.stack.redis_host, "-p", str(self.stack.redis_port), "--raw"],
+            input="\n".join(cmds) + "\n",
+        )
+        return sum(int(v) for v in out.split("\n")[: len(counters)] if v.strip())
+
     def redis_members(self, counter, day):
         out = self.redis.cli("SMEMBERS", self.redis.key(counter.name) + f":u:{day}")
         return {u for u in out.split("\n") if u}
@@ -131,10 +146,12 @@ class Checker:
 
     # ---------------------------------------------------------- quiescence
 
-    def quiesce(self, counters, day, timeout=90, settle_s=2.0, stuck_s=20.0):
-        """Waits until every message is persisted, nothing moved for
-        settle_s and Redis == PostgreSQL for every counter; or nothing moved
-        for stuck_s; or timeout. Returns a description of how it ended."""
+    def quiesce(self, counters, day, timeout=150, settle_s=2.0, stuck_s=60.0):
+        """Waits until every message is persisted, no write is pending in
+        Redis, nothing moved for settle_s and Redis == PostgreSQL for every
+        counter; or nothing moved for stuck_s (longer than the resolver's
+        applier.resolve_after_ms, 35 s in tests/config.test.yaml); or
+        timeout. Returns a description of how it ended."""
         t0 = time.monotonic()
         last, last_change = None, t0
         while True:
@@ -144,14 +161,15 @@ class Checker:
                 stored = self.stores.stored_offsets()
                 rv = self.stores.redis_values(counters, day)
                 pv = self.stores.pg_values(counters, day)
+                pending = self.stores.redis_pending(counters, day)
             except AssertionError as e:  # a store still coming back
                 state = ("error", str(e)[:200])
-                caught, agree = False, False
+                caught, agree, pending = False, False, -1
             else:
                 caught = all(stored.get(p, 0) >= e for p, e in ends.items() if e > 0)
-                agree = all(rv[n] == pv[n] for n in rv)
+                agree = all(rv[n] == pv[n] for n in rv) and pending == 0
                 state = (tuple(sorted(ends.items())), tuple(sorted(stored.items())),
-                         tuple(sorted(rv.items())), tuple(sorted(pv.items())))
+                         tuple(sorted(rv.items())), tuple(sorted(pv.items())), pending)
             if state != last:
                 last, last_change = state, now
             still = now - last_change
@@ -161,17 +179,19 @@ class Checker:
                 return self.quiesce_info
             if still >= stuck_s:
                 self.quiesce_info = (f"nothing moved for {stuck_s:.0f}s after {took}s "
-                                     f"(persister caught up: {caught}, redis == pg: {agree})")
+                                     f"(persister caught up: {caught}, redis == pg and "
+                                     f"nothing pending: {agree}, pending: {pending})")
                 return self.quiesce_info
             if now - t0 >= timeout:
                 self.quiesce_info = (f"not quiescent after {timeout}s (persister caught up: "
-                                     f"{caught}, redis == pg: {agree}); last state {state}")
+                                     f"{caught}, redis == pg and nothing pending: {agree}); "
+                                     f"last state {state}")
                 return self.quiesce_info
             time.sleep(0.3)
 
     # -------------------------------------------------------------- checks
 
-    def check(self, client, counters, *, log_path=None, quiesce_timeout=90, extra=()):
+    def check(self, client, counters, *, log_path=None, quiesce_timeout=150, extra=()):
         """Quiesces, then checks I1-I6; fails with every violation found.
         extra: more violation strings found by the scenario itself."""
         assert self.since is not None, "Checker.begin() was not called before the load"

@@ -103,7 +103,7 @@ class Scenario:
         self.client = LoadClient(self.stack, self.counters, **client_kw).start()
         return self.client
 
-    def finish(self, scenario_checks=None, quiesce_timeout=90, extra_counters=()):
+    def finish(self, scenario_checks=None, quiesce_timeout=150, extra_counters=()):
         """Stops the load, waits for its last ops, checks I1-I6.
         scenario_checks: a function called once the load has stopped that
         returns the scenario's own violations (strings), reported together

@@ -282,4 +282,4 @@ def test_g_kafka_killed_writes_fail_fast_and_recover(scenario, stack, stackctl, 
                        f"{_answers([(None, a) for a in tail])}")
         return out
 
-    scenario.finish(kafka_checks, quiesce_timeout=120)
+    scenario.finish(kafka_checks, quiesce_timeout=150)

@@ -241,9 +241,20 @@ def run(cmd, timeout=60, check=True, env=None, input=None):
     return p.stdout
 
 
+# Slot 0's epoch marker (ingest/apply.h: one per slot, "counter:epoch:3:"
+# and the tag that hashes to the slot): holds the data set's epoch once
+# Redis is whole, "restoring:<token>" while a restore runs.
+EPOCH_MARKER_0 = "counter:epoch:3:{3560}"
+
+
 class Redis:
     def __init__(self, stack):
         self.stack = stack
+
+    def epoch(self):
+        """The data set's epoch ('' when Redis is not whole)."""
+        e = self.cli("GET", EPOCH_MARKER_0)
+        return "" if e.startswith("restoring:") else e
 
     def cli(self, *args, timeout=10, check=True):
         """redis-cli --raw ARGS; stdout without the final newline."""

@@ -131,7 +131,7 @@ def test_event_ids_are_unique(api, name):
     assert len(set(ids)) == 20
 
 
-def test_event_lands_in_kafka_with_schema(api, kafka, name):
+def test_event_lands_in_kafka_with_schema(api, kafka, redis, name):
     since = kafka.end_offsets()
     metadata = {"level": 7, "tags": ["a", "b"], "nested": {"ok": True, "x": None}}
     t0 = int(time.time() * 1000)
@@ -147,7 +147,11 @@ def test_event_lands_in_kafka_with_schema(api, kafka, name):
     assert msgs[0]["offset"] < msgs[1]["offset"]
     for m in msgs:
         assert m["key"] == name
-        assert m["headers_dict"] == {"origin": "api"}, m["headers"]
+        # origin: api (applied by the api), epoch: the data set it was
+        # applied to (the applier applies it again on a newer one)
+        assert m["headers_dict"].keys() == {"origin", "epoch"}, m["headers"]
+        assert m["headers_dict"]["origin"] == "api"
+        assert m["headers_dict"]["epoch"] == redis.epoch(), m["headers"]
         assert m["event"] is not None, m["payload"]
 
     ev = msgs[0]["event"]

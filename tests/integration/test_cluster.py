@@ -28,7 +28,7 @@ must ignore it, and the tests check that no key of theirs landed there.
   every master). The slots stay half moved until the api's ASK counter has
   risen; afterwards its MOVED counter rises; the keys live on the target;
   I1-I4;
-- restore: with the cluster emptied (no counter:epoch:2) and the applier
+- restore: with the cluster emptied (no epoch markers) and the applier
   stopped, the api is not ready for Redis, answers writes 202 and reads
   from PostgreSQL; a new applier restores the cluster from PostgreSQL and
   the log, and the api serves exact values from Redis again.
@@ -55,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import (
+    EPOCH_MARKER_0,
     REPO,
     STACK_SH,
     Api,
@@ -68,6 +69,7 @@ from conftest import (
     sql_literal,
     wait_until,
 )
+import scripts
 from own_process import OwnApi, OwnProcess, free_port
 from test_applier import event, pg_totals, produce_events
 
@@ -77,7 +79,9 @@ NODES = MASTERS * (1 + REPLICAS)
 BUS_OFFSET = 1000  # deploy/redis-cluster.sh's default, set explicitly
 EPHEMERAL_FIRST = 32768
 SLOTS = 16384
-EPOCH_KEY = "counter:epoch:2"
+# Slot 0's epoch marker (conftest.EPOCH_MARKER_0): a restore sets every
+# slot's, on the slot's master, last.
+EPOCH_KEY = EPOCH_MARKER_0
 # loadgen statuses: acknowledged (the write is applied, or in Kafka for
 # the applier) and definite refusals; anything else (no answer, 5xx) may
 # or may not have been applied
@@ -332,6 +336,11 @@ class Cluster:
                 out[n] = int(v) if v is not None else None
         return out
 
+    def whole(self):
+        """The restore has set every slot's epoch marker (slot 0's last)."""
+        e = self.get_key(EPOCH_KEY)
+        return bool(e) and not e.startswith("restoring:")
+
     def get_key(self, k):
         """GET of a plain key on the master serving its slot."""
         with Resp(self.live_ports()[0]) as r:
@@ -520,8 +529,8 @@ def svc(stack, cluster, pg, tmp_path_factory):
         # PostgreSQL and the log) before the api may use it.
         t0 = time.monotonic()
         s.start_applier()
-        wait_until(lambda: s.applier.alive() and cluster.get_key(EPOCH_KEY), 120, 0.2,
-                   "the applier's restore of the new cluster (counter:epoch:2)")
+        wait_until(lambda: s.applier.alive() and cluster.whole(), 120, 0.2,
+                   "the applier's restore of the new cluster (its epoch markers)")
         print(f"cluster restored by the applier in {time.monotonic() - t0:.1f}s")
         s.start_api()
         yield s
@@ -993,11 +1002,13 @@ def test_slot_migration_under_load_follows_ask_and_moved(pg, cluster, svc, loadg
             time.sleep(1)
 
         t0 = time.monotonic()
-        # a counter's value and stamp move together: an MGET of the two
-        # while only one has moved gets TRYAGAIN (the read goes to
-        # PostgreSQL), not ASK
+        # a counter's value and stamp move together with the slot's epoch
+        # marker: a read is one MGET of the three, which while only some
+        # have moved gets TRYAGAIN (the read goes to PostgreSQL), not ASK
         n_keys = migrate_slots(cluster, slots, src, dst,
-                               {cluster.slot(n): [key(n), key(n) + ":t"] for n in movers},
+                               {cluster.slot(n): [key(n), key(n) + ":t",
+                                                  scripts.epoch_marker(cluster.slot(n))]
+                                for n in movers},
                                0.25, half_moved)
         print(f"\nslots {slots} moved from {src} to {dst}: {n_keys} keys in "
               f"{time.monotonic() - t0:.1f}s")
@@ -1098,8 +1109,8 @@ def test_empty_cluster_is_restored_before_the_api_uses_it(pg, cluster, svc):
     # a new applier restores the cluster, then applies the 202 writes
     t0 = time.monotonic()
     svc.start_applier()
-    wait_until(lambda: svc.applier.alive() and cluster.get_key(EPOCH_KEY), 120, 0.2,
-               "the restore (counter:epoch:2)")
+    wait_until(lambda: svc.applier.alive() and cluster.whole(), 120, 0.2,
+               "the restore (its epoch markers)")
     print(f"\nrestored in {time.monotonic() - t0:.1f}s")
     for api in (svc.api, fresh):
         wait_until(lambda: readyz(api)[1]["redis"]["ok"] is True, 30, 0.1,

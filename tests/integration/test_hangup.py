@@ -92,7 +92,7 @@ def _kafka_sum(kafka, since, name):
     ids = [m["event"]["id"] for m in msgs]
     assert len(ids) == len(set(ids)), "an event id appears twice in Kafka"
     for m in msgs:
-        assert m["headers_dict"] == {"origin": "api"} and m["event"]["delta"] == 1, m
+        assert m["headers_dict"]["origin"] == "api" and m["event"]["delta"] == 1, m
     return sum(m["event"]["delta"] for m in msgs), len(msgs)
 
 

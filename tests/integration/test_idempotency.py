@@ -46,7 +46,10 @@ def test_repeat_replays_the_first_answer_and_applies_once(api, redis, pg, kafka)
     msgs = kafka.messages(since, key=name)
     keyed = [m for m in msgs if m["event"]["id"] == key]
     assert len(keyed) == 1, msgs
-    assert keyed[0]["headers_dict"] == {"origin": "api", "dedup": "id"}
+    h = keyed[0]["headers_dict"]
+    # counted once per (counter, key, generation: when the key was first used)
+    assert h["origin"] == "api" and h["epoch"] == redis.epoch(), h
+    assert abs(int(h["dedup"]) - int(time.time() * 1000)) < 60000, h
     assert _guard(redis, name, key).startswith("AD|")
     wait_pg_total(pg, name, 7)
 
@@ -187,7 +190,7 @@ def test_redis_restarted_empty_is_restored_before_use(api, redis, pg, kafka, sta
     for u in ("a", "b"):
         assert api.incr(uniq, user_id=u).status == 200
     wait_pg_total(pg, name, 9)
-    epoch = redis.cli("GET", "counter:epoch:2").strip()
+    epoch = redis.epoch()
     assert epoch
 
     stackctl.kill("redis")
@@ -196,7 +199,7 @@ def test_redis_restarted_empty_is_restored_before_use(api, redis, pg, kafka, sta
     r = api.incr(name, 1)
     assert r.status == 202, r.json
     stackctl.start("redis")
-    wait_until(lambda: redis.cli("GET", "counter:epoch:2").strip() not in ("", epoch),
+    wait_until(lambda: redis.epoch() not in ("", epoch),
                60, 0.1, "redis restored with a new epoch")
     wait_until(lambda: api.get(name).json.get("source") == "redis", 30, 0.1, "api back on redis")
     wait_until(lambda: api.value(name) == 10, 30, 0.1, "the accepted write applied")

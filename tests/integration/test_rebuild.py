@@ -120,9 +120,10 @@ def test_rebuild_redis_after_redis_lost_everything(api, redis, pg, kafka, stack,
 def test_redis_of_the_older_hash_layout_is_restored_before_use(api, redis, pg, kafka, stackctl):
     """A Redis written by a version before layout 2 (each counter one hash,
     fields v and t; the epoch key counter:epoch) is not read: the applier
-    finds no counter:epoch:2, restores the counters as two strings each
-    from PostgreSQL and the log, and removes counter:epoch; the api then
-    reads and writes the new keys."""
+    finds no epoch markers of layout 3 (counter:epoch:3:{...}), restores the
+    counters as two strings each from PostgreSQL and the log, and removes
+    counter:epoch and counter:epoch:2; the api then reads and writes the
+    new keys."""
     plain = counter_name("it_rb_up")
     daily = counter_name("it_day_sh_rb_up")
     assert api.incr(plain, 8).status == 200
@@ -137,19 +138,22 @@ def test_redis_of_the_older_hash_layout_is_restored_before_use(api, redis, pg, k
     stackctl.stop("counter-applier")
     try:
         # what the older version left: hashes (with a wrong value, to see
-        # that nothing reads it) and its epoch, but no counter:epoch:2
+        # that nothing reads it) and its epoch, but no markers of layout 3
         for k in (redis.key(plain), redis.key(plain) + ":t", window, window + ":t"):
             redis.cli("DEL", k)
         redis.cli("HSET", redis.key(plain), "v", "1000", "t", stamp)
         redis.cli("HSET", window, "v", "1000", "t", stamp)
-        redis.cli("DEL", "counter:epoch:2")
+        markers = redis.cli("--scan", "--pattern", "counter:epoch:3:*").split()
+        for i in range(0, len(markers), 500):
+            redis.cli("DEL", *markers[i:i + 500])
+        redis.cli("SET", "counter:epoch:2", "1-0000000000000000")
         redis.cli("SET", "counter:epoch", "1-0000000000000000")
     finally:
         stackctl.start("counter-applier")
         stackctl.start("counter-api")
-    wait_until(lambda: redis.cli("GET", "counter:epoch:2") != "", 60, 0.1,
-               "the applier's restore (counter:epoch:2)")
+    wait_until(lambda: redis.epoch() != "", 60, 0.1, "the applier's restore (its markers)")
     assert redis.cli("EXISTS", "counter:epoch") == "0"
+    assert redis.cli("EXISTS", "counter:epoch:2") == "0"
     for k in (redis.key(plain), window):
         assert redis.cli("TYPE", k) == "string", k
     assert redis.stored(plain) == {"v": "8", "t": stamp}

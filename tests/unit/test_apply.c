@@ -1,6 +1,7 @@
 /* test_apply.c - the arguments of the Redis write and undo scripts, and
  * the api's idempotency record. */
 #include "ingest/apply.h"
+#include "ingest/slots.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,7 +18,8 @@ static void test_record_parse(void **state)
     (void)state;
 
     assert_int_equal(ctr_idem_record_parse("AP|1795661940887|30b3b4488fb947e8|"
-                                           "d43eedabce7f75e7|0|-5|-7|17956619",
+                                           "d43eedabce7f75e7|0|-5|-7|17956619|"
+                                           "1795661930000",
                                            &r),
                      0);
     assert_int_equal(r.state, 'P');
@@ -26,9 +28,10 @@ static void test_record_parse(void **state)
     assert_string_equal(r.fingerprint, "d43eedabce7f75e7");
     assert_int_equal(r.outcome, CTR_APPLY_APPLIED);
     assert_true(r.value == -5 && r.applied == -7 && r.ts_ms == 17956619);
+    assert_true(r.gen_ms == 1795661930000LL);
 
     assert_int_equal(ctr_idem_record_parse("AD|1|ab|cd|1|9223372036854775807|"
-                                           "0|0",
+                                           "0|0|5",
                                            &r),
                      0);
     assert_int_equal(r.state, 'D');
@@ -40,16 +43,16 @@ static void test_record_rejects(void **state)
 {
     ctr_idem_record r;
     static const char *const bad[] = {
-        "a5",                     /* the applier's guard */
-        "r",                      /* the applier's refusal */
-        "",                       /* nothing */
-        "AX|1|ab|cd|0|1|1|1",     /* unknown state */
-        "AP|1|ab|cd|2|1|1|1",     /* a refusal is never recorded */
-        "AP|1|ab|cd|0|1|1",       /* a field short */
-        "AP|1|ab|cd|0|1|1|1|",    /* trailing text */
-        "AP|1|AB|cd|0|1|1|1",     /* token not lower hex */
-        "AP|x|ab|cd|0|1|1|1",     /* lease not a number */
-        "AP|1|ab|cd|0|1|1|1 junk" /* trailing text */
+        "a5",                       /* the applier's guard */
+        "r",                        /* the applier's refusal */
+        "",                         /* nothing */
+        "AX|1|ab|cd|0|1|1|1|1",     /* unknown state */
+        "AP|1|ab|cd|2|1|1|1|1",     /* a refusal is never recorded */
+        "AP|1|ab|cd|0|1|1|1",       /* a field short (no generation) */
+        "AP|1|ab|cd|0|1|1|1|1|",    /* trailing text */
+        "AP|1|AB|cd|0|1|1|1|1",     /* token not lower hex */
+        "AP|x|ab|cd|0|1|1|1|1",     /* lease not a number */
+        "AP|1|ab|cd|0|1|1|1|1 junk" /* trailing text */
     };
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -60,6 +63,7 @@ static void test_write_argv_carries_the_record_head(void **state)
 {
     ctr_apply_spec s;
     ctr_apply_argv a;
+    char marker[CTR_APPLY_EPOCH_KEY_MAX];
     (void)state;
 
     memset(&s, 0, sizeof(s));
@@ -68,52 +72,92 @@ static void test_write_argv_carries_the_record_head(void **state)
     s.guard_id = "key-1";
     s.guard_ttl_s = 86400;
     s.idem_head = "AP|99|ab|cd";
+    s.pending_id = "key-1";
+    s.created_ms = 1000;
+    s.gen_ms = 990;
     assert_int_equal(ctr_apply_write_argv(&a, "sha", "games", &s), 0);
-    assert_int_equal(a.argc, 21);
-    assert_string_equal(a.argv[2], "5");
+    assert_int_equal(a.argc, 26);
+    assert_string_equal(a.argv[2], "7");
     assert_string_equal(a.argv[3], "{c:games}");
-    assert_string_equal(a.argv[6], "{c:games}:id:key-1");
-    assert_string_equal(a.argv[7], "{c:games}:t"); /* the stamp */
-    assert_string_equal(a.argv[19], "86400");
-    assert_string_equal(a.argv[20], "AP|99|ab|cd");
+    assert_string_equal(a.argv[4], "{c:games}:t"); /* the stamp */
+    assert_string_equal(a.argv[5], "{c:games}:p"); /* the pending hash */
+    assert_string_equal(a.argv[8], "{c:games}:id:key-1");
+    /* the epoch marker of the counter's slot */
+    ctr_apply_epoch_key(marker, ctr_key_slot("c:games", 7));
+    assert_string_equal(a.argv[9], marker);
+    assert_string_equal(a.argv[21], "86400");
+    assert_string_equal(a.argv[22], "AP|99|ab|cd");
+    assert_string_equal(a.argv[23], "key-1");
+    assert_string_equal(a.argv[24], "1000|990");
+    assert_string_equal(a.argv[25], "");
 
-    /* a daily window's stamp goes with the window */
+    /* a daily window's stamp and pending hash go with the window */
     snprintf(s.key_suffix, sizeof(s.key_suffix), ":d:2026-11-26");
     assert_int_equal(ctr_apply_write_argv(&a, "sha", "games", &s), 0);
     assert_string_equal(a.argv[3], "{c:games}:d:2026-11-26");
-    assert_string_equal(a.argv[7], "{c:games}:d:2026-11-26:t");
+    assert_string_equal(a.argv[4], "{c:games}:d:2026-11-26:t");
+    assert_string_equal(a.argv[5], "{c:games}:d:2026-11-26:p");
     s.key_suffix[0] = '\0';
 
-    /* the applier's guard has no head */
+    /* the applier's guard has no head, and its writes no entry */
     s.idem_head = NULL;
+    s.pending_id = NULL;
+    s.epoch_want = "=restoring:x";
     assert_int_equal(ctr_apply_write_argv(&a, "sha", "games", &s), 0);
-    assert_string_equal(a.argv[20], "");
+    assert_string_equal(a.argv[22], "");
+    assert_string_equal(a.argv[23], "");
+    assert_string_equal(a.argv[24], "");
+    assert_string_equal(a.argv[25], "=restoring:x");
 }
 
-static void test_undo_argv_names_the_guard_and_token(void **state)
+static void test_undo_and_finish_argv(void **state)
 {
     ctr_apply_spec s;
-    ctr_apply_result res;
     ctr_apply_argv a;
     (void)state;
 
     memset(&s, 0, sizeof(s));
-    memset(&res, 0, sizeof(res));
-    s.guard_id = "key-1";
+    s.pending_id = "key-1";
     s.idem_token = "0123456789abcdef";
-    res.value = 10;
-    res.prev = 4;
-    assert_int_equal(ctr_apply_undo_argv(&a, "sha", "games", &s, &res), 0);
+    assert_int_equal(ctr_apply_undo_argv(&a, "sha", "games", &s), 0);
+    assert_int_equal(a.argc, 9);
     assert_string_equal(a.argv[2], "4");
-    assert_string_equal(a.argv[5], "{c:games}:id:key-1");
-    assert_string_equal(a.argv[6], "{c:games}:t");
-    assert_string_equal(a.argv[7], "-6");
-    assert_string_equal(a.argv[a.argc - 1], "0123456789abcdef");
+    assert_string_equal(a.argv[3], "{c:games}");
+    assert_string_equal(a.argv[4], "{c:games}:t");
+    assert_string_equal(a.argv[5], "{c:games}:p");
+    assert_string_equal(a.argv[6], "{c:games}:id:key-1");
+    assert_string_equal(a.argv[7], "key-1");
+    assert_string_equal(a.argv[8], "0123456789abcdef");
 
-    /* a difference that cannot be negated is refused */
-    res.value = INT64_MIN;
-    res.prev = 0;
-    assert_int_equal(ctr_apply_undo_argv(&a, "sha", "games", &s, &res), -1);
+    assert_int_equal(ctr_apply_finish_argv(&a, "sha", "games", &s), 0);
+    assert_int_equal(a.argc, 8);
+    assert_string_equal(a.argv[2], "3");
+    assert_string_equal(a.argv[3], "{c:games}");
+    assert_string_equal(a.argv[4], "{c:games}:p");
+    assert_string_equal(a.argv[5], "{c:games}:id:key-1");
+    assert_string_equal(a.argv[6], "key-1");
+    assert_string_equal(a.argv[7], "0123456789abcdef");
+
+    /* a write from the log has no entry to undo or finish */
+    s.pending_id = NULL;
+    assert_int_equal(ctr_apply_undo_argv(&a, "sha", "games", &s), -1);
+    assert_int_equal(ctr_apply_finish_argv(&a, "sha", "games", &s), -1);
+}
+
+/* Every slot has a marker, in that slot, and the names are stable. */
+static void test_epoch_keys_cover_every_slot(void **state)
+{
+    char key[CTR_APPLY_EPOCH_KEY_MAX];
+    (void)state;
+    for (int slot = 0; slot < CTR_SLOTS; slot++) {
+        ctr_apply_epoch_key(key, slot);
+        assert_int_equal(ctr_key_slot(key, strlen(key)), slot);
+        assert_true(strncmp(key, CTR_APPLY_EPOCH_PREFIX,
+                            strlen(CTR_APPLY_EPOCH_PREFIX)) == 0);
+    }
+    /* "1" hashes to slot 9842: the first tag found for it */
+    ctr_apply_epoch_key(key, ctr_key_slot("1", 1));
+    assert_string_equal(key, CTR_APPLY_EPOCH_PREFIX "{1}");
 }
 
 static void test_guard_key_length(void **state)
@@ -176,7 +220,8 @@ int main(void)
         cmocka_unit_test(test_record_parse),
         cmocka_unit_test(test_record_rejects),
         cmocka_unit_test(test_write_argv_carries_the_record_head),
-        cmocka_unit_test(test_undo_argv_names_the_guard_and_token),
+        cmocka_unit_test(test_undo_and_finish_argv),
+        cmocka_unit_test(test_epoch_keys_cover_every_slot),
         cmocka_unit_test(test_guard_key_length),
         cmocka_unit_test(test_reply_integers),
     };
