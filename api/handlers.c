@@ -111,7 +111,7 @@ static void handle_metrics(api_app *app, struct evhttp_request *req)
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     api_stats_end(req, 200);
-    evhttp_send_reply(req, 200, "OK", b);
+    api_reply_send(req, 200, b);
     evbuffer_free(b);
 }
 

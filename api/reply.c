@@ -85,6 +85,26 @@ static const char *date_header(void)
     return text;
 }
 
+void api_reply_send(struct evhttp_request *req, int status,
+                    struct evbuffer *body)
+{
+    /* libevent 2.1 writes a HEAD answer's body too, and no length: on a
+     * kept-alive connection the client would read it as the next answer */
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        struct evbuffer *out = evhttp_request_get_output_buffer(req);
+        struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+        char length[24];
+        snprintf(length, sizeof(length), "%zu",
+                 evbuffer_get_length(out) +
+                     (body ? evbuffer_get_length(body) : 0));
+        evhttp_remove_header(headers, "Content-Length");
+        evhttp_add_header(headers, "Content-Length", length);
+        evbuffer_drain(out, evbuffer_get_length(out));
+        body = NULL;
+    }
+    evhttp_send_reply(req, status, reason_phrase(status), body);
+}
+
 void api_reply_json(struct evhttp_request *req, int status,
                     struct evbuffer *body)
 {
@@ -94,7 +114,7 @@ void api_reply_json(struct evhttp_request *req, int status,
     if (date)
         evhttp_add_header(headers, "Date", date);
     api_stats_end(req, status);
-    evhttp_send_reply(req, status, reason_phrase(status), body);
+    api_reply_send(req, status, body);
 }
 
 void api_reply_error(struct evhttp_request *req, int status, const char *code,

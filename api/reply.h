@@ -10,6 +10,11 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Sends body (NULL: what the request's output buffer holds) with status
+ * and the headers set so far; to a HEAD, its length and no body. */
+void api_reply_send(struct evhttp_request *req, int status,
+                    struct evbuffer *body);
+
 /* Sends body (consumed) with the given status and a JSON content type. */
 void api_reply_json(struct evhttp_request *req, int status,
                     struct evbuffer *body);
