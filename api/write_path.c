@@ -599,8 +599,7 @@ static int check_kind(api_app *app, struct evhttp_request *req,
  * The size of the event a write logs (and of the record the applier
  * publishes for it), with the widest delta it can carry: the one asked
  * for an increment or decrement (a clamp only narrows it), any int64 for a
- * set (its difference is known once Redis has applied it). 0 when out of
- * memory.
+ * set (its difference is known once Redis has applied it).
  */
 static size_t write_event_bytes(const char *name, const char *key,
                                 enum api_write_kind kind,
@@ -608,7 +607,6 @@ static size_t write_event_bytes(const char *name, const char *key,
                                 const api_write_body *body, int64_t ts_ms)
 {
     ctr_event ev;
-    size_t len = 0;
     memset(&ev, 0, sizeof(ev));
     ev.v = CTR_EVENT_VERSION;
     /* a generated id is a UUID: as long as this one */
@@ -622,9 +620,7 @@ static size_t write_event_bytes(const char *name, const char *key,
     ev.user_id = body->user_id;
     ev.ts_ms = ts_ms;
     ev.metadata = body->metadata;
-    char *text = ctr_event_encode(&ev, &len);
-    free(text);
-    return text ? len : 0;
+    return ctr_event_encoded_len(&ev);
 }
 
 /* What makes two requests "the same" under one Idempotency-Key: the
