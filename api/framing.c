@@ -22,6 +22,7 @@
 #include "common/log.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ enum phase {
 
 struct api_framing {
     const api_framing_limits *lim;
+    struct bufferevent *bev;
     struct evbuffer *in; /* the bufferevent's input: what evhttp reads */
     struct evbuffer_cb_entry *cb;
     struct evbuffer *tmp; /* scratch for cutting and splicing; lazily */
@@ -49,17 +51,19 @@ struct api_framing {
     api_framing_head head;
     char *held; /* the unfinished block, when it came in pieces */
     size_t held_len, held_cap;
-    int busy; /* in on_input(): our own changes are not new input */
+    int busy;        /* in on_input(): our own changes are not new input */
+    int watermarked; /* the read watermark is on */
 };
 
 /* ----------------------------------------------------------- the head --- */
 
-/* RFC 9110 tchar: the characters of a method and a field name. */
+/* RFC 9110 tchar: the characters of a method and a field name (ALPHA,
+ * DIGIT and !#$%&'*+-.^_`|~), one bit per ASCII character. */
 static int is_tchar(unsigned char c)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || (c && strchr(extra, c) != NULL);
+    static const uint64_t lo = 0x03ff6cfa00000000ULL; /* 0-63 */
+    static const uint64_t hi = 0x57ffffffc7fffffeULL; /* 64-127 */
+    return c < 64 ? (lo >> c) & 1 : c < 128 ? (hi >> (c - 64)) & 1 : 0;
 }
 
 /* A field value's bytes: HTAB, SP, VCHAR, obs-text; no CR, LF, NUL, DEL. */
@@ -75,20 +79,19 @@ static int ci_equal(const char *p, size_t n, const char *lit)
 
 static enum api_framing_method method_of(const char *p, size_t n)
 {
-    static const struct {
-        const char *name;
-        enum api_framing_method m;
-    } methods[] = {
-        {"GET", API_FM_GET},         {"HEAD", API_FM_HEAD},
-        {"POST", API_FM_POST},       {"PUT", API_FM_PUT},
-        {"DELETE", API_FM_DELETE},   {"OPTIONS", API_FM_OPTIONS},
-        {"TRACE", API_FM_TRACE},     {"PATCH", API_FM_PATCH},
-        {"CONNECT", API_FM_CONNECT},
-    };
-    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-        if (strlen(methods[i].name) == n && memcmp(methods[i].name, p, n) == 0)
-            return methods[i].m;
-    return API_FM_UNKNOWN;
+#define IS(lit) (memcmp(p, lit, n) == 0)
+    switch (n) {
+    case 3: return IS("GET") ? API_FM_GET : IS("PUT") ? API_FM_PUT : 0;
+    case 4: return IS("POST") ? API_FM_POST : IS("HEAD") ? API_FM_HEAD : 0;
+    case 5: return IS("PATCH") ? API_FM_PATCH : IS("TRACE") ? API_FM_TRACE : 0;
+    case 6: return IS("DELETE") ? API_FM_DELETE : 0;
+    case 7:
+        return IS("OPTIONS")   ? API_FM_OPTIONS
+               : IS("CONNECT") ? API_FM_CONNECT
+                               : 0;
+    default: return API_FM_UNKNOWN;
+    }
+#undef IS
 }
 
 /*
@@ -183,18 +186,27 @@ static enum api_framing_refusal header_line(api_framing_head *h, const char *p,
         v++;
     while (b > v && (p[b - 1] == ' ' || p[b - 1] == '\t'))
         b--;
-    if (ci_equal(name, name_len, "Content-Length"))
-        return content_length(h, p + v, b - v);
-    if (ci_equal(name, name_len, "Transfer-Encoding")) {
-        h->transfer_encoding = 1;
-    } else if (ci_equal(name, name_len, "Expect")) {
-        if (!ci_equal(p + v, b - v, "100-continue"))
+    switch (name_len) { /* the lengths of the four names that matter */
+    case 14:
+        if (ci_equal(name, name_len, "Content-Length"))
+            return content_length(h, p + v, b - v);
+        break;
+    case 17:
+        if (ci_equal(name, name_len, "Transfer-Encoding"))
+            h->transfer_encoding = 1;
+        break;
+    case 6:
+        if (ci_equal(name, name_len, "Expect") &&
+            !ci_equal(p + v, b - v, "100-continue"))
             h->expect_other = 1;
-    } else if (ci_equal(name, name_len, "Authorization")) {
-        if (h->auth_count++ == 0) {
+        break;
+    case 13:
+        if (ci_equal(name, name_len, "Authorization") && h->auth_count++ == 0) {
             h->auth = v;
             h->auth_len = b - v;
         }
+        break;
+    default: break;
     }
     return API_REFUSE_NONE;
 }
@@ -417,6 +429,8 @@ static const char *contiguous(api_framing *f, size_t at, size_t n)
 {
     struct evbuffer_ptr ptr;
     struct evbuffer_iovec v;
+    if (at == 0) /* the usual case: a pull-up of one chain is free */
+        return (const char *)evbuffer_pullup(f->in, (ev_ssize_t)n);
     if (evbuffer_ptr_set(f->in, &ptr, at, EVBUFFER_PTR_SET) == 0 &&
         evbuffer_peek(f->in, (ev_ssize_t)n, &ptr, &v, 1) >= 1 && v.iov_len >= n)
         return v.iov_base;
@@ -527,13 +541,39 @@ static void continue_held(api_framing *f, size_t at)
     frame_from(f, at + block);
 }
 
+/*
+ * Passed bytes evhttp has not taken (pipelined requests, while it answers
+ * one) are bounded with the bufferevent's read watermark. It is on only
+ * while the input is past the bound: libevent's watermark callback re-adds
+ * the read event at every change of the buffer, which costs a GET a few
+ * percent, so it is set when the bound is passed and unset (a flag: it
+ * may be done from within a callback of the buffer) once evhttp has taken
+ * everything.
+ */
+static void bound_input(api_framing *f, size_t len)
+{
+    size_t bound = f->lim->max_header_bytes + f->lim->max_body_bytes;
+    if (!f->watermarked && len > bound) {
+        bufferevent_setwatermark(f->bev, EV_READ, 0, bound);
+        f->watermarked = 1;
+    } else if (f->watermarked && len == 0) {
+        bufferevent_setwatermark(f->bev, EV_READ, 0, 0);
+        f->watermarked = 0;
+    }
+}
+
 static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info,
                      void *arg)
 {
     api_framing *f = arg;
     size_t len = evbuffer_get_length(in);
-    if (f->busy || info->n_added == 0 || info->n_added > len)
+    if (f->busy)
         return;
+    if (info->n_added == 0 || info->n_added > len) {
+        if (f->watermarked)
+            bound_input(f, len);
+        return;
+    }
     f->busy = 1;
     size_t at = len - info->n_added; /* what came before was passed */
     if (f->phase == PH_REFUSED)
@@ -542,6 +582,7 @@ static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info,
         continue_held(f, at);
     else
         frame_from(f, at);
+    bound_input(f, evbuffer_get_length(in));
     f->busy = 0;
 }
 
@@ -552,6 +593,7 @@ api_framing *api_framing_new(const api_framing_limits *limits,
     if (f == NULL)
         return NULL;
     f->lim = limits;
+    f->bev = bev;
     f->in = bufferevent_get_input(bev);
     api_framing_head_init(&f->head);
     f->cb = evbuffer_add_cb(f->in, on_input, f);

@@ -27,9 +27,14 @@
  * callback refuses (401/403). A Transfer-Encoding (chunked) request body is
  * refused with 411: send a Content-Length. The body of a HEAD or TRACE,
  * which evhttp would not read (it would take it for the next request), is
- * dropped here. A connection holds at most the
- * request being answered plus what its input watermark lets in
- * (listener.c), and here at most one unfinished header block.
+ * dropped here.
+ *
+ * Memory: besides the request evhttp is answering, a connection holds at
+ * most one unfinished header block here and max_header_bytes +
+ * max_body_bytes of passed bytes evhttp has not taken yet (pipelined
+ * requests; the socket is not read past that until evhttp takes some). A
+ * connection holds at most the request being answered plus what its input
+ * watermark lets in (listener.c), and here at most one unfinished header block.
  *
  * Loop thread only.
  */

@@ -195,10 +195,6 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
 
     if (bev == NULL)
         return NULL;
-    /* the request being answered aside, this much may wait for evhttp */
-    bufferevent_setwatermark(bev, EV_READ, 0,
-                             l->framing->max_header_bytes +
-                                 l->framing->max_body_bytes);
     framing = api_framing_new(l->framing, bev);
     if (framing == NULL)
         ctr_warn("out of memory: a connection goes unframed");

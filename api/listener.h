@@ -9,14 +9,12 @@
  * served again as soon as one closes. The close callback of every server
  * connection belongs to this module.
  *
- * Every connection's input is framed (framing.h) before evhttp reads it,
- * and holds at most max_header_bytes + max_body_bytes that evhttp has not
- * taken yet (a read watermark: past it the socket is not read until evhttp
- * takes some). A connection that ends with a refusal lingers: after
- * evhttp has sent the answer and shut the socket for writing, what the
- * client still sends is read and dropped for up to LINGER_S seconds (or
- * LINGER_MAX_BYTES) before the socket closes, so that its answer is not
- * lost to a reset. It is counted open until then.
+ * Every connection's input is framed (framing.h) before evhttp reads it. A
+ * connection that ends with a refusal lingers: after evhttp has sent the answer
+ * and shut the socket for writing, what the client still sends is read and
+ * dropped for up to LINGER_S seconds (or LINGER_MAX_BYTES) before the socket
+ * closes, so that its answer is not lost to a reset. It is counted open until
+ * then.
  */
 #ifndef COUNTER_API_LISTENER_H
 #define COUNTER_API_LISTENER_H
