@@ -19,6 +19,7 @@ import http.client
 import json
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -472,6 +473,27 @@ def test_pipelined_requests_answered_in_order(port, api, name):
     assert reader.response()[0] == 200
     assert not reader.closed(0.5), "a kept-alive connection was closed"
     s.close()
+
+
+def test_a_pipelined_flood_is_answered_whole(port, api, name):
+    """5000 requests sent at once by a client that does not read for a
+    second: the api stops reading past its bound (max_header_bytes +
+    max_body_bytes waiting) and goes on once it has answered; every request
+    is answered, in order, and every write counted once."""
+    body = b'{"value":1}'
+    data = (get() + post_head(name, len(body)) + body) * 2500
+    s = connect(port, timeout=30)
+    sender = threading.Thread(target=s.sendall, args=(data,))
+    sender.start()
+    time.sleep(1)
+    reader = Reader(s)
+    for i in range(2500):
+        assert reader.response(timeout=30)[0] == 200
+        st, _, doc = reader.response(timeout=30)
+        assert st == 200 and json.loads(doc)["current_value"] == i + 1
+    sender.join(30)
+    s.close()
+    assert api.value(name) == 2500
 
 
 def test_pipelined_refusal_comes_after_the_answers_before_it(port, api, name):
