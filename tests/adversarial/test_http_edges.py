@@ -13,7 +13,6 @@ Each ends as every adversarial test must: a write to another counter
 still reaches PostgreSQL within 10 s, and `counterctl verify` exits 0.
 """
 
-import json
 import os
 import signal
 import socket
@@ -21,10 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from conftest import Api, counter_name, freeze, unique_name, wait_pg_total, wait_until
-from own_process import OwnApi
 from test_verify import counterctl
 
 INT64_MAX = 2**63 - 1
@@ -72,19 +68,6 @@ def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         return int(f.read().split("VmRSS:")[1].split()[0])
 
-
-@pytest.fixture
-def own_api(stack, tmp_path):
-    started = []
-
-    def start(**env):
-        a = OwnApi(stack, tmp_path, env)
-        started.append(a)
-        return a.start()
-
-    yield start
-    for a in started:
-        a.assert_clean_exit()
 
 
 # ---------------------------------------------------------- slow bodies ---

@@ -76,22 +76,6 @@ def get(port, path="/healthz"):
     return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
 
 
-@pytest.fixture
-def own_api(stack, tmp_path):
-    """own_api(**COUNTER_* settings) -> a started OwnApi; each is stopped
-    (SIGTERM) at the end of the test, which must exit 0 with no sanitizer
-    report."""
-    started = []
-
-    def start(**env):
-        a = OwnApi(stack, tmp_path, env)
-        started.append(a)
-        return a.start()
-
-    yield start
-    for a in started:
-        a.assert_clean_exit()
-
 
 def assert_untouched(redis, kafka, since, name):
     """No trace of counter `name`: no Redis key, no Kafka message."""
