@@ -8,6 +8,7 @@
 #define COUNTER_API_APP_H
 
 #include "api/auth.h"
+#include "api/framing.h"
 #include "api/listener.h"
 #include "api/floor.h"
 #include "api/pg_reader.h"
@@ -48,8 +49,9 @@ typedef struct api_app {
     api_pg *pg;
     api_floor *floor; /* NULL if it could not be had: no floor */
     ctr_producer *producer;
-    api_auth *auth;         /* no tokens: every request passes */
-    api_listener *listener; /* counts open connections */
+    api_auth *auth;             /* no tokens: every request passes */
+    api_listener *listener;     /* counts open connections */
+    api_framing_limits framing; /* what framing.c lets through */
     api_metrics metrics;
     long inflight; /* requests not yet answered, plus writes still settling */
     int stopping;
@@ -60,6 +62,13 @@ typedef struct api_app {
 
 /* The evhttp callback for every request. */
 void api_handle_request(struct evhttp_request *req, void *arg);
+
+/* framing.c's preflight (arg: the app): 401 or 403 for a request with a
+ * body whose Authorization does not allow its endpoint, before its body is
+ * read; API_REFUSE_NONE otherwise, and when auth is off. */
+enum api_framing_refusal
+api_preflight(void *arg, enum api_framing_method method, const char *path,
+              const char *authorization, int authorizations);
 
 /* The producer's delivery callback; arg is the write it belongs to. */
 void api_on_delivery(enum ctr_delivery result, void *arg);

@@ -64,7 +64,7 @@ void api_handle_dashboard(api_app *app, struct evhttp_request *req,
                       "form-action 'none'");
     evbuffer_add_reference(b, asset->data, asset->len, NULL, NULL);
     api_stats_end(req, 200);
-    evhttp_send_reply(req, 200, "OK", b);
+    api_reply_send(req, 200, b);
     evbuffer_free(b);
 }
 

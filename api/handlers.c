@@ -5,6 +5,7 @@
  */
 #include "api/handlers.h"
 #include "api/dashboard.h"
+#include "api/framing.h"
 #include "api/reply.h"
 #include "api/stats.h"
 
@@ -111,7 +112,7 @@ static void handle_metrics(api_app *app, struct evhttp_request *req)
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     api_stats_end(req, 200);
-    evhttp_send_reply(req, 200, "OK", b);
+    api_reply_send(req, 200, b);
     evbuffer_free(b);
 }
 
@@ -176,6 +177,51 @@ static int authorize(api_app *app, struct evhttp_request *req,
     return -1;
 }
 
+enum api_framing_refusal
+api_preflight(void *arg, enum api_framing_method method, const char *path,
+              const char *authorization, int authorizations)
+{
+    api_app *app = arg;
+    api_route route;
+    enum api_method m = method == API_FM_GET    ? API_GET
+                        : method == API_FM_HEAD ? API_HEAD
+                        : method == API_FM_POST ? API_POST
+                                                : API_OTHER;
+    /* Unrouted, it is refused after its body, as today: 404, 405, 400. */
+    if (api_auth_count(app->auth) == 0 || api_route_match(m, path, &route) != 0)
+        return API_REFUSE_NONE;
+    enum api_access need = endpoint_access(route.endpoint);
+    if (need == API_ACCESS_NONE)
+        return API_REFUSE_NONE;
+    enum api_access has = authorizations == 1
+                              ? api_auth_check(app->auth, authorization)
+                              : API_ACCESS_NONE;
+    if ((has & need) == need)
+        return API_REFUSE_NONE;
+    return has == API_ACCESS_NONE ? API_REFUSE_UNAUTHORIZED
+                                  : API_REFUSE_FORBIDDEN;
+}
+
+/* A request framing.c refused, answered in its turn; the connection ends
+ * with it (nothing after it was read). */
+static void answer_refused(api_app *app, struct evhttp_request *req,
+                           enum api_framing_refusal r)
+{
+    api_framing_answer a;
+    api_framing_describe(r, &app->framing, &a);
+    api_stats_begin(req, API_EP_NONE);
+    if (r == API_REFUSE_UNAUTHORIZED) {
+        app->metrics.unauthorized++;
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "WWW-Authenticate", "Bearer realm=\"counter\"");
+    } else if (r == API_REFUSE_FORBIDDEN) {
+        app->metrics.forbidden++;
+    }
+    if (a.status < 500)
+        app->metrics.rejected_4xx++;
+    api_reply_error_close(req, a.status, a.code, a.field, a.message);
+}
+
 void api_handle_request(struct evhttp_request *req, void *arg)
 {
     api_app *app = arg;
@@ -183,10 +229,6 @@ void api_handle_request(struct evhttp_request *req, void *arg)
     enum api_method method;
 
     app->metrics.requests++;
-    /* While draining, every answer closes its connection. */
-    if (app->stopping)
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
-                          "close");
     switch (evhttp_request_get_command(req)) {
     case EVHTTP_REQ_GET: method = API_GET; break;
     case EVHTTP_REQ_HEAD: method = API_HEAD; break;
@@ -195,6 +237,15 @@ void api_handle_request(struct evhttp_request *req, void *arg)
     }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    enum api_framing_refusal refused = api_framing_refusal_of(path);
+    if (refused != API_REFUSE_NONE) {
+        answer_refused(app, req, refused);
+        return;
+    }
+    /* While draining, every answer closes its connection. */
+    if (app->stopping)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
+                          "close");
 
     int routed = api_route_match(method, path, &route);
     api_stats_begin(req, routed == 0 ? route.endpoint : API_EP_NONE);

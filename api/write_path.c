@@ -686,6 +686,34 @@ static int check_kind(api_app *app, struct evhttp_request *req,
     return 0;
 }
 
+/*
+ * The size of the event a write logs (and of the record the applier
+ * publishes for it), with the widest delta it can carry: the one asked
+ * for an increment or decrement (a clamp only narrows it), any int64 for a
+ * set (its difference is known once Redis has applied it).
+ */
+static size_t write_event_bytes(const char *name, const char *key,
+                                enum api_write_kind kind,
+                                const ctr_counter_def *def,
+                                const api_write_body *body, int64_t ts_ms)
+{
+    ctr_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.v = CTR_EVENT_VERSION;
+    /* a generated id is a UUID: as long as this one */
+    snprintf(ev.id, sizeof(ev.id), "%s",
+             key ? key : "00000000-0000-4000-8000-000000000000");
+    snprintf(ev.counter, sizeof(ev.counter), "%s", name);
+    ev.delta = kind == API_WRITE_SET          ? INT64_MIN
+               : def->kind == CTR_KIND_UNIQUE ? 1
+               : kind == API_WRITE_DECR       ? -body->value
+                                              : body->value;
+    ev.user_id = body->user_id;
+    ev.ts_ms = ts_ms;
+    ev.metadata = body->metadata;
+    return ctr_event_encoded_len(&ev);
+}
+
 /* What makes two requests "the same" under one Idempotency-Key: the
  * operation, the counter and the body's bytes (FNV-1a, 64 bits). */
 static void write_fingerprint(char out[17], enum api_write_kind kind,
@@ -756,6 +784,19 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
         reject(app, req, 400, "invalid_header", "Idempotency-Key",
                "Idempotency-Key: must be 1 to 128 printable ASCII "
                "characters without spaces");
+        goto done;
+    }
+    /* The log's consumers refuse an event past CTR_EVENT_MAX_BYTES (to
+     * the DLQ): such a write must not be acknowledged. */
+    size_t event_bytes =
+        write_event_bytes(route->name, key, kind, def, &body, ts);
+    if (event_bytes > CTR_EVENT_MAX_BYTES) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "metadata: the event of this write would be %zu bytes, over "
+                 "the %d bytes an event may have",
+                 event_bytes, CTR_EVENT_MAX_BYTES);
+        reject(app, req, 413, "body_too_large", "metadata", msg);
         goto done;
     }
     if (ctr_producer_brokers_down(app->producer)) {

@@ -53,6 +53,9 @@ void ctr_event_new_id(char buf[37]);
 char *ctr_event_encode(const ctr_event *ev, size_t *outlen)
     __attribute__((warn_unused_result));
 
+/* The length ctr_event_encode would give, without building the text. */
+size_t ctr_event_encoded_len(const ctr_event *ev);
+
 /*
  * Decodes and validates one event. On success returns 0 and fills ev (the
  * caller clears it). On failure returns -1, leaves ev cleared, and writes a

@@ -3,7 +3,8 @@
 #   1. unit tests (cmocka, under ctest) of an AddressSanitizer+UBSan build;
 #   2. integration, concurrency and crash tests (pytest) against a private
 #      stack (Redis, PostgreSQL, Kafka on their own ports in a temporary
-#      directory) running the sanitizer build of the services;
+#      directory) running the sanitizer build of the services; then the
+#      contract, adversarial and fault tests on the same stack;
 #   3. a ThreadSanitizer build of the services (librdkafka's threads call
 #      back into our code) under a short concurrent load;
 #   4. the services' logs must hold no sanitizer report.
@@ -81,6 +82,14 @@ rm -f "$ROOT/build-asan/contract.xml"
 "${TEST_VENV:-$ROOT/var/venv}/bin/python" -m pytest -p no:cacheprovider -v \
     --junitxml="$ROOT/build-asan/contract.xml" tests/contract
 note_result "contract tests" $? "$ROOT/build-asan/contract.xml"
+
+# Sequences of ordinary requests meant to hurt; the integration tests'
+# fixtures (tests/adversarial/conftest.py loads them).
+echo "== adversarial tests (tests/adversarial)"
+rm -f "$ROOT/build-asan/adversarial.xml"
+python3 -m pytest -p no:cacheprovider -v --junitxml="$ROOT/build-asan/adversarial.xml" \
+    tests/adversarial
+note_result "adversarial tests" $? "$ROOT/build-asan/adversarial.xml"
 
 # ---- fault injection (tests/faults) ----
 # Kills, freezes and overloads the stack's processes under load, then checks

@@ -32,6 +32,7 @@ static void test_round_trip(void **state)
     char *json = ctr_event_encode(&in, &len);
     assert_non_null(json);
     assert_int_equal(strlen(json), len);
+    assert_int_equal(ctr_event_encoded_len(&in), len);
     assert_int_equal(ctr_event_decode(json, len, &out, err, sizeof(err)), 0);
     assert_int_equal(out.v, 1);
     assert_string_equal(out.id, "e-1");
@@ -51,6 +52,7 @@ static void test_round_trip(void **state)
     in.delta = INT64_MIN;
     json = ctr_event_encode(&in, &len);
     assert_non_null(json);
+    assert_int_equal(ctr_event_encoded_len(&in), len);
     assert_null(strstr(json, "user_id"));
     assert_int_equal(ctr_event_decode(json, len, &out, err, sizeof(err)), 0);
     assert_int_equal(out.delta, INT64_MIN);
