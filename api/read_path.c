@@ -219,7 +219,11 @@ static void read_from_redis_done(enum api_redis_status st,
     }
     int64_t values[API_BATCH_MAX], updated[API_BATCH_MAX];
     for (size_t i = 0; i < n; i++) {
-        values[i] = vals[i].exists ? vals[i].value : 0;
+        /* a counter that only grows shows what no pending write failing
+         * can take back: a read never goes back for an undo (I6) */
+        values[i] = !vals[i].exists               ? 0
+                    : monotonic(op->items[i].def) ? vals[i].confirmed
+                                                  : vals[i].value;
         updated[i] = vals[i].exists ? vals[i].updated_ms : 0;
         if (vals[i].exists && monotonic(op->items[i].def) && op->app->floor)
             api_floor_note(op->app->floor, op->items[i].name,

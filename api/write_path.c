@@ -186,14 +186,26 @@ static void write_answer_accepted(write_op *op)
     op->req = NULL;
 }
 
+/* A counter that only grows answers what reads show once this write is
+ * confirmed (pending writes of others excluded: they may yet fail); a
+ * gauge, its value. A replay answers the first attempt's (its record). */
+static int monotonic(const ctr_counter_def *def)
+{
+    return def->kind == CTR_KIND_COUNTER || def->kind == CTR_KIND_UNIQUE;
+}
+
+static int64_t answered_value(const write_op *op)
+{
+    return monotonic(op->def) ? op->res.seen : op->res.value;
+}
+
 /* A client saw this value: a read that falls back to PostgreSQL must not
  * show it less (I6), as for values a read served. Only the live window of
  * a counter that only grows within it. */
 static void note_floor(const write_op *op)
 {
     if (op->app->floor == NULL || op->replay || /* a replay's value is old */
-        (op->def->kind != CTR_KIND_COUNTER &&
-         op->def->kind != CTR_KIND_UNIQUE) ||
+        !monotonic(op->def) ||
         (op->spec.period[0] && strcmp(op->spec.period, op->today) != 0))
         return;
     /* a decrease is a correction: the floor follows it down */
@@ -213,7 +225,7 @@ static void write_answer_ok(write_op *op)
     mark_replayed(op);
     body = evbuffer_new();
     API_JSON_LIT(body, "{\"success\":true,\"current_value\":");
-    api_json_append_i64(body, op->res.value);
+    api_json_append_i64(body, answered_value(op));
     API_JSON_LIT(body, ",\"event_id\":");
     api_json_append_string(body, op->event_id);
     if (op->spec.period[0]) {
@@ -516,6 +528,7 @@ static void write_key_seen(write_op *op, const ctr_apply_result *res)
         /* the applier applied an event with this id (a write accepted
          * while Redis was away): it counted; its answer was not kept */
         op->res.value = op->res.prev = res->prev;
+        op->res.seen = res->seen;
         if (res->record[0] == 'r') {
             op->res.value = res->prev;
             write_bound_refused(op);
@@ -539,6 +552,7 @@ static void write_key_seen(write_op *op, const ctr_apply_result *res)
     replan_as_first(op, &rec);
     op->res.outcome = (enum ctr_apply_outcome)rec.outcome;
     op->res.value = rec.value;
+    op->res.seen = rec.seen;
     if (__builtin_sub_overflow(rec.value, rec.applied, &op->res.prev))
         op->res.prev = rec.value;
     if (rec.state == 'D') {

@@ -398,12 +398,15 @@ static int publish(ctr_resolver *r, const item *it, const char *epoch)
 /* Finishes an item's entry (redis/finish.lua); 0 or -1. */
 static int finish(ctr_resolver *r, ctr_rclient *c, const item *it)
 {
-    char gkey[CTR_APPLY_KEY_MAX];
-    if (ctr_apply_guard_key(gkey, sizeof(gkey), it->name, it->id) != 0)
+    char gkey[CTR_APPLY_KEY_MAX], lkey[CTR_APPLY_KEY_MAX + 4],
+        hkey[CTR_APPLY_KEY_MAX + 4];
+    if (ctr_apply_guard_key(gkey, sizeof(gkey), it->name, it->id) != 0 ||
+        ctr_apply_lo_key(lkey, sizeof(lkey), it->vkey) != 0)
         return -1;
-    const char *argv[] = {"EVALSHA", r->finish_sha, "3",    it->vkey,
-                          it->pkey,  gkey,          it->id, ""};
-    redisReply *rep = ctr_rclient_argv(c, it->pkey, 8, argv, NULL);
+    snprintf(hkey, sizeof(hkey), "%s:hi", it->vkey);
+    const char *argv[] = {"EVALSHA", r->finish_sha, "5",  it->vkey, it->pkey,
+                          lkey,      hkey,          gkey, it->id,   ""};
+    redisReply *rep = ctr_rclient_argv(c, it->pkey, 10, argv, NULL);
     int ok = rep && rep->type == REDIS_REPLY_INTEGER;
     freeReplyObject(rep);
     return ok ? 0 : -1;
