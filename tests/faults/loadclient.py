@@ -383,6 +383,10 @@ class LoadClient:
                 return
             if time.monotonic() >= deadline:
                 return
+            if outcome == "failed":
+                time.sleep(backoff)
+                backoff = min(0.5, backoff * 2)
+                continue
             if outcome == "in_progress":
                 time.sleep(self.retry.in_progress_wait_s)
                 continue
