@@ -397,11 +397,11 @@ static void watch_rates(persister *p, const ps_batch *b)
     for (size_t i = 0; i < ps_batch_sum_slots(b); i++) {
         const ps_sum *s = ps_batch_sum_at(b, i);
         if (s->used && s->table == PS_BUCKET)
-            ps_fluct_add(p->fluct, s->name, s->delta, now);
+            ps_fluct_add(p->fluct, s->name, (double)s->delta, now);
     }
     for (size_t i = 0; i < ps_batch_records(b); i++) {
         const ps_record *r = ps_batch_record_at(b, i);
-        ps_fluct_add(p->fluct, r->ev.counter, r->ev.delta, now);
+        ps_fluct_add(p->fluct, r->ev.counter, (double)r->ev.delta, now);
     }
 }
 
