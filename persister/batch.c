@@ -26,6 +26,8 @@ struct ps_batch {
     ps_hll_group *hll;
     size_t n_records;
     ps_record *records;
+    size_t n_quarantined, cap_quarantined;
+    ps_quarantined *quarantined;
     size_t n_parts;
     ps_partition_range parts[MAX_PARTITIONS];
 };
@@ -62,6 +64,9 @@ void ps_batch_reset(ps_batch *b)
     for (size_t i = 0; i < b->n_records; i++)
         ctr_event_clear(&b->records[i].ev);
     b->n_records = 0;
+    for (size_t i = 0; i < b->n_quarantined; i++)
+        free(b->quarantined[i].reason);
+    b->n_quarantined = 0;
     memset(b->n_sums, 0, sizeof(b->n_sums));
     b->n_unique = 0;
     b->n_hll = 0;
@@ -76,6 +81,7 @@ void ps_batch_free(ps_batch *b)
     if (b->sums && b->unique && b->records)
         ps_batch_reset(b);
     free(b->records);
+    free(b->quarantined);
     free(b->sums);
     free(b->used_at);
     free(b->unique);
@@ -315,4 +321,38 @@ size_t ps_batch_records(const ps_batch *b)
 const ps_record *ps_batch_record_at(const ps_batch *b, size_t i)
 {
     return &b->records[i];
+}
+
+int ps_batch_add_quarantined(ps_batch *b, int32_t partition, int64_t offset,
+                             const char *reason)
+{
+    const ctr_date none = {0, 0, 0};
+    char *copy = NULL;
+
+    if (b->n_quarantined == b->cap_quarantined) {
+        size_t cap = b->cap_quarantined ? b->cap_quarantined * 2 : 4;
+        ps_quarantined *grown = realloc(b->quarantined, cap * sizeof(*grown));
+        if (grown == NULL)
+            return -1;
+        b->quarantined = grown;
+        b->cap_quarantined = cap;
+    }
+    if ((copy = strdup(reason)) == NULL ||
+        ps_batch_add(b, partition, offset, NULL, NULL, none) != 0) {
+        free(copy);
+        return -1;
+    }
+    b->quarantined[b->n_quarantined++] =
+        (ps_quarantined){partition, offset, copy};
+    return 0;
+}
+
+size_t ps_batch_quarantined(const ps_batch *b)
+{
+    return b->n_quarantined;
+}
+
+const ps_quarantined *ps_batch_quarantined_at(const ps_batch *b, size_t i)
+{
+    return &b->quarantined[i];
 }

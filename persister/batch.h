@@ -90,6 +90,25 @@ typedef struct ps_record {
 size_t ps_batch_records(const ps_batch *b);
 const ps_record *ps_batch_record_at(const ps_batch *b, size_t i);
 
+typedef struct ps_quarantined {
+    int32_t partition;
+    int64_t offset;
+    char *reason; /* owned */
+} ps_quarantined;
+
+/*
+ * Records the message at (partition, offset) as quarantined: PostgreSQL
+ * refused what it would add, so only its offset advances, and the sink
+ * lists it in quarantined_events with `reason` (copied) in the same
+ * transaction. Returns 0 or -1 as ps_batch_add.
+ */
+int ps_batch_add_quarantined(ps_batch *b, int32_t partition, int64_t offset,
+                             const char *reason)
+    __attribute__((warn_unused_result));
+
+size_t ps_batch_quarantined(const ps_batch *b);
+const ps_quarantined *ps_batch_quarantined_at(const ps_batch *b, size_t i);
+
 /* The sums: iterate 0..ps_batch_sum_slots()-1 (all used, in the order
  * they were first added; skipping unused ones stays harmless). */
 size_t ps_batch_sum_slots(const ps_batch *b);

@@ -148,6 +148,35 @@ static void test_applier_records(void **state)
     ps_batch_free(b);
 }
 
+/* A quarantined message only advances its offset; its reason is kept for
+ * the sink's quarantined_events row. A full batch takes none, and leaves
+ * no trace of it. */
+static void test_quarantined(void **state)
+{
+    (void)state;
+    ps_batch *b = ps_batch_new(3);
+    ctr_event one = make("x", 1, 2, NULL);
+    assert_int_equal(ps_batch_add(b, 0, 10, &one, &plain, d1), 0);
+    assert_int_equal(
+        ps_batch_add_quarantined(b, 0, 11, "postgresql refused it: 23514: x"),
+        0);
+    assert_int_equal(ps_batch_messages(b), 2);
+    assert_int_equal(ps_batch_quarantined(b), 1);
+    assert_int_equal(ps_batch_quarantined_at(b, 0)->partition, 0);
+    assert_int_equal(ps_batch_quarantined_at(b, 0)->offset, 11);
+    assert_string_equal(ps_batch_quarantined_at(b, 0)->reason,
+                        "postgresql refused it: 23514: x");
+    assert_int_equal(ps_batch_partition_at(b, 0)->last_offset, 11);
+    assert_int_equal(find(b, PS_TOTAL, "x", d1, 0)->delta, 1);
+    assert_int_equal(ps_batch_add(b, 0, 12, &one, &plain, d1), 0);
+    assert_int_equal(ps_batch_add_quarantined(b, 0, 13, "full"), -1);
+    assert_int_equal(ps_batch_quarantined(b), 1);
+    assert_int_equal(ps_batch_partition_at(b, 0)->last_offset, 12);
+    ps_batch_reset(b);
+    assert_int_equal(ps_batch_quarantined(b), 0);
+    ps_batch_free(b); /* frees the reasons (ASan checks) */
+}
+
 /* A new counter's total, day and minute must take three slots even where
  * their hashes meet in a small table. */
 static void test_new_counter_sums_never_share_a_slot(void **state)
@@ -193,6 +222,7 @@ int main(void)
         cmocka_unit_test(test_unique_and_hll),
         cmocka_unit_test(test_refusals_leave_no_trace),
         cmocka_unit_test(test_applier_records),
+        cmocka_unit_test(test_quarantined),
         cmocka_unit_test(test_new_counter_sums_never_share_a_slot),
         cmocka_unit_test(test_hll_accuracy),
     };
