@@ -3,14 +3,15 @@
  * three entries per event at most half full, so it never grows. The table
  * is large (megabytes for thousands of events) and a batch of few
  * counters uses a handful of its slots, so the used slots are also listed
- * in claim order: readers and reset touch only those.
+ * in claim order: readers and reset touch only those. HLL groups (4 KiB
+ * of registers each) are allocated as they come, up to one per event.
  */
 #include "persister/batch.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_PARTITIONS = 1024, MAX_HLL_GROUPS = 64 };
+enum { MAX_PARTITIONS = 1024, HLL_GROUPS_FIRST = 16 };
 
 struct ps_batch {
     size_t messages;
@@ -22,7 +23,7 @@ struct ps_batch {
     size_t *used_at; /* indexes of the used slots, in claim order */
     size_t n_unique;
     ps_unique_row *unique;
-    size_t n_hll;
+    size_t n_hll, cap_hll;
     ps_hll_group *hll;
     size_t n_records;
     ps_record *records;
@@ -44,10 +45,9 @@ ps_batch *ps_batch_new(size_t max_events)
     b->sums = calloc(b->cap, sizeof(*b->sums));
     b->used_at = calloc(max_events * 3 + 3, sizeof(*b->used_at));
     b->unique = calloc(max_events, sizeof(*b->unique));
-    b->hll = calloc(MAX_HLL_GROUPS, sizeof(*b->hll));
     b->records = calloc(max_events, sizeof(*b->records));
     if (b->sums == NULL || b->used_at == NULL || b->unique == NULL ||
-        b->hll == NULL || b->records == NULL) {
+        b->records == NULL) {
         ps_batch_free(b);
         return NULL;
     }
@@ -156,6 +156,24 @@ static ps_hll_group *hll_group_for(ps_batch *b, const char *name, ctr_date day)
     return NULL;
 }
 
+/* A new, empty group; NULL when out of memory. */
+static ps_hll_group *hll_group_add(ps_batch *b, const char *name, ctr_date day)
+{
+    if (b->n_hll == b->cap_hll) {
+        size_t cap = b->cap_hll ? b->cap_hll * 2 : HLL_GROUPS_FIRST;
+        ps_hll_group *grown = realloc(b->hll, cap * sizeof(*grown));
+        if (grown == NULL)
+            return NULL;
+        b->hll = grown;
+        b->cap_hll = cap;
+    }
+    ps_hll_group *g = &b->hll[b->n_hll++];
+    memset(g, 0, sizeof(*g));
+    memcpy(g->name, name, sizeof(g->name));
+    g->day = day;
+    return g;
+}
+
 int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                  const ctr_event *ev, const ctr_counter_def *def, ctr_date day)
 {
@@ -169,25 +187,14 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
     /*
      * Claim each slot as soon as it is found, so that the next lookup
      * probes past it (a new counter's total, day and minute must not share
-     * a slot); a refusal takes the claims back, leaving no trace.
+     * a slot). The table has room for three slots per event and a sum
+     * cannot overflow, so nothing here refuses.
      */
     if (ev && !unique) {
         int64_t minute = ev->ts_ms - ((ev->ts_ms % 60000) + 60000) % 60000;
-        ps_sum *claimed[3] = {NULL, NULL, NULL};
         for (int t = 0; t < 3; t++) {
             slots[t] = slot_for(b, (enum ps_table)t, ev->counter, day,
                                 t == PS_BUCKET ? minute : 0);
-            int64_t sum;
-            if (slots[t]->used &&
-                __builtin_add_overflow(slots[t]->delta, ev->delta, &sum)) {
-                for (int k = 0; k < t; k++)
-                    if (claimed[k]) {
-                        memset(claimed[k], 0, sizeof(*claimed[k]));
-                        b->n_sums[k]--;
-                        b->n_used--; /* claims are the newest entries */
-                    }
-                return -1;
-            }
             if (!slots[t]->used) {
                 slots[t]->used = 1;
                 slots[t]->table = (enum ps_table)t;
@@ -196,21 +203,15 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                 slots[t]->minute_ms = t == PS_BUCKET ? minute : 0;
                 b->n_sums[t]++;
                 b->used_at[b->n_used++] = (size_t)(slots[t] - b->sums);
-                claimed[t] = slots[t];
             }
         }
     } else if (unique && def->dedup == CTR_DEDUP_HLL) {
         if (ev->user_id == NULL)
             goto counted; /* nothing to count; the offset still advances */
         group = hll_group_for(b, ev->counter, day);
-        if (group == NULL) {
-            if (b->n_hll >= MAX_HLL_GROUPS)
-                return -1;
-            group = &b->hll[b->n_hll++];
-            memset(group, 0, sizeof(*group));
-            memcpy(group->name, ev->counter, sizeof(group->name));
-            group->day = day;
-        }
+        if (group == NULL &&
+            (group = hll_group_add(b, ev->counter, day)) == NULL)
+            return -1;
     } else if (unique) {
         if (ev->user_id == NULL)
             goto counted;

@@ -283,7 +283,7 @@ static void pgarray_date(ctr_strbuf *b, ctr_date d)
 
 static const char totals_sql[] =
     "INSERT INTO counter_totals (name, value, last_event_ms) "
-    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) "
+    "SELECT * FROM unnest($1::text[], $2::numeric[], $3::bigint[]) "
     "ON CONFLICT (name) DO UPDATE SET "
     "value = counter_totals.value + EXCLUDED.value, "
     "last_event_ms = GREATEST(counter_totals.last_event_ms, "
@@ -291,7 +291,7 @@ static const char totals_sql[] =
 
 static const char daily_sql[] =
     "INSERT INTO counter_daily (name, day, value, last_event_ms) "
-    "SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[], "
+    "SELECT * FROM unnest($1::text[], $2::date[], $3::numeric[], "
     "$4::bigint[]) "
     "ON CONFLICT (name, day) DO UPDATE SET "
     "value = counter_daily.value + EXCLUDED.value, "
@@ -301,7 +301,7 @@ static const char daily_sql[] =
 static const char buckets_sql[] =
     "INSERT INTO counter_buckets (name, bucket_start, value) "
     "SELECT n, to_timestamp(m / 1000.0), v "
-    "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(n, m, v) "
+    "FROM unnest($1::text[], $2::bigint[], $3::numeric[]) AS u(n, m, v) "
     "ON CONFLICT (name, bucket_start) DO UPDATE SET "
     "value = counter_buckets.value + EXCLUDED.value";
 
@@ -354,7 +354,7 @@ static int write_sums(ps_sink *s, const ps_batch *b)
                 continue;
             ctr_pgarray_text(&names, sum->name);
             pgarray_date(&days, sum->day);
-            ctr_pgarray_i64(&deltas, sum->delta);
+            ctr_pgarray_i128(&deltas, sum->delta);
             ctr_pgarray_i64(&times, sum->last_event_ms);
             ctr_pgarray_i64(&minutes, sum->minute_ms);
         }
