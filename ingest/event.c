@@ -240,8 +240,9 @@ int ctr_event_decode(const char *buf, size_t len, ctr_event *ev, char *errbuf,
     }
 
     if (!json_object_object_get_ex(root, "ts", &f) || get_int64(f, &n) ||
-        n <= 0) {
-        bad = "ts: must be a positive integer (ms since the epoch)";
+        n <= 0 || n > CTR_EVENT_TS_MAX_MS) {
+        bad = "ts: must be an integer from 1 to 253402214399999 (ms since "
+              "the epoch, up to 9999-12-30T23:59:59.999Z)";
         goto bad;
     }
     ev->ts_ms = n;

@@ -21,6 +21,15 @@
 #define CTR_EVENT_ID_MAX    128
 #define CTR_EVENT_MAX_BYTES (64 * 1024)
 
+/*
+ * The latest event time (ms since the epoch) an event may carry:
+ * 9999-12-30T23:59:59.999Z, so that its local date in any zone is at most
+ * 9999-12-31, which every store and reader holds (PostgreSQL's date and
+ * timestamptz, Redis window keys, RFC 3339's four-digit years). The
+ * earliest is 1 ms.
+ */
+#define CTR_EVENT_TS_MAX_MS INT64_C(253402214399999)
+
 typedef struct ctr_event {
     int v;
     char id[CTR_EVENT_ID_MAX + 1];

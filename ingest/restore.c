@@ -355,9 +355,19 @@ static long restore_values(const ctr_config *cfg, PGconn *conn, pipe_state *ps,
                 pipe_cmd(ps, 3, sadd);
                 pipe_cmd(ps, 3, exp);
             } else {
+                int64_t value;
                 snprintf(key, sizeof(key), "{c:%s}%s%s", name, q ? ":d:" : "",
                          q ? PQgetvalue(res, i, 1) : "");
-                snprintf(v, sizeof(v), "%s", PQgetvalue(res, i, 2));
+                /* a live value is within int64; a sum PostgreSQL holds
+                 * outside it (an event of the counter was quarantined) has
+                 * no Redis value: left out, and verify names it */
+                if (ctr_pg_int(PQgetvalue(res, i, 2), &value) != 0) {
+                    ctr_warn("not restoring %s: postgresql holds %.60s, "
+                             "outside the 64-bit range of a live value",
+                             key, PQgetvalue(res, i, 2));
+                    continue;
+                }
+                snprintf(v, sizeof(v), "%" PRId64, value);
                 snprintf(t, sizeof(t), "%s", PQgetvalue(res, i, 3));
                 if (ctr_apply_stamp_key(tkey, sizeof(tkey), key) != 0)
                     continue;

@@ -29,6 +29,10 @@ struct ps_sink {
     int piping;
     size_t n_queued, cap_queued;
     queued *queue;
+    /* the first error of the commit under way: SQLSTATE ("" if none) and
+     * "SQLSTATE: message" */
+    char err_state[6];
+    char err_text[512];
 };
 
 ps_sink *ps_sink_new(const ctr_config *cfg)
@@ -84,14 +88,44 @@ static int ensure_connected(ps_sink *s)
     return 0;
 }
 
-/* Logs a failed statement once; drops the connection if it is broken. */
+int ps_sink_refused_state(const char *state)
+{
+    static const char *const classes[] = {"21", "22", "23", "54"};
+    for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+        if (state && strlen(state) == 5 && strncmp(state, classes[i], 2) == 0)
+            return 1;
+    return 0;
+}
+
+const char *ps_sink_refusal(const ps_sink *s)
+{
+    return s->err_text;
+}
+
+/*
+ * Logs a failed statement once, and keeps the first error of a commit;
+ * drops the connection if it is broken. A refusal of the data is only
+ * noted here (debug): the persister narrows the batch down and logs what
+ * it does about it.
+ */
 static void report(ps_sink *s, PGresult *res, const char *what)
 {
-    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(s->conn);
+    const char *msg =
+        res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     char line[512];
+    if (msg == NULL)
+        msg = res ? PQresultErrorMessage(res) : PQerrorMessage(s->conn);
     snprintf(line, sizeof(line), "%s", msg);
     line[strcspn(line, "\n")] = '\0';
-    ctr_warn("postgresql %s failed: %s", what, line);
+    if (s->err_state[0] == '\0' && state && strlen(state) == 5) {
+        memcpy(s->err_state, state, 6);
+        snprintf(s->err_text, sizeof(s->err_text), "%s: %.480s", state, line);
+    }
+    if (ps_sink_refused_state(state))
+        ctr_debug("postgresql %s refused the batch: %s: %s", what, state, line);
+    else
+        ctr_warn("postgresql %s failed: %s", what, line);
     if (PQstatus(s->conn) != CONNECTION_OK) {
         PQfinish(s->conn);
         s->conn = NULL;
@@ -159,11 +193,14 @@ static int queue_cmd(ps_sink *s, const char *sql, int nparams,
  * row; the transaction is still open, for the caller to roll back) or
  * PS_SINK_ERROR. On an error the connection is dropped, which rolls the
  * transaction back: the pipeline's state after a failure is not worth
- * untangling for a batch that is redone anyway.
+ * untangling for a batch that is redone anyway. A statement PostgreSQL
+ * refused (a data error) is the exception: every result was read, so the
+ * connection stays, with its transaction open for the caller to roll back.
  */
 static enum ps_sink_result run_pipeline(ps_sink *s)
 {
     enum ps_sink_result rc = PS_SINK_OK;
+    int fenced = 0;
     size_t n = s->n_queued;
 
     s->piping = 0;
@@ -180,6 +217,7 @@ static enum ps_sink_result run_pipeline(ps_sink *s)
             ctr_warn("partition %" PRId32 " offsets moved past %" PRId64
                      " under us; dropping this batch",
                      s->queue[i].partition, s->queue[i].expected);
+            fenced = 1;
             if (rc == PS_SINK_OK)
                 rc = PS_SINK_FENCED;
         } else if (st != PGRES_COMMAND_OK) {
@@ -188,8 +226,8 @@ static enum ps_sink_result run_pipeline(ps_sink *s)
             rc = PS_SINK_ERROR;
         }
         PQclear(res);
-        if (s->conn == NULL)
-            return PS_SINK_ERROR; /* report() found it broken */
+        if (s->conn == NULL) /* report() found it broken */
+            return fenced ? PS_SINK_FENCED : PS_SINK_ERROR;
         PGresult *extra = res ? PQgetResult(s->conn) : NULL;
         if (res == NULL || extra != NULL) {
             PQclear(extra);
@@ -201,13 +239,18 @@ static enum ps_sink_result run_pipeline(ps_sink *s)
     PQclear(sync);
     if (!synced || !PQexitPipelineMode(s->conn))
         goto drop;
-    if (rc == PS_SINK_ERROR)
+    /* a refused statement leaves a whole pipeline behind, and the
+     * connection in a failed transaction that the caller rolls back: kept,
+     * for the narrowing batches that follow (see ps_sink_refusal) */
+    if (rc == PS_SINK_ERROR && !ps_sink_refused_state(s->err_state))
         goto drop;
-    return rc;
+    return fenced ? PS_SINK_FENCED : rc;
 drop:
     PQfinish(s->conn);
     s->conn = NULL;
-    return PS_SINK_ERROR;
+    /* an offset that moved under us says the whole batch was another
+     * member's, whatever else failed in it */
+    return fenced ? PS_SINK_FENCED : PS_SINK_ERROR;
 }
 
 /* Runs a command that must succeed; returns affected rows or -1. While a
@@ -240,7 +283,7 @@ static void pgarray_date(ctr_strbuf *b, ctr_date d)
 
 static const char totals_sql[] =
     "INSERT INTO counter_totals (name, value, last_event_ms) "
-    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) "
+    "SELECT * FROM unnest($1::text[], $2::numeric[], $3::bigint[]) "
     "ON CONFLICT (name) DO UPDATE SET "
     "value = counter_totals.value + EXCLUDED.value, "
     "last_event_ms = GREATEST(counter_totals.last_event_ms, "
@@ -248,7 +291,7 @@ static const char totals_sql[] =
 
 static const char daily_sql[] =
     "INSERT INTO counter_daily (name, day, value, last_event_ms) "
-    "SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[], "
+    "SELECT * FROM unnest($1::text[], $2::date[], $3::numeric[], "
     "$4::bigint[]) "
     "ON CONFLICT (name, day) DO UPDATE SET "
     "value = counter_daily.value + EXCLUDED.value, "
@@ -258,7 +301,7 @@ static const char daily_sql[] =
 static const char buckets_sql[] =
     "INSERT INTO counter_buckets (name, bucket_start, value) "
     "SELECT n, to_timestamp(m / 1000.0), v "
-    "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(n, m, v) "
+    "FROM unnest($1::text[], $2::bigint[], $3::numeric[]) AS u(n, m, v) "
     "ON CONFLICT (name, bucket_start) DO UPDATE SET "
     "value = counter_buckets.value + EXCLUDED.value";
 
@@ -311,7 +354,7 @@ static int write_sums(ps_sink *s, const ps_batch *b)
                 continue;
             ctr_pgarray_text(&names, sum->name);
             pgarray_date(&days, sum->day);
-            ctr_pgarray_i64(&deltas, sum->delta);
+            ctr_pgarray_i128(&deltas, sum->delta);
             ctr_pgarray_i64(&times, sum->last_event_ms);
             ctr_pgarray_i64(&minutes, sum->minute_ms);
         }
@@ -560,6 +603,8 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
     enum ps_sink_result rc = PS_SINK_ERROR;
     int in_tx = 0;
 
+    s->err_state[0] = '\0';
+    s->err_text[0] = '\0';
     if (ensure_connected(s))
         return PS_SINK_ERROR;
     if (!PQenterPipelineMode(s->conn)) {
@@ -603,6 +648,20 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
             goto out;
     }
 
+    for (size_t i = 0; i < ps_batch_quarantined(b); i++) {
+        const ps_quarantined *q = ps_batch_quarantined_at(b, i);
+        char part[16], off[24];
+        snprintf(part, sizeof(part), "%" PRId32, q->partition);
+        snprintf(off, sizeof(off), "%" PRId64, q->offset);
+        const char *params[5] = {s->cfg->persister_group_id, topic, part, off,
+                                 q->reason};
+        if (exec_cmd(s,
+                     "INSERT INTO quarantined_events (group_id, topic, "
+                     "partition, \"offset\", reason) VALUES ($1, $2, $3, "
+                     "$4, $5) ON CONFLICT DO NOTHING",
+                     5, params, "quarantine record") < 0)
+            goto out;
+    }
     if (write_sums(s, b) || write_unique(s, b))
         goto out;
     rc = run_pipeline(s);
@@ -630,6 +689,8 @@ out:
         PGresult *res = PQexec(s->conn, "ROLLBACK");
         PQclear(res);
     }
+    if (rc == PS_SINK_ERROR && ps_sink_refused_state(s->err_state))
+        rc = PS_SINK_REFUSED;
     return rc;
 }
 

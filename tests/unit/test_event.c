@@ -90,6 +90,13 @@ static void test_rejections(void **state)
         {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1}", "ts"},
         {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":-5}",
          "ts"},
+        /* past 9999-12-30T23:59:59.999Z: no store could hold its day */
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,"
+         "\"ts\":253402214400000}",
+         "ts"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,"
+         "\"ts\":9223372036854775807}",
+         "ts"},
         {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":1,"
          "\"user_id\":7}",
          "user_id"},
