@@ -293,7 +293,7 @@ const ps_partition_range *ps_batch_partition_at(const ps_batch *b, size_t i)
 
 int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
                         const ctr_event *ev, const ctr_counter_def *def,
-                        ctr_date day)
+                        ctr_date day, int64_t gen)
 {
     if (b->messages >= b->max_events || b->n_parts >= MAX_PARTITIONS)
         return -1;
@@ -305,6 +305,7 @@ int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
         return -1;
     r->def = def;
     r->day = day;
+    r->gen = gen;
     b->n_records++;
     ps_partition_range *range = range_for(b, partition);
     if (range->first_offset < 0)

@@ -89,10 +89,12 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
  */
 int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
                         const ctr_event *ev, const ctr_counter_def *def,
-                        ctr_date day) __attribute__((warn_unused_result));
+                        ctr_date day, int64_t gen)
+    __attribute__((warn_unused_result));
 
 typedef struct ps_record {
     ctr_event ev; /* owned copy */
+    int64_t gen;  /* an Idempotency-Key's generation; 0: none */
     const ctr_counter_def *def;
     ctr_date day;
 } ps_record;

@@ -515,15 +515,15 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /*
- * The applier's records count once per (counter, event id), as the
- * applier's guard does: the pairs new to applied_event_ids are counted
- * (each once, even if the batch holds it twice), through a batch of their
- * own.
+ * The applier's records and keyed api events count once per (counter,
+ * event id, key generation), as the guards in Redis do: the triples new to
+ * applied_event_ids are counted (each once, even if the batch holds it
+ * twice), through a batch of their own.
  */
 static int write_records(ps_sink *s, const ps_batch *b)
 {
     size_t n = ps_batch_records(b);
-    ctr_strbuf ids = {0}, names = {0};
+    ctr_strbuf ids = {0}, names = {0}, gens = {0};
     PGresult *res = NULL;
     ps_batch *fresh = NULL;
     char **found = NULL, *used = NULL;
@@ -533,22 +533,26 @@ static int write_records(ps_sink *s, const ps_batch *b)
         return 0;
     ctr_pgarray_open(&ids);
     ctr_pgarray_open(&names);
+    ctr_pgarray_open(&gens);
     for (size_t i = 0; i < n; i++) {
         ctr_pgarray_text(&ids, ps_batch_record_at(b, i)->ev.id);
         ctr_pgarray_text(&names, ps_batch_record_at(b, i)->ev.counter);
+        ctr_pgarray_i64(&gens, ps_batch_record_at(b, i)->gen);
     }
     ctr_pgarray_close(&ids);
     ctr_pgarray_close(&names);
-    if (ids.failed || names.failed)
+    ctr_pgarray_close(&gens);
+    if (ids.failed || names.failed || gens.failed)
         goto out;
-    /* found as "name\nid": names and ids hold no newline */
-    const char *params[2] = {names.s, ids.s};
+    /* found as "name\nid\ngen": names and ids hold no newline */
+    const char *params[3] = {names.s, ids.s, gens.s};
     res = PQexecParams(s->conn,
-                       "INSERT INTO applied_event_ids (name, id) "
-                       "SELECT * FROM unnest($1::text[], $2::text[]) "
+                       "INSERT INTO applied_event_ids (name, id, gen) "
+                       "SELECT * FROM unnest($1::text[], $2::text[], "
+                       "$3::bigint[]) "
                        "ON CONFLICT DO NOTHING "
-                       "RETURNING name || chr(10) || id",
-                       2, NULL, params, NULL, NULL, 0);
+                       "RETURNING name || chr(10) || id || chr(10) || gen",
+                       3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         report(s, res, "event id insert");
         goto out;
@@ -564,8 +568,9 @@ static int write_records(ps_sink *s, const ps_batch *b)
     qsort(found, (size_t)nfound, sizeof(*found), cmp_str);
     for (size_t i = 0; i < n; i++) {
         const ps_record *r = ps_batch_record_at(b, i);
-        char keybuf[CTR_NAME_MAX + CTR_EVENT_ID_MAX + 2];
-        snprintf(keybuf, sizeof(keybuf), "%s\n%s", r->ev.counter, r->ev.id);
+        char keybuf[CTR_NAME_MAX + CTR_EVENT_ID_MAX + 24];
+        snprintf(keybuf, sizeof(keybuf), "%s\n%s\n%" PRId64, r->ev.counter,
+                 r->ev.id, r->gen);
         const char *key = keybuf;
         char **hit =
             bsearch(&key, found, (size_t)nfound, sizeof(*found), cmp_str);
@@ -579,7 +584,7 @@ static int write_records(ps_sink *s, const ps_batch *b)
              ? -1
              : 0;
 out:
-    if (rc != 0 && ids.failed)
+    if (rc != 0 && (ids.failed || gens.failed))
         ctr_error("out of memory building a batch");
     ps_batch_free(fresh);
     free(found);
@@ -587,6 +592,7 @@ out:
     PQclear(res);
     ctr_strbuf_free(&ids);
     ctr_strbuf_free(&names);
+    ctr_strbuf_free(&gens);
     return rc;
 }
 
@@ -737,17 +743,20 @@ long ps_sink_apply_retention(ps_sink *s, int64_t now_ms)
 
     if (ensure_connected(s))
         return -1;
-    char ttl[24];
-    /* the longer of the two guards' memories: applier and Idempotency-Key */
-    snprintf(ttl, sizeof(ttl), "%d",
-             cfg->applier_guard_ttl_s > cfg->idempotency_ttl_s
-                 ? cfg->applier_guard_ttl_s
-                 : cfg->idempotency_ttl_s);
-    const char *tp[1] = {ttl};
+    /* An external event's id (generation 0) is remembered as long as the
+     * applier's guard; a key's generation for idempotency_ttl_s after it,
+     * when the key names a new write, and an hour more for a retry's event
+     * still on its way. */
+    char guard_s[24], key_ms[24];
+    snprintf(guard_s, sizeof(guard_s), "%d", cfg->applier_guard_ttl_s);
+    snprintf(key_ms, sizeof(key_ms), "%" PRId64,
+             now_ms - ((int64_t)cfg->idempotency_ttl_s + 3600) * 1000);
+    const char *tp[2] = {guard_s, key_ms};
     long ids = exec_cmd(s,
-                        "DELETE FROM applied_event_ids WHERE seen_at < "
-                        "now() - make_interval(secs => $1::int)",
-                        1, tp, "retention");
+                        "DELETE FROM applied_event_ids WHERE (gen = 0 AND "
+                        "seen_at < now() - make_interval(secs => $1::int)) "
+                        "OR (gen > 0 AND gen < $2::bigint)",
+                        2, tp, "retention");
     if (ids < 0)
         return -1;
     deleted += ids;
