@@ -99,6 +99,10 @@ static void redis_drop(applier *a)
 {
     ctr_rclient_free(a->redis);
     a->redis = NULL;
+    if (a->resolver)
+        ctr_resolver_new_connection(a->resolver);
+    if (a->tail)
+        ctr_tail_new_connection(a->tail);
 }
 
 static void commit_progress(applier *a);

@@ -91,6 +91,11 @@ void ctr_resolver_free(ctr_resolver *r)
     free(r);
 }
 
+void ctr_resolver_new_connection(ctr_resolver *r)
+{
+    r->claim_sha[0] = r->finish_sha[0] = '\0';
+}
+
 void ctr_resolver_stats_get(const ctr_resolver *r, ctr_resolver_stats *out)
 {
     *out = r->stats;
@@ -427,9 +432,14 @@ int ctr_resolver_step(ctr_resolver *r, ctr_rclient *c, const char *epoch)
             return -1;
         }
     }
-    if (ctr_rclient_script(c, ctr_script_claim, r->claim_sha) != 0 ||
-        ctr_rclient_script(c, ctr_script_finish, r->finish_sha) != 0)
+    /* once per connection: the client remembers them, and loads them again
+     * on a node that lost them */
+    if (!r->claim_sha[0] &&
+        (ctr_rclient_script(c, ctr_script_claim, r->claim_sha) != 0 ||
+         ctr_rclient_script(c, ctr_script_finish, r->finish_sha) != 0)) {
+        r->claim_sha[0] = '\0';
         return -1;
+    }
 
     scan_state ss = {r, c, now, 0};
     r->stats.sweeps++;

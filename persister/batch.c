@@ -177,6 +177,14 @@ static ps_hll_group *hll_group_add(ps_batch *b, const char *name, ctr_date day)
 int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                  const ctr_event *ev, const ctr_counter_def *def, ctr_date day)
 {
+    return ps_batch_add_as(b, partition, offset, (int64_t)b->messages, ev, def,
+                           day);
+}
+
+int ps_batch_add_as(ps_batch *b, int32_t partition, int64_t offset, int64_t seq,
+                    const ctr_event *ev, const ctr_counter_def *def,
+                    ctr_date day)
+{
     ps_sum *slots[3] = {NULL, NULL, NULL};
     ps_hll_group *group = NULL;
     int unique = ev && def->kind == CTR_KIND_UNIQUE;
@@ -222,6 +230,7 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
         memcpy(row->name, ev->counter, sizeof(row->name));
         row->day = day;
         row->ts_ms = ev->ts_ms;
+        row->seq = seq;
         b->n_unique++;
     }
 
@@ -306,6 +315,7 @@ int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
     r->def = def;
     r->day = day;
     r->gen = gen;
+    r->seq = (int64_t)b->messages;
     b->n_records++;
     ps_partition_range *range = range_for(b, partition);
     if (range->first_offset < 0)

@@ -46,6 +46,10 @@ typedef struct ps_unique_row {
     ctr_date day;
     char *user_id;
     int64_t ts_ms;
+    /* the message's place in its batch: of two events of one user and
+     * day, the one first in the log is the one that counts (its time is
+     * the user's first sighting), whichever way it came */
+    int64_t seq;
 } ps_unique_row;
 
 typedef struct ps_hll_group {
@@ -82,6 +86,13 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                  const ctr_event *ev, const ctr_counter_def *def, ctr_date day)
     __attribute__((warn_unused_result));
 
+/* ps_batch_add with the message's place in the batch given (seq, see
+ * ps_unique_row) rather than taken as the next: a record counted later
+ * keeps the place it had among the batch's messages. */
+int ps_batch_add_as(ps_batch *b, int32_t partition, int64_t offset, int64_t seq,
+                    const ctr_event *ev, const ctr_counter_def *def,
+                    ctr_date day) __attribute__((warn_unused_result));
+
 /*
  * Keeps a copy of an applier record (header "origin: applier") to be
  * counted only if its event id is new to PostgreSQL (the sink decides,
@@ -95,6 +106,7 @@ int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
 typedef struct ps_record {
     ctr_event ev; /* owned copy */
     int64_t gen;  /* an Idempotency-Key's generation; 0: none */
+    int64_t seq;  /* its place in the batch, as ps_unique_row.seq */
     const ctr_counter_def *def;
     ctr_date day;
 } ps_record;

@@ -383,18 +383,26 @@ static int write_sums(ps_sink *s, const ps_batch *b)
     return rc;
 }
 
-static int write_unique(ps_sink *s, const ps_batch *b)
+/* The unique rows of a and b (either may be NULL) in one insert, merged
+ * by their place in the batch: of two rows of one user and day the first
+ * in the log counts, as a replay of the log counts it, however the batch
+ * was cut. */
+static int write_unique(ps_sink *s, const ps_batch *a, const ps_batch *b)
 {
     ctr_strbuf names = {0}, days = {0}, users = {0}, times = {0};
-    size_t n = ps_batch_unique_rows(b);
+    size_t na = a ? ps_batch_unique_rows(a) : 0;
+    size_t nb = b ? ps_batch_unique_rows(b) : 0;
     int rc = -1;
 
-    if (n == 0)
+    if (na + nb == 0)
         return 0;
     ctr_pgarray_open(&names), ctr_pgarray_open(&days);
     ctr_pgarray_open(&users), ctr_pgarray_open(&times);
-    for (size_t i = 0; i < n; i++) {
-        const ps_unique_row *row = ps_batch_unique_at(b, i);
+    for (size_t i = 0, j = 0; i < na || j < nb;) {
+        const ps_unique_row *ra = i < na ? ps_batch_unique_at(a, i) : NULL;
+        const ps_unique_row *rb = j < nb ? ps_batch_unique_at(b, j) : NULL;
+        const ps_unique_row *row =
+            rb == NULL || (ra && ra->seq <= rb->seq) ? (i++, ra) : (j++, rb);
         ctr_pgarray_text(&names, row->name);
         pgarray_date(&days, row->day);
         ctr_pgarray_text(&users, row->user_id);
@@ -577,12 +585,15 @@ static int write_records(ps_sink *s, const ps_batch *b)
         if (hit == NULL || used[hit - found])
             continue;
         used[hit - found] = 1; /* a second copy in this batch is not new */
-        if (ps_batch_add(fresh, 0, (int64_t)i, &r->ev, r->def, r->day) != 0)
+        if (ps_batch_add_as(fresh, 0, (int64_t)i, r->seq, &r->ev, r->def,
+                            r->day) != 0)
             goto out;
     }
-    rc = write_sums(s, fresh) || write_unique(s, fresh) || write_hll(s, fresh)
-             ? -1
-             : 0;
+    /* the batch's own unique rows wait for these (ps_sink_commit) */
+    rc =
+        write_sums(s, fresh) || write_unique(s, b, fresh) || write_hll(s, fresh)
+            ? -1
+            : 0;
 out:
     if (rc != 0 && (ids.failed || gens.failed))
         ctr_error("out of memory building a batch");
@@ -668,7 +679,10 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
                      5, params, "quarantine record") < 0)
             goto out;
     }
-    if (write_sums(s, b) || write_unique(s, b))
+    /* a batch with records inserts its unique rows with theirs, in log
+     * order, once the records' ids are checked (write_records) */
+    if (write_sums(s, b) ||
+        (ps_batch_records(b) == 0 && write_unique(s, b, NULL)))
         goto out;
     rc = run_pipeline(s);
     if (rc != PS_SINK_OK)

@@ -488,3 +488,25 @@ def test_int64_edges_of_a_daily_counter(api, pg, redis):
     assert [p["value"] for p in history(api, name, midnight, midnight + 2 * DAY, "day")] == [MAX, MIN]
     assert api.get(name).json["value"] == MIN
     the_end(api, pg)
+
+
+def test_a_users_first_sighting_is_the_first_in_the_log(api, pg):
+    """A keyed write (counted through the id check) and an unkeyed one of the
+    same user and day, in one batch: the user counts from the first in the
+    log, whatever path each takes, so that a replay of the log, cut into
+    other batches, gives the same row (G4). They used to count from the
+    unkeyed one whenever both shared a batch."""
+    name = counter_name("it_unique_first")
+    t_first = (datetime.datetime.now(datetime.timezone.utc)
+               - datetime.timedelta(seconds=90)).replace(microsecond=0)
+    if t_first.date() != datetime.datetime.now(datetime.timezone.utc).date():
+        t_first = datetime.datetime.now(datetime.timezone.utc).replace(
+            hour=0, minute=0, second=1, microsecond=0)
+    keyed = api.write(name, "increment", {"user_id": "u1", "timestamp": rfc3339(t_first)},
+                      headers={"Idempotency-Key": "k-" + uuid.uuid4().hex})
+    plain = api.incr(name, user_id="u1")
+    assert keyed.status == 200 and plain.status == 200
+    assert plain.json.get("counted") is False
+    wait_pg_total(pg, name, 1)
+    rows = pg.query(f"SELECT first_seen_ms FROM counter_unique_users WHERE name = '{name}'")
+    assert rows == [[str(int(t_first.timestamp() * 1000))]], rows
