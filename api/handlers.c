@@ -7,7 +7,7 @@
 #include "api/dashboard.h"
 #include "api/framing.h"
 #include "api/reply.h"
-#include "api/stats.h"
+#include "api/metrics.h"
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
@@ -79,7 +79,7 @@ static void handle_metrics(api_app *app, struct evhttp_request *req)
         "\ncounter_api_refused_total{reason=\"overloaded\"} %" PRIu64 "\n",
         m->unauthorized, m->forbidden, m->overloaded);
     ctr_strbuf more = {0};
-    api_stats_render(&more);
+    api_metrics_render(&more);
     if (more.len)
         evbuffer_add(b, more.s, more.len);
     ctr_strbuf_free(&more);
@@ -111,7 +111,7 @@ static void handle_metrics(api_app *app, struct evhttp_request *req)
                         ctr_producer_outq_len(app->producer));
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
-    api_stats_end(req, 200);
+    api_metrics_end(req, 200);
     api_reply_send(req, 200, b);
     evbuffer_free(b);
 }
@@ -209,7 +209,7 @@ static void answer_refused(api_app *app, struct evhttp_request *req,
 {
     api_framing_answer a;
     api_framing_describe(r, &app->framing, &a);
-    api_stats_begin(req, API_EP_NONE);
+    api_metrics_begin(req, API_EP_NONE);
     if (r == API_REFUSE_UNAUTHORIZED) {
         app->metrics.unauthorized++;
         evhttp_add_header(evhttp_request_get_output_headers(req),
@@ -248,7 +248,7 @@ void api_handle_request(struct evhttp_request *req, void *arg)
                           "close");
 
     int routed = api_route_match(method, path, &route);
-    api_stats_begin(req, routed == 0 ? route.endpoint : API_EP_NONE);
+    api_metrics_begin(req, routed == 0 ? route.endpoint : API_EP_NONE);
     if (routed != 0) {
         app->metrics.rejected_4xx++;
         if (route.status == 405) {

@@ -1,10 +1,10 @@
 /*
- * stats.c - see stats.h. A request is found again at its reply by its
+ * metrics.c - see metrics.h. A request is found again at its reply by its
  * pointer, in a fixed open-addressing table: no allocation per request,
  * and no reliance on evhttp's completion callback, which a client that
  * hung up never triggers.
  */
-#include "api/stats.h"
+#include "api/metrics.h"
 
 #include "common/timeutil.h"
 
@@ -68,7 +68,7 @@ static size_t slot_of(const struct evhttp_request *req)
     return (size_t)(h >> 20) & (SLOTS - 1);
 }
 
-void api_stats_begin(struct evhttp_request *req, enum api_endpoint ep)
+void api_metrics_begin(struct evhttp_request *req, enum api_endpoint ep)
 {
     if (!initialised)
         init();
@@ -102,7 +102,7 @@ static void remove_at(size_t i)
     }
 }
 
-void api_stats_end(struct evhttp_request *req, int status)
+void api_metrics_end(struct evhttp_request *req, int status)
 {
     size_t i = slot_of(req);
     for (int probe = 0; probe < 64; probe++, i = (i + 1) & (SLOTS - 1)) {
@@ -121,7 +121,7 @@ void api_stats_end(struct evhttp_request *req, int status)
     }
 }
 
-void api_stats_redis(double seconds, int failed)
+void api_metrics_redis(double seconds, int failed)
 {
     if (!initialised)
         init();
@@ -129,7 +129,7 @@ void api_stats_redis(double seconds, int failed)
     redis_failed += failed != 0;
 }
 
-void api_stats_kafka(double seconds, int failed)
+void api_metrics_kafka(double seconds, int failed)
 {
     if (!initialised)
         init();
@@ -137,7 +137,7 @@ void api_stats_kafka(double seconds, int failed)
     kafka_failed += failed != 0;
 }
 
-void api_stats_render(ctr_strbuf *b)
+void api_metrics_render(ctr_strbuf *b)
 {
     char labels[64];
     if (!initialised)
