@@ -129,6 +129,7 @@ static void error_body(struct evhttp_request *req, const char *code,
                        const char *field, const char *message)
 {
     struct evbuffer *body = evhttp_request_get_output_buffer(req);
+    api_metrics_error(code);
     API_JSON_LIT(body, "{\"success\":false,\"error\":{\"code\":");
     api_json_append_string(body, code);
     API_JSON_LIT(body, ",\"message\":");

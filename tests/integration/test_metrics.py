@@ -137,3 +137,10 @@ def test_api_metrics_by_route_and_status(api, stack):
     assert ("counter_api_kafka_queue_events", "") in after
     assert grew(("counter_api_writes_total", '{outcome="late"}'))
     assert grew(("counter_api_writes_total", '{outcome="too_late"}'))
+    # error answers by their code, every known code there from 0
+    assert grew(("counter_api_errors_total", '{code="not_found"}'))
+    assert grew(("counter_api_errors_total", '{code="too_late"}'))
+    for code in ("kafka_unavailable", "redis_unavailable", "indeterminate"):
+        assert ("counter_api_errors_total", f'{{code="{code}"}}') in after, code
+    assert after[("counter_api_redis_up", "")] == 1
+    assert after[("counter_api_kafka_up", "")] == 1
