@@ -55,6 +55,11 @@ rm -f build-asan/ctest.xml
 (cd build-asan && ctest --output-on-failure -j "$JOBS" --output-junit ctest.xml)
 note_result "unit tests" $? build-asan/ctest.xml
 
+echo "== alert rules (promtool: deploy/prometheus/, tests/prometheus/rules_test.yml)"
+promtool check config deploy/prometheus/prometheus.yml &&
+    promtool test rules tests/prometheus/rules_test.yml
+note_result "alert rules" $?
+
 echo "== fuzz (short): each libFuzzer target ${FUZZ_SECONDS:-15} s, build-fuzz"
 tests/fuzz/run.sh "${FUZZ_SECONDS:-15}"
 note_result "fuzz (short)" $?
