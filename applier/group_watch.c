@@ -210,39 +210,40 @@ static void label_value(char *out, size_t len, const char *s)
     out[o] = '\0';
 }
 
-void ctr_group_watch_render(const ctr_group_watch *w, ctr_strbuf *b)
+/* One family, name{consumer, group, partition} for every known partition:
+ * the progress time in seconds when in_seconds, else the lag. */
+static void render_family(const ctr_group_watch *w, ctr_strbuf *b,
+                          const char *name, const char *help, int in_seconds)
 {
     char group[512];
-    ctr_metric_help(b, "counter_kafka_group_lag", "gauge",
-                    "Events in the partition after the offset the group "
-                    "last committed to Kafka, for the partitions this "
-                    "applier owns.");
+    ctr_metric_help(b, name, "gauge", help);
     for (int i = 0; w && i < N_GROUPS; i++) {
         const watched *g = &w->groups[i];
         label_value(group, sizeof(group), g->group);
-        for (int p = 0; p < MAX_PARTS; p++)
-            if (g->parts[p].known)
-                ctr_strbuf_printf(b,
-                                  "counter_kafka_group_lag{consumer=\"%s\","
-                                  "group=\"%s\",partition=\"%d\"} %lld\n",
-                                  g->consumer, group, p,
-                                  (long long)g->parts[p].lag);
+        for (int p = 0; p < MAX_PARTS; p++) {
+            const part_state *ps = &g->parts[p];
+            if (!ps->known)
+                continue;
+            ctr_strbuf_printf(
+                b, "%s{consumer=\"%s\",group=\"%s\",partition=\"%d\"} ", name,
+                g->consumer, group, p);
+            if (in_seconds)
+                ctr_strbuf_printf(b, "%.3f\n", (double)ps->progress_ms / 1e3);
+            else
+                ctr_strbuf_printf(b, "%lld\n", (long long)ps->lag);
+        }
     }
-    ctr_metric_help(b, "counter_kafka_group_progress_timestamp_seconds",
-                    "gauge",
-                    "When the group last committed a new offset on the "
-                    "partition or had nothing left there to commit (Unix "
-                    "time, as this applier saw it).");
-    for (int i = 0; w && i < N_GROUPS; i++) {
-        const watched *g = &w->groups[i];
-        label_value(group, sizeof(group), g->group);
-        for (int p = 0; p < MAX_PARTS; p++)
-            if (g->parts[p].known)
-                ctr_strbuf_printf(
-                    b,
-                    "counter_kafka_group_progress_timestamp_seconds{consumer="
-                    "\"%s\",group=\"%s\",partition=\"%d\"} %.3f\n",
-                    g->consumer, group, p,
-                    (double)g->parts[p].progress_ms / 1000.0);
-    }
+}
+
+void ctr_group_watch_render(const ctr_group_watch *w, ctr_strbuf *b)
+{
+    render_family(w, b, "counter_kafka_group_lag",
+                  "Events in the partition after the offset the group last "
+                  "committed to Kafka, for the partitions this applier owns.",
+                  0);
+    render_family(w, b, "counter_kafka_group_progress_timestamp_seconds",
+                  "When the group last committed a new offset on the "
+                  "partition or had nothing left there to commit (Unix "
+                  "time, as this applier saw it).",
+                  1);
 }
