@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every suite, as `make test` and CI run it:
-#   1. unit tests (cmocka, under ctest) of an AddressSanitizer+UBSan build;
+#   1. unit tests (cmocka, under ctest) of an AddressSanitizer+UBSan build,
+#      and the alert rules' (promtool test rules);
 #   2. integration, concurrency and crash tests (pytest) against a private
 #      stack (Redis, PostgreSQL, Kafka on their own ports in a temporary
 #      directory) running the sanitizer build of the services; then the
