@@ -1,7 +1,7 @@
 /*
  * app.h - the api process's shared state: the stores, the producer, the
- * metrics, and the count of requests in flight (shutdown waits for it to
- * reach zero). Owned by main(); everything here runs on the one loop
+ * metrics (api/metrics.h), and the count of requests in flight (shutdown waits
+ * for it to reach zero). Owned by main(); everything here runs on the one loop
  * thread.
  */
 #ifndef COUNTER_API_APP_H
@@ -11,6 +11,7 @@
 #include "api/framing.h"
 #include "api/listener.h"
 #include "api/floor.h"
+#include "api/metrics.h"
 #include "api/pg_reader.h"
 #include "api/redis_store.h"
 #include "common/config.h"
@@ -19,28 +20,6 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <stdint.h>
-
-typedef struct api_metrics {
-    uint64_t requests;
-    uint64_t writes_applied;       /* 2xx writes that changed a value */
-    uint64_t writes_duplicate;     /* unique counters: user already counted */
-    uint64_t writes_bound_refused; /* 409: would cross a gauge bound */
-    uint64_t writes_clamped;       /* applied, but clamped to a bound */
-    uint64_t writes_unavailable;   /* 503 nothing applied */
-    uint64_t writes_indeterminate; /* 503 indeterminate */
-    uint64_t writes_undone;        /* Redis changes taken back */
-    uint64_t writes_via_log;       /* 202: into Kafka only, for the applier */
-    uint64_t writes_replayed;      /* Idempotency-Key retries answered */
-    uint64_t writes_late;          /* applied to a closed day (corrections) */
-    uint64_t writes_too_late;      /* 422: older than lateness_s */
-    uint64_t reads_redis;
-    uint64_t reads_postgres; /* fallback reads */
-    uint64_t reads_failed;
-    uint64_t rejected_4xx;
-    uint64_t unauthorized; /* 401: no or unknown token */
-    uint64_t forbidden;    /* 403: a read token on a write */
-    uint64_t overloaded;   /* 503: server.max_inflight reached */
-} api_metrics;
 
 typedef struct api_app {
     const ctr_config *cfg;

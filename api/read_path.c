@@ -314,7 +314,8 @@ typedef struct history_op {
     const ctr_counter_def *def;
     char name[CTR_NAME_MAX + 1];
     const char *interval;
-    const ctr_tz *tz; /* the zone points are shown in */
+    const ctr_tz *tz;       /* the zone points are shown in */
+    int64_t from_ms, to_ms; /* the range used, given or by default */
 } history_op;
 
 /*
@@ -395,6 +396,13 @@ static void history_done(const PGresult *res, void *arg)
                             op->name, ctr_kind_name(op->def->kind),
                             op->interval);
         api_json_append_string(b, ctr_tz_name(op->tz));
+        char from[40], to[40];
+        ctr_time_format_offset(op->from_ms,
+                               ctr_tz_offset_s(op->tz, op->from_ms), from,
+                               sizeof(from));
+        ctr_time_format_offset(op->to_ms, ctr_tz_offset_s(op->tz, op->to_ms),
+                               to, sizeof(to));
+        evbuffer_add_printf(b, ",\"from\":\"%s\",\"to\":\"%s\"", from, to);
         if (op->def->kind == CTR_KIND_UNIQUE && op->def->dedup == CTR_DEDUP_HLL)
             evbuffer_add_printf(b, ",\"approximate\":true");
         evbuffer_add_printf(b, ",\"points\":[");
@@ -436,15 +444,20 @@ void api_handle_history(api_app *app, struct evhttp_request *req,
         history_bad(app, req, field, msg);
         return;
     }
-    const int64_t from = hq.from_ms, to = hq.to_ms, step_ms = hq.step_ms;
-    const char *iv = hq.interval;
     const ctr_counter_def *def = ctr_config_counter(app->cfg, route->name);
     char tzerr[200];
     /* minutes are the same everywhere; hours and days follow the zone */
     const ctr_tz *tz =
-        step_ms == 60000 ? ctr_tz_get("UTC", tzerr, sizeof(tzerr)) : def->tz;
+        hq.step_ms == 60000 ? ctr_tz_get("UTC", tzerr, sizeof(tzerr)) : def->tz;
     if (tz == NULL)
         tz = def->tz;
+    if (api_history_default_range(&hq, tz, ctr_time_now_ms(), &field, msg,
+                                  sizeof(msg)) != 0) {
+        history_bad(app, req, field, msg);
+        return;
+    }
+    const int64_t from = hq.from_ms, to = hq.to_ms, step_ms = hq.step_ms;
+    const char *iv = hq.interval;
     if (history_points(tz, from, to, step_ms) > HISTORY_MAX_POINTS) {
         snprintf(msg, sizeof(msg),
                  "to: the range holds more than %d %s points; narrow it or "
@@ -464,6 +477,8 @@ void api_handle_history(api_app *app, struct evhttp_request *req,
     op->def = def;
     op->interval = iv;
     op->tz = tz;
+    op->from_ms = from;
+    op->to_ms = to;
     memcpy(op->name, route->name, sizeof(op->name));
     char from_iso[40], to_iso[40];
     ctr_time_format_rfc3339(from, from_iso, sizeof(from_iso));

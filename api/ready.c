@@ -12,7 +12,7 @@
  * caller waits for that one SELECT 1. At most one probe a second reaches
  * the fallback reader, whose queue the fallback reads need while Redis is
  * down. Redis and Kafka are read from memory at each answer. Process-wide
- * state, loop thread only (like stats.c).
+ * state, loop thread only (like metrics.c).
  */
 #include "api/handlers.h"
 #include "api/reply.h"

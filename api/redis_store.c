@@ -4,7 +4,7 @@
 #include "api/redis_store.h"
 #include "api/reply_pool.h"
 
-#include "api/stats.h"
+#include "api/metrics.h"
 #include "common/timeutil.h"
 
 #include "common/log.h"
@@ -137,7 +137,7 @@ static void cmd_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     cmd->answered = 1;
-    api_stats_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6, 1);
+    api_metrics_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6, 1);
     if (cmd->index < 0 && cmd->node >= 0)
         mark_suspect(cmd->r->nodes[cmd->node]);
     cmd->on_reply(cmd, NULL, API_REDIS_TIMEOUT);
@@ -254,8 +254,8 @@ static void cmd_reply(redisAsyncContext *ac, void *replyp, void *privdata)
     cmd->timer = NULL;
     if (!cmd->answered) {
         cmd->answered = 1;
-        api_stats_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6,
-                        reply == NULL || reply->type == REDIS_REPLY_ERROR);
+        api_metrics_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6,
+                          reply == NULL || reply->type == REDIS_REPLY_ERROR);
         cmd->on_reply(cmd, reply,
                       reply == NULL ? API_REDIS_DISCONNECTED : API_REDIS_OK);
     } else {

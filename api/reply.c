@@ -3,7 +3,7 @@
  */
 #include "api/reply.h"
 
-#include "api/stats.h"
+#include "api/metrics.h"
 
 #include "common/strbuf.h"
 #include "common/timeutil.h"
@@ -119,7 +119,7 @@ void api_reply_json(struct evhttp_request *req, int status,
     evhttp_add_header(headers, "Content-Type", "application/json");
     if (date)
         evhttp_add_header(headers, "Date", date);
-    api_stats_end(req, status);
+    api_metrics_end(req, status);
     api_reply_send(req, status, body);
 }
 
@@ -129,6 +129,7 @@ static void error_body(struct evhttp_request *req, const char *code,
                        const char *field, const char *message)
 {
     struct evbuffer *body = evhttp_request_get_output_buffer(req);
+    api_metrics_error(code);
     API_JSON_LIT(body, "{\"success\":false,\"error\":{\"code\":");
     api_json_append_string(body, code);
     API_JSON_LIT(body, ",\"message\":");

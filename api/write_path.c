@@ -50,7 +50,7 @@
 #include "api/body.h"
 #include "api/floor.h"
 #include "api/reply.h"
-#include "api/stats.h"
+#include "api/metrics.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "ingest/event.h"
@@ -343,8 +343,8 @@ void api_on_delivery(enum ctr_delivery result, void *arg)
 {
     write_op *op = arg;
 
-    api_stats_kafka((double)(ctr_time_mono_us() - op->published_us) / 1e6,
-                    result != CTR_DELIVERED);
+    api_metrics_kafka((double)(ctr_time_mono_us() - op->published_us) / 1e6,
+                      result != CTR_DELIVERED);
 
     switch (result) {
     case CTR_DELIVERED:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, testing and running the counter stack needs:
-#   1. Debian packages (apt-get), only those not yet installed;
+#   1. Debian packages (apt-get), only those not yet installed (prometheus
+#      for promtool and the alert rules' end-to-end test; its own service
+#      is never started, like Redis's and PostgreSQL's);
 #   2. the contract test's Python packages (tests/contract/requirements.txt,
 #      all pinned) from PyPI into a venv;
 #   3. playwright-core (pinned) from npm, for the dashboard's browser test;
@@ -27,6 +29,7 @@ PACKAGES=(
     default-jre-headless maven
     python3 python3-pytest python3-venv python3-yaml curl
     chromium
+    prometheus
 )
 
 # The dashboard's browser test (tests/dashboard) needs Node.js and npm.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every suite, as `make test` and CI run it:
-#   1. unit tests (cmocka, under ctest) of an AddressSanitizer+UBSan build;
+#   1. unit tests (cmocka, under ctest) of an AddressSanitizer+UBSan build,
+#      and the alert rules' (promtool test rules);
 #   2. integration, concurrency and crash tests (pytest) against a private
 #      stack (Redis, PostgreSQL, Kafka on their own ports in a temporary
 #      directory) running the sanitizer build of the services; then the
@@ -54,6 +55,11 @@ echo "== unit tests"
 rm -f build-asan/ctest.xml
 (cd build-asan && ctest --output-on-failure -j "$JOBS" --output-junit ctest.xml)
 note_result "unit tests" $? build-asan/ctest.xml
+
+echo "== alert rules (promtool: deploy/prometheus/, tests/prometheus/rules_test.yml)"
+promtool check config deploy/prometheus/prometheus.yml &&
+    promtool test rules tests/prometheus/rules_test.yml
+note_result "alert rules" $?
 
 echo "== fuzz (short): each libFuzzer target ${FUZZ_SECONDS:-15} s, build-fuzz"
 tests/fuzz/run.sh "${FUZZ_SECONDS:-15}"
