@@ -535,6 +535,8 @@ static void render_metrics(ctr_strbuf *b, void *arg)
     ctr_group_watch_render(a->groups, b);
 }
 
+/* Long on purpose: start-up read top to bottom and torn down in reverse
+ * (STYLE.md 11), every step in one place, in order. */
 int main(void)
 {
     applier a;

@@ -155,6 +155,8 @@ static int add_consumer_defaults(ctr_config *cfg)
     return 0;
 }
 
+/* Long on purpose: start-up read top to bottom and torn down in reverse
+ * (STYLE.md 11), every step in one place, in order. */
 int main(void)
 {
     persister p;
