@@ -42,12 +42,14 @@ typedef struct api_app {
 /* The evhttp callback for every request. */
 void api_handle_request(struct evhttp_request *req, void *arg);
 
-/* framing.c's preflight (arg: the app): 401 or 403 for a request with a
- * body whose Authorization does not allow its endpoint, before its body is
- * read; API_REFUSE_NONE otherwise, and when auth is off. */
+/* framing.c's preflight (arg: the app), before a body is read: 413 for
+ * one past its endpoint's limit (a batch's is larger); 401 or 403 when the
+ * Authorization does not allow the endpoint (auth on); API_REFUSE_NONE
+ * otherwise. */
 enum api_framing_refusal
 api_preflight(void *arg, enum api_framing_method method, const char *path,
-              const char *authorization, int authorizations);
+              const char *authorization, int authorizations,
+              uint64_t content_length);
 
 /* The producer's delivery callback; arg is the write it belongs to. */
 void api_on_delivery(enum ctr_delivery result, void *arg);

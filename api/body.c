@@ -66,6 +66,11 @@ static int refuse_json(api_body_error *err, const ctr_json_error *jerr)
                         "-9223372036854775808 to 18446744073709551615)");
         return fail(err, "invalid_json", NULL,
                     "request body holds an integer beyond 64 bits");
+    case CTR_JSON_TOO_DEEP:
+        snprintf(msg, sizeof(msg),
+                 "%s arrays and objects deeper than %d levels",
+                 field ? "nests" : "request body nests", CTR_JSON_MAX_DEPTH);
+        return fail(err, "invalid_json", field, msg);
     default: break;
     }
     return fail(err, "invalid_json", NULL, "request body is not valid JSON");
@@ -82,39 +87,25 @@ void api_write_body_clear(api_write_body *body)
 
 /* Long on purpose: one pass over the fields, each checked where it is
  * read, so that a refusal names the first field at fault. */
-int api_body_parse_write(const char *buf, size_t len, enum api_body_mode mode,
-                         api_write_body *out, api_body_error *err)
+int api_body_from_object(struct json_object *root, enum api_body_mode mode,
+                         const char *const *skip, api_write_body *out,
+                         api_body_error *err)
 {
-    struct json_object *root = NULL;
-    ctr_json_error jerr;
     int rc = -1;
-    size_t i;
 
     memset(out, 0, sizeof(*out));
     out->value = 1;
-    for (i = 0; i < len; i++)
-        if (buf[i] != ' ' && buf[i] != '\t' && buf[i] != '\r' && buf[i] != '\n')
-            break;
-    if (i == len) {
-        if (mode == API_BODY_SET)
-            return fail(err, "invalid_field", "value",
-                        "is required: the new value of the gauge");
-        return 0;
-    }
-
-    root = ctr_json_parse_ex(buf, len,
-                             CTR_JSON_UNIQUE_KEYS | CTR_JSON_EXACT_INTS, &jerr);
-    if (root == NULL) {
-        refuse_json(err, &jerr);
-        goto out;
-    }
-    if (!json_object_is_type(root, json_type_object)) {
-        fail(err, "invalid_json", NULL, "request body must be a JSON object");
-        goto out;
-    }
+    if (!json_object_is_type(root, json_type_object))
+        return fail(err, "invalid_json", NULL,
+                    "request body must be a JSON object");
 
     json_object_object_foreach(root, key, val)
     {
+        int skipped = 0;
+        for (size_t k = 0; skip && skip[k]; k++)
+            skipped |= strcmp(key, skip[k]) == 0;
+        if (skipped)
+            continue;
         if (strcmp(key, "value") == 0) {
             int64_t v;
             if (!json_object_is_type(val, json_type_int)) {
@@ -183,8 +174,10 @@ int api_body_parse_write(const char *buf, size_t len, enum api_body_mode mode,
         } else {
             /* The key may hold anything; never echo it into the message. */
             fail(err, "unknown_field", NULL,
-                 "unknown field in request body (allowed: value, timestamp, "
-                 "user_id, metadata)");
+                 skip ? "unknown field in a write (allowed: name, op, value, "
+                        "timestamp, user_id, metadata)"
+                      : "unknown field in request body (allowed: value, "
+                        "timestamp, user_id, metadata)");
             goto out;
         }
     }
@@ -198,6 +191,36 @@ out:
         rc = -1;
         api_write_body_clear(out);
     }
+    return rc;
+}
+
+int api_body_parse_write(const char *buf, size_t len, enum api_body_mode mode,
+                         api_write_body *out, api_body_error *err)
+{
+    ctr_json_error jerr;
+    size_t i;
+
+    memset(out, 0, sizeof(*out));
+    out->value = 1;
+    for (i = 0; i < len; i++)
+        if (buf[i] != ' ' && buf[i] != '\t' && buf[i] != '\r' && buf[i] != '\n')
+            break;
+    if (i == len) {
+        if (mode == API_BODY_SET)
+            return fail(err, "invalid_field", "value",
+                        "is required: the new value of the gauge");
+        return 0;
+    }
+    struct json_object *root = ctr_json_parse_ex(
+        buf, len, CTR_JSON_UNIQUE_KEYS | CTR_JSON_EXACT_INTS, &jerr);
+    if (root == NULL)
+        return refuse_json(err, &jerr);
+    int rc = api_body_from_object(root, mode, NULL, out, err);
     json_object_put(root);
     return rc;
+}
+
+int api_body_refuse_json(api_body_error *err, const ctr_json_error *jerr)
+{
+    return refuse_json(err, jerr);
 }

@@ -5,6 +5,8 @@
 #ifndef COUNTER_API_BODY_H
 #define COUNTER_API_BODY_H
 
+#include "common/jsonparse.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +45,21 @@ typedef struct api_body_error {
 int api_body_parse_write(const char *buf, size_t len, enum api_body_mode mode,
                          api_write_body *out, api_body_error *err)
     __attribute__((warn_unused_result));
+
+/*
+ * The same fields read from an object already parsed (with
+ * CTR_JSON_UNIQUE_KEYS | CTR_JSON_EXACT_INTS), leaving out the keys of
+ * skip (NULL-terminated; NULL: none): a write of a batch, whose "name" and
+ * "op" its caller reads. Returns as api_body_parse_write.
+ */
+int api_body_from_object(struct json_object *root, enum api_body_mode mode,
+                         const char *const *skip, api_write_body *out,
+                         api_body_error *err)
+    __attribute__((warn_unused_result));
+
+/* What api_body_parse_write answers for a body ctr_json_parse_ex refused;
+ * returns -1. */
+int api_body_refuse_json(api_body_error *err, const ctr_json_error *jerr);
 
 void api_write_body_clear(api_write_body *body);
 

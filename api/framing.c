@@ -51,8 +51,10 @@ struct api_framing {
     api_framing_head head;
     char *held; /* the unfinished block, when it came in pieces */
     size_t held_len, held_cap;
-    int busy;        /* in on_input(): our own changes are not new input */
-    int watermarked; /* the read watermark is on */
+    int busy;            /* in on_input(): our own changes are not new input */
+    int watermarked;     /* the read watermark is on */
+    uint64_t body_bound; /* the largest body admitted: evhttp holds a body
+                            in the input until it is whole */
 };
 
 /* ----------------------------------------------------------- the head --- */
@@ -366,6 +368,7 @@ static int body_unread(const api_framing_head *h)
 static enum api_framing_refusal admit(api_framing *f, const char *block)
 {
     const api_framing_head *h = &f->head;
+    int sized = 0; /* the preflight judged the body's size */
     if (h->content_length > 0 && f->lim->preflight && !body_unread(h)) {
         char path[PREFLIGHT_PATH_MAX], auth[PREFLIGHT_AUTH_MAX];
         const char *target = block + h->target;
@@ -400,16 +403,19 @@ static enum api_framing_refusal admit(api_framing *f, const char *block)
                 auth[an] = '\0';
                 authorization = auth;
             }
-            enum api_framing_refusal r =
-                f->lim->preflight(f->lim->preflight_arg, h->method, path,
-                                  authorization, h->auth_count);
+            enum api_framing_refusal r = f->lim->preflight(
+                f->lim->preflight_arg, h->method, path, authorization,
+                h->auth_count, (uint64_t)h->content_length);
             if (r != API_REFUSE_NONE)
                 return r;
+            sized = 1;
         }
     }
-    if (h->content_length > 0 &&
+    if (!sized && h->content_length > 0 &&
         (uint64_t)h->content_length > f->lim->max_body_bytes)
         return API_REFUSE_BODY_TOO_LARGE;
+    if (h->content_length > 0 && (uint64_t)h->content_length > f->body_bound)
+        f->body_bound = (uint64_t)h->content_length;
     return API_REFUSE_NONE;
 }
 
@@ -552,7 +558,10 @@ static void continue_held(api_framing *f, size_t at)
  */
 static void bound_input(api_framing *f, size_t len)
 {
-    size_t bound = f->lim->max_header_bytes + f->lim->max_body_bytes;
+    size_t body = f->body_bound > f->lim->max_body_bytes
+                      ? (size_t)f->body_bound
+                      : f->lim->max_body_bytes;
+    size_t bound = f->lim->max_header_bytes + body;
     if (!f->watermarked && len > bound) {
         bufferevent_setwatermark(f->bev, EV_READ, 0, bound);
         f->watermarked = 1;
@@ -665,6 +674,9 @@ void api_framing_describe(enum api_framing_refusal r,
         [API_REFUSE_BODY_TOO_LARGE] = {413, "body_too_large", NULL,
                                        "request body is larger than %zu "
                                        "bytes"},
+        [API_REFUSE_BATCH_TOO_LARGE] = {413, "body_too_large", NULL,
+                                        "request body is larger than %zu "
+                                        "bytes"},
         [API_REFUSE_URI_TOO_LONG] = {414, "uri_too_long", NULL,
                                      "the request line is longer than %zu "
                                      "bytes"},
@@ -684,6 +696,8 @@ void api_framing_describe(enum api_framing_refusal r,
     out->code = answers[r].code;
     out->field = answers[r].field;
     size_t limit = r == API_REFUSE_BODY_TOO_LARGE ? limits->max_body_bytes
-                                                  : limits->max_header_bytes;
+                   : r == API_REFUSE_BATCH_TOO_LARGE
+                       ? limits->max_batch_body_bytes
+                       : limits->max_header_bytes;
     snprintf(out->message, sizeof(out->message), answers[r].message, limit);
 }

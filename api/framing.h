@@ -30,11 +30,11 @@
  * dropped here.
  *
  * Memory: besides the request evhttp is answering, a connection holds at
- * most one unfinished header block here and max_header_bytes +
- * max_body_bytes of passed bytes evhttp has not taken yet (pipelined
- * requests; the socket is not read past that until evhttp takes some). A
- * connection holds at most the request being answered plus what its input
- * watermark lets in (listener.c), and here at most one unfinished header block.
+ * most one unfinished header block here and max_header_bytes + B of
+ * passed bytes evhttp has not taken yet (pipelined requests; the socket is
+ * not read past that until evhttp takes some), where B is max_body_bytes,
+ * or the largest body the preflight admitted on the connection (a batch):
+ * evhttp keeps a body in the input until all of it has come.
  *
  * Loop thread only.
  */
@@ -58,6 +58,7 @@ enum api_framing_refusal {
     API_REFUSE_FORBIDDEN,          /* 403 forbidden (preflight) */
     API_REFUSE_LENGTH_REQUIRED,    /* 411: Transfer-Encoding */
     API_REFUSE_BODY_TOO_LARGE,     /* 413: Content-Length too large */
+    API_REFUSE_BATCH_TOO_LARGE,    /* 413: the same, for a batch */
     API_REFUSE_URI_TOO_LONG,       /* 414: request line too long */
     API_REFUSE_EXPECTATION,        /* 417: Expect other than 100-continue */
     API_REFUSE_HEADERS_TOO_LARGE,  /* 431: header block too large */
@@ -82,17 +83,21 @@ enum api_framing_method {
 
 /*
  * Asked for every request with a body, before any of the body is read:
- * API_REFUSE_NONE, API_REFUSE_UNAUTHORIZED or API_REFUSE_FORBIDDEN. path is
- * the request target's path (not decoded); authorization the first
- * Authorization value (trimmed) or NULL, of authorizations in all.
+ * API_REFUSE_NONE, API_REFUSE_UNAUTHORIZED, API_REFUSE_FORBIDDEN, or
+ * API_REFUSE_BODY_TOO_LARGE / API_REFUSE_BATCH_TOO_LARGE for a
+ * content_length past the limit of the path. path is the request target's
+ * path (not decoded); authorization the first Authorization value
+ * (trimmed) or NULL, of authorizations in all. Without a preflight (or
+ * for a path too long to route) the body limit is max_body_bytes.
  */
 typedef enum api_framing_refusal (*api_framing_preflight_fn)(
     void *arg, enum api_framing_method method, const char *path,
-    const char *authorization, int authorizations);
+    const char *authorization, int authorizations, uint64_t content_length);
 
 typedef struct api_framing_limits {
-    size_t max_header_bytes; /* request line plus headers, line ends too */
-    size_t max_body_bytes;   /* a larger Content-Length is refused */
+    size_t max_header_bytes;     /* request line plus headers, line ends too */
+    size_t max_body_bytes;       /* a larger Content-Length is refused */
+    size_t max_batch_body_bytes; /* the preflight's limit for a batch */
     api_framing_preflight_fn preflight; /* NULL: none */
     void *preflight_arg;
 } api_framing_limits;

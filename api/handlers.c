@@ -65,7 +65,8 @@ static enum api_access endpoint_access(enum api_endpoint ep)
         return API_ACCESS_NONE; /* the page asks for a token to read with */
     case API_EP_COUNTER_INCR:
     case API_EP_COUNTER_DECR:
-    case API_EP_COUNTER_SET: return API_ACCESS_WRITE;
+    case API_EP_COUNTER_SET:
+    case API_EP_COUNTERS_BATCH: return API_ACCESS_WRITE;
     default: return API_ACCESS_READ; /* reads, and /metrics */
     }
 }
@@ -117,7 +118,8 @@ static int authorize(api_app *app, struct evhttp_request *req,
 
 enum api_framing_refusal
 api_preflight(void *arg, enum api_framing_method method, const char *path,
-              const char *authorization, int authorizations)
+              const char *authorization, int authorizations,
+              uint64_t content_length)
 {
     api_app *app = arg;
     api_route route;
@@ -125,8 +127,13 @@ api_preflight(void *arg, enum api_framing_method method, const char *path,
                         : method == API_FM_HEAD ? API_HEAD
                         : method == API_FM_POST ? API_POST
                                                 : API_OTHER;
-    /* Unrouted, it is refused after its body, as today: 404, 405, 400. */
-    if (api_auth_count(app->auth) == 0 || api_route_match(m, path, &route) != 0)
+    int routed = api_route_match(m, path, &route) == 0;
+    int batch = routed && route.endpoint == API_EP_COUNTERS_BATCH;
+    if (content_length > (batch ? app->framing.max_batch_body_bytes
+                                : app->framing.max_body_bytes))
+        return batch ? API_REFUSE_BATCH_TOO_LARGE : API_REFUSE_BODY_TOO_LARGE;
+    /* Unrouted, it is refused after its body: 404, 405, 400. */
+    if (api_auth_count(app->auth) == 0 || !routed)
         return API_REFUSE_NONE;
     enum api_access need = endpoint_access(route.endpoint);
     if (need == API_ACCESS_NONE)
@@ -235,6 +242,7 @@ void api_handle_request(struct evhttp_request *req, void *arg)
     case API_EP_COUNTER_SET:
         api_handle_write(app, req, &route, API_WRITE_SET);
         break;
+    case API_EP_COUNTERS_BATCH: api_handle_batch_write(app, req); break;
     case API_EP_COUNTER_GET: api_handle_read(app, req, &route, 0); break;
     case API_EP_COUNTERS_GET: api_handle_read(app, req, &route, 1); break;
     case API_EP_HISTORY: api_handle_history(app, req, &route); break;

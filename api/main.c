@@ -158,9 +158,15 @@ int main(void)
      */
     m.app.framing.max_header_bytes = (size_t)cfg->server_max_header_bytes;
     m.app.framing.max_body_bytes = (size_t)cfg->server_max_body_bytes;
+    m.app.framing.max_batch_body_bytes =
+        (size_t)cfg->server_max_batch_body_bytes;
     m.app.framing.preflight = api_preflight;
     m.app.framing.preflight_arg = &m.app;
-    evhttp_set_max_body_size(m.http, (ev_ssize_t)cfg->server_max_body_bytes);
+    evhttp_set_max_body_size(
+        m.http, (ev_ssize_t)(cfg->server_max_body_bytes >
+                                     cfg->server_max_batch_body_bytes
+                                 ? cfg->server_max_body_bytes
+                                 : cfg->server_max_batch_body_bytes));
     evhttp_set_max_headers_size(m.http,
                                 (ev_ssize_t)cfg->server_max_header_bytes);
     /* libevent 2.1 has one timeout for both directions: idle reading (a

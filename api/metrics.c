@@ -40,6 +40,7 @@ static const char *const route_names[API_EP_COUNT] = {
     [API_EP_NAMES] = "counter_names",
     [API_EP_DASHBOARD] = "dashboard",
     [API_EP_UI_ASSET] = "dashboard_asset",
+    [API_EP_COUNTERS_BATCH] = "counters_batch",
 };
 
 static const int statuses[] = {200, 202, 400, 401, 403, 404, 405,

@@ -123,12 +123,9 @@ void api_reply_json(struct evhttp_request *req, int status,
     api_reply_send(req, status, body);
 }
 
-/* The error body, written straight into the request's output buffer:
- * nothing to allocate that could fail into an answer of evhttp's own. */
-static void error_body(struct evhttp_request *req, const char *code,
-                       const char *field, const char *message)
+void api_json_error_body(struct evbuffer *body, const char *code,
+                         const char *field, const char *message)
 {
-    struct evbuffer *body = evhttp_request_get_output_buffer(req);
     api_metrics_error(code);
     API_JSON_LIT(body, "{\"success\":false,\"error\":{\"code\":");
     api_json_append_string(body, code);
@@ -139,6 +136,15 @@ static void error_body(struct evhttp_request *req, const char *code,
         api_json_append_string(body, field);
     }
     API_JSON_LIT(body, "}}\n");
+}
+
+/* The error body, written straight into the request's output buffer:
+ * nothing to allocate that could fail into an answer of evhttp's own. */
+static void error_body(struct evhttp_request *req, const char *code,
+                       const char *field, const char *message)
+{
+    api_json_error_body(evhttp_request_get_output_buffer(req), code, field,
+                        message);
 }
 
 void api_reply_error(struct evhttp_request *req, int status, const char *code,

@@ -27,6 +27,10 @@ void api_reply_json(struct evhttp_request *req, int status,
 void api_reply_error(struct evhttp_request *req, int status, const char *code,
                      const char *field, const char *message);
 
+/* Appends that error object and its newline to body. */
+void api_json_error_body(struct evbuffer *body, const char *code,
+                         const char *field, const char *message);
+
 /* The same with Connection: close: the connection ends after it. */
 void api_reply_error_close(struct evhttp_request *req, int status,
                            const char *code, const char *field,

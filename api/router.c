@@ -75,6 +75,7 @@ static const route_def fixed_routes[] = {
     {"/api/v1/counters/definitions", API_EP_DEFINITIONS, API_GET},
     {"/api/v1/counters", API_EP_COUNTERS_GET, API_GET},
     {"/api/v1/counters/names", API_EP_NAMES, API_GET},
+    {"/api/v1/counters/batch", API_EP_COUNTERS_BATCH, API_POST},
     {"/", API_EP_DASHBOARD, API_GET},
 };
 

@@ -13,20 +13,21 @@
 enum api_method { API_GET, API_POST, API_HEAD, API_OTHER };
 
 enum api_endpoint {
-    API_EP_NONE = 0,     /* see status */
-    API_EP_COUNTER_GET,  /* GET  /api/v1/counter/{name} */
-    API_EP_COUNTER_INCR, /* POST /api/v1/counter/{name}/increment */
-    API_EP_COUNTER_DECR, /* POST /api/v1/counter/{name}/decrement */
-    API_EP_COUNTER_SET,  /* POST /api/v1/counter/{name}/set */
-    API_EP_HISTORY,      /* GET  /api/v1/counter/{name}/history */
-    API_EP_COUNTERS_GET, /* GET  /api/v1/counters?names=a,b */
-    API_EP_DEFINITIONS,  /* GET  /api/v1/counters/definitions */
-    API_EP_HEALTH,       /* GET  /healthz */
-    API_EP_METRICS,      /* GET  /metrics */
-    API_EP_READY,        /* GET  /readyz */
-    API_EP_NAMES,        /* GET  /api/v1/counters/names */
-    API_EP_DASHBOARD,    /* GET  / (web/index.html) */
-    API_EP_UI_ASSET,     /* GET  /ui/<file> (web/<file>) */
+    API_EP_NONE = 0,       /* see status */
+    API_EP_COUNTER_GET,    /* GET  /api/v1/counter/{name} */
+    API_EP_COUNTER_INCR,   /* POST /api/v1/counter/{name}/increment */
+    API_EP_COUNTER_DECR,   /* POST /api/v1/counter/{name}/decrement */
+    API_EP_COUNTER_SET,    /* POST /api/v1/counter/{name}/set */
+    API_EP_HISTORY,        /* GET  /api/v1/counter/{name}/history */
+    API_EP_COUNTERS_GET,   /* GET  /api/v1/counters?names=a,b */
+    API_EP_DEFINITIONS,    /* GET  /api/v1/counters/definitions */
+    API_EP_HEALTH,         /* GET  /healthz */
+    API_EP_METRICS,        /* GET  /metrics */
+    API_EP_READY,          /* GET  /readyz */
+    API_EP_NAMES,          /* GET  /api/v1/counters/names */
+    API_EP_DASHBOARD,      /* GET  / (web/index.html) */
+    API_EP_UI_ASSET,       /* GET  /ui/<file> (web/<file>) */
+    API_EP_COUNTERS_BATCH, /* POST /api/v1/counters/batch */
     API_EP_COUNT
 };
 

@@ -7,8 +7,9 @@
  * the pending entry (redis/finish.lua).
  *
  * A write is one write_op, freed in exactly one place (write_release) once
- * nothing can call back into it. Its HTTP request is answered exactly once
- * and then forgotten (op->req = NULL): a write whose answer went out early
+ * nothing can call back into it. It is answered exactly once (to its HTTP
+ * request, or into its batch: batch.c), and then only finished
+ * (op->open = 0): a write whose answer went out early
  * (a deadline passed) still runs to completion, so that it is applied
  * wholly or not at all:
  * - Redis answers after its deadline: the write is published anyway;
@@ -66,7 +67,8 @@ enum { FUTURE_TOLERANCE_MS = 5 * 60 * 1000 };
 
 typedef struct write_op {
     api_app *app;
-    struct evhttp_request *req; /* NULL once answered */
+    api_write_target to; /* where its answer goes */
+    int open;            /* 0 once answered */
     const ctr_counter_def *def;
     char name[CTR_NAME_MAX + 1];
     char event_id[CTR_EVENT_ID_MAX + 1];
@@ -106,6 +108,7 @@ static int64_t idem_lease_ms(const ctr_config *cfg)
 
 static void write_release(write_op *op)
 {
+    api_batch *batch = op->to.batch;
     if (op->kafka_deadline)
         event_free(op->kafka_deadline);
     op->app->inflight--;
@@ -114,23 +117,64 @@ static void write_release(write_op *op)
     free(op->payload);
     free(op->claimed);
     free(op);
+    if (batch)
+        api_batch_release(batch);
 }
 
-/* The request, if it can still be answered (NULL once answered, or while
- * the HTTP layer is being freed at shutdown). */
-static struct evhttp_request *answerable(write_op *op)
+/* Sends an answer to where it goes; body is a JSON object and its
+ * newline. */
+static void target_send(const api_write_target *to, int status,
+                        struct evbuffer *body, int replayed)
+{
+    if (to->batch) {
+        api_batch_answer(to->batch, to->item, status, body, replayed);
+        return;
+    }
+    if (replayed)
+        evhttp_add_header(evhttp_request_get_output_headers(to->req),
+                          "Idempotent-Replayed", "true");
+    api_reply_json(to->req, status, body);
+}
+
+static void target_error(const api_write_target *to, int status,
+                         const char *code, const char *field,
+                         const char *message)
+{
+    if (to->batch == NULL) {
+        api_reply_error(to->req, status, code, field, message);
+        return;
+    }
+    struct evbuffer *body = evbuffer_new();
+    if (body)
+        api_json_error_body(body, code, field, message);
+    api_batch_answer(to->batch, to->item, status, body, 0);
+    if (body)
+        evbuffer_free(body);
+}
+
+/* A refusal before anything was touched. */
+static void refuse(api_app *app, const api_write_target *to, int status,
+                   const char *code, const char *field, const char *message)
+{
+    app->metrics.rejected_4xx++;
+    target_error(to, status, code, field, message);
+}
+
+/* Whether the write can still be answered: not once answered, nor while
+ * the HTTP layer is being freed at shutdown. */
+static int answerable(write_op *op)
 {
     if (op->app->closing)
-        op->req = NULL;
-    return op->req;
+        op->open = 0;
+    return op->open;
 }
 
 static void write_answer_error(write_op *op, int status, const char *code,
                                const char *message)
 {
     if (answerable(op))
-        api_reply_error(op->req, status, code, NULL, message);
-    op->req = NULL;
+        target_error(&op->to, status, code, NULL, message);
+    op->open = 0;
     if (status == 503 && strcmp(code, "indeterminate") == 0)
         op->app->metrics.writes_indeterminate++;
     else if (status == 503)
@@ -162,28 +206,27 @@ static int64_t write_applied_delta(const write_op *op)
     return applied;
 }
 
-static void mark_replayed(write_op *op)
+/* 1 when the answer replays a first attempt's (counted). */
+static int mark_replayed(write_op *op)
 {
-    if (op->replay) {
-        evhttp_add_header(evhttp_request_get_output_headers(op->req),
-                          "Idempotent-Replayed", "true");
+    if (op->replay)
         op->app->metrics.writes_replayed++;
-    }
+    return op->replay;
 }
 
 static void write_answer_accepted(write_op *op)
 {
     struct evbuffer *body;
-    if (answerable(op) == NULL)
+    if (!answerable(op))
         return;
     body = evbuffer_new();
     evbuffer_add_printf(body, "{\"success\":true,\"applied\":false,"
                               "\"event_id\":");
     api_json_append_string(body, op->event_id);
     evbuffer_add_printf(body, "}\n");
-    api_reply_json(op->req, 202, body);
+    target_send(&op->to, 202, body, 0);
     evbuffer_free(body);
-    op->req = NULL;
+    op->open = 0;
 }
 
 /* A counter that only grows answers what reads show once this write is
@@ -220,9 +263,9 @@ static void note_floor(const write_op *op)
 static void write_answer_ok(write_op *op)
 {
     struct evbuffer *body;
-    if (answerable(op) == NULL)
+    if (!answerable(op))
         return;
-    mark_replayed(op);
+    int replayed = mark_replayed(op);
     body = evbuffer_new();
     API_JSON_LIT(body, "{\"success\":true,\"current_value\":");
     api_json_append_i64(body, answered_value(op));
@@ -240,10 +283,20 @@ static void write_answer_ok(write_op *op)
     if (write_was_clamped(op))
         API_JSON_LIT(body, ",\"clamped\":true");
     API_JSON_LIT(body, "}\n");
-    api_reply_json(op->req, 200, body);
+    if (op->to.batch && monotonic(op->def)) {
+        api_batch_value v = {.value = op->res.value, .seen = op->res.seen};
+        snprintf(v.key, sizeof(v.key), "%s:%s", op->name, op->spec.period);
+        int64_t gained;
+        if (op->res.outcome == CTR_APPLY_APPLIED &&
+            !__builtin_sub_overflow(op->res.value, op->res.prev, &gained) &&
+            gained > 0)
+            v.gained = gained;
+        api_batch_note(op->to.batch, op->to.item, &v);
+    }
+    target_send(&op->to, 200, body, replayed);
     note_floor(op);
     evbuffer_free(body);
-    op->req = NULL;
+    op->open = 0;
 }
 
 static const char indeterminate_kafka[] =
@@ -420,9 +473,9 @@ static void write_bound_refused(write_op *op)
     char msg[320];
 
     op->app->metrics.writes_bound_refused++;
-    if (answerable(op) == NULL)
+    if (!answerable(op))
         return;
-    mark_replayed(op);
+    int replayed = mark_replayed(op);
     if (op->spec.is_set)
         attempted = op->requested;
     else if (__builtin_add_overflow(op->res.value, op->requested, &attempted))
@@ -440,9 +493,9 @@ static void write_bound_refused(write_op *op)
     api_json_append_string(body, msg);
     evbuffer_add_printf(body, "},\"current_value\":%" PRId64 "}\n",
                         op->res.value);
-    api_reply_json(op->req, 409, body);
+    target_send(&op->to, 409, body, replayed);
     evbuffer_free(body);
-    op->req = NULL;
+    op->open = 0;
 }
 
 /* A Redis answer that came after the client was told "indeterminate". */
@@ -460,23 +513,17 @@ static void write_applied_late(enum api_redis_status st,
     write_release(op);
 }
 
-static void reject(api_app *app, struct evhttp_request *req, int status,
-                   const char *code, const char *field, const char *message)
-{
-    app->metrics.rejected_4xx++;
-    api_reply_error(req, status, code, field, message);
-}
-
 static void write_in_progress(write_op *op)
 {
-    if (answerable(op) == NULL)
+    if (!answerable(op))
         return;
-    evhttp_add_header(evhttp_request_get_output_headers(op->req), "Retry-After",
-                      "1");
-    api_reply_error(op->req, 409, "request_in_progress", "Idempotency-Key",
-                    "Idempotency-Key: the first request with this key is "
-                    "still being settled; retry shortly");
-    op->req = NULL;
+    if (op->to.req)
+        evhttp_add_header(evhttp_request_get_output_headers(op->to.req),
+                          "Retry-After", "1");
+    target_error(&op->to, 409, "request_in_progress", "Idempotency-Key",
+                 "Idempotency-Key: the first request with this key is "
+                 "still being settled; retry shortly");
+    op->open = 0;
 }
 
 static void claim_done(enum api_redis_status st, int changed, void *arg)
@@ -540,10 +587,10 @@ static void write_key_seen(write_op *op, const ctr_apply_result *res)
     }
     if (strcmp(rec.fingerprint, op->fingerprint) != 0) {
         if (answerable(op))
-            reject(op->app, op->req, 422, "idempotency_key_reused",
+            refuse(op->app, &op->to, 422, "idempotency_key_reused",
                    "Idempotency-Key",
                    "Idempotency-Key: was used for a different request");
-        op->req = NULL;
+        op->open = 0;
         write_release(op);
         return;
     }
@@ -633,10 +680,10 @@ static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
         return;
     case API_REDIS_OVERFLOW:
         if (answerable(op))
-            api_reply_error(op->req, 422, "value_out_of_range", "value",
-                            "the counter would leave the 64-bit signed "
-                            "range; nothing was applied");
-        op->req = NULL;
+            target_error(&op->to, 422, "value_out_of_range", "value",
+                         "the counter would leave the 64-bit signed "
+                         "range; nothing was applied");
+        op->open = 0;
         break;
     case API_REDIS_ERROR:
         write_answer_error(op, 503, "redis_error",
@@ -667,7 +714,7 @@ static void write_applied(enum api_redis_status st, const ctr_apply_result *res,
 }
 
 /* Checks what the counter's kind allows; 0 or -1 (answered). */
-static int check_kind(api_app *app, struct evhttp_request *req,
+static int check_kind(api_app *app, const api_write_target *to,
                       const ctr_counter_def *def, const char *name,
                       enum api_write_kind kind, const api_write_body *body)
 {
@@ -676,7 +723,7 @@ static int check_kind(api_app *app, struct evhttp_request *req,
         snprintf(msg, sizeof(msg),
                  "set applies to gauges only; %s is of kind %s", name,
                  ctr_kind_name(def->kind));
-        reject(app, req, 400, "invalid_operation", NULL, msg);
+        refuse(app, to, 400, "invalid_operation", NULL, msg);
         return -1;
     }
     if (def->kind != CTR_KIND_UNIQUE)
@@ -684,16 +731,16 @@ static int check_kind(api_app *app, struct evhttp_request *req,
     if (kind == API_WRITE_DECR) {
         snprintf(msg, sizeof(msg),
                  "%s counts distinct users and cannot be decremented", name);
-        reject(app, req, 400, "invalid_operation", NULL, msg);
+        refuse(app, to, 400, "invalid_operation", NULL, msg);
         return -1;
     }
     if (body->user_id == NULL) {
-        reject(app, req, 400, "invalid_field", "user_id",
+        refuse(app, to, 400, "invalid_field", "user_id",
                "user_id: is required for unique counters");
         return -1;
     }
     if (body->has_value && body->value != 1) {
-        reject(app, req, 400, "invalid_field", "value",
+        refuse(app, to, 400, "invalid_field", "value",
                "value: must be 1 (or absent) for unique counters");
         return -1;
     }
@@ -728,10 +775,8 @@ static size_t write_event_bytes(const char *name, const char *key,
     return ctr_event_encoded_len(&ev);
 }
 
-/* What makes two requests "the same" under one Idempotency-Key: the
- * operation, the counter and the body's bytes (FNV-1a, 64 bits). */
-static void write_fingerprint(char out[17], enum api_write_kind kind,
-                              const char *name, const char *body, size_t len)
+void api_write_fingerprint(char out[17], enum api_write_kind kind,
+                           const char *name, const char *body, size_t len)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
     const unsigned char sep[2] = {(unsigned char)('0' + kind), '\n'};
@@ -749,50 +794,49 @@ static void write_fingerprint(char out[17], enum api_write_kind kind,
 /* The refusals a write gets before anything is touched: its kind, its
  * time, its key, its event's size, a log that is away. 0 when it may go
  * on; -1 when answered. */
-static int write_admissible(api_app *app, struct evhttp_request *req,
-                            const api_route *route, enum api_write_kind kind,
+static int write_admissible(api_app *app, const api_write_target *to,
+                            const char *name, enum api_write_kind kind,
                             const ctr_counter_def *def,
                             const api_write_body *body, int64_t ts, int64_t now,
                             const char *key)
 {
     char msg[160];
-    if (check_kind(app, req, def, route->name, kind, body) != 0)
+    if (check_kind(app, to, def, name, kind, body) != 0)
         return -1;
     if (ts < now - (int64_t)app->cfg->lateness_s * 1000) {
         snprintf(msg, sizeof(msg),
                  "timestamp: older than the accepted lateness of %d s",
                  app->cfg->lateness_s);
         app->metrics.writes_too_late++;
-        reject(app, req, 422, "too_late", "timestamp", msg);
+        refuse(app, to, 422, "too_late", "timestamp", msg);
         return -1;
     }
     if (ts > now + FUTURE_TOLERANCE_MS) {
-        reject(app, req, 422, "in_future", "timestamp",
+        refuse(app, to, 422, "in_future", "timestamp",
                "timestamp: more than 5 minutes in the future");
         return -1;
     }
     if (key && !ctr_event_id_valid(key, strlen(key))) {
-        reject(app, req, 400, "invalid_header", "Idempotency-Key",
+        refuse(app, to, 400, "invalid_header", "Idempotency-Key",
                "Idempotency-Key: must be 1 to 128 printable ASCII "
                "characters without spaces");
         return -1;
     }
     /* The log's consumers refuse an event past CTR_EVENT_MAX_BYTES (to
      * the DLQ): such a write must not be acknowledged. */
-    size_t event_bytes =
-        write_event_bytes(route->name, key, kind, def, body, ts);
+    size_t event_bytes = write_event_bytes(name, key, kind, def, body, ts);
     if (event_bytes > CTR_EVENT_MAX_BYTES) {
         snprintf(msg, sizeof(msg),
                  "metadata: the event of this write would be %zu bytes, over "
                  "the %d bytes an event may have",
                  event_bytes, CTR_EVENT_MAX_BYTES);
-        reject(app, req, 413, "body_too_large", "metadata", msg);
+        refuse(app, to, 413, "body_too_large", "metadata", msg);
         return -1;
     }
     if (ctr_producer_brokers_down(app->producer)) {
         app->metrics.writes_unavailable++;
-        api_reply_error(req, 503, "kafka_unavailable", NULL,
-                        "the event log is unreachable; nothing was applied");
+        target_error(to, 503, "kafka_unavailable", NULL,
+                     "the event log is unreachable; nothing was applied");
         return -1;
     }
     return 0;
@@ -801,24 +845,25 @@ static int write_admissible(api_app *app, struct evhttp_request *req,
 /* The write_op of an admitted write: its event id (the key, or a new
  * one), its idempotency record's head, its plan and its pending entry.
  * Takes the body's strings. NULL when out of memory. */
-static write_op *write_op_new(api_app *app, struct evhttp_request *req,
-                              const api_route *route, enum api_write_kind kind,
+static write_op *write_op_new(api_app *app, const api_write_target *to,
+                              const char *name, enum api_write_kind kind,
                               const ctr_counter_def *def, api_write_body *body,
                               int64_t ts, int64_t now, const char *key,
-                              const char *data, size_t len)
+                              const char *fingerprint)
 {
     write_op *op = calloc(1, sizeof(*op));
     if (op == NULL)
         return NULL;
     op->app = app;
-    op->req = req;
+    op->to = *to;
+    op->open = 1;
     op->def = def;
     op->ts_ms = ts;
-    memcpy(op->name, route->name, sizeof(op->name));
+    snprintf(op->name, sizeof(op->name), "%s", name);
     if (key) {
         op->keyed = 1;
         snprintf(op->event_id, sizeof(op->event_id), "%s", key);
-        write_fingerprint(op->fingerprint, kind, route->name, data, len);
+        snprintf(op->fingerprint, sizeof(op->fingerprint), "%s", fingerprint);
         snprintf(op->token, sizeof(op->token), "%016" PRIx64, ctr_random_u64());
         snprintf(op->idem_head, sizeof(op->idem_head), "AP|%" PRId64 "|%s|%s",
                  now + idem_lease_ms(app->cfg), op->token, op->fingerprint);
@@ -849,6 +894,29 @@ static write_op *write_op_new(api_app *app, struct evhttp_request *req,
     return op;
 }
 
+int api_write_start(api_app *app, const api_write_target *to, const char *name,
+                    enum api_write_kind kind, api_write_body *body,
+                    const char *key, const char *fingerprint)
+{
+    int64_t now = ctr_time_now_ms();
+    const ctr_counter_def *def = ctr_config_counter(app->cfg, name);
+    int64_t ts = body->ts_ms ? body->ts_ms : now;
+    if (write_admissible(app, to, name, kind, def, body, ts, now, key) != 0)
+        return 0;
+    write_op *op =
+        write_op_new(app, to, name, kind, def, body, ts, now, key, fingerprint);
+    if (op == NULL) {
+        target_error(to, 500, "internal", NULL, "out of memory");
+        return 0;
+    }
+    app->inflight++;
+    if (api_redis_write(app->redis, op->name, &op->spec,
+                        app->cfg->redis_write_timeout_ms, write_applied,
+                        write_applied_late, op) != 0)
+        write_via_log(op);
+    return 1;
+}
+
 void api_handle_write(api_app *app, struct evhttp_request *req,
                       const api_route *route, enum api_write_kind kind)
 {
@@ -856,13 +924,13 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
     size_t len = evbuffer_get_length(in);
     api_write_body body;
     api_body_error err;
-    int64_t now = ctr_time_now_ms();
+    api_write_target to = {.req = req};
 
     if (len > (size_t)app->cfg->server_max_body_bytes) {
         char msg[96];
         snprintf(msg, sizeof(msg), "request body is larger than %d bytes",
                  app->cfg->server_max_body_bytes);
-        reject(app, req, 413, "body_too_large", NULL, msg);
+        refuse(app, &to, 413, "body_too_large", NULL, msg);
         return;
     }
     const char *data = len ? (const char *)evbuffer_pullup(in, -1) : "";
@@ -872,26 +940,14 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
         if (strcmp(err.code, "internal") == 0)
             api_reply_error(req, 500, err.code, NULL, err.message);
         else
-            reject(app, req, 400, err.code, err.field, err.message);
+            refuse(app, &to, 400, err.code, err.field, err.message);
         return;
     }
-    const ctr_counter_def *def = ctr_config_counter(app->cfg, route->name);
-    int64_t ts = body.ts_ms ? body.ts_ms : now;
     const char *key = evhttp_find_header(evhttp_request_get_input_headers(req),
                                          "Idempotency-Key");
-    if (write_admissible(app, req, route, kind, def, &body, ts, now, key) ==
-        0) {
-        write_op *op = write_op_new(app, req, route, kind, def, &body, ts, now,
-                                    key, data, len);
-        if (op == NULL) {
-            api_reply_error(req, 500, "internal", NULL, "out of memory");
-        } else {
-            app->inflight++;
-            if (api_redis_write(app->redis, op->name, &op->spec,
-                                app->cfg->redis_write_timeout_ms, write_applied,
-                                write_applied_late, op) != 0)
-                write_via_log(op);
-        }
-    }
+    char fingerprint[17] = "";
+    if (key)
+        api_write_fingerprint(fingerprint, kind, route->name, data, len);
+    (void)api_write_start(app, &to, route->name, kind, &body, key, fingerprint);
     api_write_body_clear(&body);
 }

@@ -33,6 +33,8 @@ static const opt_def options[] = {
     {"server.port", OPT_INT, O(server_port), "8080", 1, 65535},
     {"server.max_body_bytes", OPT_INT, O(server_max_body_bytes), "16384", 64,
      16 * 1024 * 1024},
+    {"server.max_batch_body_bytes", OPT_INT, O(server_max_batch_body_bytes),
+     "1048576", 64, 64 * 1024 * 1024},
     {"server.timeout_s", OPT_INT, O(server_timeout_s), "10", 1, 3600},
     {"server.max_header_bytes", OPT_INT, O(server_max_header_bytes), "8192",
      1024, 1024 * 1024},

@@ -37,6 +37,7 @@ typedef struct ctr_config {
     char *server_bind;
     int server_port;
     int server_max_body_bytes;
+    int server_max_batch_body_bytes; /* POST /api/v1/counters/batch */
     int server_timeout_s;
     /* limits of counter-api (issue 5) */
     int server_max_header_bytes; /* request line plus headers */

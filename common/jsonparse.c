@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Deeper than json-c's own limit (32), so that one is the one that bites;
- * it also bounds the recursion below. */
-enum { SCAN_MAX_DEPTH = 64 };
+/* json-c's own limit, checked here so that a refusal can say why; it
+ * also bounds the recursion below. */
+enum { SCAN_MAX_DEPTH = CTR_JSON_MAX_DEPTH };
 
 /* A key of an object still open, for CTR_JSON_UNIQUE_KEYS. */
 typedef struct key_ent {
@@ -368,8 +368,10 @@ static int scan_value(json_scan *s, int depth)
         const int object = close == '}';
         const int unique = object && (s->flags & CTR_JSON_UNIQUE_KEYS);
         const size_t base = s->nkeys;
-        if (depth >= SCAN_MAX_DEPTH)
+        if (depth >= SCAN_MAX_DEPTH) {
+            s->fault = CTR_JSON_TOO_DEEP;
             return -1;
+        }
         s->p++;
         skip_ws(s);
         if (s->p < s->end && *s->p == close) {

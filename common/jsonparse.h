@@ -27,10 +27,15 @@ enum ctr_json_flags {
 };
 
 enum ctr_json_fault {
-    CTR_JSON_INVALID = 1,   /* not one RFC 8259 value, or too deep */
+    CTR_JSON_INVALID = 1,   /* not one RFC 8259 value */
     CTR_JSON_DUPLICATE_KEY, /* key names it */
     CTR_JSON_INT_RANGE,     /* an integer outside [-2^63, 2^64-1] */
+    CTR_JSON_TOO_DEEP,      /* more than CTR_JSON_MAX_DEPTH levels */
 };
+
+/* Arrays and objects open at once, at most: json-c takes 31 around a
+ * value (32 only when the innermost is empty). */
+#define CTR_JSON_MAX_DEPTH 31
 
 /* Why ctr_json_parse_ex refused a text. */
 typedef struct ctr_json_error {

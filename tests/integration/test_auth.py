@@ -120,6 +120,10 @@ def test_read_token_reads_but_may_not_write(auth_api, redis, kafka):
         assert r.status == 403, (op, r.status, r.json)
         assert r.json["error"]["code"] == "forbidden", r.json
         assert READ_TOKEN.encode() not in r.body
+    batch = [{"name": name, "op": "increment"}]
+    for headers in (bearer(READ_TOKEN), {}):
+        r = api.request("POST", "/api/v1/counters/batch", batch, headers=headers)
+        assert r.status == (403 if headers else 401), (r.status, r.json)
     assert_untouched(redis, kafka, since, name)
 
     r = api.get(name, headers=bearer(READ_TOKEN))
@@ -144,6 +148,9 @@ def test_write_token_writes_and_reads(auth_api, redis, kafka):
     assert r.status == 200 and r.json["value"] == 4, r.json
     assert redis.value(name) == 4
     assert event_id in {m["event"]["id"] for m in kafka.messages(since, key=name)}
+    batch = [{"name": name, "op": "increment", "value": 2}]
+    r = api.request("POST", "/api/v1/counters/batch", batch, headers=bearer(WRITE_TOKEN))
+    assert r.status == 200 and r.json["results"][0]["current_value"] == 6, r.json
 
 
 def test_healthz_is_open_and_metrics_need_a_read_token(auth_api):

@@ -136,6 +136,44 @@ static int parse_set(const char *text, api_write_body *out, api_body_error *err)
 
 /* A repeated key anywhere: parsers differ on which one wins (json-c:
  * the last), so a proxy could check one value and the api apply another. */
+/* 31 arrays and objects open at once are json-c's most around a value;
+ * one more is refused by name, in a field or in the body. */
+static void test_nesting_depth(void **state)
+{
+    char body[256];
+    api_write_body out;
+    api_body_error err;
+    (void)state;
+    for (int depth = 30; depth <= 32; depth++) {
+        /* {"metadata": + (depth-1) x {"a": ... } */
+        size_t n = (size_t)snprintf(body, sizeof(body), "{\"metadata\":");
+        for (int i = 1; i < depth; i++)
+            n += (size_t)snprintf(body + n, sizeof(body) - n, "{\"a\":");
+        n += (size_t)snprintf(body + n, sizeof(body) - n, "1");
+        for (int i = 0; i < depth; i++)
+            body[n++] = '}';
+        body[n] = '\0';
+        int rc = api_body_parse_write(body, n, API_BODY_DELTA, &out, &err);
+        if (depth <= 31) {
+            assert_int_equal(rc, 0);
+            api_write_body_clear(&out);
+        } else {
+            assert_int_equal(rc, -1);
+            assert_string_equal(err.code, "invalid_json");
+            assert_string_equal(err.field, "metadata");
+            assert_non_null(strstr(err.message, "deeper than 31 levels"));
+        }
+    }
+    memset(body, '[', 40);
+    memset(body + 40, ']', 40);
+    assert_int_equal(api_body_parse_write(body, 80, API_BODY_DELTA, &out, &err),
+                     -1);
+    assert_null(err.field);
+    assert_string_equal(err.message,
+                        "request body nests arrays and objects deeper than "
+                        "31 levels");
+}
+
 static void test_duplicate_keys(void **state)
 {
     static const struct {
@@ -335,6 +373,7 @@ int main(void)
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_surrogate_pair),
         cmocka_unit_test(test_duplicate_keys),
+        cmocka_unit_test(test_nesting_depth),
         cmocka_unit_test(test_same_key_in_other_objects),
         cmocka_unit_test(test_duplicate_key_message_is_cut),
         cmocka_unit_test(test_integer_edges),

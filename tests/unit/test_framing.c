@@ -220,7 +220,7 @@ static void test_stand_in(void **state)
     assert_int_equal(api_framing_refusal_of(NULL), API_REFUSE_NONE);
     assert_int_equal(api_framing_refusal_of("/\x01refused/99"),
                      API_REFUSE_BAD_REQUEST_LINE);
-    api_framing_limits lim = {8192, 16384, NULL, NULL};
+    api_framing_limits lim = {8192, 16384, 1 << 20, NULL, NULL};
     api_framing_answer a;
     for (int r = API_REFUSE_NONE + 1; r < API_REFUSE_COUNT; r++) {
         api_framing_describe((enum api_framing_refusal)r, &lim, &a);

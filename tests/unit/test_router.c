@@ -56,6 +56,8 @@ static void test_routes(void **state)
         {API_GET, "/ui/", -1, API_EP_NONE, 404, NULL},
         {API_GET, "/api/v1/counters/names", 0, API_EP_NAMES, 0, NULL},
         {API_POST, "/api/v1/counters/names", -1, API_EP_NONE, 405, NULL},
+        {API_POST, "/api/v1/counters/batch", 0, API_EP_COUNTERS_BATCH, 0, NULL},
+        {API_GET, "/api/v1/counters/batch", -1, API_EP_NONE, 405, NULL},
         {API_GET, "/index.html", -1, API_EP_NONE, 404, NULL},
         {API_GET, "/api/v2/counter/x", -1, API_EP_NONE, 404, NULL},
     };
