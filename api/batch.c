@@ -409,12 +409,7 @@ void api_handle_batch_write(api_app *app, struct evhttp_request *req)
     /* a batch is as many writes in flight as it has items */
     if (app->inflight > 0 &&
         app->inflight + (long)n > app->cfg->server_max_inflight) {
-        app->metrics.overloaded++;
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-                          "1");
-        api_reply_error(req, 503, "overloaded", NULL,
-                        "too many requests in flight; nothing was applied, "
-                        "retry later");
+        api_refuse_overloaded(app, req);
         json_object_put(root);
         return;
     }

@@ -54,6 +54,16 @@ static void handle_metrics(api_app *app, struct evhttp_request *req)
     evbuffer_free(b);
 }
 
+void api_refuse_overloaded(api_app *app, struct evhttp_request *req)
+{
+    app->metrics.overloaded++;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                      "1");
+    api_reply_error(req, 503, "overloaded", NULL,
+                    "too many requests in flight; nothing was applied, "
+                    "retry later");
+}
+
 /* What an endpoint asks of the caller's token when auth is on. */
 static enum api_access endpoint_access(enum api_endpoint ep)
 {
@@ -224,12 +234,7 @@ void api_handle_request(struct evhttp_request *req, void *arg)
     }
     /* Past the limit, refuse before any store is touched. */
     if (app->inflight >= app->cfg->server_max_inflight && !operational) {
-        app->metrics.overloaded++;
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-                          "1");
-        api_reply_error(req, 503, "overloaded", NULL,
-                        "too many requests in flight; nothing was applied, "
-                        "retry later");
+        api_refuse_overloaded(app, req);
         return;
     }
     switch (route.endpoint) {

@@ -18,6 +18,9 @@ enum api_write_kind { API_WRITE_INCR, API_WRITE_DECR, API_WRITE_SET };
 void api_handle_write(api_app *app, struct evhttp_request *req,
                       const api_route *route, enum api_write_kind kind);
 
+/* 503 overloaded: server.max_inflight writes at work; Retry-After: 1. */
+void api_refuse_overloaded(api_app *app, struct evhttp_request *req);
+
 /* POST /api/v1/counters/batch (batch.c): at most this many writes. */
 #define API_WRITE_BATCH_MAX 1000
 void api_handle_batch_write(api_app *app, struct evhttp_request *req);
