@@ -165,13 +165,11 @@ void ctr_consumer_render_lag(ctr_strbuf *b, rd_kafka_t *rk, const char *topic,
                     "Events in the partition after the consumer's position.");
     if (rk == NULL || rd_kafka_assignment(rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return;
+    /* Positions only: nothing is asked of the group coordinator here.
+     * librdkafka 2.0's offset fetch can abort the process when the
+     * coordinator's connection drops while it is in flight. A partition
+     * with nothing consumed since its assignment has no sample. */
     rd_kafka_position(rk, l);
-    /* nothing consumed yet since the assignment: where it will start */
-    int unknown = 0;
-    for (int i = 0; i < l->cnt; i++)
-        unknown += l->elems[i].offset < 0;
-    if (unknown)
-        rd_kafka_committed(rk, l, 500);
     for (int i = 0; i < l->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &l->elems[i];
         int64_t lo, hi;
