@@ -1,6 +1,7 @@
 /* test_config.c - defaults, the YAML file, environment overrides, and the
  * one-line errors that name the key. */
 #include "common/config.h"
+#include "common/pgconn.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -91,6 +92,17 @@ static void test_errors_name_the_key(void **state)
         {"server:\n  port: [1, 2]\n", NULL, NULL, "server.port"},
         {"server: {port: 1\n", NULL, NULL, "config"},
         {"server:\n  port: 1\n", "COUNTER_SERVER_PORT", "8o", "server.port"},
+        {"postgres:\n  hosts: \"a:1,b\"\n", NULL, NULL, "postgres.hosts"},
+        {"postgres:\n  hosts: \"a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8,i:9\"\n", NULL,
+         NULL, "postgres.hosts"},
+        {"postgres:\n  target_session_attrs: primary-ish\n", NULL, NULL,
+         "postgres.target_session_attrs"},
+        {"server:\n  port: 1\n", "COUNTER_POSTGRES_READ_SESSION_ATTRS", "",
+         "postgres.read_session_attrs"},
+        {"kafka:\n  replication_factor: 0\n", NULL, NULL,
+         "kafka.replication_factor"},
+        {"kafka:\n  replication_factor: 3\n  min_insync_replicas: 4\n", NULL,
+         NULL, "kafka.min_insync_replicas"},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -220,6 +232,60 @@ static void test_split_addr(void **state)
                      -1);
 }
 
+/* Which keyword of a libpq parameter list has which value. */
+static const char *pg_param(const ctr_pg_params *p, const char *key)
+{
+    for (int i = 0; p->keys[i]; i++)
+        if (strcmp(p->keys[i], key) == 0)
+            return p->vals[i];
+    return NULL;
+}
+
+static void test_postgres_hosts(void **state)
+{
+    char err[256], where[64];
+    ctr_pg_params p;
+    (void)state;
+    write_yaml("postgres:\n  host: db1\n  port: 5432\n");
+    ctr_config *cfg = ctr_config_load(path, err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    ctr_pg_params_init(&p, cfg, "t", cfg->postgres_target_session_attrs);
+    assert_string_equal(pg_param(&p, "host"), "db1");
+    assert_string_equal(pg_param(&p, "port"), "5432");
+    assert_string_equal(pg_param(&p, "target_session_attrs"), "read-write");
+    assert_string_equal(ctr_pg_where(cfg, where, sizeof(where)), "db1:5432");
+    assert_string_equal(cfg->postgres_read_session_attrs, "prefer-standby");
+    ctr_config_free(cfg);
+
+    /* several servers: libpq's host and port lists, in the order given */
+    write_yaml("postgres:\n  hosts: \"10.0.0.1:5432, [::1]:5433\"\n"
+               "  read_session_attrs: any\n");
+    cfg = ctr_config_load(path, err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    ctr_pg_params_init(&p, cfg, "t", cfg->postgres_read_session_attrs);
+    assert_string_equal(pg_param(&p, "host"), "10.0.0.1,::1");
+    assert_string_equal(pg_param(&p, "port"), "5432,5433");
+    assert_string_equal(pg_param(&p, "target_session_attrs"), "any");
+    assert_string_equal(pg_param(&p, "application_name"), "t");
+    ctr_config_free(cfg);
+}
+
+static void test_pg_one_line(void **state)
+{
+    char out[128];
+    (void)state;
+    ctr_pg_one_line(out, sizeof(out),
+                    "connection to server at \"a\" failed: refused\n"
+                    "\tIs the server running?\nserver is in hot standby\n");
+    assert_string_equal(out, "connection to server at \"a\" failed: refused; "
+                             "Is the server running?; server is in hot "
+                             "standby");
+    ctr_pg_one_line(out, 8, "abcdefghijkl");
+    assert_int_equal(strlen(out), 5);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +298,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test(test_split_addr),
+        cmocka_unit_test_setup_teardown(test_postgres_hosts, setup, teardown),
+        cmocka_unit_test(test_pg_one_line),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
