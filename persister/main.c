@@ -10,6 +10,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/pgconn.h"
 #include "common/timeutil.h"
 #include "ingest/consumer.h"
 #include "ingest/event.h"
@@ -55,6 +56,7 @@ typedef struct persister {
     int64_t committed[MAX_PARTS];
     uint64_t events_total, invalid_total, batches_total;
     uint64_t fenced_total, commit_errors_total;
+    uint64_t reread_total; /* events read again after postgresql lost commits */
     ctr_histogram batch_events, commit_seconds;
     ctr_metrics_server *metrics;
     ps_fluct *fluct;        /* NULL if it could not be had */
@@ -238,14 +240,34 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         give_up_partitions(p, rk, parts);
 }
 
-/* After a fenced commit: forget the batch and go back to the stored
- * offsets, which another member advanced. */
+/*
+ * After a fenced commit: forget the batch and go back to the stored
+ * offsets, which another member advanced. Or which went back: PostgreSQL
+ * failed over to a standby that lacked this member's last commits (they
+ * travel in the same transactions as the rows, so the rows went with
+ * them); those events are read and counted again from where the standby
+ * stands. Said once per partition, and counted.
+ */
 static void resync(persister *p)
 {
+    int64_t before[MAX_PARTS];
+
     p->resyncs++;
     ps_batch_reset(p->batch);
+    memcpy(before, p->committed, p->n_assigned * sizeof(before[0]));
     if (load_offsets(p) != 0)
         return;
+    for (size_t i = 0; i < p->n_assigned; i++) {
+        int64_t now = p->committed[i] < 0 ? 0 : p->committed[i];
+        if (before[i] <= now)
+            continue;
+        p->reread_total += (uint64_t)(before[i] - now);
+        ctr_warn("partition %" PRId32 ": postgresql stores offset %" PRId64
+                 " but this member committed up to %" PRId64
+                 "; those commits are lost (a failover to a standby that "
+                 "lacked them), reading %" PRId64 " events again",
+                 p->assigned[i], p->committed[i], before[i], before[i] - now);
+    }
     rd_kafka_topic_partition_list_t *l = positions(p);
     rd_kafka_error_t *e = rd_kafka_seek_partitions(p->rk, l, 5000);
     if (e) {
@@ -464,6 +486,10 @@ static void render_metrics(ctr_strbuf *b, void *arg)
         {"counter_persister_commit_errors_total",
          "Failed commit attempts (retried with backoff).",
          p->commit_errors_total},
+        {"counter_persister_reread_events_total",
+         "Events read again because PostgreSQL's stored offsets went back "
+         "behind this member's own commits (lost in a failover).",
+         p->reread_total},
     };
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
         ctr_metric_help(b, counters[i].name, "counter", counters[i].help);
@@ -574,9 +600,9 @@ int main(void)
     ctr_hist_init(&p.commit_seconds, ctr_latency_bounds);
     p.metrics =
         ctr_metrics_server_open(cfg->server_bind, cfg->persister_metrics_port);
-    ctr_info("consuming %s as group %s into postgresql at %s:%d",
-             cfg->kafka_topic, cfg->persister_group_id, cfg->postgres_host,
-             cfg->postgres_port);
+    char where[300];
+    ctr_info("consuming %s as group %s into postgresql at %s", cfg->kafka_topic,
+             cfg->persister_group_id, ctr_pg_where(cfg, where, sizeof(where)));
 
     int64_t next_retention_ms = ctr_time_mono_ms() + RETENTION_FIRST_MS;
     int64_t next_idle_work_ms = 0;
