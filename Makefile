@@ -5,7 +5,7 @@ BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run up down status test test-faults test-unit fuzz migrate-up \
+.PHONY: all deps build run up down status test test-faults test-replicated test-unit fuzz migrate-up \
         migrate-down format format-check clean
 
 all: build
@@ -24,6 +24,7 @@ run: build
 	@deploy/run.sh
 
 # The same stack in the background (idempotent), and its teardown.
+# KAFKA_NODES=3 and PG_STANDBY=1 make it replicated (deploy/README.md).
 up: build
 	@deploy/stack.sh up
 
@@ -42,6 +43,12 @@ test: deps
 # real processes killed, frozen and overloaded under load, then I1-I6.
 test-faults: deps
 	@tests/faults/run.sh
+
+# The replicated suite alone (tests/replicated): three Kafka nodes and a
+# PostgreSQL standby on a private stack; leaders, the controller and the
+# primary killed under load, then I1-I6.
+test-replicated: deps
+	@tests/replicated/run.sh
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure
