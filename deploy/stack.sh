@@ -1062,7 +1062,7 @@ cmd_status() {
             continue
         fi
         role=""
-        [[ $name != postgres* ]] || role=" ($(pg_role "$name"))"
+        [[ $name != postgres* || $PG_STANDBY == 0 ]] || role=" ($(pg_role "$name"))"
         if pid="$(live_pid "$name")"; then
             printf '%-18s running  pid %s%s\n' "$name" "$pid" "$role"
         else
@@ -1126,8 +1126,13 @@ main() {
         stop) if [[ ${NAMES[0]} == kafka-* ]]; then stop_kafka "${NAMES[@]}"; else stop_one "$1"; fi ;;
         kill) for name in "${NAMES[@]}"; do kill_hard "$name"; done ;;
         restart)
-            for name in "${NAMES[@]}"; do stop_one "$name"; done
-            if [[ ${NAMES[0]} == kafka-* ]]; then start_kafka "${NAMES[@]}"; else start_one "$1"; fi
+            if [[ ${NAMES[0]} == kafka-* ]]; then
+                stop_kafka "${NAMES[@]}"
+                start_kafka "${NAMES[@]}"
+            else
+                stop_one "$1"
+                start_one "$1"
+            fi
             ;;
         esac
         ;;
