@@ -53,14 +53,8 @@ echo "== stack up in $((SECONDS - t0))s"
 
 echo "== replicated tests (3 Kafka nodes, PostgreSQL primary and standby)"
 rm -rf "$FAULTS_LOG_DIR"
-xml="$ROOT/$BUILD/replicated.xml"
-rm -f "$xml"
 # shellcheck disable=SC2086
-python3 -m pytest -p no:cacheprovider -v -rA --durations=0 --junitxml="$xml" \
-    tests/replicated ${REPL_PYTEST_ARGS:-}
-rc=$?
-read -r passed failed < <(junit_counts "$xml")
-[[ $rc -ne 0 && $failed -eq 0 ]] && failed=1
+pytest_suite "$ROOT/$BUILD/replicated.xml" tests/replicated ${REPL_PYTEST_ARGS:-}
 
 # Leaks are reported when a process exits: stop them, then look.
 "$ROOT/deploy/stack.sh" down >/dev/null 2>&1
