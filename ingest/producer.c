@@ -23,6 +23,7 @@ struct ctr_producer {
     struct event *tick_ev; /* belt and braces: poll every 100 ms */
     int wake_fd[2];
     int brokers_up; /* from the last statistics: -1 unknown, 0 none, 1 some */
+    int fatal;      /* librdkafka raised a fatal error: it takes no message */
     char dlq_topic[256];
 };
 
@@ -52,8 +53,13 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[512];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        ctr_error("kafka producer fatal error: %s: %s", rd_kafka_err2name(orig),
-                  buf);
+        ctr_error("kafka producer fatal error: %s: %s; it takes no more "
+                  "events: writes are refused until a restart",
+                  rd_kafka_err2name(orig), buf);
+        /* Every later send fails: counted as no broker up, so that writes
+         * are refused before Redis (not applied, then undone, visible to
+         * readers meanwhile) and health says so. */
+        p->fatal = 1;
         return;
     }
     /* Broker-down states are transient and librdkafka retries by itself;
@@ -328,9 +334,14 @@ int ctr_producer_outq_len(ctr_producer *p)
     return rd_kafka_outq_len(p->rk);
 }
 
+rd_kafka_t *ctr_producer_kafka(ctr_producer *p)
+{
+    return p->rk;
+}
+
 int ctr_producer_brokers_down(const ctr_producer *p)
 {
-    return p->brokers_up == 0;
+    return p->brokers_up == 0 || p->fatal;
 }
 
 void ctr_producer_free(ctr_producer *p)

@@ -89,8 +89,14 @@ int ctr_producer_flush(ctr_producer *p, int timeout_ms);
 int ctr_producer_outq_len(ctr_producer *p);
 
 /* 1 when the last statistics (every 500 ms, only with an event loop) found
- * no broker connection up: writes would only time out. */
+ * no broker connection up, or librdkafka raised a fatal error (an
+ * idempotent producer out of sequence with a broker: it takes no more
+ * messages, and only a new producer would): writes would only fail. */
 int ctr_producer_brokers_down(const ctr_producer *p);
+
+/* librdkafka's handle, for tests that inject its errors
+ * (rd_kafka_test_fatal_error). Owned by p. */
+struct rd_kafka_s *ctr_producer_kafka(ctr_producer *p);
 
 /* Flushes briefly, then destroys; outstanding callbacks fire (as failed)
  * before it returns. p may be NULL. */
