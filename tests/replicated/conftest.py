@@ -61,24 +61,38 @@ def _no_sanitizer_reports(stack):
     assert not reports, "sanitizer report in a service log:\n" + "\n\n".join(reports)
 
 
-class Frozen:
-    """Pids a test SIGSTOPped, resumed afterwards whatever happened."""
+class Watch:
+    """What a test leaves for the fixture: pids it SIGSTOPped (resumed
+    afterwards whatever happened); and where counter-api's log stood when
+    it began."""
 
-    def __init__(self):
+    def __init__(self, stack):
         self.pids = []
+        self.api_log = stack.log_path("counter-api")
+        self.api_log_at = it._log_size(self.api_log)
 
     def add(self, pid):
         self.pids.append(pid)
         return pid
 
+    def producer_fatal(self):
+        """counter-api's log lines since the test began that say its Kafka
+        producer failed for good (librdkafka 2.0.2's idempotent producer
+        out of sequence with a broker after a leader change: the api then
+        refuses every write until it is restarted)."""
+        text = it.log_text_since(self.api_log, self.api_log_at)
+        return [line for line in text.splitlines() if "kafka producer fatal error" in line]
+
 
 @pytest.fixture
 def replicated_stack(stack, stackctl, api, extras, cluster, pgpair):
-    frozen = Frozen()
-    yield frozen
+    watch = Watch(stack)
+    yield watch
     extras.stop_all()
-    for pid in frozen.pids:
+    for pid in watch.pids:
         resume(pid)
+    if watch.producer_fatal():
+        stackctl.stop("counter-api")  # a new producer, for the next test
     status = stackctl.status()
     missing = [f"kafka-{i}" for i in range(1, cluster.nodes + 1)
                if not status.get(f"kafka-{i}")]

@@ -49,6 +49,13 @@ def _first_ack_after(client, t, counters=None):
     return min(acks) - t if acks else None
 
 
+def _producer_checks(watch, tag):
+    """counter-api's Kafka producer must not fail for good."""
+    fatal = watch.producer_fatal()
+    return [f"{tag}: counter-api's Kafka producer failed for good, and the api refuses every "
+            f"write until restarted: {fatal[0][-400:]}"] if fatal else []
+
+
 def _two_nodes_up_checks(client, tag):
     """What holds whenever two of the three nodes are up."""
     out = []
@@ -91,7 +98,7 @@ def test_a_leader_of_the_busiest_partition_killed(scenario, stack, stackctl, kaf
     client.run_for(3.0)
 
     def checks():
-        out = _two_nodes_up_checks(client, "a")
+        out = _producer_checks(replicated_stack, "a") + _two_nodes_up_checks(client, "a")
         back = _first_ack_after(client, t_kill, on_part)
         after = window(client, t_kill, t_elected + 3.0)
         print(f"a: partition {part}: new leader after {t_elected - t_kill:.1f}s, writes to it acked "
@@ -128,7 +135,7 @@ def test_b_rolling_restart(scenario, stackctl, cluster, replicated_stack):
         client.run_for(2.0)
 
     def checks():
-        out = _two_nodes_up_checks(client, "b")
+        out = _producer_checks(replicated_stack, "b") + _two_nodes_up_checks(client, "b")
         unresolved = [op for op in client.ops if op.final != "acked"]
         if unresolved:
             out.append(f"b: {len(unresolved)} writes never acked although retried with their key")
@@ -171,7 +178,7 @@ def test_c_two_of_three_down(scenario, stack, stackctl, cluster, replicated_stac
     client.run_for(2.0)
 
     def checks():
-        out = []
+        out = _producer_checks(replicated_stack, "c")
         during = [(op, a) for op, a in client.attempts() if t_kill + 1.5 <= a.t0 < t_start]
         print(f"c: writes with one node up: {answers(during)}; acked again {recovered}s after "
               f"{second} answered ({t_ready - t_start:.1f}s to start it)")
@@ -226,7 +233,7 @@ def test_d_active_controller_killed(scenario, stackctl, cluster, replicated_stac
     client.run_for(2.0)
 
     def checks():
-        out = _two_nodes_up_checks(client, "d")
+        out = _producer_checks(replicated_stack, "d") + _two_nodes_up_checks(client, "d")
         print(f"d: new controller known {t_new - t_kill:.1f}s after the kill (polling the quorum "
               f"tool); answers meanwhile {answers(window(client, t_kill, t_new))}")
         return out
@@ -269,7 +276,7 @@ def test_e_persister_and_applier_killed_while_a_node_is_down(scenario, stack, st
 
     def checks():
         client.external_ops += ext.ops
-        out = _two_nodes_up_checks(client, "e")
+        out = _producer_checks(replicated_stack, "e") + _two_nodes_up_checks(client, "e")
         print(f"e: {len(ext.ops)} external events, "
               f"{sum(op.final == 'acked' for op in ext.ops)} delivered for sure")
         if not ext.ops:

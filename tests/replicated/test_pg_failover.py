@@ -32,7 +32,7 @@ from replib import FallbackApi, PgPair, answers, freeze, it, persister_metric
 REREAD = "counter_persister_reread_events_total"
 
 
-def _failover(scenario, stack, stackctl, extras, frozen, pgpair: PgPair, tag, sync):
+def _failover(scenario, stack, stackctl, extras, watch, pgpair: PgPair, tag, sync):
     _, before = _verify(stack)
     stackctl("pg-sync", "on" if sync else "off")
     pgpair.wait_streaming()
@@ -46,7 +46,7 @@ def _failover(scenario, stack, stackctl, extras, frozen, pgpair: PgPair, tag, sy
     client.run_for(4.0)
     old, new = pgpair.primary(), pgpair.standby()
     reread0 = persister_metric(stack, REREAD)
-    sender = frozen.add(pgpair.walsenders()[0])
+    sender = watch.add(pgpair.walsenders()[0])
     offsets_before = pgpair.stored_offsets(old)
     freeze(sender)
     t_freeze = client.mark(f"SIGSTOP the primary's WAL sender (pid {sender})")
