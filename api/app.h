@@ -1,15 +1,17 @@
 /*
  * app.h - the api process's shared state: the stores, the producer, the
- * metrics, and the count of requests in flight (shutdown waits for it to
- * reach zero). Owned by main(); everything here runs on the one loop
+ * metrics (api/metrics.h), and the count of requests in flight (shutdown waits
+ * for it to reach zero). Owned by main(); everything here runs on the one loop
  * thread.
  */
 #ifndef COUNTER_API_APP_H
 #define COUNTER_API_APP_H
 
 #include "api/auth.h"
+#include "api/framing.h"
 #include "api/listener.h"
 #include "api/floor.h"
+#include "api/metrics.h"
 #include "api/pg_reader.h"
 #include "api/redis_store.h"
 #include "common/config.h"
@@ -19,28 +21,6 @@
 #include <event2/http.h>
 #include <stdint.h>
 
-typedef struct api_metrics {
-    uint64_t requests;
-    uint64_t writes_applied;       /* 2xx writes that changed a value */
-    uint64_t writes_duplicate;     /* unique counters: user already counted */
-    uint64_t writes_bound_refused; /* 409: would cross a gauge bound */
-    uint64_t writes_clamped;       /* applied, but clamped to a bound */
-    uint64_t writes_unavailable;   /* 503 nothing applied */
-    uint64_t writes_indeterminate; /* 503 indeterminate */
-    uint64_t writes_undone;        /* Redis changes taken back */
-    uint64_t writes_via_log;       /* 202: into Kafka only, for the applier */
-    uint64_t writes_replayed;      /* Idempotency-Key retries answered */
-    uint64_t writes_late;          /* applied to a closed day (corrections) */
-    uint64_t writes_too_late;      /* 422: older than lateness_s */
-    uint64_t reads_redis;
-    uint64_t reads_postgres; /* fallback reads */
-    uint64_t reads_failed;
-    uint64_t rejected_4xx;
-    uint64_t unauthorized; /* 401: no or unknown token */
-    uint64_t forbidden;    /* 403: a read token on a write */
-    uint64_t overloaded;   /* 503: server.max_inflight reached */
-} api_metrics;
-
 typedef struct api_app {
     const ctr_config *cfg;
     struct event_base *base;
@@ -48,8 +28,9 @@ typedef struct api_app {
     api_pg *pg;
     api_floor *floor; /* NULL if it could not be had: no floor */
     ctr_producer *producer;
-    api_auth *auth;         /* no tokens: every request passes */
-    api_listener *listener; /* counts open connections */
+    api_auth *auth;             /* no tokens: every request passes */
+    api_listener *listener;     /* counts open connections */
+    api_framing_limits framing; /* what framing.c lets through */
     api_metrics metrics;
     long inflight; /* requests not yet answered, plus writes still settling */
     int stopping;
@@ -60,6 +41,13 @@ typedef struct api_app {
 
 /* The evhttp callback for every request. */
 void api_handle_request(struct evhttp_request *req, void *arg);
+
+/* framing.c's preflight (arg: the app): 401 or 403 for a request with a
+ * body whose Authorization does not allow its endpoint, before its body is
+ * read; API_REFUSE_NONE otherwise, and when auth is off. */
+enum api_framing_refusal
+api_preflight(void *arg, enum api_framing_method method, const char *path,
+              const char *authorization, int authorizations);
 
 /* The producer's delivery callback; arg is the write it belongs to. */
 void api_on_delivery(enum ctr_delivery result, void *arg);

@@ -32,7 +32,11 @@ typedef struct api_body_error {
  * Accepted fields: "value" (integer >= 1; for a set, any integer and
  * required), "timestamp" (RFC 3339 string with an offset), "user_id"
  * (string, see ctr_user_id_valid), "metadata" (object). Any other field is
- * refused so a misspelt "vaule" cannot silently count as 1.
+ * refused so a misspelt "vaule" cannot silently count as 1. An object
+ * with a repeated key anywhere in the body is invalid_json naming the key
+ * (field: the field it is or is in); an integer beyond 64 bits anywhere is
+ * invalid_field naming the field. metadata is kept as compact JSON
+ * without escaping '/', so it is never longer than it came.
  * Returns 0 with *out filled (caller calls api_write_body_clear), or -1
  * with *err filled and nothing to free.
  */

@@ -7,7 +7,7 @@
 #include "api/query.h"
 
 #include "api/reply.h"
-#include "api/stats.h"
+#include "api/metrics.h"
 #include "common/strbuf.h"
 
 #include <sys/queue.h> /* before evhttp's, for TAILQ_INIT */
@@ -63,8 +63,8 @@ void api_handle_dashboard(api_app *app, struct evhttp_request *req,
                       "frame-ancestors 'none'; base-uri 'none'; "
                       "form-action 'none'");
     evbuffer_add_reference(b, asset->data, asset->len, NULL, NULL);
-    api_stats_end(req, 200);
-    evhttp_send_reply(req, 200, "OK", b);
+    api_metrics_end(req, 200);
+    api_reply_send(req, 200, b);
     evbuffer_free(b);
 }
 

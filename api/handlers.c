@@ -5,8 +5,9 @@
  */
 #include "api/handlers.h"
 #include "api/dashboard.h"
+#include "api/framing.h"
 #include "api/reply.h"
-#include "api/stats.h"
+#include "api/metrics.h"
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
@@ -28,90 +29,28 @@ static void handle_health(api_app *app, struct evhttp_request *req)
 
 static void handle_metrics(api_app *app, struct evhttp_request *req)
 {
-    const api_metrics *m = &app->metrics;
-    struct evbuffer *b = evbuffer_new();
-    static const char *const help =
-        "# HELP counter_api_requests_total HTTP requests received.\n"
-        "# TYPE counter_api_requests_total counter\n"
-        "# HELP counter_api_writes_total Writes by outcome.\n"
-        "# TYPE counter_api_writes_total counter\n"
-        "# HELP counter_api_reads_total Reads by where they were answered "
-        "from.\n"
-        "# TYPE counter_api_reads_total counter\n";
-    evbuffer_add(b, help, strlen(help));
-    evbuffer_add_printf(b, "counter_api_requests_total %" PRIu64 "\n",
-                        m->requests);
-    const struct {
-        const char *outcome;
-        uint64_t n;
-    } writes[] = {
-        {"applied", m->writes_applied},
-        {"duplicate", m->writes_duplicate},
-        {"bound_refused", m->writes_bound_refused},
-        {"clamped", m->writes_clamped},
-        {"unavailable", m->writes_unavailable},
-        {"indeterminate", m->writes_indeterminate},
-        {"undone", m->writes_undone},
-        {"via_log", m->writes_via_log},
-        {"replayed", m->writes_replayed},
-        {"late", m->writes_late},
-        {"too_late", m->writes_too_late},
-        {"rejected", m->rejected_4xx},
+    api_metrics_gauges g = {
+        .inflight = app->inflight,
+        .connections = api_listener_connections(app->listener),
+        .redis_up = api_redis_ready(app->redis),
+        .kafka_up = !ctr_producer_brokers_down(app->producer),
+        .kafka_queue = ctr_producer_outq_len(app->producer),
     };
-    for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++)
-        evbuffer_add_printf(
-            b, "counter_api_writes_total{outcome=\"%s\"} %" PRIu64 "\n",
-            writes[i].outcome, writes[i].n);
-    evbuffer_add_printf(
-        b,
-        "counter_api_reads_total{source=\"redis\"} %" PRIu64
-        "\ncounter_api_reads_total{source=\"postgres\"} "
-        "%" PRIu64 "\ncounter_api_reads_total{source=\"failed\"} %" PRIu64 "\n",
-        m->reads_redis, m->reads_postgres, m->reads_failed);
-    evbuffer_add_printf(b, "counter_api_inflight %ld\n", app->inflight);
-    evbuffer_add_printf(b, "counter_api_connections %ld\n",
-                        api_listener_connections(app->listener));
-    evbuffer_add_printf(
-        b,
-        "counter_api_refused_total{reason=\"unauthorized\"} %" PRIu64
-        "\ncounter_api_refused_total{reason=\"forbidden\"} %" PRIu64
-        "\ncounter_api_refused_total{reason=\"overloaded\"} %" PRIu64 "\n",
-        m->unauthorized, m->forbidden, m->overloaded);
-    ctr_strbuf more = {0};
-    api_stats_render(&more);
-    if (more.len)
-        evbuffer_add(b, more.s, more.len);
-    ctr_strbuf_free(&more);
-    api_redis_cluster_stats cs;
-    api_redis_cluster_stats_get(app->redis, &cs);
-    evbuffer_add_printf(
-        b,
-        "# HELP counter_redis_redirects_total Redis Cluster redirections "
-        "followed.\n# TYPE counter_redis_redirects_total counter\n"
-        "counter_redis_redirects_total{kind=\"moved\"} %" PRIu64 "\n"
-        "counter_redis_redirects_total{kind=\"ask\"} %" PRIu64 "\n"
-        "# HELP counter_redis_slot_refreshes_total Slot maps read from the "
-        "cluster.\n# TYPE counter_redis_slot_refreshes_total counter\n"
-        "counter_redis_slot_refreshes_total %" PRIu64 "\n"
-        "# HELP counter_redis_unavailable_total Commands the cluster did not "
-        "run (TRYAGAIN, CLUSTERDOWN, ...).\n# TYPE "
-        "counter_redis_unavailable_total counter\n"
-        "counter_redis_unavailable_total %" PRIu64 "\n"
-        "# HELP counter_redis_wait_short_total Writes answered before "
-        "redis.wait_replicas replicas had them.\n# TYPE "
-        "counter_redis_wait_short_total counter\n"
-        "counter_redis_wait_short_total %" PRIu64 "\n",
-        cs.moved, cs.ask, cs.refreshes, cs.unavailable, cs.wait_short);
-    evbuffer_add_printf(b,
-                        "# HELP counter_api_kafka_queue_events Events "
-                        "waiting for a delivery report.\n# TYPE "
-                        "counter_api_kafka_queue_events gauge\n"
-                        "counter_api_kafka_queue_events %d\n",
-                        ctr_producer_outq_len(app->producer));
+    api_redis_cluster_stats_get(app->redis, &g.cluster);
+    ctr_strbuf text = {0};
+    api_metrics_render(&app->metrics, &g, &text);
+    if (text.failed) {
+        ctr_strbuf_free(&text);
+        api_reply_error(req, 500, "internal", NULL, "out of memory");
+        return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, text.s, text.len);
+    ctr_strbuf_free(&text);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
-    api_stats_end(req, 200);
-    evhttp_send_reply(req, 200, "OK", b);
+    api_metrics_end(req, 200);
+    api_reply_send(req, 200, b);
     evbuffer_free(b);
 }
 
@@ -176,17 +115,57 @@ static int authorize(api_app *app, struct evhttp_request *req,
     return -1;
 }
 
+enum api_framing_refusal
+api_preflight(void *arg, enum api_framing_method method, const char *path,
+              const char *authorization, int authorizations)
+{
+    api_app *app = arg;
+    api_route route;
+    enum api_method m = method == API_FM_GET    ? API_GET
+                        : method == API_FM_HEAD ? API_HEAD
+                        : method == API_FM_POST ? API_POST
+                                                : API_OTHER;
+    /* Unrouted, it is refused after its body, as today: 404, 405, 400. */
+    if (api_auth_count(app->auth) == 0 || api_route_match(m, path, &route) != 0)
+        return API_REFUSE_NONE;
+    enum api_access need = endpoint_access(route.endpoint);
+    if (need == API_ACCESS_NONE)
+        return API_REFUSE_NONE;
+    enum api_access has = authorizations == 1
+                              ? api_auth_check(app->auth, authorization)
+                              : API_ACCESS_NONE;
+    if ((has & need) == need)
+        return API_REFUSE_NONE;
+    return has == API_ACCESS_NONE ? API_REFUSE_UNAUTHORIZED
+                                  : API_REFUSE_FORBIDDEN;
+}
+
+/* A request framing.c refused, answered in its turn; the connection ends
+ * with it (nothing after it was read). */
+static void answer_refused(api_app *app, struct evhttp_request *req,
+                           enum api_framing_refusal r)
+{
+    api_framing_answer a;
+    api_framing_describe(r, &app->framing, &a);
+    api_metrics_begin(req, API_EP_NONE);
+    if (r == API_REFUSE_UNAUTHORIZED) {
+        app->metrics.unauthorized++;
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "WWW-Authenticate", "Bearer realm=\"counter\"");
+    } else if (r == API_REFUSE_FORBIDDEN) {
+        app->metrics.forbidden++;
+    }
+    if (a.status < 500)
+        app->metrics.rejected_4xx++;
+    api_reply_error_close(req, a.status, a.code, a.field, a.message);
+}
+
 void api_handle_request(struct evhttp_request *req, void *arg)
 {
     api_app *app = arg;
     api_route route;
     enum api_method method;
 
-    app->metrics.requests++;
-    /* While draining, every answer closes its connection. */
-    if (app->stopping)
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
-                          "close");
     switch (evhttp_request_get_command(req)) {
     case EVHTTP_REQ_GET: method = API_GET; break;
     case EVHTTP_REQ_HEAD: method = API_HEAD; break;
@@ -195,9 +174,18 @@ void api_handle_request(struct evhttp_request *req, void *arg)
     }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    enum api_framing_refusal refused = api_framing_refusal_of(path);
+    if (refused != API_REFUSE_NONE) {
+        answer_refused(app, req, refused);
+        return;
+    }
+    /* While draining, every answer closes its connection. */
+    if (app->stopping)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
+                          "close");
 
     int routed = api_route_match(method, path, &route);
-    api_stats_begin(req, routed == 0 ? route.endpoint : API_EP_NONE);
+    api_metrics_begin(req, routed == 0 ? route.endpoint : API_EP_NONE);
     if (routed != 0) {
         app->metrics.rejected_4xx++;
         if (route.status == 405) {

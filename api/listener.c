@@ -10,6 +10,13 @@
  * be set; it fires exactly once, when evhttp closes the socket. A
  * connection that evhttp dropped before that (its callbacks are cleared by
  * bufferevent_free) is uncounted at once.
+ *
+ * Each connection holds a reference to its bufferevent, from accept to
+ * its close callback, so that its framing (which watches the input buffer)
+ * is always taken off a live one. Bufferevents are made with
+ * BEV_OPT_CLOSE_ON_FREE, so evhttp only shuts a closing connection's
+ * socket for writing and the last reference closes it: a lingering
+ * connection keeps the reference until the lingering ends.
  */
 #include "api/listener.h"
 #include "common/log.h"
@@ -26,16 +33,35 @@
 #include <sys/socket.h>
 
 enum {
-    FD_RESERVE = 256,         /* descriptors kept for Redis, Kafka, logs */
-    ACCEPT_RETRY_MS = 100,    /* after accept() failed for want of fds */
-    LISTEN_BACKLOG_MIN = 4096 /* evhttp_bind_socket's 128 is too short */
+    FD_RESERVE = 256,          /* descriptors kept for Redis, Kafka, logs */
+    ACCEPT_RETRY_MS = 100,     /* after accept() failed for want of fds */
+    LISTEN_BACKLOG_MIN = 4096, /* evhttp_bind_socket's 128 is too short */
+    LINGER_S = 2,              /* after a refusal's answer, at most */
+    LINGER_MAX_BYTES = 4 << 20 /* read and dropped while lingering */
 };
 
 typedef struct conn_node {
     struct conn_node *prev, *next;
     struct evhttp_connection *evcon;
+    struct bufferevent *bev; /* a reference of our own: see above */
     api_listener *owner;
+    api_framing *framing; /* NULL when it could not be had */
 } conn_node;
+
+/* A connection accepted, its close callback not yet set. */
+typedef struct pending_conn {
+    struct bufferevent *bev;
+    api_framing *framing;
+} pending_conn;
+
+/* A refused connection's socket, read and dropped until it ends. */
+typedef struct lingering {
+    struct lingering *prev, *next;
+    api_listener *owner;
+    struct bufferevent *bev; /* the connection's reference, kept */
+    struct event *begin;     /* once evhttp has let go of bev */
+    size_t dropped;
+} lingering;
 
 struct api_listener {
     struct event_base *base;
@@ -44,9 +70,11 @@ struct api_listener {
     struct evconnlistener *lev;        /* owned by bound */
     struct event *adopt_ev;
     struct event *retry_ev;
-    struct bufferevent **pending; /* accepted, close callback not yet set */
+    const api_framing_limits *framing;
+    pending_conn *pending;
     size_t n_pending, cap_pending;
-    conn_node conns; /* sentinel of the open connections' ring */
+    conn_node conns;   /* sentinel of the open connections' ring */
+    lingering lingers; /* sentinel of the lingering sockets' ring */
     long open;
     long max;
     int full;        /* paused: at max */
@@ -73,14 +101,87 @@ static void conn_gone(api_listener *l)
     }
 }
 
+static void linger_end(lingering *lg)
+{
+    api_listener *l = lg->owner;
+    lg->prev->next = lg->next;
+    lg->next->prev = lg->prev;
+    bufferevent_setcb(lg->bev, NULL, NULL, NULL, NULL);
+    bufferevent_disable(lg->bev, EV_READ | EV_WRITE);
+    bufferevent_decref(lg->bev); /* the last one: the socket closes */
+    event_free(lg->begin);
+    free(lg);
+    conn_gone(l);
+}
+
+static void linger_read(struct bufferevent *bev, void *arg)
+{
+    lingering *lg = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    lg->dropped += evbuffer_get_length(in);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (lg->dropped > LINGER_MAX_BYTES)
+        linger_end(lg);
+}
+
+/* The client closed, the socket failed, or LINGER_S passed. */
+static void linger_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what;
+    linger_end(arg);
+}
+
+/* evhttp has freed its connection (so it no longer sets bev's callbacks)
+ * and shut the socket for writing. */
+static void linger_begin(evutil_socket_t fd, short what, void *arg)
+{
+    lingering *lg = arg;
+    struct timeval tv = {LINGER_S, 0};
+    (void)fd;
+    (void)what;
+    bufferevent_setwatermark(lg->bev, EV_READ, 0, 0);
+    bufferevent_setcb(lg->bev, linger_read, NULL, linger_event, lg);
+    bufferevent_set_timeouts(lg->bev, &tv, NULL);
+    bufferevent_disable(lg->bev, EV_WRITE);
+    bufferevent_enable(lg->bev, EV_READ);
+    linger_read(lg->bev, lg);
+}
+
+/* 0 when the socket of a connection evhttp is closing now lingers; it
+ * takes over the connection's reference to bev. */
+static int linger_start(api_listener *l, struct bufferevent *bev)
+{
+    lingering *lg = calloc(1, sizeof(*lg));
+    if (lg == NULL ||
+        (lg->begin = event_new(l->base, -1, 0, linger_begin, lg)) == NULL) {
+        free(lg);
+        return -1;
+    }
+    lg->owner = l;
+    lg->bev = bev;
+    lg->prev = l->lingers.prev;
+    lg->next = &l->lingers;
+    l->lingers.prev->next = lg;
+    l->lingers.prev = lg;
+    event_active(lg->begin, EV_TIMEOUT, 1);
+    return 0;
+}
+
 static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 {
     conn_node *node = arg;
     api_listener *l = node->owner;
+    struct bufferevent *bev = node->bev;
+    int refused = api_framing_refused(node->framing);
     (void)evcon;
+    api_framing_free(node->framing);
     node->prev->next = node->next;
     node->next->prev = node->prev;
     free(node);
+    if (refused && !l->closed && linger_start(l, bev) == 0)
+        return;
+    bufferevent_decref(bev); /* evhttp frees it right after */
     conn_gone(l);
 }
 
@@ -88,23 +189,29 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
 {
     api_listener *l = arg;
-    /* what evhttp creates by itself when no callback is set */
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+    struct bufferevent *bev =
+        bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    api_framing *framing = NULL;
 
     if (bev == NULL)
         return NULL;
+    framing = api_framing_new(l->framing, bev);
+    if (framing == NULL)
+        ctr_warn("out of memory: a connection goes unframed");
     if (l->n_pending == l->cap_pending) {
         size_t cap = l->cap_pending ? l->cap_pending * 2 : 64;
-        struct bufferevent **grown = realloc(l->pending, cap * sizeof(*grown));
+        pending_conn *grown = realloc(l->pending, cap * sizeof(*grown));
         if (grown == NULL) {
             ctr_warn("out of memory: a connection goes uncounted");
+            api_framing_free(framing);
             return bev;
         }
         l->pending = grown;
         l->cap_pending = cap;
     }
     bufferevent_incref(bev);
-    l->pending[l->n_pending++] = bev;
+    l->pending[l->n_pending].bev = bev;
+    l->pending[l->n_pending++].framing = framing;
     l->open++;
     if (l->open >= l->max && !l->full) {
         l->full = 1;
@@ -121,7 +228,7 @@ static void adopt_pending(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     for (size_t i = 0; i < l->n_pending; i++) {
-        struct bufferevent *bev = l->pending[i];
+        struct bufferevent *bev = l->pending[i].bev;
         bufferevent_data_cb readcb = NULL;
         void *cbarg = NULL;
         conn_node *node = NULL;
@@ -133,16 +240,19 @@ static void adopt_pending(evutil_socket_t fd, short what, void *arg)
             node = calloc(1, sizeof(*node));
         if (node != NULL) {
             node->evcon = evcon;
+            node->bev = bev; /* the reference taken at accept */
             node->owner = l;
+            node->framing = l->pending[i].framing;
             node->prev = l->conns.prev;
             node->next = &l->conns;
             l->conns.prev->next = node;
             l->conns.prev = node;
             evhttp_connection_set_closecb(evcon, on_conn_close, node);
         } else {
+            api_framing_free(l->pending[i].framing);
+            bufferevent_decref(bev);
             conn_gone(l); /* already closed, or out of memory */
         }
-        bufferevent_decref(bev);
     }
     l->n_pending = 0;
 }
@@ -240,7 +350,9 @@ static evutil_socket_t listen_socket(const char *bind_addr, int port,
 
 api_listener *api_listener_new(struct event_base *base, struct evhttp *http,
                                const char *bind_addr, int port,
-                               int max_connections, char *errbuf, size_t errlen)
+                               int max_connections,
+                               const api_framing_limits *framing, char *errbuf,
+                               size_t errlen)
 {
     evutil_socket_t fd = -1;
     api_listener *l = calloc(1, sizeof(*l));
@@ -251,7 +363,9 @@ api_listener *api_listener_new(struct event_base *base, struct evhttp *http,
     }
     l->base = base;
     l->http = http;
+    l->framing = framing;
     l->conns.prev = l->conns.next = &l->conns;
+    l->lingers.prev = l->lingers.next = &l->lingers;
     l->max = fit_fd_limit(max_connections);
     l->adopt_ev = event_new(base, -1, 0, adopt_pending, l);
     l->retry_ev = evtimer_new(base, retry_accept, l);
@@ -311,14 +425,20 @@ void api_listener_free(api_listener *l)
         return;
     api_listener_close(l);
     /* accepted just before the loop stopped, and freed by evhttp_free() */
-    for (size_t i = 0; i < l->n_pending; i++)
-        bufferevent_decref(l->pending[i]);
+    for (size_t i = 0; i < l->n_pending; i++) {
+        api_framing_free(l->pending[i].framing);
+        bufferevent_decref(l->pending[i].bev);
+    }
     free(l->pending);
     while (l->conns.next != &l->conns) {
         conn_node *n = l->conns.next;
         l->conns.next = n->next;
+        api_framing_free(n->framing);
+        bufferevent_decref(n->bev);
         free(n);
     }
+    while (l->lingers.next != &l->lingers)
+        linger_end(l->lingers.next);
     if (l->adopt_ev)
         event_free(l->adopt_ev);
     if (l->retry_ev)

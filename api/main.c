@@ -150,26 +150,26 @@ int main(void)
                     EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                     EVHTTP_REQ_PATCH | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
     /*
-     * evhttp's own limit answers with an HTML 413 that cannot be changed
-     * (libevent 2.1 has no error callback), so it is set well above ours:
-     * bodies up to it reach the handler, which answers a JSON 413. Past it
-     * evhttp answers 413 itself and closes the connection.
+     * Every request is framed (api/framing.c) before evhttp reads it, with
+     * these limits: evhttp's own, which would answer in HTML, can then
+     * never be reached.
      */
-    size_t hard_cap = (size_t)cfg->server_max_body_bytes * 4;
-    evhttp_set_max_body_size(m.http,
-                             hard_cap < (1u << 20) ? (1u << 20) : hard_cap);
-    /* The request line plus headers; past it evhttp answers 413 (HTML:
-     * libevent 2.1 has no error callback) and closes the connection. */
-    evhttp_set_max_headers_size(m.http, (size_t)cfg->server_max_header_bytes);
+    m.app.framing.max_header_bytes = (size_t)cfg->server_max_header_bytes;
+    m.app.framing.max_body_bytes = (size_t)cfg->server_max_body_bytes;
+    m.app.framing.preflight = api_preflight;
+    m.app.framing.preflight_arg = &m.app;
+    evhttp_set_max_body_size(m.http, (ev_ssize_t)cfg->server_max_body_bytes);
+    evhttp_set_max_headers_size(m.http,
+                                (ev_ssize_t)cfg->server_max_header_bytes);
     /* libevent 2.1 has one timeout for both directions: idle reading (a
      * slow or silent client, a kept-alive connection) and a blocked write
      * (a client that does not read its answer) each close the connection
      * after server.timeout_s. */
     evhttp_set_timeout(m.http, cfg->server_timeout_s);
     evhttp_set_gencb(m.http, api_handle_request, &m.app);
-    m.app.listener =
-        api_listener_new(m.app.base, m.http, cfg->server_bind, cfg->server_port,
-                         cfg->server_max_connections, err, sizeof(err));
+    m.app.listener = api_listener_new(
+        m.app.base, m.http, cfg->server_bind, cfg->server_port,
+        cfg->server_max_connections, &m.app.framing, err, sizeof(err));
     if (m.app.listener == NULL) {
         ctr_error("%s", err);
         goto out;

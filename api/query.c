@@ -5,6 +5,7 @@
 #include "api/query.h"
 
 #include "common/timeutil.h"
+#include "common/tz.h"
 
 #include <sys/queue.h> /* before evhttp's, for TAILQ_FOREACH */
 
@@ -165,31 +166,37 @@ int api_query_history(const char *query, api_history_query *out,
         snprintf(errbuf, errlen, "%s: must not contain NUL (%%00)", name);
         goto out;
     }
-    if (query == NULL || evhttp_parse_query_str(query, &params) != 0) {
+    /* no query at all: the default range of the default interval */
+    if (evhttp_parse_query_str(query ? query : "", &params) != 0) {
         history_bad(field, "from", errbuf, errlen,
-                    "from, to: give both as RFC 3339 date-times");
+                    "from, to, interval: give each as name=value, joined by "
+                    "&");
         goto out;
     }
     const char *from_s = api_query_param(&params, "from", &dup_from);
     const char *to_s = api_query_param(&params, "to", &dup_to);
     const char *iv = api_query_param(&params, "interval", &dup_iv);
-    if (from_s == NULL || dup_from ||
-        ctr_time_parse_rfc3339(from_s, &out->from_ms)) {
+    out->has_from = from_s != NULL || dup_from;
+    out->has_to = to_s != NULL || dup_to;
+    if (out->has_from &&
+        (dup_from || ctr_time_parse_rfc3339(from_s, &out->from_ms))) {
         history_bad(field, "from", errbuf, errlen,
                     "from: must be one RFC 3339 date-time with an offset");
         goto out;
     }
-    if (to_s == NULL || dup_to || ctr_time_parse_rfc3339(to_s, &out->to_ms)) {
+    if (out->has_to && (dup_to || ctr_time_parse_rfc3339(to_s, &out->to_ms))) {
         history_bad(field, "to", errbuf, errlen,
                     "to: must be one RFC 3339 date-time with an offset");
         goto out;
     }
-    if (out->from_ms < HISTORY_MIN_MS || out->from_ms >= HISTORY_END_MS) {
+    if (out->has_from &&
+        (out->from_ms < HISTORY_MIN_MS || out->from_ms >= HISTORY_END_MS)) {
         history_bad(field, "from", errbuf, errlen,
                     "from: must lie within the years 0001 to 9999 (UTC)");
         goto out;
     }
-    if (out->to_ms < HISTORY_MIN_MS || out->to_ms >= HISTORY_END_MS) {
+    if (out->has_to &&
+        (out->to_ms < HISTORY_MIN_MS || out->to_ms >= HISTORY_END_MS)) {
         history_bad(field, "to", errbuf, errlen,
                     "to: must lie within the years 0001 to 9999 (UTC)");
         goto out;
@@ -211,7 +218,7 @@ int api_query_history(const char *query, api_history_query *out,
                     "interval: must be minute, hour or day");
         goto out;
     }
-    if (out->to_ms <= out->from_ms) {
+    if (out->has_from && out->has_to && out->to_ms <= out->from_ms) {
         history_bad(field, "to", errbuf, errlen, "to: must be after from");
         goto out;
     }
@@ -219,4 +226,46 @@ int api_query_history(const char *query, api_history_query *out,
 out:
     evhttp_clear_headers(&params);
     return rc;
+}
+
+/* The start of the period of length step_ms that holds t, aligned in tz
+ * (minutes and hours; a half-hour zone has half-past hours). */
+static int64_t period_start(const ctr_tz *tz, int64_t t, int64_t step_ms)
+{
+    int64_t local = t + (int64_t)ctr_tz_offset_s(tz, t) * 1000;
+    return t - (((local % step_ms) + step_ms) % step_ms);
+}
+
+int api_history_default_range(api_history_query *h, const ctr_tz *tz,
+                              int64_t now_ms, const char **field, char *errbuf,
+                              size_t errlen)
+{
+    int day = h->step_ms == 86400000;
+    if (!h->has_to) {
+        if (day)
+            (void)ctr_tz_local_day(tz, now_ms, NULL, &h->to_ms);
+        else
+            h->to_ms = period_start(tz, now_ms, h->step_ms) + h->step_ms;
+    }
+    if (!h->has_from) {
+        if (day) {
+            ctr_date last = ctr_tz_local_day(tz, h->to_ms - 1, NULL, NULL);
+            h->from_ms = ctr_tz_day_start(
+                tz, ctr_date_add_days(last, 1 - API_HISTORY_DEFAULT_DAYS));
+        } else {
+            int64_t periods = h->step_ms == 60000 ? API_HISTORY_DEFAULT_MINUTES
+                                                  : API_HISTORY_DEFAULT_HOURS;
+            h->from_ms = h->to_ms - periods * h->step_ms;
+        }
+        if (h->from_ms < HISTORY_MIN_MS)
+            h->from_ms = HISTORY_MIN_MS;
+    }
+    if (h->to_ms > h->from_ms)
+        return 0;
+    if (h->has_from) /* to is the default */
+        return history_bad(field, "from", errbuf, errlen,
+                           "from: must be before the end of the current "
+                           "period when to is not given");
+    return history_bad(field, "to", errbuf, errlen,
+                       "to: must be after 0001-01-01T00:00:00Z");
 }

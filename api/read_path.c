@@ -74,16 +74,18 @@ static void read_release(read_op *op)
  * and timestamps (under 400 bytes together). */
 enum { READ_ITEM_ROOM = CTR_NAME_MAX + 400 };
 
+/* exact: the value's decimal text when it lies outside int64 (read from
+ * PostgreSQL, see read_from_pg_done), else NULL */
 static char *put_counter(char *p, const read_item *it, int64_t value,
-                         int64_t updated_ms, const char *source, int stale,
-                         int64_t as_of_ms)
+                         const char *exact, int64_t updated_ms,
+                         const char *source, int stale, int64_t as_of_ms)
 {
     const char *kind = ctr_kind_name(it->def->kind);
     /* names are checked against a JSON-safe alphabet when parsed */
     p = API_PUT_LIT(p, "{\"name\":\"");
     p = api_put(p, it->name, strlen(it->name));
     p = API_PUT_LIT(p, "\",\"value\":");
-    p = api_put_i64(p, value);
+    p = exact ? api_put(p, exact, strlen(exact)) : api_put_i64(p, value);
     p = API_PUT_LIT(p, ",\"kind\":\"");
     p = api_put(p, kind, strlen(kind));
     p = API_PUT_LIT(p, "\",\"last_updated\":");
@@ -106,15 +108,17 @@ static char *put_counter(char *p, const read_item *it, int64_t value,
     return API_PUT_LIT(p, "}");
 }
 
+/* exact: NULL, or per item what put_counter takes */
 static void read_answer(read_op *op, const int64_t *values,
-                        const int64_t *updated, const char *source, int stale,
-                        int64_t as_of_ms)
+                        const char *const *exact, const int64_t *updated,
+                        const char *source, int stale, int64_t as_of_ms)
 {
     struct evbuffer *b = evbuffer_new();
     struct evbuffer_iovec v;
-    if (b == NULL ||
-        evbuffer_reserve_space(b, (ev_ssize_t)(32 + op->n * READ_ITEM_ROOM), &v,
-                               1) < 1) {
+    size_t room = 32 + op->n * READ_ITEM_ROOM;
+    for (size_t i = 0; exact && i < op->n; i++)
+        room += exact[i] ? strlen(exact[i]) : 0;
+    if (b == NULL || evbuffer_reserve_space(b, (ev_ssize_t)room, &v, 1) < 1) {
         if (b)
             evbuffer_free(b);
         api_reply_error(op->req, 500, "internal", NULL, "out of memory");
@@ -126,8 +130,8 @@ static void read_answer(read_op *op, const int64_t *values,
     for (size_t i = 0; i < op->n; i++) {
         if (i)
             *p++ = ',';
-        p = put_counter(p, &op->items[i], values[i], updated[i], source, stale,
-                        as_of_ms);
+        p = put_counter(p, &op->items[i], values[i], exact ? exact[i] : NULL,
+                        updated[i], source, stale, as_of_ms);
     }
     if (op->batch)
         p = API_PUT_LIT(p, "]}");
@@ -145,34 +149,46 @@ static int monotonic(const ctr_counter_def *def)
     return def->kind == CTR_KIND_COUNTER || def->kind == CTR_KIND_UNIQUE;
 }
 
-static int64_t field_i64(const PGresult *res, int row, int col)
+/* An integer column (NULL: 0): 0, 1 outside int64 (*v untouched), or -1
+ * for a value that is no integer. */
+static int field_int(const PGresult *res, int row, int col, int64_t *v)
 {
+    *v = 0;
     return PQgetisnull(res, row, col)
                ? 0
-               : strtoll(PQgetvalue(res, row, col), NULL, 10);
+               : ctr_pg_int(PQgetvalue(res, row, col), v);
 }
 
+/*
+ * A live value is within int64 (Redis refuses to leave it), but the sum
+ * PostgreSQL holds may lie outside for a while (it adds the events in log
+ * order, not in the order Redis applied them) or for good (an event was
+ * quarantined): such a value is answered exactly, as its decimal text.
+ */
 static void read_from_pg_done(const PGresult *res, void *arg)
 {
     read_op *op = arg;
-    if (res == NULL || (size_t)PQntuples(res) != op->n) {
+    int bad = res == NULL || (size_t)PQntuples(res) != op->n;
+    int64_t values[API_BATCH_MAX], updated[API_BATCH_MAX], as_of = 0;
+    const char *exact[API_BATCH_MAX];
+    for (size_t i = 0; !bad && i < op->n; i++) {
+        int r = field_int(res, (int)i, 0, &values[i]);
+        exact[i] = r == 1 ? PQgetvalue(res, (int)i, 0) : NULL;
+        bad = r < 0 || field_int(res, (int)i, 1, &updated[i]) != 0 ||
+              field_int(res, (int)i, 2, &as_of) != 0;
+        /* PostgreSQL lags Redis by a batch: a monotonic counter
+         * must not seem to go back to a client that read Redis */
+        if (!bad && !exact[i] && monotonic(op->items[i].def) && op->app->floor)
+            api_floor_raise(op->app->floor, op->items[i].name,
+                            op->items[i].period, &values[i], &updated[i]);
+    }
+    if (bad) {
         op->app->metrics.reads_failed++;
         api_reply_error(op->req, 503, "unavailable", NULL,
                         "neither redis nor postgresql could answer in time");
     } else {
-        int64_t values[API_BATCH_MAX], updated[API_BATCH_MAX], as_of = 0;
-        for (size_t i = 0; i < op->n; i++) {
-            values[i] = field_i64(res, (int)i, 0);
-            updated[i] = field_i64(res, (int)i, 1);
-            as_of = field_i64(res, (int)i, 2);
-            /* PostgreSQL lags Redis by a batch: a monotonic counter
-             * must not seem to go back to a client that read Redis */
-            if (monotonic(op->items[i].def) && op->app->floor)
-                api_floor_raise(op->app->floor, op->items[i].name,
-                                op->items[i].period, &values[i], &updated[i]);
-        }
         op->app->metrics.reads_postgres++;
-        read_answer(op, values, updated, "postgres", 1, as_of);
+        read_answer(op, values, exact, updated, "postgres", 1, as_of);
     }
     read_release(op);
 }
@@ -219,14 +235,18 @@ static void read_from_redis_done(enum api_redis_status st,
     }
     int64_t values[API_BATCH_MAX], updated[API_BATCH_MAX];
     for (size_t i = 0; i < n; i++) {
-        values[i] = vals[i].exists ? vals[i].value : 0;
+        /* a counter that only grows shows what no pending write failing
+         * can take back: a read never goes back for an undo (I6) */
+        values[i] = !vals[i].exists               ? 0
+                    : monotonic(op->items[i].def) ? vals[i].confirmed
+                                                  : vals[i].value;
         updated[i] = vals[i].exists ? vals[i].updated_ms : 0;
         if (vals[i].exists && monotonic(op->items[i].def) && op->app->floor)
             api_floor_note(op->app->floor, op->items[i].name,
                            op->items[i].period, values[i], updated[i]);
     }
     op->app->metrics.reads_redis++;
-    read_answer(op, values, updated, "redis", 0, 0);
+    read_answer(op, values, NULL, updated, "redis", 0, 0);
     read_release(op);
 }
 
@@ -294,7 +314,8 @@ typedef struct history_op {
     const ctr_counter_def *def;
     char name[CTR_NAME_MAX + 1];
     const char *interval;
-    const ctr_tz *tz; /* the zone points are shown in */
+    const ctr_tz *tz;       /* the zone points are shown in */
+    int64_t from_ms, to_ms; /* the range used, given or by default */
 } history_op;
 
 /*
@@ -303,7 +324,8 @@ typedef struct history_op {
  * the calendar says. Minutes and hours are stepped in absolute time from a
  * start aligned in that zone (a half-hour zone has half-past hours), so a
  * DST change neither merges two hours nor repeats one. Empty periods come
- * back as 0.
+ * back as 0. Sums are numeric, exact at any size (a minute of late events
+ * can pass int64), and answered as PostgreSQL prints them.
  */
 static const char history_day_sql[] =
     "WITH s AS ("
@@ -314,7 +336,7 @@ static const char history_day_sql[] =
     "    $3::timestamptz AT TIME ZONE $4 - interval '1 microsecond',"
     "    interval '1 day') g)"
     "SELECT (extract(epoch FROM s.p_start) * 1000)::bigint,"
-    "       coalesce(sum(b.value), 0)::bigint "
+    "       coalesce(sum(b.value), 0) "
     "FROM s LEFT JOIN counter_buckets b ON b.name = $1 "
     "  AND b.bucket_start >= s.p_start AND b.bucket_start < s.p_end "
     "GROUP BY s.p_start ORDER BY s.p_start";
@@ -328,7 +350,7 @@ static const char history_step_sql[] =
     "    $3::timestamptz - interval '1 microsecond',"
     "    ('1 ' || $5)::interval) g)"
     "SELECT (extract(epoch FROM s.p_start) * 1000)::bigint,"
-    "       coalesce(sum(b.value), 0)::bigint "
+    "       coalesce(sum(b.value), 0) "
     "FROM s LEFT JOIN counter_buckets b ON b.name = $1 "
     "  AND b.bucket_start >= s.p_start AND b.bucket_start < s.p_end "
     "GROUP BY s.p_start ORDER BY s.p_start";
@@ -349,10 +371,21 @@ static int64_t history_points(const ctr_tz *tz, int64_t from, int64_t to,
     return (to - aligned + step_ms - 1) / step_ms;
 }
 
+/* Whether every row is (start ms in int64, an integer of any size). */
+static int history_rows_ok(const PGresult *res)
+{
+    int64_t v;
+    for (int i = 0; i < PQntuples(res); i++)
+        if (PQnfields(res) != 2 || field_int(res, i, 0, &v) != 0 ||
+            PQgetisnull(res, i, 1) || ctr_pg_int(PQgetvalue(res, i, 1), &v) < 0)
+            return 0;
+    return 1;
+}
+
 static void history_done(const PGresult *res, void *arg)
 {
     history_op *op = arg;
-    if (res == NULL) {
+    if (res == NULL || !history_rows_ok(res)) {
         api_reply_error(op->req, 503, "unavailable", NULL,
                         "postgresql could not answer in time");
     } else {
@@ -363,16 +396,24 @@ static void history_done(const PGresult *res, void *arg)
                             op->name, ctr_kind_name(op->def->kind),
                             op->interval);
         api_json_append_string(b, ctr_tz_name(op->tz));
+        char from[40], to[40];
+        ctr_time_format_offset(op->from_ms,
+                               ctr_tz_offset_s(op->tz, op->from_ms), from,
+                               sizeof(from));
+        ctr_time_format_offset(op->to_ms, ctr_tz_offset_s(op->tz, op->to_ms),
+                               to, sizeof(to));
+        evbuffer_add_printf(b, ",\"from\":\"%s\",\"to\":\"%s\"", from, to);
         if (op->def->kind == CTR_KIND_UNIQUE && op->def->dedup == CTR_DEDUP_HLL)
             evbuffer_add_printf(b, ",\"approximate\":true");
         evbuffer_add_printf(b, ",\"points\":[");
         for (int i = 0; i < PQntuples(res); i++) {
             char ts[40];
-            int64_t start = field_i64(res, i, 0);
+            int64_t start;
+            (void)field_int(res, i, 0, &start); /* checked above */
             ctr_time_format_offset(start, ctr_tz_offset_s(op->tz, start), ts,
                                    sizeof(ts));
-            evbuffer_add_printf(b, "%s{\"start\":\"%s\",\"value\":%" PRId64 "}",
-                                i ? "," : "", ts, field_i64(res, i, 1));
+            evbuffer_add_printf(b, "%s{\"start\":\"%s\",\"value\":%s}",
+                                i ? "," : "", ts, PQgetvalue(res, i, 1));
         }
         evbuffer_add_printf(b, "]}\n");
         api_reply_json(op->req, 200, b);
@@ -403,15 +444,20 @@ void api_handle_history(api_app *app, struct evhttp_request *req,
         history_bad(app, req, field, msg);
         return;
     }
-    const int64_t from = hq.from_ms, to = hq.to_ms, step_ms = hq.step_ms;
-    const char *iv = hq.interval;
     const ctr_counter_def *def = ctr_config_counter(app->cfg, route->name);
     char tzerr[200];
     /* minutes are the same everywhere; hours and days follow the zone */
     const ctr_tz *tz =
-        step_ms == 60000 ? ctr_tz_get("UTC", tzerr, sizeof(tzerr)) : def->tz;
+        hq.step_ms == 60000 ? ctr_tz_get("UTC", tzerr, sizeof(tzerr)) : def->tz;
     if (tz == NULL)
         tz = def->tz;
+    if (api_history_default_range(&hq, tz, ctr_time_now_ms(), &field, msg,
+                                  sizeof(msg)) != 0) {
+        history_bad(app, req, field, msg);
+        return;
+    }
+    const int64_t from = hq.from_ms, to = hq.to_ms, step_ms = hq.step_ms;
+    const char *iv = hq.interval;
     if (history_points(tz, from, to, step_ms) > HISTORY_MAX_POINTS) {
         snprintf(msg, sizeof(msg),
                  "to: the range holds more than %d %s points; narrow it or "
@@ -431,6 +477,8 @@ void api_handle_history(api_app *app, struct evhttp_request *req,
     op->def = def;
     op->interval = iv;
     op->tz = tz;
+    op->from_ms = from;
+    op->to_ms = to;
     memcpy(op->name, route->name, sizeof(op->name));
     char from_iso[40], to_iso[40];
     ctr_time_format_rfc3339(from, from_iso, sizeof(from_iso));

@@ -4,7 +4,7 @@
 #include "api/redis_store.h"
 #include "api/reply_pool.h"
 
-#include "api/stats.h"
+#include "api/metrics.h"
 #include "common/timeutil.h"
 
 #include "common/log.h"
@@ -137,7 +137,7 @@ static void cmd_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     cmd->answered = 1;
-    api_stats_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6, 1);
+    api_metrics_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6, 1);
     if (cmd->index < 0 && cmd->node >= 0)
         mark_suspect(cmd->r->nodes[cmd->node]);
     cmd->on_reply(cmd, NULL, API_REDIS_TIMEOUT);
@@ -254,8 +254,8 @@ static void cmd_reply(redisAsyncContext *ac, void *replyp, void *privdata)
     cmd->timer = NULL;
     if (!cmd->answered) {
         cmd->answered = 1;
-        api_stats_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6,
-                        reply == NULL || reply->type == REDIS_REPLY_ERROR);
+        api_metrics_redis((double)(ctr_time_mono_us() - cmd->t0_us) / 1e6,
+                          reply == NULL || reply->type == REDIS_REPLY_ERROR);
         cmd->on_reply(cmd, reply,
                       reply == NULL ? API_REDIS_DISCONNECTED : API_REDIS_OK);
     } else {
@@ -381,10 +381,10 @@ static int send_args(api_redis *r,
                      void *owner, int index, int timeout_ms, const char *key,
                      int argc, const char **argv)
 {
-    size_t argvlen[2 + 2 * API_REDIS_GET_MAX];
+    size_t argvlen[2 + 3 * API_REDIS_GET_MAX];
     redis_cmd *cmd;
 
-    if (argc > 2 + 2 * API_REDIS_GET_MAX ||
+    if (argc > 2 + 3 * API_REDIS_GET_MAX ||
         (cmd = calloc(1, sizeof(*cmd))) == NULL)
         return -1;
     for (int i = 0; i < argc; i++)
@@ -1115,21 +1115,24 @@ static void get_timeout(evutil_socket_t fd, short what, void *arg)
     get_finish(op);
 }
 
-/* values[from..] from an MGET's answer [v, t, v, t, ..., marker]; a
- * value that is not an integer fails the whole read, a stamp that is not
- * reads as none. */
+/* values[from..] from an MGET's answer [v, t, lo, v, t, lo, ..., marker];
+ * a value that is not an integer fails the whole read, a stamp that is
+ * not reads as none, a low worst case that is not as none. */
 static void get_take(get_op *op, size_t from, const redisReply *reply)
 {
-    for (size_t i = 0; i < reply->elements / 2; i++) {
-        const redisReply *v = reply->element[2 * i];
+    for (size_t i = 0; i < reply->elements / 3; i++) {
+        const redisReply *v = reply->element[3 * i];
         api_redis_value *val = &op->values[from + i];
         if (v->type == REDIS_REPLY_NIL) {
             val->exists = 0;
         } else if (ctr_apply_reply_i64(v, &val->value) == 0) {
             val->exists = 1;
-            if (ctr_apply_reply_i64(reply->element[2 * i + 1],
+            if (ctr_apply_reply_i64(reply->element[3 * i + 1],
                                     &val->updated_ms) != 0)
                 val->updated_ms = 0;
+            if (ctr_apply_reply_i64(reply->element[3 * i + 2],
+                                    &val->confirmed) != 0)
+                val->confirmed = val->value;
         } else {
             op->status = API_REDIS_ERROR;
         }
@@ -1146,8 +1149,8 @@ static void get_reply(redis_cmd *cmd, redisReply *reply,
 
     op->pending--;
     if (reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
-        reply->elements == 2 * names + 1) {
-        const redisReply *m = reply->element[2 * names];
+        reply->elements == 3 * names + 1) {
+        const redisReply *m = reply->element[3 * names];
         if (m->type != REDIS_REPLY_STRING || !epoch_in_use(m->str, m->len)) {
             /* the slot's data set is gone or being rebuilt */
             if (op->status == API_REDIS_OK)
@@ -1200,23 +1203,26 @@ int api_redis_get(api_redis *r, const char *const *keys, size_t n,
      * command, so there each name has its own. */
     size_t per = op->per = r->cluster ? 1 : n;
     for (size_t i = 0; i < n; i += per) {
-        const char *argv[2 + 2 * API_REDIS_GET_MAX];
+        const char *argv[2 + 3 * API_REDIS_GET_MAX];
         char stamps[API_REDIS_GET_MAX][API_KEY_MAX + 2];
+        char los[API_REDIS_GET_MAX][API_KEY_MAX + 3];
         char marker[CTR_APPLY_EPOCH_KEY_MAX];
         int fits = 1;
         argv[0] = "MGET";
         for (size_t j = 0; j < per; j++) {
             /* cannot fail for a key of API_KEY_MAX; if it did, no read */
             fits &= ctr_apply_stamp_key(stamps[j], sizeof(stamps[j]),
-                                        keys[i + j]) == 0;
-            argv[1 + 2 * j] = keys[i + j];
-            argv[2 + 2 * j] = stamps[j];
+                                        keys[i + j]) == 0 &&
+                    ctr_apply_lo_key(los[j], sizeof(los[j]), keys[i + j]) == 0;
+            argv[1 + 3 * j] = keys[i + j];
+            argv[2 + 3 * j] = stamps[j];
+            argv[3 + 3 * j] = los[j];
         }
         /* one server holds every marker; in a cluster, the key's own */
         ctr_apply_epoch_key(marker, ctr_key_slot(keys[i], strlen(keys[i])));
-        argv[1 + 2 * per] = marker;
+        argv[1 + 3 * per] = marker;
         if (!fits || send_args(r, get_reply, op, (int)i, 0, keys[i],
-                               2 + 2 * (int)per, argv) != 0) {
+                               2 + 3 * (int)per, argv) != 0) {
             op->status = API_REDIS_DISCONNECTED;
             break;
         }

@@ -74,7 +74,9 @@ typedef void (*api_redis_undo_cb)(enum api_redis_status st, int result,
 /* One counter as read from Redis; exists 0 means never written. */
 typedef struct api_redis_value {
     int exists;
-    int64_t value;
+    int64_t value;     /* with every write applied, pending ones too */
+    int64_t confirmed; /* what no pending write failing can take back:
+                        * the value of a counter that only grows */
     int64_t updated_ms;
 } api_redis_value;
 
@@ -129,8 +131,9 @@ int api_redis_finish(api_redis *r, const char *name, const ctr_apply_spec *w,
 const char *api_redis_epoch(const api_redis *r);
 
 /* Reads the counters at n (at most API_REDIS_GET_MAX) full value keys
- * within timeout_ms: value and stamp of each, one MGET on one server, one
- * per name in a cluster. cb fires once. */
+ * within timeout_ms: value, stamp and low worst case of each with the
+ * slot's epoch marker, one MGET on one server, one per name in a
+ * cluster. cb fires once. */
 #define API_REDIS_GET_MAX 100
 int api_redis_get(api_redis *r, const char *const *keys, size_t n,
                   int timeout_ms, api_redis_get_cb cb, void *arg)

@@ -3,7 +3,7 @@
  */
 #include "api/reply.h"
 
-#include "api/stats.h"
+#include "api/metrics.h"
 
 #include "common/strbuf.h"
 #include "common/timeutil.h"
@@ -24,11 +24,17 @@ static const char *reason_phrase(int status)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
+    case 411: return "Length Required";
     case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
     case 422: return "Unprocessable Entity";
     case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }
@@ -85,6 +91,26 @@ static const char *date_header(void)
     return text;
 }
 
+void api_reply_send(struct evhttp_request *req, int status,
+                    struct evbuffer *body)
+{
+    /* libevent 2.1 writes a HEAD answer's body too, and no length: on a
+     * kept-alive connection the client would read it as the next answer */
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        struct evbuffer *out = evhttp_request_get_output_buffer(req);
+        struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+        char length[24];
+        snprintf(length, sizeof(length), "%zu",
+                 evbuffer_get_length(out) +
+                     (body ? evbuffer_get_length(body) : 0));
+        evhttp_remove_header(headers, "Content-Length");
+        evhttp_add_header(headers, "Content-Length", length);
+        evbuffer_drain(out, evbuffer_get_length(out));
+        body = NULL;
+    }
+    evhttp_send_reply(req, status, reason_phrase(status), body);
+}
+
 void api_reply_json(struct evhttp_request *req, int status,
                     struct evbuffer *body)
 {
@@ -93,28 +119,41 @@ void api_reply_json(struct evhttp_request *req, int status,
     evhttp_add_header(headers, "Content-Type", "application/json");
     if (date)
         evhttp_add_header(headers, "Date", date);
-    api_stats_end(req, status);
-    evhttp_send_reply(req, status, reason_phrase(status), body);
+    api_metrics_end(req, status);
+    api_reply_send(req, status, body);
+}
+
+/* The error body, written straight into the request's output buffer:
+ * nothing to allocate that could fail into an answer of evhttp's own. */
+static void error_body(struct evhttp_request *req, const char *code,
+                       const char *field, const char *message)
+{
+    struct evbuffer *body = evhttp_request_get_output_buffer(req);
+    api_metrics_error(code);
+    API_JSON_LIT(body, "{\"success\":false,\"error\":{\"code\":");
+    api_json_append_string(body, code);
+    API_JSON_LIT(body, ",\"message\":");
+    api_json_append_string(body, message);
+    if (field) {
+        API_JSON_LIT(body, ",\"field\":");
+        api_json_append_string(body, field);
+    }
+    API_JSON_LIT(body, "}}\n");
 }
 
 void api_reply_error(struct evhttp_request *req, int status, const char *code,
                      const char *field, const char *message)
 {
-    struct evbuffer *body = evbuffer_new();
-    if (body == NULL) {
-        api_stats_end(req, 500);
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
-    evbuffer_add_printf(body, "{\"success\":false,\"error\":{\"code\":");
-    api_json_append_string(body, code);
-    evbuffer_add_printf(body, ",\"message\":");
-    api_json_append_string(body, message);
-    if (field) {
-        evbuffer_add_printf(body, ",\"field\":");
-        api_json_append_string(body, field);
-    }
-    evbuffer_add_printf(body, "}}\n");
-    api_reply_json(req, status, body);
-    evbuffer_free(body);
+    error_body(req, code, field, message);
+    api_reply_json(req, status, NULL);
+}
+
+void api_reply_error_close(struct evhttp_request *req, int status,
+                           const char *code, const char *field,
+                           const char *message)
+{
+    error_body(req, code, field, message);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
+                      "close");
+    api_reply_json(req, status, NULL);
 }

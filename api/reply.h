@@ -10,7 +10,13 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Sends body (consumed) with the given status and a JSON content type. */
+/* Sends body (NULL: what the request's output buffer holds) with status
+ * and the headers set so far; to a HEAD, its length and no body. */
+void api_reply_send(struct evhttp_request *req, int status,
+                    struct evbuffer *body);
+
+/* Sends body (consumed; NULL: what the request's output buffer holds)
+ * with the given status and a JSON content type. */
 void api_reply_json(struct evhttp_request *req, int status,
                     struct evbuffer *body);
 
@@ -20,6 +26,11 @@ void api_reply_json(struct evhttp_request *req, int status,
  */
 void api_reply_error(struct evhttp_request *req, int status, const char *code,
                      const char *field, const char *message);
+
+/* The same with Connection: close: the connection ends after it. */
+void api_reply_error_close(struct evhttp_request *req, int status,
+                           const char *code, const char *field,
+                           const char *message);
 
 /* Appends s to buf as a JSON string literal. */
 void api_json_append_string(struct evbuffer *buf, const char *s);

@@ -50,7 +50,7 @@
 #include "api/body.h"
 #include "api/floor.h"
 #include "api/reply.h"
-#include "api/stats.h"
+#include "api/metrics.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "ingest/event.h"
@@ -186,14 +186,26 @@ static void write_answer_accepted(write_op *op)
     op->req = NULL;
 }
 
+/* A counter that only grows answers what reads show once this write is
+ * confirmed (pending writes of others excluded: they may yet fail); a
+ * gauge, its value. A replay answers the first attempt's (its record). */
+static int monotonic(const ctr_counter_def *def)
+{
+    return def->kind == CTR_KIND_COUNTER || def->kind == CTR_KIND_UNIQUE;
+}
+
+static int64_t answered_value(const write_op *op)
+{
+    return monotonic(op->def) ? op->res.seen : op->res.value;
+}
+
 /* A client saw this value: a read that falls back to PostgreSQL must not
  * show it less (I6), as for values a read served. Only the live window of
  * a counter that only grows within it. */
 static void note_floor(const write_op *op)
 {
     if (op->app->floor == NULL || op->replay || /* a replay's value is old */
-        (op->def->kind != CTR_KIND_COUNTER &&
-         op->def->kind != CTR_KIND_UNIQUE) ||
+        !monotonic(op->def) ||
         (op->spec.period[0] && strcmp(op->spec.period, op->today) != 0))
         return;
     /* a decrease is a correction: the floor follows it down */
@@ -213,7 +225,7 @@ static void write_answer_ok(write_op *op)
     mark_replayed(op);
     body = evbuffer_new();
     API_JSON_LIT(body, "{\"success\":true,\"current_value\":");
-    api_json_append_i64(body, op->res.value);
+    api_json_append_i64(body, answered_value(op));
     API_JSON_LIT(body, ",\"event_id\":");
     api_json_append_string(body, op->event_id);
     if (op->spec.period[0]) {
@@ -331,8 +343,8 @@ void api_on_delivery(enum ctr_delivery result, void *arg)
 {
     write_op *op = arg;
 
-    api_stats_kafka((double)(ctr_time_mono_us() - op->published_us) / 1e6,
-                    result != CTR_DELIVERED);
+    api_metrics_kafka((double)(ctr_time_mono_us() - op->published_us) / 1e6,
+                      result != CTR_DELIVERED);
 
     switch (result) {
     case CTR_DELIVERED:
@@ -516,6 +528,7 @@ static void write_key_seen(write_op *op, const ctr_apply_result *res)
         /* the applier applied an event with this id (a write accepted
          * while Redis was away): it counted; its answer was not kept */
         op->res.value = op->res.prev = res->prev;
+        op->res.seen = res->seen;
         if (res->record[0] == 'r') {
             op->res.value = res->prev;
             write_bound_refused(op);
@@ -539,6 +552,7 @@ static void write_key_seen(write_op *op, const ctr_apply_result *res)
     replan_as_first(op, &rec);
     op->res.outcome = (enum ctr_apply_outcome)rec.outcome;
     op->res.value = rec.value;
+    op->res.seen = rec.seen;
     if (__builtin_sub_overflow(rec.value, rec.applied, &op->res.prev))
         op->res.prev = rec.value;
     if (rec.state == 'D') {
@@ -686,6 +700,34 @@ static int check_kind(api_app *app, struct evhttp_request *req,
     return 0;
 }
 
+/*
+ * The size of the event a write logs (and of the record the applier
+ * publishes for it), with the widest delta it can carry: the one asked
+ * for an increment or decrement (a clamp only narrows it), any int64 for a
+ * set (its difference is known once Redis has applied it).
+ */
+static size_t write_event_bytes(const char *name, const char *key,
+                                enum api_write_kind kind,
+                                const ctr_counter_def *def,
+                                const api_write_body *body, int64_t ts_ms)
+{
+    ctr_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.v = CTR_EVENT_VERSION;
+    /* a generated id is a UUID: as long as this one */
+    snprintf(ev.id, sizeof(ev.id), "%s",
+             key ? key : "00000000-0000-4000-8000-000000000000");
+    snprintf(ev.counter, sizeof(ev.counter), "%s", name);
+    ev.delta = kind == API_WRITE_SET          ? INT64_MIN
+               : def->kind == CTR_KIND_UNIQUE ? 1
+               : kind == API_WRITE_DECR       ? -body->value
+                                              : body->value;
+    ev.user_id = body->user_id;
+    ev.ts_ms = ts_ms;
+    ev.metadata = body->metadata;
+    return ctr_event_encoded_len(&ev);
+}
+
 /* What makes two requests "the same" under one Idempotency-Key: the
  * operation, the counter and the body's bytes (FNV-1a, 64 bits). */
 static void write_fingerprint(char out[17], enum api_write_kind kind,
@@ -756,6 +798,19 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
         reject(app, req, 400, "invalid_header", "Idempotency-Key",
                "Idempotency-Key: must be 1 to 128 printable ASCII "
                "characters without spaces");
+        goto done;
+    }
+    /* The log's consumers refuse an event past CTR_EVENT_MAX_BYTES (to
+     * the DLQ): such a write must not be acknowledged. */
+    size_t event_bytes =
+        write_event_bytes(route->name, key, kind, def, &body, ts);
+    if (event_bytes > CTR_EVENT_MAX_BYTES) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "metadata: the event of this write would be %zu bytes, over "
+                 "the %d bytes an event may have",
+                 event_bytes, CTR_EVENT_MAX_BYTES);
+        reject(app, req, 413, "body_too_large", "metadata", msg);
         goto done;
     }
     if (ctr_producer_brokers_down(app->producer)) {

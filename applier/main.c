@@ -30,6 +30,7 @@
 #include "ingest/event.h"
 #include "ingest/producer.h"
 #include "ingest/restore.h"
+#include "applier/group_watch.h"
 #include "applier/resolver.h"
 #include "applier/tail.h"
 
@@ -71,6 +72,7 @@ typedef struct applier {
     ctr_histogram apply_seconds; /* the Lua call, retries included */
     ctr_resolver *resolver;      /* pending writes nobody else settles */
     ctr_tail *tail;              /* what a restore left owed */
+    ctr_group_watch *groups;     /* the consumer groups' committed lag */
     ctr_metrics_server *metrics;
 } applier;
 
@@ -99,10 +101,22 @@ static void redis_drop(applier *a)
 {
     ctr_rclient_free(a->redis);
     a->redis = NULL;
+    if (a->resolver)
+        ctr_resolver_new_connection(a->resolver);
+    if (a->tail)
+        ctr_tail_new_connection(a->tail);
 }
 
 static void commit_progress(applier *a);
 static void render_metrics(ctr_strbuf *b, void *arg);
+
+/* Answers Prometheus and keeps the group watch current: from every loop
+ * that waits, so that both go on while Redis is away. */
+static void serve_metrics(applier *a)
+{
+    ctr_group_watch_step(a->groups);
+    ctr_metrics_server_poll(a->metrics, render_metrics, a);
+}
 
 /*
  * A Redis without the epoch markers restarted without its data (or never
@@ -243,7 +257,7 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
             redis_drop(a);
         }
         /* still answer Prometheus while waiting for Redis */
-        ctr_metrics_server_poll(a->metrics, render_metrics, a);
+        serve_metrics(a);
         sleep_ms(backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
@@ -531,6 +545,7 @@ static void render_metrics(ctr_strbuf *b, void *arg)
                     "Pending writes claimed but not settled (retried).");
     ctr_strbuf_printf(b, "counter_applier_resolve_failures_total %llu\n",
                       (unsigned long long)rs.failed);
+    ctr_group_watch_render(a->groups, b);
 }
 
 int main(void)
@@ -570,7 +585,8 @@ int main(void)
     ctr_hist_init(&a.apply_seconds, ctr_latency_bounds);
     a.resolver = ctr_resolver_new(cfg);
     a.tail = ctr_tail_new(cfg);
-    if (a.resolver == NULL || a.tail == NULL) {
+    a.groups = ctr_group_watch_new(cfg, a.rk);
+    if (a.resolver == NULL || a.tail == NULL || a.groups == NULL) {
         ctr_error("out of memory");
         goto out;
     }
@@ -586,7 +602,7 @@ int main(void)
             rd_kafka_message_destroy(msg);
         }
         ctr_producer_poll(a.producer, 0);
-        ctr_metrics_server_poll(a.metrics, render_metrics, &a);
+        serve_metrics(&a);
         /* idle: still watch Redis, so that a restart that lost its data
          * is restored (and the api can use it again) without waiting for
          * an event to apply */
@@ -607,6 +623,7 @@ int main(void)
     commit_progress(&a);
     rc = 0;
 out:
+    ctr_group_watch_free(a.groups); /* its queue before the consumer */
     if (a.rk) {
         rd_kafka_consumer_close(a.rk);
         rd_kafka_destroy(a.rk);

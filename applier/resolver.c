@@ -91,6 +91,11 @@ void ctr_resolver_free(ctr_resolver *r)
     free(r);
 }
 
+void ctr_resolver_new_connection(ctr_resolver *r)
+{
+    r->claim_sha[0] = r->finish_sha[0] = '\0';
+}
+
 void ctr_resolver_stats_get(const ctr_resolver *r, ctr_resolver_stats *out)
 {
     *out = r->stats;
@@ -398,12 +403,15 @@ static int publish(ctr_resolver *r, const item *it, const char *epoch)
 /* Finishes an item's entry (redis/finish.lua); 0 or -1. */
 static int finish(ctr_resolver *r, ctr_rclient *c, const item *it)
 {
-    char gkey[CTR_APPLY_KEY_MAX];
-    if (ctr_apply_guard_key(gkey, sizeof(gkey), it->name, it->id) != 0)
+    char gkey[CTR_APPLY_KEY_MAX], lkey[CTR_APPLY_KEY_MAX + 4],
+        hkey[CTR_APPLY_KEY_MAX + 4];
+    if (ctr_apply_guard_key(gkey, sizeof(gkey), it->name, it->id) != 0 ||
+        ctr_apply_lo_key(lkey, sizeof(lkey), it->vkey) != 0)
         return -1;
-    const char *argv[] = {"EVALSHA", r->finish_sha, "3",    it->vkey,
-                          it->pkey,  gkey,          it->id, ""};
-    redisReply *rep = ctr_rclient_argv(c, it->pkey, 8, argv, NULL);
+    snprintf(hkey, sizeof(hkey), "%s:hi", it->vkey);
+    const char *argv[] = {"EVALSHA", r->finish_sha, "5",  it->vkey, it->pkey,
+                          lkey,      hkey,          gkey, it->id,   ""};
+    redisReply *rep = ctr_rclient_argv(c, it->pkey, 10, argv, NULL);
     int ok = rep && rep->type == REDIS_REPLY_INTEGER;
     freeReplyObject(rep);
     return ok ? 0 : -1;
@@ -424,9 +432,14 @@ int ctr_resolver_step(ctr_resolver *r, ctr_rclient *c, const char *epoch)
             return -1;
         }
     }
-    if (ctr_rclient_script(c, ctr_script_claim, r->claim_sha) != 0 ||
-        ctr_rclient_script(c, ctr_script_finish, r->finish_sha) != 0)
+    /* once per connection: the client remembers them, and loads them again
+     * on a node that lost them */
+    if (!r->claim_sha[0] &&
+        (ctr_rclient_script(c, ctr_script_claim, r->claim_sha) != 0 ||
+         ctr_rclient_script(c, ctr_script_finish, r->finish_sha) != 0)) {
+        r->claim_sha[0] = '\0';
         return -1;
+    }
 
     scan_state ss = {r, c, now, 0};
     r->stats.sweeps++;

@@ -50,6 +50,10 @@ typedef struct ctr_resolver_stats {
  */
 int ctr_resolver_step(ctr_resolver *r, ctr_rclient *c, const char *epoch);
 
+/* The Redis client given to ctr_resolver_step is a new one: its scripts
+ * are to be loaded on it (once per client). */
+void ctr_resolver_new_connection(ctr_resolver *r);
+
 void ctr_resolver_stats_get(const ctr_resolver *r, ctr_resolver_stats *out);
 
 #endif

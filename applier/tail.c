@@ -67,6 +67,11 @@ void ctr_tail_free(ctr_tail *t)
     free(t);
 }
 
+void ctr_tail_new_connection(ctr_tail *t)
+{
+    t->lock_sha[0] = t->fenced_sha[0] = t->write_sha[0] = '\0';
+}
+
 uint64_t ctr_tail_applied(const ctr_tail *t)
 {
     return t->applied;

@@ -35,6 +35,10 @@ void ctr_tail_free(ctr_tail *t);
  */
 int ctr_tail_step(ctr_tail *t, ctr_rclient *c, const char *epoch);
 
+/* The Redis client given to ctr_tail_step is a new one: its scripts are
+ * to be loaded on it (once per client). */
+void ctr_tail_new_connection(ctr_tail *t);
+
 /* Events applied again since start. */
 uint64_t ctr_tail_applied(const ctr_tail *t);
 

@@ -97,3 +97,28 @@ const char ctr_sql_current_values[] =
     "CROSS JOIN (SELECT (extract(epoch FROM max(updated_at)) * 1000)::bigint "
     "            AS as_of_ms FROM consumer_offsets) o "
     "ORDER BY q.i";
+
+int ctr_pg_int(const char *text, int64_t *out)
+{
+    const char *p = text;
+    int neg = *p == '-';
+    uint64_t v = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : INT64_MAX;
+    int big = 0;
+
+    p += neg;
+    if (*p < '0' || *p > '9')
+        return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (big || v > (limit - d) / 10)
+            big = 1;
+        else
+            v = v * 10 + d;
+    }
+    if (*p != '\0')
+        return -1;
+    if (big)
+        return 1;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 0;
+}

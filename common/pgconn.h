@@ -9,6 +9,7 @@
 
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Keyword/value arrays for PQconnectdbParams; they point into cfg, which
  * must outlive them. With postgres.hosts set, host and port are libpq's
@@ -45,6 +46,15 @@ const char *ctr_pg_where(const ctr_config *cfg, char *buf, size_t len);
  */
 PGconn *ctr_pg_connect(const ctr_config *cfg, const char *application_name,
                        char *errbuf, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
+ * Reads PostgreSQL's text of an integer (bigint, or numeric of scale 0:
+ * "-?[0-9]+"). Returns 0 with *out set; 1 for an integer outside int64
+ * (*out untouched: the caller keeps the exact text, never a clamped
+ * value); -1 for anything else.
+ */
+int ctr_pg_int(const char *text, int64_t *out)
     __attribute__((warn_unused_result));
 
 /* The current value of counters from PostgreSQL, as the api's fallback

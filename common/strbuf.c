@@ -172,6 +172,34 @@ void ctr_pgarray_i64(ctr_strbuf *b, int64_t v)
     ctr_strbuf_put(b, num, n);
 }
 
+size_t ctr_i128_text(__int128 v, char out[CTR_I128_TEXT_MAX])
+{
+    /* most sums fit 64 bits, whose division is not a library call */
+    if (v >= INT64_MIN && v <= INT64_MAX)
+        return ctr_i64_text((int64_t)v, out);
+    unsigned __int128 u = v < 0 ? -(unsigned __int128)v : (unsigned __int128)v;
+    char digits[CTR_I128_TEXT_MAX];
+    size_t n = 0, len = 0;
+    do {
+        digits[n++] = (char)('0' + (int)(u % 10));
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        out[len++] = '-';
+    while (n > 0)
+        out[len++] = digits[--n];
+    out[len] = '\0';
+    return len;
+}
+
+void ctr_pgarray_i128(ctr_strbuf *b, __int128 v)
+{
+    char num[CTR_I128_TEXT_MAX];
+    size_t n = ctr_i128_text(v, num);
+    separate(b);
+    ctr_strbuf_put(b, num, n);
+}
+
 void ctr_pgarray_close(ctr_strbuf *b)
 {
     ctr_strbuf_put(b, "}", 1);

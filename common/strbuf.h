@@ -42,11 +42,19 @@ void ctr_strbuf_put_json(ctr_strbuf *b, const char *s);
  */
 size_t ctr_i64_text(int64_t v, char out[21]);
 
+/*
+ * The same for a 128-bit integer (sums of int64 values: see
+ * persister/batch.h), room for -2^127 included.
+ */
+#define CTR_I128_TEXT_MAX 41
+size_t ctr_i128_text(__int128 v, char out[CTR_I128_TEXT_MAX]);
+
 /* Empties b and starts an array literal. */
 void ctr_pgarray_open(ctr_strbuf *b);
 /* Appends a text element, quoted, with '"' and '\' escaped. */
 void ctr_pgarray_text(ctr_strbuf *b, const char *s);
 void ctr_pgarray_i64(ctr_strbuf *b, int64_t v);
+void ctr_pgarray_i128(ctr_strbuf *b, __int128 v);
 /* Ends the literal; b->failed tells whether all of it was built. */
 void ctr_pgarray_close(ctr_strbuf *b);
 

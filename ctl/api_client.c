@@ -65,6 +65,8 @@ void ctl_api_result_free(ctl_api_result *res)
     if (res->doc)
         json_object_put(res->doc);
     res->doc = NULL;
+    free(res->body);
+    res->body = NULL;
 }
 
 /* The api's {"error": {"code", "message"}}, if the answer has one. */
@@ -148,6 +150,10 @@ static void call_once(const ctl_api *api, const char *method,
                  message ? message : "no message", resp.status, res->code);
     }
     res->retry_after_s = resp.retry_after_s;
+    if (res->doc) { /* handed over */
+        res->body = resp.body;
+        resp.body = NULL;
+    }
     ctl_http_response_free(&resp);
 }
 

@@ -38,12 +38,15 @@ int ctl_api_init(ctl_api *api, const ctr_config *cfg, const char *url_opt,
     __attribute__((warn_unused_result));
 
 typedef struct ctl_api_result {
-    int exit_code;      /* CTL_EXIT_OK, CTL_EXIT_FAILED, CTL_EXIT_UNREACHABLE */
-    int status;         /* the HTTP status, 0 without an answer */
-    int replayed;       /* the api replayed the answer to an earlier try */
-    int attempts;       /* requests sent */
-    int retry_after_s;  /* the answer's Retry-After, -1 when absent */
-    json_object *doc;   /* the answer's JSON; NULL if none; owned */
+    int exit_code;     /* CTL_EXIT_OK, CTL_EXIT_FAILED, CTL_EXIT_UNREACHABLE */
+    int status;        /* the HTTP status, 0 without an answer */
+    int replayed;      /* the api replayed the answer to an earlier try */
+    int attempts;      /* requests sent */
+    int retry_after_s; /* the answer's Retry-After, -1 when absent */
+    json_object *doc;  /* the answer's JSON; NULL if none; owned */
+    /* the answer's body as sent (NUL-terminated), for numbers json-c
+     * would clamp to int64; NULL if none; owned */
+    char *body;
     char code[64];      /* on failure: the api's error code, or ours
                          * (api_unreachable, no_answer, bad_answer) */
     char message[1024]; /* on failure: one line saying what happened */

@@ -342,7 +342,7 @@ static int cmd_get(int argc, char **argv)
         source_text(&src, from, sizeof(from));
         printf("name          %s\n", v->name);
         if (v->invalid)
-            printf("value         invalid (redis holds no integer)\n");
+            printf("value         invalid (see the line on stderr)\n");
         else
             printf("value         %" PRId64 "%s\n", v->value,
                    v->def->kind == CTR_KIND_UNIQUE &&

@@ -11,6 +11,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char help_history[] =
@@ -91,12 +92,68 @@ static void put_query_value(ctr_strbuf *b, const char *s)
     }
 }
 
-static void print_points(json_object *doc)
+/*
+ * The points' values of a history answer, as their text in `body`: they
+ * are its only numbers (json-c would clamp one past int64, and a sum of
+ * the buckets may pass it). Fills up to n spans in order; returns how many
+ * numbers the body holds, or -1 for one that is no integer.
+ */
+static long point_values(const char *body, const char **at, size_t *len,
+                         size_t n)
+{
+    long found = 0;
+    int in_string = 0;
+
+    for (const char *p = body; *p; p++) {
+        if (in_string) {
+            if (*p == '\\' && p[1])
+                p++;
+            else if (*p == '"')
+                in_string = 0;
+            continue;
+        }
+        if (*p == '"') {
+            in_string = 1;
+            continue;
+        }
+        if (*p != '-' && (*p < '0' || *p > '9'))
+            continue;
+        const char *start = p;
+        p += *p == '-';
+        while (*p >= '0' && *p <= '9')
+            p++;
+        if (p == start + (*start == '-') || *p == '.' || *p == 'e' || *p == 'E')
+            return -1;
+        if ((size_t)found < n) {
+            at[found] = start;
+            len[found] = (size_t)(p - start);
+        }
+        found++;
+        p--;
+    }
+    return found;
+}
+
+/* Adds the integer text s[0..n) to *sum; -1 when it leaves 128 bits. */
+static int add_exact(__int128 *sum, const char *s, size_t n)
+{
+    int neg = n > 0 && s[0] == '-';
+    __int128 v = 0;
+    for (size_t i = (size_t)neg; i < n; i++)
+        if (__builtin_mul_overflow(v, 10, &v) ||
+            __builtin_add_overflow(v, neg ? -(s[i] - '0') : s[i] - '0', &v))
+            return -1;
+    return __builtin_add_overflow(*sum, v, sum) ? -1 : 0;
+}
+
+/* The answer as a table. 0, or -1 when its values cannot be read. */
+static int print_points(json_object *doc, const char *body)
 {
     json_object *points = NULL, *v;
     const char *interval = "?", *tz = "?";
-    int wstart = 5, wval = 5;
-    char num[24];
+    const char **at = NULL;
+    size_t *len = NULL;
+    int wstart = 5, wval = 5, rc = -1;
 
     if (json_object_object_get_ex(doc, "interval", &v))
         interval = json_object_get_string(v);
@@ -106,37 +163,44 @@ static void print_points(json_object *doc)
     size_t n = json_object_is_type(points, json_type_array)
                    ? json_object_array_length(points)
                    : 0;
+    at = calloc(n + 1, sizeof(*at));
+    len = calloc(n + 1, sizeof(*len));
+    if (at == NULL || len == NULL || body == NULL ||
+        point_values(body, at, len, n) != (long)n)
+        goto out;
     for (size_t i = 0; i < n; i++) {
-        json_object *p = json_object_array_get_idx(points, i), *s, *val;
+        json_object *p = json_object_array_get_idx(points, i), *s;
         if (json_object_object_get_ex(p, "start", &s)) {
             int w = (int)strlen(json_object_get_string(s));
             wstart = w > wstart ? w : wstart;
         }
-        if (json_object_object_get_ex(p, "value", &val)) {
-            int w = snprintf(num, sizeof(num), "%" PRId64,
-                             json_object_get_int64(val));
-            wval = w > wval ? w : wval;
-        }
+        wval = (int)len[i] > wval ? (int)len[i] : wval;
     }
     printf("%-*s  %*s\n", wstart, "START", wval, "VALUE");
-    int64_t total = 0;
+    __int128 total = 0;
+    int exact = 1;
     for (size_t i = 0; i < n; i++) {
-        json_object *p = json_object_array_get_idx(points, i), *s = NULL,
-                    *val = NULL;
+        json_object *p = json_object_array_get_idx(points, i), *s = NULL;
         json_object_object_get_ex(p, "start", &s);
-        json_object_object_get_ex(p, "value", &val);
-        int64_t value = json_object_get_int64(val);
-        total += value;
-        printf("%-*s  %*" PRId64 "\n", wstart,
-               s ? json_object_get_string(s) : "?", wval, value);
+        exact = exact && add_exact(&total, at[i], len[i]) == 0;
+        printf("%-*s  %*.*s\n", wstart, s ? json_object_get_string(s) : "?",
+               wval, (int)len[i], at[i]);
     }
+    char sum[CTR_I128_TEXT_MAX] = "more than 38 digits";
+    if (exact)
+        ctr_i128_text(total, sum);
     json_object *approx;
-    printf("%zu point%s by %s in %s; sum %" PRId64 "%s\n", n, n == 1 ? "" : "s",
-           interval, tz, total,
+    printf("%zu point%s by %s in %s; sum %s%s\n", n, n == 1 ? "" : "s",
+           interval, tz, sum,
            json_object_object_get_ex(doc, "approximate", &approx) &&
                    json_object_get_boolean(approx)
                ? " (approximate)"
                : "");
+    rc = 0;
+out:
+    free(at);
+    free(len);
+    return rc;
 }
 
 int ctl_history_main(int argc, char **argv)
@@ -211,9 +275,13 @@ int ctl_history_main(int argc, char **argv)
             ctl_json_print(doc);
         }
     } else if (json) {
-        ctl_json_print(json_object_get(res.doc));
-    } else {
-        print_points(res.doc);
+        /* as the api wrote it: its values may pass int64, which json-c
+         * would clamp */
+        fputs(res.body, stdout);
+    } else if (print_points(res.doc, res.body) != 0) {
+        ctl_err("api at %s: a history answer whose values are not integers",
+                api.display);
+        rc = CTL_EXIT_UNREACHABLE;
     }
 out:
     ctl_api_result_free(&res);

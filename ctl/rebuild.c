@@ -84,11 +84,75 @@ static long compare_tables(PGconn *conn)
     return total;
 }
 
+/* The messages the live persister quarantined (public.quarantined_events),
+ * sorted by (partition, offset): the replay skips them as it did. */
+typedef struct quarantine_list {
+    size_t n;
+    struct quarantined_at {
+        int32_t partition;
+        int64_t offset;
+    } * at;
+} quarantine_list;
+
+static int cmp_quarantined(const void *a, const void *b)
+{
+    const struct quarantined_at *x = a, *y = b;
+    if (x->partition != y->partition)
+        return x->partition < y->partition ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Reads the list again (it only grows). 0 or -1 (printed). */
+static int load_quarantined(PGconn *conn, const ctr_config *cfg,
+                            quarantine_list *q)
+{
+    const char *params[2] = {cfg->persister_group_id, cfg->kafka_topic};
+    PGresult *res = PQexecParams(
+        conn,
+        "SELECT partition, \"offset\" FROM public.quarantined_events "
+        "WHERE group_id = $1 AND topic = $2",
+        2, NULL, params, NULL, NULL, 0);
+    int rc = -1;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "counterctl: reading quarantined_events: %s",
+                PQresultErrorMessage(res));
+        goto out;
+    }
+    struct quarantined_at *at = calloc((size_t)PQntuples(res) + 1, sizeof(*at));
+    if (at == NULL) {
+        fprintf(stderr, "counterctl: out of memory\n");
+        goto out;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        at[i].partition = (int32_t)strtol(PQgetvalue(res, i, 0), NULL, 10);
+        at[i].offset = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+    }
+    free(q->at);
+    q->at = at;
+    q->n = (size_t)PQntuples(res);
+    qsort(q->at, q->n, sizeof(*q->at), cmp_quarantined);
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int is_quarantined(const quarantine_list *q, int32_t partition,
+                          int64_t offset)
+{
+    struct quarantined_at key = {partition, offset};
+    return q->n > 0 &&
+           bsearch(&key, q->at, q->n, sizeof(*q->at), cmp_quarantined);
+}
+
 /* Replays partitions [pos, target) into the sink; pos advances. */
 static int replay(const ctr_config *cfg, rd_kafka_t *rk, ps_sink *sink,
-                  ps_batch *batch, int nparts, int64_t *pos,
-                  const int64_t *target, int64_t *committed, long *events)
+                  ps_batch *batch, const quarantine_list *quarantined,
+                  int nparts, int64_t *pos, const int64_t *target,
+                  int64_t *committed, long *events)
 {
+    const ctr_date none = {0, 0, 0};
     char err[256];
     rd_kafka_topic_partition_list_t *l =
         rd_kafka_topic_partition_list_new(nparts);
@@ -133,9 +197,12 @@ static int replay(const ctr_config *cfg, rd_kafka_t *rk, ps_sink *sink,
             rd_kafka_message_destroy(msg);
             continue;
         }
+        int skip = is_quarantined(quarantined, msg->partition, msg->offset);
         for (int attempt = 0; attempt < 2; attempt++) {
-            if (ps_fold_message(batch, cfg, msg, err, sizeof(err)) !=
-                PS_FOLD_FULL)
+            if (skip ? ps_batch_add(batch, msg->partition, msg->offset, NULL,
+                                    NULL, none) == 0
+                     : ps_fold_message(batch, cfg, msg, err, sizeof(err)) !=
+                           PS_FOLD_FULL)
                 break;
             /* full: commit what we have, then fold again */
             int64_t expected[CTR_MAX_PARTITIONS];
@@ -183,6 +250,7 @@ int ctl_rebuild_postgres(const ctr_config *cfg, const char *sql_dir, int keep)
     rd_kafka_t *rk = NULL;
     ps_sink *sink = NULL;
     ps_batch *batch = NULL;
+    quarantine_list quarantined = {0, NULL};
     int64_t pos[CTR_MAX_PARTITIONS], target[CTR_MAX_PARTITIONS],
         committed[CTR_MAX_PARTITIONS];
     long events = 0, diffs = -1;
@@ -229,8 +297,11 @@ int ctl_rebuild_postgres(const ctr_config *cfg, const char *sql_dir, int keep)
             fprintf(stderr, "counterctl: %s\n", err);
             goto out;
         }
-        if (replay(cfg, rk, sink, batch, nparts, pos, target, committed,
-                   &events))
+        /* after the offsets: every message they pass that was
+         * quarantined is listed by then (same transaction) */
+        if (load_quarantined(conn, cfg, &quarantined) ||
+            replay(cfg, rk, sink, batch, &quarantined, nparts, pos, target,
+                   committed, &events))
             goto out;
         if (ps_sink_apply_retention(sink, ctr_time_now_ms()) < 0)
             goto out;
@@ -272,6 +343,7 @@ out:
                  rebuild_schema);
         exec_ok(conn, sql);
     }
+    free(quarantined.at);
     ps_batch_free(batch);
     ps_sink_free(sink);
     ctr_reader_free(rk);

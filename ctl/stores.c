@@ -454,6 +454,26 @@ static int64_t field_i64(const PGresult *res, int row, int col)
     return v;
 }
 
+/*
+ * A value of counter_totals or counter_daily (numeric) into it. A live
+ * value is within int64, but PostgreSQL's sum may lie outside for a while
+ * (it adds events in log order) or for good (an event was quarantined):
+ * then the item is invalid and the exact value named on stderr.
+ */
+static void take_pg_value(const PGresult *res, int row, ctl_value *it)
+{
+    const char *text = PQgetvalue(res, row, 0);
+    it->value = 0;
+    it->invalid = 0;
+    if (PQgetisnull(res, row, 0) || ctr_pg_int(text, &it->value) == 0)
+        return;
+    it->invalid = 1;
+    ctl_err("postgresql holds %.60s%s for %s%s%s, outside the 64-bit range "
+            "of a live value",
+            text, strlen(text) > 60 ? "..." : "", it->name,
+            it->period[0] ? " day " : "", it->period);
+}
+
 static int pg_values(ctl_stores *s, ctl_values *vals, int64_t *as_of_ms)
 {
     ctr_strbuf names = {0}, days = {0};
@@ -488,8 +508,7 @@ static int pg_values(ctl_stores *s, ctl_values *vals, int64_t *as_of_ms)
             goto out;
         }
         for (size_t j = i; j < end; j++) {
-            vals->items[j].invalid = 0;
-            vals->items[j].value = field_i64(res, (int)(j - i), 0);
+            take_pg_value(res, (int)(j - i), &vals->items[j]);
             vals->items[j].updated_ms = field_i64(res, (int)(j - i), 1);
             *as_of_ms = field_i64(res, (int)(j - i), 2);
         }

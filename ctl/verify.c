@@ -69,6 +69,9 @@ typedef struct ver_item {
     ver_redis before, after; /* Redis before and after PostgreSQL's read */
     int in_pg;
     int64_t pg;
+    /* PostgreSQL's value when it lies outside int64 (a sum of events no
+     * live value can hold): its decimal text, cut at 40 digits; else "" */
+    char pg_exact[44];
 } ver_item;
 
 typedef struct ver_list {
@@ -171,6 +174,7 @@ static void list_merge(ver_list *l)
         if (it->in_pg) {
             keep->in_pg = 1;
             keep->pg = it->pg;
+            memcpy(keep->pg_exact, it->pg_exact, sizeof(keep->pg_exact));
         }
     }
     l->n = out + 1;
@@ -239,19 +243,25 @@ static int item_differs(const ctr_config *cfg, const ver_item *it,
     if (it->day[0] && !it->before.found && !it->after.found &&
         !window_is_live(cfg, it->name, it->day, now_ms))
         return 0;
+    if (it->in_pg && it->pg_exact[0])
+        return 1; /* no value Redis holds is equal */
     return pg < (a < b ? a : b) || pg > (a < b ? b : a);
 }
 
 /* Prints the difference with Redis' newer value. */
 static void print_item(const ver_item *it)
 {
-    char redis[24];
+    char redis[24], pg[sizeof(it->pg_exact)];
     if (it->after.invalid)
         snprintf(redis, sizeof(redis), "invalid");
     else
         snprintf(redis, sizeof(redis), "%" PRId64, redis_value(&it->after));
-    printf("counter %s%s%s: redis=%s postgres=%" PRId64 "\n", it->name,
-           it->day[0] ? " day " : "", it->day, redis, it->in_pg ? it->pg : 0);
+    if (it->in_pg && it->pg_exact[0])
+        memcpy(pg, it->pg_exact, sizeof(pg));
+    else
+        snprintf(pg, sizeof(pg), "%" PRId64, it->in_pg ? it->pg : 0);
+    printf("counter %s%s%s: redis=%s postgres=%s\n", it->name,
+           it->day[0] ? " day " : "", it->day, redis, pg);
 }
 
 /* ----------------------------------------------------------------- redis */
@@ -525,9 +535,10 @@ static int add_pg_rows(const PGresult *res, int with_day, ver_list *out)
         const char *name = PQgetvalue(res, i, 0);
         const char *day = with_day ? PQgetvalue(res, i, 1) : "";
         const char *val = PQgetvalue(res, i, with_day ? 2 : 1);
-        int64_t v;
-        if (parse_i64(val, strlen(val), &v) != 0) {
-            fprintf(stderr, "counterctl: unexpected value %s of %s\n", val,
+        int64_t v = 0;
+        int range = ctr_pg_int(val, &v);
+        if (range < 0) {
+            fprintf(stderr, "counterctl: unexpected value %.60s of %s\n", val,
                     name);
             return -1;
         }
@@ -538,6 +549,9 @@ static int add_pg_rows(const PGresult *res, int with_day, ver_list *out)
             return -1;
         it->in_pg = 1;
         it->pg = v;
+        if (range > 0)
+            snprintf(it->pg_exact, sizeof(it->pg_exact), "%.40s%s", val,
+                     strlen(val) > 40 ? "..." : "");
     }
     return 0;
 }
@@ -906,6 +920,7 @@ static int read_values(ver_ctx *c, ver_list *l, int all, int wait_s)
         memset(&it->before, 0, sizeof(it->before));
         it->in_pg = 0;
         it->pg = 0;
+        it->pg_exact[0] = '\0';
     }
     if (redis_fill(c, l->items, l->n, 0, 0) != 0 ||
         wait_caught_up(c, wait_s) != 0)

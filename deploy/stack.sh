@@ -309,11 +309,16 @@ kill_hard() {
 
 # A connection succeeds: someone else (another stack, a system service)
 # holds the port, and our process would fail or, worse, a readiness check
-# would talk to the wrong server.
+# would talk to the wrong server. A process of ours just killed may hold
+# its listening socket a moment longer (its leader is a zombie while its
+# other threads still exit), so a busy port is asked again for 5 s.
 ensure_port_free() { # NAME PORT
-    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
-        die "$1: port $2 on 127.0.0.1 is already in use by another process"
-    fi
+    local i
+    for ((i = 0; i < 50; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null || return 0
+        sleep 0.1
+    done
+    die "$1: port $2 on 127.0.0.1 is already in use by another process"
 }
 
 # ---------------------------------------------------------------- redis ---

@@ -88,14 +88,31 @@ int ctr_apply_stamp_key(char *buf, size_t len, const char *value_key)
     return 0;
 }
 
-int ctr_apply_pending_key(char *buf, size_t len, const char *value_key)
+int ctr_apply_lo_key(char *buf, size_t len, const char *value_key)
 {
     size_t n = strlen(value_key);
-    if (n + sizeof(CTR_APPLY_PENDING_SUFFIX) > len)
+    if (n + sizeof(CTR_APPLY_LO_SUFFIX) > len)
         return -1;
     memcpy(buf, value_key, n);
-    memcpy(buf + n, CTR_APPLY_PENDING_SUFFIX, sizeof(CTR_APPLY_PENDING_SUFFIX));
+    memcpy(buf + n, CTR_APPLY_LO_SUFFIX, sizeof(CTR_APPLY_LO_SUFFIX));
     return 0;
+}
+
+/* buf = value_key suffix; -1 if it does not fit. */
+static int beside(char *buf, size_t len, const char *value_key,
+                  const char *suffix)
+{
+    size_t n = strlen(value_key), sl = strlen(suffix);
+    if (n + sl + 1 > len)
+        return -1;
+    memcpy(buf, value_key, n);
+    memcpy(buf + n, suffix, sl + 1);
+    return 0;
+}
+
+int ctr_apply_pending_key(char *buf, size_t len, const char *value_key)
+{
+    return beside(buf, len, value_key, CTR_APPLY_PENDING_SUFFIX);
 }
 
 /* The tag of each slot: the smallest number whose decimal text hashes to
@@ -148,7 +165,9 @@ int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
                  s->dedup_suffix[0] ? s->dedup_suffix : ":none") ||
         make_key(a->keys[4], sizeof(a->keys[4]), name, fence) ||
         make_guard_key(a->keys[5], sizeof(a->keys[5]), name,
-                       s->guard_id ? s->guard_id : s->pending_id))
+                       s->guard_id ? s->guard_id : s->pending_id) ||
+        ctr_apply_lo_key(a->keys[7], sizeof(a->keys[7]), a->keys[0]) ||
+        beside(a->keys[8], sizeof(a->keys[8]), a->keys[0], ":hi"))
         return -1;
     ctr_apply_epoch_key(a->keys[6],
                         ctr_key_slot(a->keys[0], strlen(a->keys[0])));
@@ -173,7 +192,7 @@ int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
 
     const char *argv[] = {"EVALSHA",
                           sha,
-                          "7",
+                          "9",
                           a->keys[0],
                           a->keys[1],
                           a->keys[2],
@@ -181,6 +200,8 @@ int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
                           a->keys[4],
                           a->keys[5],
                           a->keys[6],
+                          a->keys[7],
+                          a->keys[8],
                           s->is_set ? "set" : "add",
                           a->nums[0],
                           a->nums[1],
@@ -202,7 +223,8 @@ int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
     return 0;
 }
 
-/* keys[0] value, [1] stamp, [2] pending hash, [3] guard of the write. */
+/* keys[0] value, [1] stamp, [2] pending hash, [3] guard of the write,
+ * [4] lo, [5] hi. */
 static int pending_keys(ctr_apply_argv *a, const char *name,
                         const ctr_apply_spec *s)
 {
@@ -210,7 +232,9 @@ static int pending_keys(ctr_apply_argv *a, const char *name,
         make_key(a->keys[0], sizeof(a->keys[0]), name, s->key_suffix) ||
         ctr_apply_stamp_key(a->keys[1], sizeof(a->keys[1]), a->keys[0]) ||
         ctr_apply_pending_key(a->keys[2], sizeof(a->keys[2]), a->keys[0]) ||
-        make_guard_key(a->keys[3], sizeof(a->keys[3]), name, s->pending_id))
+        make_guard_key(a->keys[3], sizeof(a->keys[3]), name, s->pending_id) ||
+        ctr_apply_lo_key(a->keys[4], sizeof(a->keys[4]), a->keys[0]) ||
+        beside(a->keys[5], sizeof(a->keys[5]), a->keys[0], ":hi"))
         return -1;
     return 0;
 }
@@ -220,10 +244,17 @@ int ctr_apply_undo_argv(ctr_apply_argv *a, const char *sha, const char *name,
 {
     if (pending_keys(a, name, s) != 0)
         return -1;
-    const char *argv[] = {
-        "EVALSHA",  sha,           "4",
-        a->keys[0], a->keys[1],    a->keys[2],
-        a->keys[3], s->pending_id, s->idem_token ? s->idem_token : ""};
+    const char *argv[] = {"EVALSHA",
+                          sha,
+                          "6",
+                          a->keys[0],
+                          a->keys[1],
+                          a->keys[2],
+                          a->keys[3],
+                          a->keys[4],
+                          a->keys[5],
+                          s->pending_id,
+                          s->idem_token ? s->idem_token : ""};
     a->argc = (int)(sizeof(argv) / sizeof(argv[0]));
     memcpy(a->argv, argv, sizeof(argv));
     return 0;
@@ -235,8 +266,9 @@ int ctr_apply_finish_argv(ctr_apply_argv *a, const char *sha, const char *name,
     if (pending_keys(a, name, s) != 0)
         return -1;
     const char *argv[] = {"EVALSHA",     sha,
-                          "3",           a->keys[0],
-                          a->keys[2],    a->keys[3],
+                          "5",           a->keys[0],
+                          a->keys[2],    a->keys[4],
+                          a->keys[5],    a->keys[3],
                           s->pending_id, s->idem_token ? s->idem_token : ""};
     a->argc = (int)(sizeof(argv) / sizeof(argv[0]));
     memcpy(a->argv, argv, sizeof(argv));
@@ -271,7 +303,7 @@ enum ctr_apply_status ctr_apply_parse(const redisReply *reply,
                                       size_t errlen)
 {
     memset(res, 0, sizeof(*res));
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 6 &&
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 7 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER &&
         reply->element[0]->integer >= 0 && reply->element[0]->integer <= 8 &&
         ctr_apply_reply_i64(reply->element[1], &res->value) == 0 &&
@@ -279,7 +311,8 @@ enum ctr_apply_status ctr_apply_parse(const redisReply *reply,
         reply->element[3]->type == REDIS_REPLY_STRING &&
         reply->element[3]->len < sizeof(res->prev_stamp) &&
         reply->element[4]->type == REDIS_REPLY_STRING &&
-        reply->element[5]->type == REDIS_REPLY_STRING) {
+        reply->element[5]->type == REDIS_REPLY_STRING &&
+        ctr_apply_reply_i64(reply->element[6], &res->seen) == 0) {
         res->outcome = (enum ctr_apply_outcome)reply->element[0]->integer;
         if (res->outcome == CTR_APPLY_OUT_OF_RANGE)
             return CTR_APPLY_OVERFLOW;
@@ -313,15 +346,16 @@ enum ctr_apply_status ctr_apply_parse(const redisReply *reply,
 
 int ctr_idem_record_parse(const char *s, ctr_idem_record *out)
 {
-    long long lease, value, applied, ts, gen;
+    long long lease, value, applied, ts, gen, seen;
     int outcome, n = 0;
 
     memset(out, 0, sizeof(*out));
     if (s[0] != 'A' || (s[1] != 'P' && s[1] != 'D'))
         return -1;
-    if (sscanf(s + 2, "|%lld|%16[0-9a-f]|%16[0-9a-f]|%d|%lld|%lld|%lld|%lld%n",
+    if (sscanf(s + 2,
+               "|%lld|%16[0-9a-f]|%16[0-9a-f]|%d|%lld|%lld|%lld|%lld|%lld%n",
                &lease, out->token, out->fingerprint, &outcome, &value, &applied,
-               &ts, &gen, &n) != 8 ||
+               &ts, &gen, &seen, &n) != 9 ||
         s[2 + n] != '\0' ||
         (outcome != CTR_APPLY_APPLIED && outcome != CTR_APPLY_DUPLICATE))
         return -1;
@@ -332,5 +366,6 @@ int ctr_idem_record_parse(const char *s, ctr_idem_record *out)
     out->applied = applied;
     out->ts_ms = ts;
     out->gen_ms = gen;
+    out->seen = seen;
     return 0;
 }

@@ -15,11 +15,13 @@
  *   <value key>:p         pending hash of that value, present only while
  *                         a write is pending (applied, its event not yet
  *                         known to be in the log): "e:<event id>" its
- *                         entry (redis/entry.lua), "lo"/"hi" the worst
- *                         cases of the value should the pending writes
- *                         fail (escrow: bounds and the int64 range are
- *                         judged on them), "m:<dedup key>|<user>" how many
- *                         pending writes rest on a counted user
+ *                         entry (redis/entry.lua), "m:<dedup key>|<user>"
+ *                         how many pending writes rest on a counted user
+ *   <value key>:lo, :hi   the worst cases of the value should the pending
+ *                         writes fail (escrow: bounds and the int64 range
+ *                         are judged on them); present only while writes
+ *                         are pending. A counter that only grows is read
+ *                         at lo: what no failure can take back
  *   {c:NAME}:u:DATE       exact dedup set of DATE;  :h:DATE  HyperLogLog
  *   {c:NAME}:o:P          applier fence: last offset of partition P
  *                         applied to NAME (its events normally share one
@@ -29,7 +31,8 @@
  *                         what it applied ("a<delta>" or "r"); the api's,
  *                         for an Idempotency-Key, holds a record
  *                         "A<state>|<lease ms>|<token>|<fingerprint>|
- *                         <outcome>|<value>|<applied>|<event ms>|<gen>",
+ *                         <outcome>|<value>|<applied>|<event ms>|<gen>|
+ *                         <seen>",
  *                         state P (pending: the event is not known to be
  *                         in the log) or D (done), so a retry can replay
  *                         the first answer or finish what a crash left;
@@ -120,6 +123,8 @@ typedef struct ctr_apply_result {
     int64_t recorded_delta;
     char record[192]; /* what the guard held, as it was ("" if too long) */
     char epoch[64];   /* the slot's marker ("" if none or too long) */
+    int64_t seen;     /* what a reader of a counter that only grows sees
+                       * once this write is confirmed (its lo then) */
 } ctr_apply_result;
 
 /* The api's idempotency record, parsed. */
@@ -131,6 +136,7 @@ typedef struct ctr_idem_record {
     int outcome; /* CTR_APPLY_APPLIED or CTR_APPLY_DUPLICATE */
     int64_t value, applied, ts_ms;
     int64_t gen_ms;
+    int64_t seen; /* the first answer's value of a counter that only grows */
 } ctr_idem_record;
 
 /* Parses an api idempotency record; 0, or -1 if s is not one (an
@@ -149,6 +155,12 @@ int ctr_apply_stamp_key(char *buf, size_t len, const char *value_key)
 #define CTR_APPLY_EPOCH_PREFIX  "counter:epoch:3:"
 #define CTR_APPLY_EPOCH_KEY_MAX 32
 void ctr_apply_epoch_key(char *buf, int slot);
+
+/* The low worst case that goes with a value key (see the layout above);
+ * 0, or -1 if too long. */
+#define CTR_APPLY_LO_SUFFIX ":lo"
+int ctr_apply_lo_key(char *buf, size_t len, const char *value_key)
+    __attribute__((warn_unused_result));
 
 /* The pending hash that goes with a value key; 0, or -1 if too long. */
 #define CTR_APPLY_PENDING_SUFFIX ":p"
@@ -173,8 +185,8 @@ void ctr_apply_plan(ctr_apply_spec *s, const ctr_counter_def *def,
  * argv[3] is always a key of the counter's slot. */
 typedef struct ctr_apply_argv {
     int argc;
-    const char *argv[26];
-    char keys[7][CTR_APPLY_KEY_MAX];
+    const char *argv[28];
+    char keys[9][CTR_APPLY_KEY_MAX];
     char nums[10][24];
     char info[48];
 } ctr_apply_argv;

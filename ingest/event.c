@@ -92,41 +92,67 @@ void ctr_event_new_id(char buf[37])
     buf[p] = '\0';
 }
 
-static void sb_put_i64(ctr_strbuf *sb, int64_t v)
+static void strbuf_sink(void *dst, const char *p, size_t n)
+{
+    ctr_strbuf_put(dst, p, n);
+}
+
+static void count_sink(void *dst, const char *p, size_t n)
+{
+    (void)p;
+    *(size_t *)dst += n;
+}
+
+#define PUT_LIT(put, dst, lit) put((dst), (lit), sizeof(lit) - 1)
+
+static void put_i64(ctr_put_fn put, void *dst, int64_t v)
 {
     char num[21];
-    ctr_strbuf_put(sb, num, ctr_i64_text(v, num));
+    put(dst, num, ctr_i64_text(v, num));
+}
+
+/* The event's JSON, piece by piece into put. */
+static void event_write(const ctr_event *ev, ctr_put_fn put, void *dst)
+{
+    PUT_LIT(put, dst, "{\"v\":");
+    put_i64(put, dst, ev->v);
+    PUT_LIT(put, dst, ",\"id\":");
+    ctr_json_quote(ev->id, put, dst);
+    PUT_LIT(put, dst, ",\"counter\":");
+    ctr_json_quote(ev->counter, put, dst);
+    PUT_LIT(put, dst, ",\"delta\":");
+    put_i64(put, dst, ev->delta);
+    if (ev->user_id) {
+        PUT_LIT(put, dst, ",\"user_id\":");
+        ctr_json_quote(ev->user_id, put, dst);
+    }
+    PUT_LIT(put, dst, ",\"ts\":");
+    put_i64(put, dst, ev->ts_ms);
+    if (ev->metadata) {
+        PUT_LIT(put, dst, ",\"metadata\":");
+        put(dst, ev->metadata, strlen(ev->metadata));
+    }
+    PUT_LIT(put, dst, "}");
 }
 
 char *ctr_event_encode(const ctr_event *ev, size_t *outlen)
 {
     ctr_strbuf sb = {0};
 
-    ctr_strbuf_puts(&sb, "{\"v\":");
-    sb_put_i64(&sb, ev->v);
-    ctr_strbuf_puts(&sb, ",\"id\":");
-    ctr_strbuf_put_json(&sb, ev->id);
-    ctr_strbuf_puts(&sb, ",\"counter\":");
-    ctr_strbuf_put_json(&sb, ev->counter);
-    ctr_strbuf_puts(&sb, ",\"delta\":");
-    sb_put_i64(&sb, ev->delta);
-    if (ev->user_id) {
-        ctr_strbuf_puts(&sb, ",\"user_id\":");
-        ctr_strbuf_put_json(&sb, ev->user_id);
-    }
-    ctr_strbuf_puts(&sb, ",\"ts\":");
-    sb_put_i64(&sb, ev->ts_ms);
-    if (ev->metadata) {
-        ctr_strbuf_puts(&sb, ",\"metadata\":");
-        ctr_strbuf_puts(&sb, ev->metadata);
-    }
-    ctr_strbuf_put(&sb, "}", 1);
+    event_write(ev, strbuf_sink, &sb);
     if (sb.failed) {
         ctr_strbuf_free(&sb);
         return NULL;
     }
     *outlen = sb.len;
     return sb.s;
+}
+
+size_t ctr_event_encoded_len(const ctr_event *ev)
+{
+    size_t n = 0;
+    event_write(ev, count_sink, &n);
+    return n;
 }
 
 /* Reads an integer field; json-c keeps big values as uint64, which we
@@ -214,8 +240,9 @@ int ctr_event_decode(const char *buf, size_t len, ctr_event *ev, char *errbuf,
     }
 
     if (!json_object_object_get_ex(root, "ts", &f) || get_int64(f, &n) ||
-        n <= 0) {
-        bad = "ts: must be a positive integer (ms since the epoch)";
+        n <= 0 || n > CTR_EVENT_TS_MAX_MS) {
+        bad = "ts: must be an integer from 1 to 253402214399999 (ms since "
+              "the epoch, up to 9999-12-30T23:59:59.999Z)";
         goto bad;
     }
     ev->ts_ms = n;

@@ -21,6 +21,15 @@
 #define CTR_EVENT_ID_MAX    128
 #define CTR_EVENT_MAX_BYTES (64 * 1024)
 
+/*
+ * The latest event time (ms since the epoch) an event may carry:
+ * 9999-12-30T23:59:59.999Z, so that its local date in any zone is at most
+ * 9999-12-31, which every store and reader holds (PostgreSQL's date and
+ * timestamptz, Redis window keys, RFC 3339's four-digit years). The
+ * earliest is 1 ms.
+ */
+#define CTR_EVENT_TS_MAX_MS INT64_C(253402214399999)
+
 typedef struct ctr_event {
     int v;
     char id[CTR_EVENT_ID_MAX + 1];
@@ -52,6 +61,9 @@ void ctr_event_new_id(char buf[37]);
  */
 char *ctr_event_encode(const ctr_event *ev, size_t *outlen)
     __attribute__((warn_unused_result));
+
+/* The length ctr_event_encode would give, without building the text. */
+size_t ctr_event_encoded_len(const ctr_event *ev);
 
 /*
  * Decodes and validates one event. On success returns 0 and fills ev (the

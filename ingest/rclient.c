@@ -14,7 +14,7 @@
 
 enum {
     MAX_NODES = 128,
-    MAX_SCRIPTS = 8,
+    MAX_SCRIPTS = 16,
     MAX_HOPS = 8,          /* redirections and retries for one command */
     TRYAGAIN_SLEEP_MS = 50 /* a slot in the middle of a migration step */
 };
@@ -414,13 +414,19 @@ static int serves_slots(const ctr_rclient *c, int i)
 
 int ctr_rclient_script(ctr_rclient *c, const char *text, char sha[41])
 {
-    int loaded = 0;
-    if (c->nscripts == MAX_SCRIPTS ||
-        (c->scripts[c->nscripts] = strdup(text)) == NULL) {
-        set_err(c, "too many scripts");
-        return -1;
+    int loaded = 0, known = 0;
+    /* a script loaded before is loaded again (its sha is wanted), but
+     * remembered once */
+    for (int i = 0; i < c->nscripts && !known; i++)
+        known = strcmp(c->scripts[i], text) == 0;
+    if (!known) {
+        if (c->nscripts == MAX_SCRIPTS ||
+            (c->scripts[c->nscripts] = strdup(text)) == NULL) {
+            set_err(c, "too many scripts");
+            return -1;
+        }
+        c->nscripts++;
     }
-    c->nscripts++;
     for (int i = 0; i < c->nnodes; i++) {
         if (!serves_slots(c, i))
             continue;

@@ -355,9 +355,19 @@ static long restore_values(const ctr_config *cfg, PGconn *conn, pipe_state *ps,
                 pipe_cmd(ps, 3, sadd);
                 pipe_cmd(ps, 3, exp);
             } else {
+                int64_t value;
                 snprintf(key, sizeof(key), "{c:%s}%s%s", name, q ? ":d:" : "",
                          q ? PQgetvalue(res, i, 1) : "");
-                snprintf(v, sizeof(v), "%s", PQgetvalue(res, i, 2));
+                /* a live value is within int64; a sum PostgreSQL holds
+                 * outside it (an event of the counter was quarantined) has
+                 * no Redis value: left out, and verify names it */
+                if (ctr_pg_int(PQgetvalue(res, i, 2), &value) != 0) {
+                    ctr_warn("not restoring %s: postgresql holds %.60s, "
+                             "outside the 64-bit range of a live value",
+                             key, PQgetvalue(res, i, 2));
+                    continue;
+                }
+                snprintf(v, sizeof(v), "%" PRId64, value);
                 snprintf(t, sizeof(t), "%s", PQgetvalue(res, i, 3));
                 if (ctr_apply_stamp_key(tkey, sizeof(tkey), key) != 0)
                     continue;
@@ -382,25 +392,30 @@ static long restore_values(const ctr_config *cfg, PGconn *conn, pipe_state *ps,
 }
 
 /*
- * The event ids PostgreSQL counted once per id (the applier's records and
- * keyed api writes), remembered again for what is left of their time, so
- * that a producer's or a client's retry still counts once. Recorded as
- * "a0": applied, its answer not kept. Rows written, or -1.
+ * The event ids PostgreSQL counted once per id, remembered again for what
+ * is left of their time, so that a producer's or a client's retry still
+ * counts once: an external event's for applier.guard_ttl_s after it was
+ * counted, an Idempotency-Key for idempotency_ttl_s after its generation
+ * (its first use; after that the key names a new write, and no guard is
+ * written). Recorded as "a0": applied, its answer not kept. Rows written,
+ * or -1.
  */
 static long restore_guards(const ctr_config *cfg, PGconn *conn, pipe_state *ps)
 {
-    char key[CTR_APPLY_KEY_MAX], ttl[16];
+    char key[CTR_APPLY_KEY_MAX], guard_s[16], key_s[16];
     long rows = 0;
-    int keep = cfg->applier_guard_ttl_s > cfg->idempotency_ttl_s
-                   ? cfg->applier_guard_ttl_s
-                   : cfg->idempotency_ttl_s;
-    snprintf(ttl, sizeof(ttl), "%d", keep);
-    const char *params[1] = {ttl};
+    snprintf(guard_s, sizeof(guard_s), "%d", cfg->applier_guard_ttl_s);
+    snprintf(key_s, sizeof(key_s), "%d", cfg->idempotency_ttl_s);
+    const char *params[2] = {guard_s, key_s};
     PGresult *res = PQexecParams(
         conn,
-        "SELECT name, id, GREATEST(60, $1::int - "
-        "extract(epoch FROM now() - seen_at)::int) FROM applied_event_ids",
-        1, NULL, params, NULL, NULL, 0);
+        "SELECT name, id, ttl FROM (SELECT name, id, CASE WHEN gen = 0 "
+        "THEN GREATEST(60, $1::int - "
+        "extract(epoch FROM now() - seen_at)::int) "
+        "ELSE (gen / 1000 + $2::int - "
+        "extract(epoch FROM now())::bigint)::int END AS ttl "
+        "FROM applied_event_ids) t WHERE ttl > 0",
+        2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         snprintf(ps->err, sizeof(ps->err), "%s", PQresultErrorMessage(res));
         PQclear(res);

@@ -3,14 +3,15 @@
  * three entries per event at most half full, so it never grows. The table
  * is large (megabytes for thousands of events) and a batch of few
  * counters uses a handful of its slots, so the used slots are also listed
- * in claim order: readers and reset touch only those.
+ * in claim order: readers and reset touch only those. HLL groups (4 KiB
+ * of registers each) are allocated as they come, up to one per event.
  */
 #include "persister/batch.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_PARTITIONS = 1024, MAX_HLL_GROUPS = 64 };
+enum { MAX_PARTITIONS = 1024, HLL_GROUPS_FIRST = 16 };
 
 struct ps_batch {
     size_t messages;
@@ -22,10 +23,12 @@ struct ps_batch {
     size_t *used_at; /* indexes of the used slots, in claim order */
     size_t n_unique;
     ps_unique_row *unique;
-    size_t n_hll;
+    size_t n_hll, cap_hll;
     ps_hll_group *hll;
     size_t n_records;
     ps_record *records;
+    size_t n_quarantined, cap_quarantined;
+    ps_quarantined *quarantined;
     size_t n_parts;
     ps_partition_range parts[MAX_PARTITIONS];
 };
@@ -42,10 +45,9 @@ ps_batch *ps_batch_new(size_t max_events)
     b->sums = calloc(b->cap, sizeof(*b->sums));
     b->used_at = calloc(max_events * 3 + 3, sizeof(*b->used_at));
     b->unique = calloc(max_events, sizeof(*b->unique));
-    b->hll = calloc(MAX_HLL_GROUPS, sizeof(*b->hll));
     b->records = calloc(max_events, sizeof(*b->records));
     if (b->sums == NULL || b->used_at == NULL || b->unique == NULL ||
-        b->hll == NULL || b->records == NULL) {
+        b->records == NULL) {
         ps_batch_free(b);
         return NULL;
     }
@@ -62,6 +64,9 @@ void ps_batch_reset(ps_batch *b)
     for (size_t i = 0; i < b->n_records; i++)
         ctr_event_clear(&b->records[i].ev);
     b->n_records = 0;
+    for (size_t i = 0; i < b->n_quarantined; i++)
+        free(b->quarantined[i].reason);
+    b->n_quarantined = 0;
     memset(b->n_sums, 0, sizeof(b->n_sums));
     b->n_unique = 0;
     b->n_hll = 0;
@@ -76,6 +81,7 @@ void ps_batch_free(ps_batch *b)
     if (b->sums && b->unique && b->records)
         ps_batch_reset(b);
     free(b->records);
+    free(b->quarantined);
     free(b->sums);
     free(b->used_at);
     free(b->unique);
@@ -150,8 +156,34 @@ static ps_hll_group *hll_group_for(ps_batch *b, const char *name, ctr_date day)
     return NULL;
 }
 
+/* A new, empty group; NULL when out of memory. */
+static ps_hll_group *hll_group_add(ps_batch *b, const char *name, ctr_date day)
+{
+    if (b->n_hll == b->cap_hll) {
+        size_t cap = b->cap_hll ? b->cap_hll * 2 : HLL_GROUPS_FIRST;
+        ps_hll_group *grown = realloc(b->hll, cap * sizeof(*grown));
+        if (grown == NULL)
+            return NULL;
+        b->hll = grown;
+        b->cap_hll = cap;
+    }
+    ps_hll_group *g = &b->hll[b->n_hll++];
+    memset(g, 0, sizeof(*g));
+    memcpy(g->name, name, sizeof(g->name));
+    g->day = day;
+    return g;
+}
+
 int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                  const ctr_event *ev, const ctr_counter_def *def, ctr_date day)
+{
+    return ps_batch_add_as(b, partition, offset, (int64_t)b->messages, ev, def,
+                           day);
+}
+
+int ps_batch_add_as(ps_batch *b, int32_t partition, int64_t offset, int64_t seq,
+                    const ctr_event *ev, const ctr_counter_def *def,
+                    ctr_date day)
 {
     ps_sum *slots[3] = {NULL, NULL, NULL};
     ps_hll_group *group = NULL;
@@ -163,25 +195,14 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
     /*
      * Claim each slot as soon as it is found, so that the next lookup
      * probes past it (a new counter's total, day and minute must not share
-     * a slot); a refusal takes the claims back, leaving no trace.
+     * a slot). The table has room for three slots per event and a sum
+     * cannot overflow, so nothing here refuses.
      */
     if (ev && !unique) {
         int64_t minute = ev->ts_ms - ((ev->ts_ms % 60000) + 60000) % 60000;
-        ps_sum *claimed[3] = {NULL, NULL, NULL};
         for (int t = 0; t < 3; t++) {
             slots[t] = slot_for(b, (enum ps_table)t, ev->counter, day,
                                 t == PS_BUCKET ? minute : 0);
-            int64_t sum;
-            if (slots[t]->used &&
-                __builtin_add_overflow(slots[t]->delta, ev->delta, &sum)) {
-                for (int k = 0; k < t; k++)
-                    if (claimed[k]) {
-                        memset(claimed[k], 0, sizeof(*claimed[k]));
-                        b->n_sums[k]--;
-                        b->n_used--; /* claims are the newest entries */
-                    }
-                return -1;
-            }
             if (!slots[t]->used) {
                 slots[t]->used = 1;
                 slots[t]->table = (enum ps_table)t;
@@ -190,21 +211,15 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                 slots[t]->minute_ms = t == PS_BUCKET ? minute : 0;
                 b->n_sums[t]++;
                 b->used_at[b->n_used++] = (size_t)(slots[t] - b->sums);
-                claimed[t] = slots[t];
             }
         }
     } else if (unique && def->dedup == CTR_DEDUP_HLL) {
         if (ev->user_id == NULL)
             goto counted; /* nothing to count; the offset still advances */
         group = hll_group_for(b, ev->counter, day);
-        if (group == NULL) {
-            if (b->n_hll >= MAX_HLL_GROUPS)
-                return -1;
-            group = &b->hll[b->n_hll++];
-            memset(group, 0, sizeof(*group));
-            memcpy(group->name, ev->counter, sizeof(group->name));
-            group->day = day;
-        }
+        if (group == NULL &&
+            (group = hll_group_add(b, ev->counter, day)) == NULL)
+            return -1;
     } else if (unique) {
         if (ev->user_id == NULL)
             goto counted;
@@ -215,6 +230,7 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
         memcpy(row->name, ev->counter, sizeof(row->name));
         row->day = day;
         row->ts_ms = ev->ts_ms;
+        row->seq = seq;
         b->n_unique++;
     }
 
@@ -286,7 +302,7 @@ const ps_partition_range *ps_batch_partition_at(const ps_batch *b, size_t i)
 
 int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
                         const ctr_event *ev, const ctr_counter_def *def,
-                        ctr_date day)
+                        ctr_date day, int64_t gen)
 {
     if (b->messages >= b->max_events || b->n_parts >= MAX_PARTITIONS)
         return -1;
@@ -298,6 +314,8 @@ int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
         return -1;
     r->def = def;
     r->day = day;
+    r->gen = gen;
+    r->seq = (int64_t)b->messages;
     b->n_records++;
     ps_partition_range *range = range_for(b, partition);
     if (range->first_offset < 0)
@@ -315,4 +333,38 @@ size_t ps_batch_records(const ps_batch *b)
 const ps_record *ps_batch_record_at(const ps_batch *b, size_t i)
 {
     return &b->records[i];
+}
+
+int ps_batch_add_quarantined(ps_batch *b, int32_t partition, int64_t offset,
+                             const char *reason)
+{
+    const ctr_date none = {0, 0, 0};
+    char *copy = NULL;
+
+    if (b->n_quarantined == b->cap_quarantined) {
+        size_t cap = b->cap_quarantined ? b->cap_quarantined * 2 : 4;
+        ps_quarantined *grown = realloc(b->quarantined, cap * sizeof(*grown));
+        if (grown == NULL)
+            return -1;
+        b->quarantined = grown;
+        b->cap_quarantined = cap;
+    }
+    if ((copy = strdup(reason)) == NULL ||
+        ps_batch_add(b, partition, offset, NULL, NULL, none) != 0) {
+        free(copy);
+        return -1;
+    }
+    b->quarantined[b->n_quarantined++] =
+        (ps_quarantined){partition, offset, copy};
+    return 0;
+}
+
+size_t ps_batch_quarantined(const ps_batch *b)
+{
+    return b->n_quarantined;
+}
+
+const ps_quarantined *ps_batch_quarantined_at(const ps_batch *b, size_t i)
+{
+    return &b->quarantined[i];
 }

@@ -23,13 +23,21 @@ typedef struct ps_batch ps_batch;
 
 enum ps_table { PS_TOTAL, PS_DAILY, PS_BUCKET };
 
+/*
+ * A sum of a batch's int64 deltas. A batch holds fewer than 2^63 events,
+ * so 128 bits never overflow: every sum is exact and no event is ever
+ * turned away for the sum it would make (PostgreSQL's columns for these
+ * sums are numeric; see docs/data-model.md).
+ */
+typedef __int128 ps_sum_value;
+
 typedef struct ps_sum {
     int used;
     enum ps_table table;
     char name[CTR_NAME_MAX + 1];
     ctr_date day;          /* PS_DAILY */
     int64_t minute_ms;     /* PS_BUCKET: start of the UTC minute */
-    int64_t delta;         /* sum of the batch's deltas */
+    ps_sum_value delta;    /* sum of the batch's deltas */
     int64_t last_event_ms; /* newest event time */
 } ps_sum;
 
@@ -38,6 +46,10 @@ typedef struct ps_unique_row {
     ctr_date day;
     char *user_id;
     int64_t ts_ms;
+    /* the message's place in its batch: of two events of one user and
+     * day, the one first in the log is the one that counts (its time is
+     * the user's first sighting), whichever way it came */
+    int64_t seq;
 } ps_unique_row;
 
 typedef struct ps_hll_group {
@@ -65,12 +77,21 @@ size_t ps_batch_messages(const ps_batch *b);
  * Records the message at (partition, offset). ev is NULL for a message
  * that failed validation (its offset still advances); otherwise def is
  * the counter's definition and day the local date of ev->ts_ms in its
- * zone. Returns 0, or -1 when the batch cannot take it (a sum would
- * overflow, too many groups) and the caller flushes and adds again.
+ * zone. Returns 0, or -1 when the batch cannot take it: it holds
+ * max_events messages or messages of 1024 partitions (the caller flushes
+ * and adds again), or memory ran out. What it holds never refuses an
+ * event: sums do not overflow and HLL groups grow as needed.
  */
 int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                  const ctr_event *ev, const ctr_counter_def *def, ctr_date day)
     __attribute__((warn_unused_result));
+
+/* ps_batch_add with the message's place in the batch given (seq, see
+ * ps_unique_row) rather than taken as the next: a record counted later
+ * keeps the place it had among the batch's messages. */
+int ps_batch_add_as(ps_batch *b, int32_t partition, int64_t offset, int64_t seq,
+                    const ctr_event *ev, const ctr_counter_def *def,
+                    ctr_date day) __attribute__((warn_unused_result));
 
 /*
  * Keeps a copy of an applier record (header "origin: applier") to be
@@ -79,16 +100,38 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
  */
 int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
                         const ctr_event *ev, const ctr_counter_def *def,
-                        ctr_date day) __attribute__((warn_unused_result));
+                        ctr_date day, int64_t gen)
+    __attribute__((warn_unused_result));
 
 typedef struct ps_record {
     ctr_event ev; /* owned copy */
+    int64_t gen;  /* an Idempotency-Key's generation; 0: none */
+    int64_t seq;  /* its place in the batch, as ps_unique_row.seq */
     const ctr_counter_def *def;
     ctr_date day;
 } ps_record;
 
 size_t ps_batch_records(const ps_batch *b);
 const ps_record *ps_batch_record_at(const ps_batch *b, size_t i);
+
+typedef struct ps_quarantined {
+    int32_t partition;
+    int64_t offset;
+    char *reason; /* owned */
+} ps_quarantined;
+
+/*
+ * Records the message at (partition, offset) as quarantined: PostgreSQL
+ * refused what it would add, so only its offset advances, and the sink
+ * lists it in quarantined_events with `reason` (copied) in the same
+ * transaction. Returns 0 or -1 as ps_batch_add.
+ */
+int ps_batch_add_quarantined(ps_batch *b, int32_t partition, int64_t offset,
+                             const char *reason)
+    __attribute__((warn_unused_result));
+
+size_t ps_batch_quarantined(const ps_batch *b);
+const ps_quarantined *ps_batch_quarantined_at(const ps_batch *b, size_t i);
 
 /* The sums: iterate 0..ps_batch_sum_slots()-1 (all used, in the order
  * they were first added; skipping unused ones stays harmless). */

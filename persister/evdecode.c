@@ -132,7 +132,8 @@ static int parse(cursor *c, ctr_event *ev, const char **user, size_t *user_len)
                 return -1;
             break;
         case F_TS:
-            if (plain_int(c, &ev->ts_ms) != 0 || ev->ts_ms <= 0)
+            if (plain_int(c, &ev->ts_ms) != 0 || ev->ts_ms <= 0 ||
+                ev->ts_ms > CTR_EVENT_TS_MAX_MS)
                 return -1;
             break;
         case F_ID:

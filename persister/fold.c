@@ -7,7 +7,23 @@
 #include "ingest/producer.h"
 #include "persister/evdecode.h"
 
+#include <stdint.h>
 #include <string.h>
+
+/* The generation a "dedup" header carries (its ms); 0 for none or the
+ * "id" of versions before generations (one per key for ever). */
+static int64_t key_generation(const char *v)
+{
+    int64_t g = 0;
+    if (*v == '\0')
+        return 0;
+    for (; *v; v++) {
+        if (*v < '0' || *v > '9' || g > (INT64_MAX - 9) / 10)
+            return 0;
+        g = g * 10 + (*v - '0');
+    }
+    return g;
+}
 
 enum ps_fold_result ps_fold_message(ps_batch *b, const ctr_config *cfg,
                                     const rd_kafka_message_t *msg, char *errbuf,
@@ -29,12 +45,14 @@ enum ps_fold_result ps_fold_message(ps_batch *b, const ctr_config *cfg,
                    : PS_FOLD_INVALID;
     const ctr_counter_def *def = ctr_config_counter(cfg, ev.counter);
     ctr_date day = ctr_tz_local_day(def->tz, ev.ts_ms, NULL, NULL);
-    char dedup[8];
+    char dedup[24];
     /* the applier's records, and api events keyed by a client's
-     * Idempotency-Key (a retry may log one twice), count once per id */
-    if (strcmp(origin, "applier") == 0 ||
-        ctr_message_header(msg, CTR_HEADER_DEDUP, dedup, sizeof(dedup)))
-        rc = ps_batch_add_record(b, msg->partition, msg->offset, &ev, def, day);
+     * Idempotency-Key (a retry may log one twice), count once per (id,
+     * generation of the key; 0 for an external event's record) */
+    int keyed = ctr_message_header(msg, CTR_HEADER_DEDUP, dedup, sizeof(dedup));
+    if (strcmp(origin, "applier") == 0 || keyed)
+        rc = ps_batch_add_record(b, msg->partition, msg->offset, &ev, def, day,
+                                 keyed ? key_generation(dedup) : 0);
     else
         rc = ps_batch_add(b, msg->partition, msg->offset, &ev, def, day);
     ctr_event_clear(&ev);

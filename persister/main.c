@@ -35,9 +35,19 @@ enum {
     RETENTION_FIRST_MS = 60 * 1000,
     RETENTION_EVERY_MS = 3600 * 1000,
     IDLE_WORK_EVERY_MS = 5,
+    MAX_QUARANTINE = 16, /* messages found at fault, not yet passed */
 };
 
 static volatile sig_atomic_t stop_requested;
+
+/* A message PostgreSQL refused alone (see narrow), kept until the batch
+ * that passes it is committed: it is skipped whenever it is read again. */
+typedef struct quarantine_mark {
+    int32_t partition;
+    int64_t offset;
+    int sent; /* dead-lettered, counted and logged already */
+    char reason[600];
+} quarantine_mark;
 
 typedef struct persister {
     const ctr_config *cfg;
@@ -62,6 +72,15 @@ typedef struct persister {
     ps_fluct *fluct;        /* NULL if it could not be had */
     ctr_producer *producer; /* dead letters */
     int dlq_failed;
+    /*
+     * Narrowing down a batch PostgreSQL refused (see narrow): batches hold
+     * at most `limit` messages (persister.batch_size when not narrowing);
+     * the message found at fault is quarantined when it is read again.
+     */
+    size_t limit;
+    size_t n_quarantine;
+    quarantine_mark quarantine[MAX_QUARANTINE];
+    uint64_t quarantined_total;
 } persister;
 
 static void watch_rates(persister *p, const ps_batch *b);
@@ -200,6 +219,11 @@ static void give_up_partitions(persister *p, rd_kafka_t *rk,
                  rd_kafka_assignment_lost(rk) ? "losing partitions"
                                               : "revocation");
     }
+    size_t kept_marks = 0; /* the next owner finds the others again */
+    for (size_t i = 0; i < p->n_quarantine; i++)
+        if (!listed(p, parts, p->quarantine[i].partition))
+            p->quarantine[kept_marks++] = p->quarantine[i];
+    p->n_quarantine = kept_marks;
     size_t kept = 0;
     for (size_t i = 0; i < p->n_assigned; i++) {
         if (listed(p, parts, p->assigned[i])) {
@@ -278,13 +302,82 @@ static void resync(persister *p)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+static quarantine_mark *quarantine_find(persister *p, int32_t partition,
+                                        int64_t offset)
+{
+    for (size_t i = 0; i < p->n_quarantine; i++)
+        if (p->quarantine[i].partition == partition &&
+            p->quarantine[i].offset == offset)
+            return &p->quarantine[i];
+    return NULL;
+}
+
+/* The batch that passes these marks' messages is committed. */
+static void quarantine_passed(persister *p, const ps_batch *b)
+{
+    for (size_t i = 0; i < ps_batch_quarantined(b); i++) {
+        const ps_quarantined *q = ps_batch_quarantined_at(b, i);
+        quarantine_mark *m = quarantine_find(p, q->partition, q->offset);
+        if (m)
+            *m = p->quarantine[--p->n_quarantine];
+    }
+}
+
+/*
+ * PostgreSQL refused batch b's data (PS_SINK_REFUSED): the same batch
+ * would be refused again, whereas one event in it may be all that is at
+ * fault (a sum or a value a column cannot hold, a constraint). So it is
+ * narrowed down, bisecting: b is dropped and read again from the stored
+ * offsets in batches of half its size, halved again on each refusal; a
+ * committed batch doubles the size back towards persister.batch_size. A
+ * refused batch of one message is the message at fault: read again, it
+ * goes to the dead-letter topic with PostgreSQL's reason and only its
+ * offset advances, in the transaction of the batch it joins (quarantine).
+ * Returns 1 when b is to be dropped, 0 when no event can be at fault (a
+ * message already quarantined, that is only its offset, was refused
+ * alone): then the commit is retried with backoff like any failure.
+ */
+static int narrow(persister *p, const ps_batch *b)
+{
+    size_t n = ps_batch_messages(b);
+    const char *why = ps_sink_refusal(p->sink);
+
+    if (n == 1) {
+        const ps_partition_range *r = ps_batch_partition_at(b, 0);
+        /* a message already marked is only skipped: refused all the same,
+         * it is not at fault */
+        if (quarantine_find(p, r->partition, r->first_offset))
+            return 0;
+        if (p->n_quarantine == MAX_QUARANTINE) {
+            /* read again one by one, the batches that pass the marked
+             * messages are committed and make room */
+            p->limit = 1;
+            return 1;
+        }
+        quarantine_mark *m = &p->quarantine[p->n_quarantine++];
+        m->partition = r->partition;
+        m->offset = r->first_offset;
+        m->sent = 0;
+        snprintf(m->reason, sizeof(m->reason), "postgresql refused it: %s",
+                 why);
+    } else {
+        if (p->limit == (size_t)p->cfg->persister_batch_size)
+            ctr_warn("postgresql refused a batch of %zu events (%s); "
+                     "narrowing it down to the events at fault",
+                     n, why);
+        p->limit = n / 2;
+    }
+    return 1;
+}
+
 /*
  * Takes the result of the commit under way (waiting for it), retrying
  * with backoff while PostgreSQL is down: with may_retry until a stop is
  * requested or, with final set too, until final_deadline_ms. A batch that
- * is not committed in the end is dropped together with the one filling
- * behind it (its events follow the dropped ones: committing it would skip
- * them), and the partitions go back to the stored offsets.
+ * is not committed in the end, or that PostgreSQL refused (see narrow),
+ * is dropped together with the one filling behind it (its events follow
+ * the dropped ones: committing it would skip them), and the partitions go
+ * back to the stored offsets.
  */
 static void finish_commit(persister *p, int may_retry, int final,
                           int64_t final_deadline_ms)
@@ -309,6 +402,8 @@ static void finish_commit(persister *p, int may_retry, int final,
             p->fenced_total++;
             goto drop;
         }
+        if (r == PS_SINK_REFUSED && narrow(p, b))
+            goto drop;
         p->commit_errors_total++;
         if (!may_retry || (final ? ctr_time_mono_ms() >= final_deadline_ms
                                  : stop_requested)) {
@@ -345,6 +440,14 @@ static void finish_commit(persister *p, int may_retry, int final,
     rd_kafka_topic_partition_list_destroy(l);
 
     p->batches_total++;
+    quarantine_passed(p, b);
+    if (p->limit < (size_t)p->cfg->persister_batch_size) {
+        p->limit *= 2;
+        if (p->limit >= (size_t)p->cfg->persister_batch_size) {
+            p->limit = (size_t)p->cfg->persister_batch_size;
+            ctr_info("back to batches of %zu events", p->limit);
+        }
+    }
     ctr_debug("committed a batch of %zu events", ps_batch_messages(b));
     watch_rates(p, b);
     ps_batch_reset(b);
@@ -419,12 +522,44 @@ static void watch_rates(persister *p, const ps_batch *b)
     for (size_t i = 0; i < ps_batch_sum_slots(b); i++) {
         const ps_sum *s = ps_batch_sum_at(b, i);
         if (s->used && s->table == PS_BUCKET)
-            ps_fluct_add(p->fluct, s->name, s->delta, now);
+            ps_fluct_add(p->fluct, s->name, (double)s->delta, now);
     }
     for (size_t i = 0; i < ps_batch_records(b); i++) {
         const ps_record *r = ps_batch_record_at(b, i);
-        ps_fluct_add(p->fluct, r->ev.counter, r->ev.delta, now);
+        ps_fluct_add(p->fluct, r->ev.counter, (double)r->ev.delta, now);
     }
+}
+
+/* Copies msg to the dead-letter topic with `reason` (delivered before the
+ * offsets that pass it are committed: see flush_batch). */
+static void dead_letter(persister *p, const rd_kafka_message_t *msg,
+                        const char *reason)
+{
+    while (ctr_producer_send_dlq(p->producer, msg->key, msg->key_len,
+                                 msg->payload, msg->len, reason, msg->partition,
+                                 msg->offset, p) != 0)
+        ctr_producer_poll(p->producer, 100);
+}
+
+/* A message narrow() found at fault, read again: only its offset
+ * advances; the first time, it goes to the dead-letter topic with the
+ * reason, and batches go back to their full size. */
+static enum ps_fold_result
+quarantine(persister *p, const rd_kafka_message_t *msg, quarantine_mark *m)
+{
+    if (ps_batch_add_quarantined(p->batch, msg->partition, msg->offset,
+                                 m->reason))
+        return PS_FOLD_FULL;
+    if (m->sent)
+        return PS_FOLD_ADDED; /* read again after a dropped batch */
+    p->quarantined_total++;
+    ctr_warn("event at partition %" PRId32 " offset %" PRId64
+             " quarantined to the dead-letter topic: %s",
+             msg->partition, msg->offset, m->reason);
+    dead_letter(p, msg, m->reason);
+    m->sent = 1;
+    p->limit = (size_t)p->cfg->persister_batch_size;
+    return PS_FOLD_ADDED;
 }
 
 static void handle_message(persister *p, rd_kafka_message_t *msg)
@@ -442,17 +577,19 @@ static void handle_message(persister *p, rd_kafka_message_t *msg)
     for (int attempt = 0; attempt < 2; attempt++) {
         if (ps_batch_messages(p->batch) == 0)
             p->batch_started_ms = ctr_time_mono_ms();
+        /* looked up on each try: a flush in between may pass marks */
+        quarantine_mark *mark =
+            p->n_quarantine ? quarantine_find(p, msg->partition, msg->offset)
+                            : NULL;
         enum ps_fold_result r =
-            ps_fold_message(p->batch, p->cfg, msg, err, sizeof(err));
+            mark ? quarantine(p, msg, mark)
+                 : ps_fold_message(p->batch, p->cfg, msg, err, sizeof(err));
         if (r == PS_FOLD_INVALID) {
             p->invalid_total++;
             ctr_warn("invalid event at partition %" PRId32 " offset %" PRId64
                      " sent to the dead-letter topic: %s",
                      msg->partition, msg->offset, err);
-            while (ctr_producer_send_dlq(p->producer, msg->key, msg->key_len,
-                                         msg->payload, msg->len, err,
-                                         msg->partition, msg->offset, p) != 0)
-                ctr_producer_poll(p->producer, 100);
+            dead_letter(p, msg, err);
         }
         if (r != PS_FOLD_FULL)
             return;
@@ -490,6 +627,9 @@ static void render_metrics(ctr_strbuf *b, void *arg)
          "Events read again because PostgreSQL's stored offsets went back "
          "behind this member's own commits (lost in a failover).",
          p->reread_total},
+        {"counter_persister_quarantined_total",
+         "Events PostgreSQL refused, sent to the dead-letter topic.",
+         p->quarantined_total},
     };
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
         ctr_metric_help(b, counters[i].name, "counter", counters[i].help);
@@ -574,6 +714,7 @@ int main(void)
     if (cfg == NULL)
         return 2;
     p.cfg = cfg;
+    p.limit = (size_t)cfg->persister_batch_size;
     p.sink = ps_sink_new(cfg);
     p.batch = ps_batch_new((size_t)cfg->persister_batch_size);
     p.spare = ps_batch_new((size_t)cfg->persister_batch_size);
@@ -647,7 +788,7 @@ int main(void)
             next_idle_work_ms = now + IDLE_WORK_EVERY_MS;
         }
         size_t n = ps_batch_messages(p.batch);
-        if (n >= (size_t)cfg->persister_batch_size ||
+        if (n >= p.limit ||
             (n > 0 && now - p.batch_started_ms >= cfg->persister_batch_ms))
             flush_batch(&p, 0, 0);
     }

@@ -29,6 +29,10 @@ struct ps_sink {
     int piping;
     size_t n_queued, cap_queued;
     queued *queue;
+    /* the first error of the commit under way: SQLSTATE ("" if none) and
+     * "SQLSTATE: message" */
+    char err_state[6];
+    char err_text[512];
 };
 
 ps_sink *ps_sink_new(const ctr_config *cfg)
@@ -84,14 +88,44 @@ static int ensure_connected(ps_sink *s)
     return 0;
 }
 
-/* Logs a failed statement once; drops the connection if it is broken. */
+int ps_sink_refused_state(const char *state)
+{
+    static const char *const classes[] = {"21", "22", "23", "54"};
+    for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+        if (state && strlen(state) == 5 && strncmp(state, classes[i], 2) == 0)
+            return 1;
+    return 0;
+}
+
+const char *ps_sink_refusal(const ps_sink *s)
+{
+    return s->err_text;
+}
+
+/*
+ * Logs a failed statement once, and keeps the first error of a commit;
+ * drops the connection if it is broken. A refusal of the data is only
+ * noted here (debug): the persister narrows the batch down and logs what
+ * it does about it.
+ */
 static void report(ps_sink *s, PGresult *res, const char *what)
 {
-    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(s->conn);
+    const char *msg =
+        res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     char line[512];
+    if (msg == NULL)
+        msg = res ? PQresultErrorMessage(res) : PQerrorMessage(s->conn);
     snprintf(line, sizeof(line), "%s", msg);
     line[strcspn(line, "\n")] = '\0';
-    ctr_warn("postgresql %s failed: %s", what, line);
+    if (s->err_state[0] == '\0' && state && strlen(state) == 5) {
+        memcpy(s->err_state, state, 6);
+        snprintf(s->err_text, sizeof(s->err_text), "%s: %.480s", state, line);
+    }
+    if (ps_sink_refused_state(state))
+        ctr_debug("postgresql %s refused the batch: %s: %s", what, state, line);
+    else
+        ctr_warn("postgresql %s failed: %s", what, line);
     if (PQstatus(s->conn) != CONNECTION_OK) {
         PQfinish(s->conn);
         s->conn = NULL;
@@ -159,11 +193,14 @@ static int queue_cmd(ps_sink *s, const char *sql, int nparams,
  * row; the transaction is still open, for the caller to roll back) or
  * PS_SINK_ERROR. On an error the connection is dropped, which rolls the
  * transaction back: the pipeline's state after a failure is not worth
- * untangling for a batch that is redone anyway.
+ * untangling for a batch that is redone anyway. A statement PostgreSQL
+ * refused (a data error) is the exception: every result was read, so the
+ * connection stays, with its transaction open for the caller to roll back.
  */
 static enum ps_sink_result run_pipeline(ps_sink *s)
 {
     enum ps_sink_result rc = PS_SINK_OK;
+    int fenced = 0;
     size_t n = s->n_queued;
 
     s->piping = 0;
@@ -180,6 +217,7 @@ static enum ps_sink_result run_pipeline(ps_sink *s)
             ctr_warn("partition %" PRId32 " offsets moved past %" PRId64
                      " under us; dropping this batch",
                      s->queue[i].partition, s->queue[i].expected);
+            fenced = 1;
             if (rc == PS_SINK_OK)
                 rc = PS_SINK_FENCED;
         } else if (st != PGRES_COMMAND_OK) {
@@ -188,8 +226,8 @@ static enum ps_sink_result run_pipeline(ps_sink *s)
             rc = PS_SINK_ERROR;
         }
         PQclear(res);
-        if (s->conn == NULL)
-            return PS_SINK_ERROR; /* report() found it broken */
+        if (s->conn == NULL) /* report() found it broken */
+            return fenced ? PS_SINK_FENCED : PS_SINK_ERROR;
         PGresult *extra = res ? PQgetResult(s->conn) : NULL;
         if (res == NULL || extra != NULL) {
             PQclear(extra);
@@ -201,13 +239,18 @@ static enum ps_sink_result run_pipeline(ps_sink *s)
     PQclear(sync);
     if (!synced || !PQexitPipelineMode(s->conn))
         goto drop;
-    if (rc == PS_SINK_ERROR)
+    /* a refused statement leaves a whole pipeline behind, and the
+     * connection in a failed transaction that the caller rolls back: kept,
+     * for the narrowing batches that follow (see ps_sink_refusal) */
+    if (rc == PS_SINK_ERROR && !ps_sink_refused_state(s->err_state))
         goto drop;
-    return rc;
+    return fenced ? PS_SINK_FENCED : rc;
 drop:
     PQfinish(s->conn);
     s->conn = NULL;
-    return PS_SINK_ERROR;
+    /* an offset that moved under us says the whole batch was another
+     * member's, whatever else failed in it */
+    return fenced ? PS_SINK_FENCED : PS_SINK_ERROR;
 }
 
 /* Runs a command that must succeed; returns affected rows or -1. While a
@@ -240,7 +283,7 @@ static void pgarray_date(ctr_strbuf *b, ctr_date d)
 
 static const char totals_sql[] =
     "INSERT INTO counter_totals (name, value, last_event_ms) "
-    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) "
+    "SELECT * FROM unnest($1::text[], $2::numeric[], $3::bigint[]) "
     "ON CONFLICT (name) DO UPDATE SET "
     "value = counter_totals.value + EXCLUDED.value, "
     "last_event_ms = GREATEST(counter_totals.last_event_ms, "
@@ -248,7 +291,7 @@ static const char totals_sql[] =
 
 static const char daily_sql[] =
     "INSERT INTO counter_daily (name, day, value, last_event_ms) "
-    "SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[], "
+    "SELECT * FROM unnest($1::text[], $2::date[], $3::numeric[], "
     "$4::bigint[]) "
     "ON CONFLICT (name, day) DO UPDATE SET "
     "value = counter_daily.value + EXCLUDED.value, "
@@ -258,7 +301,7 @@ static const char daily_sql[] =
 static const char buckets_sql[] =
     "INSERT INTO counter_buckets (name, bucket_start, value) "
     "SELECT n, to_timestamp(m / 1000.0), v "
-    "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(n, m, v) "
+    "FROM unnest($1::text[], $2::bigint[], $3::numeric[]) AS u(n, m, v) "
     "ON CONFLICT (name, bucket_start) DO UPDATE SET "
     "value = counter_buckets.value + EXCLUDED.value";
 
@@ -311,7 +354,7 @@ static int write_sums(ps_sink *s, const ps_batch *b)
                 continue;
             ctr_pgarray_text(&names, sum->name);
             pgarray_date(&days, sum->day);
-            ctr_pgarray_i64(&deltas, sum->delta);
+            ctr_pgarray_i128(&deltas, sum->delta);
             ctr_pgarray_i64(&times, sum->last_event_ms);
             ctr_pgarray_i64(&minutes, sum->minute_ms);
         }
@@ -340,18 +383,26 @@ static int write_sums(ps_sink *s, const ps_batch *b)
     return rc;
 }
 
-static int write_unique(ps_sink *s, const ps_batch *b)
+/* The unique rows of a and b (either may be NULL) in one insert, merged
+ * by their place in the batch: of two rows of one user and day the first
+ * in the log counts, as a replay of the log counts it, however the batch
+ * was cut. */
+static int write_unique(ps_sink *s, const ps_batch *a, const ps_batch *b)
 {
     ctr_strbuf names = {0}, days = {0}, users = {0}, times = {0};
-    size_t n = ps_batch_unique_rows(b);
+    size_t na = a ? ps_batch_unique_rows(a) : 0;
+    size_t nb = b ? ps_batch_unique_rows(b) : 0;
     int rc = -1;
 
-    if (n == 0)
+    if (na + nb == 0)
         return 0;
     ctr_pgarray_open(&names), ctr_pgarray_open(&days);
     ctr_pgarray_open(&users), ctr_pgarray_open(&times);
-    for (size_t i = 0; i < n; i++) {
-        const ps_unique_row *row = ps_batch_unique_at(b, i);
+    for (size_t i = 0, j = 0; i < na || j < nb;) {
+        const ps_unique_row *ra = i < na ? ps_batch_unique_at(a, i) : NULL;
+        const ps_unique_row *rb = j < nb ? ps_batch_unique_at(b, j) : NULL;
+        const ps_unique_row *row =
+            rb == NULL || (ra && ra->seq <= rb->seq) ? (i++, ra) : (j++, rb);
         ctr_pgarray_text(&names, row->name);
         pgarray_date(&days, row->day);
         ctr_pgarray_text(&users, row->user_id);
@@ -472,15 +523,15 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /*
- * The applier's records count once per (counter, event id), as the
- * applier's guard does: the pairs new to applied_event_ids are counted
- * (each once, even if the batch holds it twice), through a batch of their
- * own.
+ * The applier's records and keyed api events count once per (counter,
+ * event id, key generation), as the guards in Redis do: the triples new to
+ * applied_event_ids are counted (each once, even if the batch holds it
+ * twice), through a batch of their own.
  */
 static int write_records(ps_sink *s, const ps_batch *b)
 {
     size_t n = ps_batch_records(b);
-    ctr_strbuf ids = {0}, names = {0};
+    ctr_strbuf ids = {0}, names = {0}, gens = {0};
     PGresult *res = NULL;
     ps_batch *fresh = NULL;
     char **found = NULL, *used = NULL;
@@ -490,22 +541,26 @@ static int write_records(ps_sink *s, const ps_batch *b)
         return 0;
     ctr_pgarray_open(&ids);
     ctr_pgarray_open(&names);
+    ctr_pgarray_open(&gens);
     for (size_t i = 0; i < n; i++) {
         ctr_pgarray_text(&ids, ps_batch_record_at(b, i)->ev.id);
         ctr_pgarray_text(&names, ps_batch_record_at(b, i)->ev.counter);
+        ctr_pgarray_i64(&gens, ps_batch_record_at(b, i)->gen);
     }
     ctr_pgarray_close(&ids);
     ctr_pgarray_close(&names);
-    if (ids.failed || names.failed)
+    ctr_pgarray_close(&gens);
+    if (ids.failed || names.failed || gens.failed)
         goto out;
-    /* found as "name\nid": names and ids hold no newline */
-    const char *params[2] = {names.s, ids.s};
+    /* found as "name\nid\ngen": names and ids hold no newline */
+    const char *params[3] = {names.s, ids.s, gens.s};
     res = PQexecParams(s->conn,
-                       "INSERT INTO applied_event_ids (name, id) "
-                       "SELECT * FROM unnest($1::text[], $2::text[]) "
+                       "INSERT INTO applied_event_ids (name, id, gen) "
+                       "SELECT * FROM unnest($1::text[], $2::text[], "
+                       "$3::bigint[]) "
                        "ON CONFLICT DO NOTHING "
-                       "RETURNING name || chr(10) || id",
-                       2, NULL, params, NULL, NULL, 0);
+                       "RETURNING name || chr(10) || id || chr(10) || gen",
+                       3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         report(s, res, "event id insert");
         goto out;
@@ -521,22 +576,26 @@ static int write_records(ps_sink *s, const ps_batch *b)
     qsort(found, (size_t)nfound, sizeof(*found), cmp_str);
     for (size_t i = 0; i < n; i++) {
         const ps_record *r = ps_batch_record_at(b, i);
-        char keybuf[CTR_NAME_MAX + CTR_EVENT_ID_MAX + 2];
-        snprintf(keybuf, sizeof(keybuf), "%s\n%s", r->ev.counter, r->ev.id);
+        char keybuf[CTR_NAME_MAX + CTR_EVENT_ID_MAX + 24];
+        snprintf(keybuf, sizeof(keybuf), "%s\n%s\n%" PRId64, r->ev.counter,
+                 r->ev.id, r->gen);
         const char *key = keybuf;
         char **hit =
             bsearch(&key, found, (size_t)nfound, sizeof(*found), cmp_str);
         if (hit == NULL || used[hit - found])
             continue;
         used[hit - found] = 1; /* a second copy in this batch is not new */
-        if (ps_batch_add(fresh, 0, (int64_t)i, &r->ev, r->def, r->day) != 0)
+        if (ps_batch_add_as(fresh, 0, (int64_t)i, r->seq, &r->ev, r->def,
+                            r->day) != 0)
             goto out;
     }
-    rc = write_sums(s, fresh) || write_unique(s, fresh) || write_hll(s, fresh)
-             ? -1
-             : 0;
+    /* the batch's own unique rows wait for these (ps_sink_commit) */
+    rc =
+        write_sums(s, fresh) || write_unique(s, b, fresh) || write_hll(s, fresh)
+            ? -1
+            : 0;
 out:
-    if (rc != 0 && ids.failed)
+    if (rc != 0 && (ids.failed || gens.failed))
         ctr_error("out of memory building a batch");
     ps_batch_free(fresh);
     free(found);
@@ -544,6 +603,7 @@ out:
     PQclear(res);
     ctr_strbuf_free(&ids);
     ctr_strbuf_free(&names);
+    ctr_strbuf_free(&gens);
     return rc;
 }
 
@@ -560,6 +620,8 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
     enum ps_sink_result rc = PS_SINK_ERROR;
     int in_tx = 0;
 
+    s->err_state[0] = '\0';
+    s->err_text[0] = '\0';
     if (ensure_connected(s))
         return PS_SINK_ERROR;
     if (!PQenterPipelineMode(s->conn)) {
@@ -603,7 +665,24 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
             goto out;
     }
 
-    if (write_sums(s, b) || write_unique(s, b))
+    for (size_t i = 0; i < ps_batch_quarantined(b); i++) {
+        const ps_quarantined *q = ps_batch_quarantined_at(b, i);
+        char part[16], off[24];
+        snprintf(part, sizeof(part), "%" PRId32, q->partition);
+        snprintf(off, sizeof(off), "%" PRId64, q->offset);
+        const char *params[5] = {s->cfg->persister_group_id, topic, part, off,
+                                 q->reason};
+        if (exec_cmd(s,
+                     "INSERT INTO quarantined_events (group_id, topic, "
+                     "partition, \"offset\", reason) VALUES ($1, $2, $3, "
+                     "$4, $5) ON CONFLICT DO NOTHING",
+                     5, params, "quarantine record") < 0)
+            goto out;
+    }
+    /* a batch with records inserts its unique rows with theirs, in log
+     * order, once the records' ids are checked (write_records) */
+    if (write_sums(s, b) ||
+        (ps_batch_records(b) == 0 && write_unique(s, b, NULL)))
         goto out;
     rc = run_pipeline(s);
     if (rc != PS_SINK_OK)
@@ -630,6 +709,8 @@ out:
         PGresult *res = PQexec(s->conn, "ROLLBACK");
         PQclear(res);
     }
+    if (rc == PS_SINK_ERROR && ps_sink_refused_state(s->err_state))
+        rc = PS_SINK_REFUSED;
     return rc;
 }
 
@@ -676,17 +757,20 @@ long ps_sink_apply_retention(ps_sink *s, int64_t now_ms)
 
     if (ensure_connected(s))
         return -1;
-    char ttl[24];
-    /* the longer of the two guards' memories: applier and Idempotency-Key */
-    snprintf(ttl, sizeof(ttl), "%d",
-             cfg->applier_guard_ttl_s > cfg->idempotency_ttl_s
-                 ? cfg->applier_guard_ttl_s
-                 : cfg->idempotency_ttl_s);
-    const char *tp[1] = {ttl};
+    /* An external event's id (generation 0) is remembered as long as the
+     * applier's guard; a key's generation for idempotency_ttl_s after it,
+     * when the key names a new write, and an hour more for a retry's event
+     * still on its way. */
+    char guard_s[24], key_ms[24];
+    snprintf(guard_s, sizeof(guard_s), "%d", cfg->applier_guard_ttl_s);
+    snprintf(key_ms, sizeof(key_ms), "%" PRId64,
+             now_ms - ((int64_t)cfg->idempotency_ttl_s + 3600) * 1000);
+    const char *tp[2] = {guard_s, key_ms};
     long ids = exec_cmd(s,
-                        "DELETE FROM applied_event_ids WHERE seen_at < "
-                        "now() - make_interval(secs => $1::int)",
-                        1, tp, "retention");
+                        "DELETE FROM applied_event_ids WHERE (gen = 0 AND "
+                        "seen_at < now() - make_interval(secs => $1::int)) "
+                        "OR (gen > 0 AND gen < $2::bigint)",
+                        2, tp, "retention");
     if (ids < 0)
         return -1;
     deleted += ids;

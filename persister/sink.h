@@ -18,6 +18,10 @@ typedef struct ps_sink ps_sink;
 enum ps_sink_result {
     PS_SINK_OK = 0,
     PS_SINK_FENCED = 1, /* stored offsets moved: another member did it */
+    /* PostgreSQL refused the batch's data (SQLSTATE class 21 cardinality,
+     * 22 data exception, 23 integrity constraint, 54 program limit): the
+     * same batch would be refused again; ps_sink_refusal says why */
+    PS_SINK_REFUSED = 2,
     PS_SINK_ERROR = -1, /* connection or server error: retry later */
 };
 
@@ -46,6 +50,17 @@ int ps_sink_load_offsets(ps_sink *s, const char *topic,
 enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
                                    const ps_batch *b, const int64_t *expected)
     __attribute__((warn_unused_result));
+
+/*
+ * Why the last commit was PS_SINK_REFUSED: "SQLSTATE: message" as
+ * PostgreSQL gave it, on one line. Valid until the next commit; read it on
+ * the thread that called ps_sink_commit, or after ps_committer_wait.
+ */
+const char *ps_sink_refusal(const ps_sink *s);
+
+/* Whether SQLSTATE `state` (five characters) is one of PS_SINK_REFUSED's
+ * classes. */
+int ps_sink_refused_state(const char *state);
 
 /*
  * Drops history buckets, unique rows and HLL registers older than each

@@ -31,14 +31,23 @@ local function entry_has(en, flag) return en.flags:find(flag, 1, true) ~= nil en
 local function mark_field(dkey, user) return 'm:' .. dkey .. '|' .. user end
 
 -- The worst cases of a value while writes are pending: lo if every
--- pending increase fails, hi if every pending decrease does. Absent when
--- nothing is pending (then both are the value).
-local function escrow_get(pkey, v)
-  local e = redis.call('HMGET', pkey, 'lo', 'hi')
-  return e[1] or v, e[2] or v
+-- pending increase fails, hi if every pending decrease does, two string
+-- keys beside the value (<value key>:lo, :hi) so that a read's MGET takes
+-- lo too: a counter that only grows is read at lo, what no failure can
+-- take back. Absent when nothing is pending (then both are the value).
+local function escrow_get(lkey, hkey, v)
+  return redis.call('GET', lkey) or v, redis.call('GET', hkey) or v
 end
 
-local function escrow_put(pkey, lo, hi)
-  if lo == hi then redis.call('HDEL', pkey, 'lo', 'hi')
-  else redis.call('HSET', pkey, 'lo', lo, 'hi', hi) end
+local function escrow_put(lkey, hkey, lo, hi, ttl)
+  if lo == hi then
+    redis.call('DEL', lkey, hkey)
+    return
+  end
+  redis.call('SET', lkey, lo)
+  redis.call('SET', hkey, hi)
+  if ttl and ttl > 0 then
+    redis.call('EXPIRE', lkey, ttl)
+    redis.call('EXPIRE', hkey, ttl)
+  end
 end

@@ -1,16 +1,16 @@
 -- finish.lua: pending writes of one value key whose events are in the
 -- log: their entries go, the escrow is released (a confirmed increase
 -- raises the low worst case, a confirmed decrease lowers the high one),
--- users they counted are confirmed, and an Idempotency-Key record becomes
--- done. An entry already gone is skipped.
--- KEYS: 1 value, 2 pending hash, then a guard key per write (any key of
---   the slot when unkeyed).
+-- users they counted are confirmed (and count in lo), and an
+-- Idempotency-Key record becomes done. An entry already gone is skipped.
+-- KEYS: 1 value, 2 pending hash, 3 lo, 4 hi, then a guard key per write
+--   (any key of the slot when unkeyed).
 -- ARGV: per write, its event id and the api's record token ('': the
 --   record is marked done whoever holds it).
 -- Returns the number of entries finished.
-local key, pkey = KEYS[1], KEYS[2]
+local key, pkey, lkey, hkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local v = redis.call('GET', key) or '0'
-local lo, hi = escrow_get(pkey, v)
+local lo, hi = escrow_get(lkey, hkey, v)
 local moved, n = false, 0
 for i = 1, #ARGV, 2 do
   local field = 'e:' .. ARGV[i]
@@ -20,8 +20,12 @@ for i = 1, #ARGV, 2 do
     redis.call('HDEL', pkey, field)
     n = n + 1
     if entry_has(en, 'm') then
-      redis.call('HDEL', pkey, mark_field(en.dkey, en.user))
-    elseif not entry_has(en, 'h') and en.d ~= '0' then
+      -- the user's membership is confirmed: it counts in lo, once
+      if redis.call('HDEL', pkey, mark_field(en.dkey, en.user)) == 1 then
+        lo = i64_add(lo, '1')
+        moved = true
+      end
+    elseif en.d ~= '0' then
       if i64_neg_p(en.d) then hi = i64_add(hi, en.d)
       else lo = i64_add(lo, en.d) end
       moved = true
@@ -30,7 +34,7 @@ for i = 1, #ARGV, 2 do
   -- the record: the attempt's own (its token), or whoever's pending one
   -- when a resolver finishes a keyed entry
   if ARGV[i + 1] ~= '' or (en and entry_has(en, 'k')) then
-    local gkey = KEYS[2 + (i + 1) / 2]
+    local gkey = KEYS[4 + (i + 1) / 2]
     local g = redis.call('GET', gkey)
     local tok = g and g:match('^AP|%d+|(%x+)|')
     if tok and (ARGV[i + 1] == '' or tok == ARGV[i + 1]) then
@@ -38,5 +42,8 @@ for i = 1, #ARGV, 2 do
     end
   end
 end
-if moved then escrow_put(pkey, lo, hi) end
+if moved then
+  local ttl = redis.call('PTTL', key)
+  escrow_put(lkey, hkey, lo, hi, ttl > 0 and math.ceil(ttl / 1000) or 0)
+end
 return n

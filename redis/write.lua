@@ -5,7 +5,7 @@
 -- change, its stamp, expiries, and the write's pending entry.
 --
 -- KEYS: 1 value, 2 stamp, 3 pending hash, 4 dedup set or HLL, 5 fence,
---   6 guard, 7 the epoch marker of the keys' slot.
+--   6 guard, 7 the epoch marker of the keys' slot, 8 lo, 9 hi.
 -- ARGV: 1 op (add|set), 2 delta or target, 3 stamp ms ('0': none),
 --   4 dedup (''|exact|hll), 5 user id, 6 min, 7 max ('': none),
 --   8 on_bound (reject|clamp), 9 expiry of value, stamp and pending hash
@@ -17,54 +17,58 @@
 --   restore writing); else as '' and skip if the epoch is X (an api event
 --   of an older data set is applied again only on a newer one).
 -- Returns {outcome, value, previous value, previous stamp, recorded,
---   epoch}. Outcomes: 0 applied, 1 duplicate user, 2 refused by a bound,
---   3 offset applied before, 4 event id applied before, 5 the api's key
---   has a record (nothing done), 6 no epoch (nothing done: the data set
---   is being restored), 7 out of the int64 range (nothing done), 8 same
---   epoch (nothing done). recorded: the guard's text (applier "a<delta>"
---   or "r", or the api's record).
+--   epoch, seen}. Outcomes: 0 applied, 1 duplicate user, 2 refused by a
+--   bound, 3 offset applied before, 4 event id applied before, 5 the api's
+--   key has a record (nothing done), 6 no epoch (nothing done: the data
+--   set is being restored), 7 out of the int64 range (nothing done), 8 same
+--   epoch (nothing done). recorded: the guard's text (applier "a<delta>" or
+--   "r", or the api's record). seen: the value a reader of a counter that
+--   only grows sees once this write is confirmed (lo then).
 local key, tkey, pkey, dkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local fkey, gkey, ekey = KEYS[5], KEYS[6], KEYS[7]
+local fkey, gkey, ekey, lkey, hkey = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local op, arg, ts = ARGV[1], ARGV[2], ARGV[3]
 local pend = ARGV[14]
 
 local epoch = redis.call('GET', ekey) or ''
 local want = ARGV[16]
 if want:byte(1) == 61 then -- '='
-  if epoch ~= want:sub(2) then return {6, '0', '0', '', '', epoch} end
+  if epoch ~= want:sub(2) then return {6, '0', '0', '', '', epoch, '0'} end
 elseif epoch == '' or epoch:byte(1) == 114 then -- none, or 'restoring:'
-  return {6, '0', '0', '', '', epoch}
+  return {6, '0', '0', '', '', epoch, '0'}
 elseif want ~= '' and epoch == want then
-  return {8, '0', '0', '', '', epoch}
+  return {8, '0', '0', '', '', epoch, '0'}
 end
 
 local prev = redis.call('GET', key) or '0'
 local old_t = redis.call('GET', tkey) or ''
+local lo, hi = escrow_get(lkey, hkey, prev)
+local seen = lo
 local function done(outcome, recorded)
   if ARGV[11] ~= '' then redis.call('SET', fkey, ARGV[11]) end
   local v = redis.call('GET', key) or '0'
   if ARGV[13] ~= '' and outcome ~= 2 then
     recorded = ARGV[13] .. '|' .. outcome .. '|' .. v .. '|' ..
-      recorded:sub(2) .. '|' .. ts .. '|' .. ARGV[15]:match('|(.*)$')
+      recorded:sub(2) .. '|' .. ts .. '|' .. ARGV[15]:match('|(.*)$') ..
+      '|' .. seen
     redis.call('SET', gkey, recorded, 'EX', ARGV[12])
   elseif ARGV[12] ~= '0' and ARGV[13] == '' then
     redis.call('SET', gkey, recorded, 'EX', ARGV[12])
   end
-  return {outcome, v, prev, old_t, recorded, epoch}
+  return {outcome, v, prev, old_t, recorded, epoch, seen}
 end
 
 if ARGV[11] ~= '' then
   local last = redis.call('GET', fkey)
   if last and i64_cmp(ARGV[11], last) <= 0 then
-    return {3, prev, prev, old_t, redis.call('GET', gkey) or '', epoch}
+    return {3, prev, prev, old_t, redis.call('GET', gkey) or '', epoch, lo}
   end
 end
 if ARGV[12] ~= '0' then
-  local seen = redis.call('GET', gkey)
-  if seen and ARGV[13] ~= '' then return {5, prev, prev, old_t, seen, epoch} end
-  if seen then
+  local g = redis.call('GET', gkey)
+  if g and ARGV[13] ~= '' then return {5, prev, prev, old_t, g, epoch, lo} end
+  if g then
     if ARGV[11] ~= '' then redis.call('SET', fkey, ARGV[11]) end
-    return {4, prev, prev, old_t, seen, epoch}
+    return {4, prev, prev, old_t, g, epoch, lo}
   end
 end
 
@@ -79,6 +83,18 @@ local function enter(d)
   if ttl > 0 then redis.call('EXPIRE', pkey, ttl) end
 end
 
+-- the change and its stamp; the value key exists once written
+local function change(d)
+  if d ~= '0' then redis.call('INCRBY', key, d)
+  elseif redis.call('EXISTS', key) == 0 then redis.call('SET', key, '0') end
+  if ts ~= '0' then redis.call('SET', tkey, ts) end
+  if ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+    redis.call('EXPIRE', tkey, ttl)
+  end
+  enter(d)
+end
+
 if ARGV[4] == 'exact' then
   local mark = mark_field(dkey, ARGV[5])
   local added = redis.call('SADD', dkey, ARGV[5])
@@ -91,51 +107,44 @@ if ARGV[4] == 'exact' then
         redis.call('HINCRBY', pkey, mark, 1)
         flags = flags .. 'm'
         enter('0')
+        seen = i64_add(lo, '1') -- the user counts once this is confirmed
       else
         redis.call('HDEL', pkey, mark)
+        lo = i64_add(lo, '1')
+        escrow_put(lkey, hkey, lo, hi, ttl)
+        seen = lo
       end
     end
     return done(1, 'a0')
   end
+  if not i64_fits(i64_add(hi, '1')) then
+    redis.call('SREM', dkey, ARGV[5])
+    return {7, prev, prev, old_t, '', epoch, lo}
+  end
   if pend ~= '' then
     redis.call('HSET', pkey, mark, 1)
     flags = flags .. 'cm'
+    escrow_put(lkey, hkey, lo, i64_add(hi, '1'), ttl)
+  elseif lo ~= prev or hi ~= prev then
+    escrow_put(lkey, hkey, i64_add(lo, '1'), i64_add(hi, '1'), ttl)
   end
-elseif ARGV[4] == 'hll' then
+  seen = i64_add(lo, '1')
+  change('1')
+  return done(0, 'a1')
+end
+
+if ARGV[4] == 'hll' then
   local before = redis.call('PFCOUNT', dkey)
   redis.call('PFADD', dkey, ARGV[5])
   if dttl > 0 then redis.call('EXPIRE', dkey, dttl) end
   local after = redis.call('PFCOUNT', dkey)
   if after <= before then return done(1, 'a0') end
-  arg = string.format('%d', after - before)
-  flags = flags .. 'h'
-end
-
-local function finish(d)
-  if d ~= '0' then redis.call('INCRBY', key, d)
-  elseif redis.call('EXISTS', key) == 0 then redis.call('SET', key, '0') end
-  if ts ~= '0' then redis.call('SET', tkey, ts) end
-  if ttl > 0 then
-    redis.call('EXPIRE', key, ttl)
-    redis.call('EXPIRE', tkey, ttl)
-  end
-  enter(d)
-  return done(0, 'a' .. d)
-end
-
--- a unique counter only ever adds what dedup decided: no bounds, no escrow
-if ARGV[4] ~= '' then
-  if arg == '' or ARGV[4] == 'exact' then arg = '1' end
-  if not i64_fits(i64_add(prev, arg)) then
-    return {7, prev, prev, old_t, '', epoch}
-  end
-  return finish(arg)
+  arg, op, flags = string.format('%d', after - before), 'add', flags .. 'h'
 end
 
 -- the change, and the worst cases with it: a pending write moves only the
 -- side it may take back; a confirmed one (from the log) moves both
 local d = op == 'set' and i64_sub(arg, prev) or arg
-local lo, hi = escrow_get(pkey, prev)
 local function worst(dd)
   if pend == '' then return i64_add(lo, dd), i64_add(hi, dd) end
   if i64_neg_p(dd) then return i64_add(lo, dd), hi end
@@ -159,7 +168,12 @@ if below or above then
   nlo, nhi = worst(d)
 end
 if not (i64_fits(d) and i64_fits(nlo) and i64_fits(nhi)) then
-  return {7, prev, prev, old_t, '', epoch}
+  return {7, prev, prev, old_t, '', epoch, lo}
 end
-if pend ~= '' or lo ~= prev or hi ~= prev then escrow_put(pkey, nlo, nhi) end
-return finish(d)
+if pend ~= '' or lo ~= prev or hi ~= prev then
+  escrow_put(lkey, hkey, nlo, nhi, ttl)
+end
+-- once confirmed, this write's whole change is in lo
+seen = pend ~= '' and i64_add(lo, d) or nlo
+change(d)
+return done(0, 'a' .. d)

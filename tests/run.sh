@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Every suite, as `make test` and CI run it:
-#   1. unit tests (cmocka, under ctest) of an AddressSanitizer+UBSan build;
+#   1. unit tests (cmocka, under ctest) of an AddressSanitizer+UBSan build,
+#      and the alert rules' (promtool test rules);
 #   2. integration, concurrency and crash tests (pytest) against a private
 #      stack (Redis, PostgreSQL, Kafka on their own ports in a temporary
-#      directory) running the sanitizer build of the services;
+#      directory) running the sanitizer build of the services; then the
+#      contract, adversarial and fault tests on the same stack;
 #   3. a ThreadSanitizer build of the services (librdkafka's threads call
 #      back into our code) under a short concurrent load;
 #   4. the services' logs must hold no sanitizer report;
@@ -41,7 +43,7 @@ note_result() { # name rc [junit.xml]: count the file's cases, else one
     fi
 }
 
-"$ROOT/deploy/install-deps.sh" || { echo "== FAIL: install-deps"; echo "0 passed, 1 failed"; exit 1; }
+"$ROOT/deploy/install-deps.sh" test || { echo "== FAIL: install-deps"; echo "0 passed, 1 failed"; exit 1; }
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$ROOT/tests/lib.sh"
 
@@ -55,6 +57,11 @@ echo "== unit tests"
 rm -f build-asan/ctest.xml
 (cd build-asan && ctest --output-on-failure -j "$JOBS" --output-junit ctest.xml)
 note_result "unit tests" $? build-asan/ctest.xml
+
+echo "== alert rules (promtool: deploy/prometheus/, tests/prometheus/rules_test.yml)"
+promtool check config deploy/prometheus/prometheus.yml &&
+    promtool test rules tests/prometheus/rules_test.yml
+note_result "alert rules" $?
 
 echo "== fuzz (short): each libFuzzer target ${FUZZ_SECONDS:-15} s, build-fuzz"
 tests/fuzz/run.sh "${FUZZ_SECONDS:-15}"
@@ -83,6 +90,14 @@ rm -f "$ROOT/build-asan/contract.xml"
 "${TEST_VENV:-$ROOT/var/venv}/bin/python" -m pytest -p no:cacheprovider -v \
     --junitxml="$ROOT/build-asan/contract.xml" tests/contract
 note_result "contract tests" $? "$ROOT/build-asan/contract.xml"
+
+# Sequences of ordinary requests meant to hurt; the integration tests'
+# fixtures (tests/adversarial/conftest.py loads them).
+echo "== adversarial tests (tests/adversarial)"
+rm -f "$ROOT/build-asan/adversarial.xml"
+python3 -m pytest -p no:cacheprovider -v --junitxml="$ROOT/build-asan/adversarial.xml" \
+    tests/adversarial
+note_result "adversarial tests" $? "$ROOT/build-asan/adversarial.xml"
 
 # ---- fault injection (tests/faults) ----
 # Kills, freezes and overloads the stack's processes under load, then checks

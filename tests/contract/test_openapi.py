@@ -112,8 +112,8 @@ schema = schemathesis.openapi.from_path(
                 "coverage": {
                     "enabled": True,
                     # Methods the paths do not serve must get 405 + Allow.
-                    # Not QUERY: libevent 2.1's evhttp does not know it and
-                    # answers 501 (HTML) itself, before any handler runs.
+                    # Not QUERY: a method the server does not know is 501
+                    # not_implemented for every path (test_framing.py).
                     "unexpected-methods": [
                         "get", "put", "post", "delete", "options", "patch", "trace"
                     ],

@@ -372,10 +372,21 @@ class LoadClient:
                     if outcome != "acked" and not a.code:
                         a.error = json.dumps(data)[:200]
             op.attempts.append(a)
-            if outcome in ("acked", "failed"):
+            if outcome == "acked":
+                return
+            # A refusal (503 shutting_down, overloaded, kafka_unavailable)
+            # says the retry did nothing; a keyed write whose earlier
+            # attempt had no answer is still unsettled: go on with its key.
+            unsettled = op.keyed and self.retry.retry_indeterminate and any(
+                x.outcome == "indeterminate" for x in op.attempts)
+            if outcome == "failed" and not (unsettled and status == 503):
                 return
             if time.monotonic() >= deadline:
                 return
+            if outcome == "failed":
+                time.sleep(backoff)
+                backoff = min(0.5, backoff * 2)
+                continue
             if outcome == "in_progress":
                 time.sleep(self.retry.in_progress_wait_s)
                 continue

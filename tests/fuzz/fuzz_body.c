@@ -5,8 +5,10 @@
  * set), the rest is the body (not NUL-terminated, as evhttp hands it over).
  * Beyond "no crash": an accepted body obeys the contract in body.h (value
  * >= 1 for a delta, given for a set; a valid user_id; metadata an object),
- * and written out again as JSON it parses to the very same fields; a refusal
- * has a known code and a message, and leaves nothing to free.
+ * and written out again as JSON it parses to the very same fields; its
+ * metadata is never longer than the body it came in (an event must not
+ * outgrow its write); a refusal has a known code and a message, and leaves
+ * nothing to free.
  */
 #include "api/body.h"
 #include "common/jsonparse.h"
@@ -72,6 +74,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(b.ts_ms >= 0);
     if (b.user_id)
         FUZZ_CHECK(ctr_user_id_valid(b.user_id, strlen(b.user_id)));
+    if (b.metadata)
+        FUZZ_CHECK(strlen(b.metadata) < size - 1);
 
     /* Round trip: the fields written out as JSON read back the same. */
     struct json_object *o = to_json(&b);

@@ -5,12 +5,13 @@
  * Input: the first byte picks the parser (even: batch, odd: history), the
  * rest is the raw query. Beyond "no crash": an accepted batch holds 1-100
  * valid names and reads back the same when written out again; an accepted
- * history range has to after from and a known interval, and reads back the
- * same from its canonical form; a refusal always says which parameter and
- * why.
+ * history range, its defaults filled in (api_history_default_range), has
+ * to after from and a known interval, and reads back the same from its
+ * canonical form; a refusal always says which parameter and why.
  */
 #include "api/query.h"
 #include "common/timeutil.h"
+#include "common/tz.h"
 #include "fuzz.h"
 
 static void fuzz_batch(const char *query)
@@ -51,7 +52,11 @@ static void fuzz_history(const char *query)
     api_history_query h, again;
     const char *field = NULL;
     char err[160] = "", from[40], to[40], canon[160];
+    /* a zone with a DST change and a fixed "now" (2026-03-08T12:00:00Z) */
+    const ctr_tz *tz = ctr_tz_get("America/New_York", err, sizeof(err));
+    const int64_t now_ms = INT64_C(1772971200000);
 
+    FUZZ_CHECK(tz != NULL);
     if (api_query_history(query, &h, &field, err, sizeof(err)) != 0) {
         FUZZ_CHECK(field != NULL);
         FUZZ_CHECK(strcmp(field, "from") == 0 || strcmp(field, "to") == 0 ||
@@ -59,6 +64,19 @@ static void fuzz_history(const char *query)
         FUZZ_CHECK(err[0] != '\0');
         return;
     }
+    if (h.has_from && h.has_to)
+        FUZZ_CHECK(h.to_ms > h.from_ms);
+    int given_from = h.has_from, given_to = h.has_to;
+    int64_t from_ms = h.from_ms, to_ms = h.to_ms;
+    if (api_history_default_range(&h, tz, now_ms, &field, err, sizeof(err)) !=
+        0) {
+        FUZZ_CHECK(!(given_from && given_to));
+        FUZZ_CHECK(strcmp(field, given_from ? "from" : "to") == 0);
+        return;
+    }
+    /* what was given stays as given */
+    FUZZ_CHECK(!given_from || h.from_ms == from_ms);
+    FUZZ_CHECK(!given_to || h.to_ms == to_ms);
     FUZZ_CHECK(h.to_ms > h.from_ms);
     FUZZ_CHECK(h.interval != NULL);
     FUZZ_CHECK((strcmp(h.interval, "minute") == 0 && h.step_ms == 60000) ||

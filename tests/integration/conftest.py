@@ -217,6 +217,26 @@ def api(stack):
     return Api(stack)
 
 
+@pytest.fixture
+def own_api(stack, tmp_path):
+    """own_api(**COUNTER_* settings) -> a started counter-api of the test's
+    own (own_process.OwnApi) beside the stack's, with those settings; each
+    is stopped (SIGTERM) at the end of the test, which must exit 0 with no
+    sanitizer report."""
+    from own_process import OwnApi  # it imports this module
+
+    started = []
+
+    def start(**env):
+        a = OwnApi(stack, tmp_path, env)
+        started.append(a)
+        return a.start()
+
+    yield start
+    for a in started:
+        a.assert_clean_exit()
+
+
 # ----------------------------------------------------------------- redis ---
 
 

@@ -154,7 +154,8 @@ def test_healthz_is_open_and_metrics_need_a_read_token(auth_api):
     assert_unauthorized(api.request("GET", "/metrics"))
     assert_unauthorized(api.request("GET", "/metrics", headers=bearer("no-such-token-0000000000")))
     assert auth_api.metric('counter_api_refused_total{reason="unauthorized"}', bearer(READ_TOKEN)) >= 2
-    assert auth_api.metric("counter_api_requests_total", bearer(WRITE_TOKEN)) > 0
+    assert auth_api.metric('counter_api_http_requests_total{route="healthz",status="200"}',
+                           bearer(WRITE_TOKEN)) > 0
 
 
 def test_tokens_from_the_config_file(stack, tmp_path, redis):

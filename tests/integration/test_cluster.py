@@ -1002,12 +1002,14 @@ def test_slot_migration_under_load_follows_ask_and_moved(pg, cluster, svc, loadg
             time.sleep(1)
 
         t0 = time.monotonic()
-        # a counter's value and stamp move together with the slot's epoch
-        # marker: a read is one MGET of the three, which while only some
-        # have moved gets TRYAGAIN (the read goes to PostgreSQL), not ASK
+        # a counter's value, stamp and pending state (its entries and worst
+        # cases, there while a write waits for Kafka) move together with
+        # the slot's epoch marker: a read is one MGET of value, stamp, low
+        # worst case and marker, which while only some have moved gets
+        # TRYAGAIN (the read goes to PostgreSQL), not ASK
         n_keys = migrate_slots(cluster, slots, src, dst,
-                               {cluster.slot(n): [key(n), key(n) + ":t",
-                                                  scripts.epoch_marker(cluster.slot(n))]
+                               {cluster.slot(n): [key(n) + s for s in ("", ":t", ":lo", ":hi", ":p")]
+                                + [scripts.epoch_marker(cluster.slot(n))]
                                 for n in movers},
                                0.25, half_moved)
         print(f"\nslots {slots} moved from {src} to {dst}: {n_keys} keys in "

@@ -18,6 +18,7 @@ Alone:  python3 -m pytest -v tests/integration/test_deploy_files.py
 """
 
 import configparser
+import json
 import os
 import re
 import shutil
@@ -546,13 +547,105 @@ def test_compose_api_port_healthcheck_and_stop_grace():
 def test_compose_file_with_docker_compose_if_installed():
     """docker-compose (Debian's 1.29, not in install-deps.sh) validates the
     file against the Compose schema; the YAML checks above run anyway."""
-    assert compose()["volumes"].keys() == {"kafka-data", "redis-data", "postgres-data"}
+    assert compose()["volumes"].keys() == {
+        "kafka-data", "redis-data", "postgres-data", "prometheus-data", "grafana-data"}
     dc = shutil.which("docker-compose")
     if dc is None:
         return
     r = subprocess.run([dc, "-f", str(COMPOSE), "config", "-q"], capture_output=True,
                        text=True, timeout=120, cwd=COMPOSE.parent)
     assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------- monitoring ---
+
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+GRAFANA = ROOT / "deploy" / "grafana"
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+
+def alert_rules():
+    groups = yaml.safe_load((PROMETHEUS / "rules.yml").read_text())["groups"]
+    return [r for g in groups for r in g["rules"] if "alert" in r]
+
+
+def github_anchor(heading):
+    """The anchor GitHub gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_alert_has_a_runbook_and_its_section():
+    anchors = {github_anchor(m) for m in
+               re.findall(r"^#+ (.+)$", OPERATIONS.read_text(), re.M)}
+    names = [r["alert"] for r in alert_rules()]
+    assert len(names) == len(set(names)) and len(names) >= 14, names
+    for r in alert_rules():
+        a, labels = r["annotations"], r["labels"]
+        assert labels["severity"] in ("critical", "warning"), r["alert"]
+        assert a["summary"] and a["runbook"] and "\n" not in a["runbook"], r["alert"]
+        doc, _, anchor = a["runbook_url"].partition("#")
+        assert doc == "docs/operations.md", r["alert"]
+        assert anchor == r["alert"].lower() and anchor in anchors, (
+            f"{r['alert']}: no section '### {r['alert']}' in docs/operations.md")
+
+
+def test_every_alert_is_unit_tested_firing_and_not():
+    tests = yaml.safe_load((ROOT / "tests" / "prometheus" / "rules_test.yml").read_text())
+    assert tests["rule_files"] == ["../../deploy/prometheus/rules.yml"]
+    fired, quiet = set(), set()
+    for t in tests["tests"]:
+        for c in t["alert_rule_test"]:
+            (fired if c["exp_alerts"] else quiet).add(c["alertname"])
+    names = {r["alert"] for r in alert_rules()}
+    assert names - fired == set(), "never seen firing"
+    assert names - quiet == set(), "never seen quiet"
+
+
+def test_prometheus_scrapes_the_three_services_where_compose_runs_them():
+    cfg = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    assert cfg["rule_files"] == ["rules.yml"]
+    table = option_table()
+    want = {
+        "counter-api": table["server.port"][1],
+        "counter-persister": table["persister.metrics_port"][1],
+        "counter-applier": table["applier.metrics_port"][1],
+    }
+    services = compose()["services"]
+    jobs = {}
+    for job in cfg["scrape_configs"]:
+        (target,) = [t for sc in job["static_configs"] for t in sc["targets"]]
+        jobs[job["job_name"]] = target
+    assert jobs == {name: f"{name}:{port}" for name, port in want.items()}
+    for name, port in want.items():  # reachable on the compose network
+        svc = services[name]
+        assert str(port) in [str(p) for p in svc.get("expose", [])] + [
+            p.rsplit(":", 1)[-1] for p in svc.get("ports", [])], name
+    # the rules select on these job names
+    rules = (PROMETHEUS / "rules.yml").read_text()
+    assert 'job=~"counter-api|counter-persister|counter-applier"' in rules
+
+
+def test_compose_provisions_prometheus_and_grafana():
+    services = compose()["services"]
+    prom, graf = services["prometheus"], services["grafana"]
+    assert prom["image"].startswith("prom/prometheus:v2.")
+    assert "./prometheus:/etc/prometheus:ro" in prom["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prom["command"]
+    assert (COMPOSE.parent / "prometheus" / "prometheus.yml").is_file()
+    assert graf["image"].startswith("grafana/grafana:")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in graf["volumes"]}
+    assert (COMPOSE.parent / mounts["/etc/grafana/provisioning"]).is_dir()
+    assert (COMPOSE.parent / mounts["/etc/grafana/dashboards/counter.json"]) == GRAFANA / "counter.json"
+    # the provisioned dashboard folder and datasource are the ones mounted and named
+    prov = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "counter.yml").read_text())
+    assert prov["providers"][0]["options"]["path"] == "/etc/grafana/dashboards"
+    ds = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    (source,) = ds["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    dash = json.loads((GRAFANA / "counter.json").read_text())
+    uids = {t["datasource"]["uid"] for p in dash["panels"] for t in p.get("targets", [])}
+    assert uids == {source["uid"]}
 
 
 # ---------------------------------------------------------- Dockerfile ---

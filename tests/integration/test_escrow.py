@@ -35,6 +35,7 @@ def test_a_write_waiting_for_kafka_makes_no_room_below(api, redis, pg, stack):
     # escrow goes and the decrement fits
     wait_until(lambda: redis.cli("EXISTS", "{c:%s}:p" % name) == "0", 30, 0.2,
                "the +1 confirmed")
+    assert redis.cli("EXISTS", "{c:%s}:lo" % name) == "0", "no escrow left"
     assert api.decr(name, 1).status == 200
     assert api.value(name) == 0
     wait_pg_total(pg, name, 0)
@@ -54,8 +55,9 @@ def test_the_applier_confirms_a_pending_keyed_write_from_the_log(api, redis, pg,
     with Resp(stack.redis_host, stack.redis_port) as r:
         write = r.call("SCRIPT", "LOAD", scripts.text("write"))
         head = f"AP|{now + 600000}|{token}|0123456789abcdef"
-        res = r.call("EVALSHA", write, 7, k, k + ":t", k + ":p", k + ":none", k + ":o:0",
+        res = r.call("EVALSHA", write, 9, k, k + ":t", k + ":p", k + ":none", k + ":o:0",
                      k + ":id:" + key, scripts.epoch_marker(scripts.key_slot(k)),
+                     k + ":lo", k + ":hi",
                      "add", "6", str(now), "", "", "", "", "reject", "0", "0", "", "86400",
                      head, key, f"{now}|{now - 1}", "")
         assert res[0] == 0, res
@@ -69,8 +71,8 @@ def test_the_applier_confirms_a_pending_keyed_write_from_the_log(api, redis, pg,
                    "the applier finishes the first attempt's entry")
         assert r.call("GET", k + ":id:" + key).startswith("AD|")
         undo = r.call("SCRIPT", "LOAD", scripts.text("undo"))
-        assert r.call("EVALSHA", undo, 4, k, k + ":t", k + ":p", k + ":id:" + key,
-                      key, token) == -1
+        assert r.call("EVALSHA", undo, 6, k, k + ":t", k + ":p", k + ":id:" + key,
+                      k + ":lo", k + ":hi", key, token) == -1
     assert api.value(name) == 6
     recs = [m for m in kafka.messages(since, key=name)
             if m["headers_dict"].get("origin") == "applier"]

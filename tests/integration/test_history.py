@@ -187,6 +187,64 @@ def test_history_of_a_counter_without_events_is_all_zeros(api):
     assert len(h["points"]) in (2, 3) and all(p["value"] == 0 for p in h["points"]), h
 
 
+# ======================================================= default ranges ===
+
+
+def _parse(ts):
+    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+# interval -> (points, the zone's period start of an aware datetime)
+DEFAULTS = {
+    "minute": (60, lambda t: t.astimezone(UTC).replace(second=0, microsecond=0)),
+    "hour": (24, lambda t: t.astimezone(KOLKATA).replace(minute=0, second=0, microsecond=0)),
+    "day": (30, lambda t: t.astimezone(KOLKATA).replace(hour=0, minute=0, second=0, microsecond=0)),
+}
+
+
+@pytest.mark.parametrize("interval", [None, "minute", "hour", "day"])
+def test_history_without_a_range_reads_the_last_periods(api, pg, interval):
+    """No from, no to: the last hour of minutes, day of hours (the default
+    interval) or 30 days of days, ending with the period that holds now,
+    and the answer says which range it read."""
+    name = counter_name("it_hist_")
+    assert api.incr(name, 7).status == 200
+    wait_pg_total(pg, name, 7)
+    before = datetime.datetime.now(UTC)
+    r = api_history(api, name, interval=interval)
+    after = datetime.datetime.now(UTC)
+    assert r.status == 200, r.json
+    h = r.json
+    n, start_of = DEFAULTS[interval or "hour"]
+    assert h["interval"] == (interval or "hour")
+    assert len(h["points"]) == n, h
+    frm, to = _parse(h["from"]), _parse(h["to"])
+    assert h["points"][0]["start"] == h["from"]
+    # the last point is the period that holds now (unless one just began)
+    assert _parse(h["points"][-1]["start"]) in (start_of(before), start_of(after)), h
+    assert to > after - datetime.timedelta(seconds=1) and frm < before
+    # the write just made is in it, in the last point
+    assert sum(p["value"] for p in h["points"]) == 7, h
+    assert h["points"][-1]["value"] == 7 or start_of(before) != start_of(after), h
+    # and asking for that range explicitly gives the same answer
+    again = _history(api, name, frm, to, interval)
+    assert again == h
+
+
+def test_history_with_one_end_fills_in_the_other(api):
+    name = counter_name("it_hist_")
+    to = _utc_hour(3)
+    h = api_history(api, name, interval="minute", to=rfc3339(to)).json
+    assert (_parse(h["from"]), _parse(h["to"])) == (to - 60 * MIN, to), h
+    assert len(h["points"]) == 60
+    frm = _utc_hour(0) - 2 * HOUR
+    r = api_history(api, name, interval="hour", **{"from": rfc3339(frm)})
+    assert r.status == 200, r.json
+    assert _parse(r.json["from"]) == frm
+    assert _parse(r.json["to"]) > datetime.datetime.now(UTC) - datetime.timedelta(seconds=1)
+    assert len(r.json["points"]) in (3, 4), r.json
+
+
 def test_unique_day_points_are_distinct_users_per_day(api, pg):
     """it_dau_*: unique, daily, Asia/Shanghai."""
     name = counter_name("it_dau_")
@@ -257,9 +315,7 @@ def test_hour_points_across_a_dst_change(api, pg, which):
 
 
 BAD_QUERIES = [
-    ("no query", {}, "from"),
-    ("no from", {"to": "2026-01-02T00:00:00Z"}, "from"),
-    ("no to", {"from": "2026-01-01T00:00:00Z"}, "to"),
+    ("from after the default to", {"from": "2100-01-01T00:00:00Z"}, "from"),
     ("from a date only", {"from": "2026-01-01", "to": "2026-01-02T00:00:00Z"}, "from"),
     ("from without offset", {"from": "2026-01-01T00:00:00", "to": "2026-01-02T00:00:00Z"}, "from"),
     ("from not a time", {"from": "yesterday", "to": "2026-01-02T00:00:00Z"}, "from"),

@@ -7,6 +7,7 @@ its data: the api keeps off Redis until the applier has restored it."""
 import json
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -211,3 +212,56 @@ def test_redis_restarted_empty_is_restored_before_use(api, redis, pg, kafka, sta
     assert api.value(name) == 10
     wait_pg_total(pg, name, 10)
     wait_pg_total(pg, uniq, 2)
+
+
+def test_a_key_used_again_after_its_time_is_a_new_write_everywhere(api, redis, pg, kafka):
+    """idempotency_ttl_s after its first use a key names a new write: Redis
+    forgets it (its guard expires) and applies the repeat; PostgreSQL must
+    count it too, not take it for the old one (issue 15, item 1). The
+    expiry is simulated by deleting the guard, as Redis does at its TTL."""
+    name = unique_name("it.idem")
+    key = _key()
+    since = kafka.end_offsets()
+    assert _write(api, name, key, {"value": 5}).status == 200
+    wait_pg_total(pg, name, 5)
+    assert redis.cli("DEL", f"{{c:{name}}}:id:{key}") == "1"
+    time.sleep(0.01)  # a later generation, to the millisecond
+    again = _write(api, name, key, {"value": 5})
+    assert again.status == 200 and again.headers.get("Idempotent-Replayed") is None
+    assert api.value(name) == 10
+    wait_pg_total(pg, name, 10)
+    gens = [m["headers_dict"]["dedup"] for m in kafka.messages(since, key=name)]
+    assert len(gens) == 2 and gens[0] != gens[1], gens
+    rows = pg.query(f"SELECT gen FROM applied_event_ids WHERE name = '{name}' ORDER BY gen")
+    assert [r[0] for r in rows] == sorted(gens, key=int), rows
+
+
+def test_a_restore_remembers_a_key_only_for_the_rest_of_its_time(api, redis, pg, kafka, stack):
+    """After a restore, a key whose time is not up replays; one whose time
+    is up (its generation more than idempotency_ttl_s ago) is not made a
+    guard again, so using it again is a new write, as it is in PostgreSQL."""
+    fresh, old = unique_name("it.idem"), unique_name("it.idem")
+    k_fresh, k_old = _key(), _key()
+    assert _write(api, fresh, k_fresh, {"value": 3}).status == 200
+    assert _write(api, old, k_old, {"value": 4}).status == 200
+    wait_pg_total(pg, fresh, 3)
+    wait_pg_total(pg, old, 4)
+    # as if the second key's first use were two days ago
+    two_days_ago = int(time.time() * 1000) - 2 * 86400 * 1000
+    pg.query(f"UPDATE applied_event_ids SET gen = {two_days_ago} "
+             f"WHERE name = '{old}' RETURNING 1")
+    epoch = redis.epoch()
+    binary = os.path.join(os.environ["BIN_DIR"], "counterctl")
+    p = subprocess.run([binary, "rebuild-redis"], capture_output=True, text=True,
+                       timeout=300, env=os.environ.copy())
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert redis.epoch() not in ("", epoch)
+    assert _guard(redis, fresh, k_fresh) != ""
+    assert _guard(redis, old, k_old) == ""
+    r = _write(api, fresh, k_fresh, {"value": 3})
+    assert r.status == 200 and r.headers.get("Idempotent-Replayed") == "true", r.json
+    r = _write(api, old, k_old, {"value": 4})
+    assert r.status == 200 and r.headers.get("Idempotent-Replayed") is None, r.json
+    assert api.value(fresh) == 3 and api.value(old) == 8
+    wait_pg_total(pg, fresh, 3)
+    wait_pg_total(pg, old, 8)

@@ -76,22 +76,6 @@ def get(port, path="/healthz"):
     return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
 
 
-@pytest.fixture
-def own_api(stack, tmp_path):
-    """own_api(**COUNTER_* settings) -> a started OwnApi; each is stopped
-    (SIGTERM) at the end of the test, which must exit 0 with no sanitizer
-    report."""
-    started = []
-
-    def start(**env):
-        a = OwnApi(stack, tmp_path, env)
-        started.append(a)
-        return a.start()
-
-    yield start
-    for a in started:
-        a.assert_clean_exit()
-
 
 def assert_untouched(redis, kafka, since, name):
     """No trace of counter `name`: no Redis key, no Kafka message."""
@@ -122,8 +106,9 @@ def test_body_over_max_body_bytes_gets_json_413(own_api, redis, kafka):
 
 
 def test_body_over_the_hard_cap_is_refused_before_it_is_read(own_api, redis, kafka):
-    """Past evhttp's own cap (4 x max_body_bytes, at least 1 MiB) libevent
-    answers 413 from Content-Length alone and closes the connection."""
+    """A Content-Length over max_body_bytes is answered with the JSON 413
+    from the Content-Length alone, before the body is read, and the
+    connection closed (api/framing.c)."""
     a = own_api(COUNTER_SERVER_MAX_BODY_BYTES="256")
     name = unique_name("it.limits.huge")
     since = kafka.end_offsets()
@@ -136,6 +121,8 @@ def test_body_over_the_hard_cap_is_refused_before_it_is_read(own_api, redis, kaf
         )
         resp = read_response(s)
         assert resp is not None and resp[0] == 413, resp
+        assert resp[1]["content-type"] == "application/json"
+        assert json.loads(resp[2])["error"]["code"] == "body_too_large"
         assert closed_by_peer(s, 5)
     finally:
         s.close()
@@ -145,10 +132,10 @@ def test_body_over_the_hard_cap_is_refused_before_it_is_read(own_api, redis, kaf
 # -------------------------------------------------------- header size ---
 
 
-def test_headers_over_max_header_bytes_get_400_and_close(own_api, redis, kafka):
-    """libevent 2.1 treats an over-long request line or header block as a
-    malformed request: 400 (its own HTML page, no error callback to make it
-    JSON) and the connection closed, before the request reaches the api."""
+def test_headers_over_max_header_bytes_get_431_and_close(own_api, redis, kafka):
+    """An over-long header block is 431 headers_too_large, a JSON error,
+    and the connection closed, before the request reaches a handler
+    (api/framing.c; libevent 2.1 answered 400 with an HTML page)."""
     a = own_api(COUNTER_SERVER_MAX_HEADER_BYTES="2048")
     name = unique_name("it.limits.hdr")
     since = kafka.end_offsets()
@@ -161,20 +148,22 @@ def test_headers_over_max_header_bytes_get_400_and_close(own_api, redis, kafka):
                 f"X-Pad: {'p' * extra_header_bytes}\r\nContent-Length: 0\r\n\r\n".encode()
             )
             resp = read_response(s)
-            closed = closed_by_peer(s, 5) if resp and resp[0] == 400 else None
+            closed = closed_by_peer(s, 5) if resp and resp[0] == 431 else None
             return resp, closed
         finally:
             s.close()
 
     (status, headers, body), closed = post(4000)
-    assert status == 400, (status, body[:200])
+    assert status == 431, (status, body[:200])
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
     assert closed, "the connection stays open after an oversized header"
     # One long header line without its end is cut off as well.
     s = connect(a.port)
     try:
         s.sendall(b"GET /healthz HTTP/1.1\r\nX-Pad: " + b"p" * 5000)
         resp = read_response(s)
-        assert resp is not None and resp[0] == 400, resp
+        assert resp is not None and resp[0] == 431, resp
         assert closed_by_peer(s, 5)
     finally:
         s.close()

@@ -4,11 +4,12 @@ with 4 windows of warm-up."""
 import json
 import os
 import re
+import signal
 import time
 import urllib.request
 import uuid
 
-from conftest import run, unique_name, wait_pg_total, wait_until
+from conftest import freeze, run, unique_name, wait_pg_total, wait_until
 
 SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (-?[0-9.e+Inf]+)$")
 
@@ -137,3 +138,54 @@ def test_api_metrics_by_route_and_status(api, stack):
     assert ("counter_api_kafka_queue_events", "") in after
     assert grew(("counter_api_writes_total", '{outcome="late"}'))
     assert grew(("counter_api_writes_total", '{outcome="too_late"}'))
+    # error answers by their code, every known code there from 0
+    assert grew(("counter_api_errors_total", '{code="not_found"}'))
+    assert grew(("counter_api_errors_total", '{code="too_late"}'))
+    for code in ("kafka_unavailable", "redis_unavailable", "indeterminate"):
+        assert ("counter_api_errors_total", f'{{code="{code}"}}') in after, code
+    assert after[("counter_api_redis_up", "")] == 1
+    assert after[("counter_api_kafka_up", "")] == 1
+
+
+def _group(metrics, family, consumer):
+    """{partition: value} of a group watch family for one consumer."""
+    out = {}
+    for (name, labels), v in metrics.items():
+        if name == family and f'consumer="{consumer}"' in labels:
+            out[re.search(r'partition="(\d+)"', labels).group(1)] = v
+    return out
+
+
+def test_applier_shows_a_frozen_persister_s_lag_and_last_progress(api, stack):
+    """The persister's own port goes silent when its loop stops; the
+    applier reads the persister group's committed offsets from Kafka and
+    shows the lag growing and the progress time standing still."""
+    url = _url("APPLIER_METRICS_URL")
+    lag, progress = "counter_kafka_group_lag", "counter_kafka_group_progress_timestamp_seconds"
+    m = wait_until(lambda: (lambda x: x if len(_group(x, lag, "persister")) == stack.kafka_partitions
+                            and all(v == 0 for v in _group(x, lag, "persister").values()) else None)(scrape(url)),
+                   30, 0.2, "every partition watched, nothing waiting")
+    assert len(_group(m, lag, "applier")) == stack.kafka_partitions
+    assert all(v == 0 for v in _group(m, lag, "applier").values())
+    for v in _group(m, progress, "persister").values():
+        assert abs(v - time.time()) < 30
+    pid = stack.pid("counter-persister")
+    freeze(pid)
+    try:
+        names = [unique_name("it.stall") for _ in range(8)]
+        for n in names:
+            assert api.incr(n).status == 200
+        frozen_at = time.time()
+        m = wait_until(lambda: (lambda x: x if sum(_group(x, lag, "persister").values()) >= 8
+                                else None)(scrape(url)), 15, 0.2, "the persister's lag shown")
+        time.sleep(2.5)  # two more answers of the watch: the time stands still
+        m2 = scrape(url)
+        waiting = [p for p, v in _group(m2, lag, "persister").items() if v > 0]
+        for p in waiting:
+            assert _group(m2, progress, "persister")[p] <= frozen_at + 1, p
+            assert _group(m2, progress, "persister")[p] == _group(m, progress, "persister")[p], p
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: all(v == 0 for v in _group(scrape(url), lag, "persister").values()),
+               60, 0.5, "the persister caught up")
+    assert all(v >= frozen_at for v in _group(scrape(url), progress, "persister").values())

@@ -34,10 +34,10 @@ def pending_write(r, name, delta, event_id, created_ms, key_gen=0):
     k = "{c:%s}" % name
     head = f"AP|{created_ms}|00000000000000aa|0123456789abcdef" if key_gen else ""
     keys = [k, k + ":t", k + ":p", k + ":none", k + ":o:0", k + ":id:" + event_id,
-            scripts.epoch_marker(scripts.key_slot(k))]
+            scripts.epoch_marker(scripts.key_slot(k)), k + ":lo", k + ":hi"]
     argv = ["add", str(delta), str(created_ms), "", "", "", "", "reject", "0", "0", "",
             "86400" if key_gen else "0", head, event_id, f"{created_ms}|{key_gen}", ""]
-    res = r.call("EVALSHA", sha, 7, *keys, *argv)
+    res = r.call("EVALSHA", sha, 9, *keys, *argv)
     assert res[0] == 0, res
     return res[5]  # the epoch
 

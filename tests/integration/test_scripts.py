@@ -61,22 +61,26 @@ class Counter:
               dedup="", epoch="", key="", token=""):
         k = self.key
         keys = [k, k + ":t", k + ":p", k + ":u:2026-12-07" if dedup else k + ":none",
-                k + ":o:0", k + ":id:" + (key or pend or "none"), self.marker]
+                k + ":o:0", k + ":id:" + (key or pend or "none"), self.marker,
+                k + ":lo", k + ":hi"]
         head = f"AP|99999999999999|{token}|0123456789abcdef" if key else ""
         argv = [op, arg, "1000", dedup, user, mn, mx, bound, "0", "0", "",
                 "3600" if key else "0", head, pend, "1000|" + ("5" if key else "0"),
                 epoch]
-        return self.r.call("EVALSHA", self.sha["write"], 7, *keys, *argv)
+        return self.r.call("EVALSHA", self.sha["write"], 9, *keys, *argv)
 
     def undo(self, pend, token=""):
         k = self.key
-        return self.r.call("EVALSHA", self.sha["undo"], 4, k, k + ":t", k + ":p",
-                           k + ":id:" + pend, pend, token)
+        return self.r.call("EVALSHA", self.sha["undo"], 6, k, k + ":t", k + ":p",
+                           k + ":id:" + pend, k + ":lo", k + ":hi", pend, token)
 
     def finish(self, pend, token=""):
         k = self.key
-        return self.r.call("EVALSHA", self.sha["finish"], 3, k, k + ":p",
-                           k + ":id:" + pend, pend, token)
+        return self.r.call("EVALSHA", self.sha["finish"], 5, k, k + ":p", k + ":lo",
+                           k + ":hi", k + ":id:" + pend, pend, token)
+
+    def lo_hi(self):
+        return self.r.call("MGET", self.key + ":lo", self.key + ":hi")
 
     def value(self):
         return self.r.call("GET", self.key)
@@ -144,7 +148,7 @@ def test_a_pending_increase_makes_no_room_below(r, sha):
 
     assert c.write("add", "1", pend="p3", mn="0")[0] == APPLIED
     assert c.finish("p3") == 1
-    assert c.pending() == {}, "confirmed: no escrow left"
+    assert c.pending() == {} and c.lo_hi() == [None, None], "confirmed: no escrow left"
     assert c.write("add", "-1", pend="p4", mn="0")[0] == APPLIED
     assert c.value() == "0"
 
@@ -299,3 +303,32 @@ return out
         assert int(s) == a + b and s == str(a + b), (a, b, line)
         assert int(c) == (a > b) - (a < b), (a, b, line)
         assert int(f) == (-(2**63) <= a + b < 2**63), (a, b, line)
+
+
+def test_a_counter_is_read_at_what_no_failure_takes_back(r, sha):
+    """lo: the value without the pending increases; what a counter that only
+    grows is read and answered at (I6: an undo never shows as going back)."""
+    c = Counter(r, sha)
+    assert c.write("add", "5")[0] == APPLIED          # from the log: confirmed
+    res = c.write("add", "3", pend="p1")
+    assert res[0] == APPLIED and res[1] == "8"
+    assert res[6] == "8", "answered: its own write counts once confirmed"
+    assert c.lo_hi() == ["5", "8"]
+    res = c.write("add", "2", pend="p2")
+    assert res[6] == "7", "another's pending +3 is not in what it answers"
+    assert c.lo_hi() == ["5", "10"]
+    assert c.undo("p1") == 1
+    assert c.value() == "7" and c.lo_hi() == ["5", "7"]
+    assert c.finish("p2") == 1
+    assert c.value() == "7" and c.lo_hi() == [None, None]
+
+
+def test_a_unique_counter_counts_a_user_in_lo_once_confirmed(r, sha):
+    c = Counter(r, sha, "unique")
+    assert c.write("add", "1", pend="w1", user="u1", dedup="exact")[6] == "1"
+    assert c.lo_hi() == ["0", "1"]
+    assert c.write("add", "1", pend="w2", user="u1", dedup="exact")[6] == "1"
+    assert c.finish("w2") == 1            # the user is confirmed: in lo
+    assert c.lo_hi() == [None, None]
+    assert c.undo("w1") == 1              # takes nothing: u1 stays
+    assert c.value() == "1" and c.lo_hi() == [None, None]

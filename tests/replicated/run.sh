@@ -28,7 +28,7 @@ cd "$ROOT" || exit 1
 BUILD="${REPL_BUILD:-build-asan}"
 BASE="${REPL_PORT_BASE:-27400}"
 
-"$ROOT/deploy/install-deps.sh" >/dev/null || { echo "== FAIL: install-deps"; echo "0 passed, 1 failed"; exit 1; }
+"$ROOT/deploy/install-deps.sh" test >/dev/null || { echo "== FAIL: install-deps"; echo "0 passed, 1 failed"; exit 1; }
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$ROOT/tests/lib.sh"
 build_asan "$BUILD"

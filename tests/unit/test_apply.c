@@ -19,7 +19,7 @@ static void test_record_parse(void **state)
 
     assert_int_equal(ctr_idem_record_parse("AP|1795661940887|30b3b4488fb947e8|"
                                            "d43eedabce7f75e7|0|-5|-7|17956619|"
-                                           "1795661930000",
+                                           "1795661930000|-6",
                                            &r),
                      0);
     assert_int_equal(r.state, 'P');
@@ -28,10 +28,10 @@ static void test_record_parse(void **state)
     assert_string_equal(r.fingerprint, "d43eedabce7f75e7");
     assert_int_equal(r.outcome, CTR_APPLY_APPLIED);
     assert_true(r.value == -5 && r.applied == -7 && r.ts_ms == 17956619);
-    assert_true(r.gen_ms == 1795661930000LL);
+    assert_true(r.gen_ms == 1795661930000LL && r.seen == -6);
 
     assert_int_equal(ctr_idem_record_parse("AD|1|ab|cd|1|9223372036854775807|"
-                                           "0|0|5",
+                                           "0|0|5|5",
                                            &r),
                      0);
     assert_int_equal(r.state, 'D');
@@ -43,16 +43,16 @@ static void test_record_rejects(void **state)
 {
     ctr_idem_record r;
     static const char *const bad[] = {
-        "a5",                       /* the applier's guard */
-        "r",                        /* the applier's refusal */
-        "",                         /* nothing */
-        "AX|1|ab|cd|0|1|1|1|1",     /* unknown state */
-        "AP|1|ab|cd|2|1|1|1|1",     /* a refusal is never recorded */
-        "AP|1|ab|cd|0|1|1|1",       /* a field short (no generation) */
-        "AP|1|ab|cd|0|1|1|1|1|",    /* trailing text */
-        "AP|1|AB|cd|0|1|1|1|1",     /* token not lower hex */
-        "AP|x|ab|cd|0|1|1|1|1",     /* lease not a number */
-        "AP|1|ab|cd|0|1|1|1|1 junk" /* trailing text */
+        "a5",                         /* the applier's guard */
+        "r",                          /* the applier's refusal */
+        "",                           /* nothing */
+        "AX|1|ab|cd|0|1|1|1|1|1",     /* unknown state */
+        "AP|1|ab|cd|2|1|1|1|1|1",     /* a refusal is never recorded */
+        "AP|1|ab|cd|0|1|1|1|1",       /* a field short (no seen value) */
+        "AP|1|ab|cd|0|1|1|1|1|1|",    /* trailing text */
+        "AP|1|AB|cd|0|1|1|1|1|1",     /* token not lower hex */
+        "AP|x|ab|cd|0|1|1|1|1|1",     /* lease not a number */
+        "AP|1|ab|cd|0|1|1|1|1|1 junk" /* trailing text */
     };
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -76,8 +76,8 @@ static void test_write_argv_carries_the_record_head(void **state)
     s.created_ms = 1000;
     s.gen_ms = 990;
     assert_int_equal(ctr_apply_write_argv(&a, "sha", "games", &s), 0);
-    assert_int_equal(a.argc, 26);
-    assert_string_equal(a.argv[2], "7");
+    assert_int_equal(a.argc, 28);
+    assert_string_equal(a.argv[2], "9");
     assert_string_equal(a.argv[3], "{c:games}");
     assert_string_equal(a.argv[4], "{c:games}:t"); /* the stamp */
     assert_string_equal(a.argv[5], "{c:games}:p"); /* the pending hash */
@@ -85,11 +85,13 @@ static void test_write_argv_carries_the_record_head(void **state)
     /* the epoch marker of the counter's slot */
     ctr_apply_epoch_key(marker, ctr_key_slot("c:games", 7));
     assert_string_equal(a.argv[9], marker);
-    assert_string_equal(a.argv[21], "86400");
-    assert_string_equal(a.argv[22], "AP|99|ab|cd");
-    assert_string_equal(a.argv[23], "key-1");
-    assert_string_equal(a.argv[24], "1000|990");
-    assert_string_equal(a.argv[25], "");
+    assert_string_equal(a.argv[10], "{c:games}:lo");
+    assert_string_equal(a.argv[11], "{c:games}:hi");
+    assert_string_equal(a.argv[23], "86400");
+    assert_string_equal(a.argv[24], "AP|99|ab|cd");
+    assert_string_equal(a.argv[25], "key-1");
+    assert_string_equal(a.argv[26], "1000|990");
+    assert_string_equal(a.argv[27], "");
 
     /* a daily window's stamp and pending hash go with the window */
     snprintf(s.key_suffix, sizeof(s.key_suffix), ":d:2026-11-26");
@@ -104,10 +106,10 @@ static void test_write_argv_carries_the_record_head(void **state)
     s.pending_id = NULL;
     s.epoch_want = "=restoring:x";
     assert_int_equal(ctr_apply_write_argv(&a, "sha", "games", &s), 0);
-    assert_string_equal(a.argv[22], "");
-    assert_string_equal(a.argv[23], "");
     assert_string_equal(a.argv[24], "");
-    assert_string_equal(a.argv[25], "=restoring:x");
+    assert_string_equal(a.argv[25], "");
+    assert_string_equal(a.argv[26], "");
+    assert_string_equal(a.argv[27], "=restoring:x");
 }
 
 static void test_undo_and_finish_argv(void **state)
@@ -120,23 +122,27 @@ static void test_undo_and_finish_argv(void **state)
     s.pending_id = "key-1";
     s.idem_token = "0123456789abcdef";
     assert_int_equal(ctr_apply_undo_argv(&a, "sha", "games", &s), 0);
-    assert_int_equal(a.argc, 9);
-    assert_string_equal(a.argv[2], "4");
+    assert_int_equal(a.argc, 11);
+    assert_string_equal(a.argv[2], "6");
     assert_string_equal(a.argv[3], "{c:games}");
     assert_string_equal(a.argv[4], "{c:games}:t");
     assert_string_equal(a.argv[5], "{c:games}:p");
     assert_string_equal(a.argv[6], "{c:games}:id:key-1");
-    assert_string_equal(a.argv[7], "key-1");
-    assert_string_equal(a.argv[8], "0123456789abcdef");
+    assert_string_equal(a.argv[7], "{c:games}:lo");
+    assert_string_equal(a.argv[8], "{c:games}:hi");
+    assert_string_equal(a.argv[9], "key-1");
+    assert_string_equal(a.argv[10], "0123456789abcdef");
 
     assert_int_equal(ctr_apply_finish_argv(&a, "sha", "games", &s), 0);
-    assert_int_equal(a.argc, 8);
-    assert_string_equal(a.argv[2], "3");
+    assert_int_equal(a.argc, 10);
+    assert_string_equal(a.argv[2], "5");
     assert_string_equal(a.argv[3], "{c:games}");
     assert_string_equal(a.argv[4], "{c:games}:p");
-    assert_string_equal(a.argv[5], "{c:games}:id:key-1");
-    assert_string_equal(a.argv[6], "key-1");
-    assert_string_equal(a.argv[7], "0123456789abcdef");
+    assert_string_equal(a.argv[5], "{c:games}:lo");
+    assert_string_equal(a.argv[6], "{c:games}:hi");
+    assert_string_equal(a.argv[7], "{c:games}:id:key-1");
+    assert_string_equal(a.argv[8], "key-1");
+    assert_string_equal(a.argv[9], "0123456789abcdef");
 
     /* a write from the log has no entry to undo or finish */
     s.pending_id = NULL;

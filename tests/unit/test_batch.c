@@ -3,6 +3,8 @@
  * trace. */
 #include "persister/batch.h"
 
+#include "common/strbuf.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -108,20 +110,57 @@ static void test_unique_and_hll(void **state)
     ps_batch_free(b); /* frees the copied user ids (ASan checks) */
 }
 
-static void test_refusals_leave_no_trace(void **state)
+/* Sums are exact past int64 (a day or a minute of late events can hold
+ * any number of them); a batch refuses only when it is full or would
+ * need a 1025th partition, and then leaves no trace. */
+static void test_sums_beyond_int64_and_refusals(void **state)
 {
     (void)state;
-    ps_batch *b = ps_batch_new(2);
-    ctr_event big = make("x", INT64_MAX, 1, NULL), one = make("x", 1, 2, NULL);
+    ps_batch *b = ps_batch_new(4);
+    ctr_event big = make("x", INT64_MAX, 1, NULL), one = make("x", 1, 2, NULL),
+              low = make("y", INT64_MIN, 3, NULL);
     assert_int_equal(ps_batch_add(b, 0, 0, &big, &plain, d1), 0);
-    assert_int_equal(ps_batch_add(b, 3, 1, &one, &plain, d1), -1);
-    assert_int_equal(ps_batch_messages(b), 1);
-    assert_int_equal(ps_batch_partitions(b), 1); /* no range for partition 3 */
-    assert_int_equal(find(b, PS_TOTAL, "x", d1, 0)->delta, INT64_MAX);
+    assert_int_equal(ps_batch_add(b, 0, 1, &big, &plain, d1), 0);
+    assert_int_equal(ps_batch_add(b, 0, 2, &one, &plain, d1), 0);
+    char text[CTR_I128_TEXT_MAX];
+    ctr_i128_text(find(b, PS_TOTAL, "x", d1, 0)->delta, text);
+    assert_string_equal(text, "18446744073709551615"); /* 2^64 - 1 */
+    ctr_i128_text(find(b, PS_BUCKET, "x", d1, 0)->delta, text);
+    assert_string_equal(text, "18446744073709551615");
+    assert_int_equal(ps_batch_add(b, 3, 3, &low, &plain, d1), 0);
+    assert_int_equal(ps_batch_add(b, 0, 4, &one, &plain, d1), -1); /* full */
+    assert_int_equal(ps_batch_messages(b), 4);
+    assert_int_equal(ps_batch_partitions(b), 2);
+    ps_batch_free(b);
 
-    ctr_event ok = make("y", 1, 3, NULL);
-    assert_int_equal(ps_batch_add(b, 0, 2, &ok, &plain, d1), 0);
-    assert_int_equal(ps_batch_add(b, 0, 3, &ok, &plain, d1), -1); /* full */
+    b = ps_batch_new(2000);
+    for (int p = 0; p < 1024; p++)
+        assert_int_equal(ps_batch_add(b, p, 0, NULL, NULL, d1), 0);
+    assert_int_equal(ps_batch_add(b, 1024, 0, &one, &plain, d1), -1);
+    assert_int_equal(ps_batch_partitions(b), 1024); /* no range for it */
+    assert_null(find(b, PS_TOTAL, "x", d1, 0));
+    ps_batch_free(b);
+}
+
+/* A batch takes any number of HLL groups (once at most 64: a batch of
+ * the applier's records, which cannot be flushed half way, then failed
+ * for good). */
+static void test_many_hll_groups(void **state)
+{
+    (void)state;
+    ps_batch *b = ps_batch_new(1000);
+    char name[32], u1[] = "u1";
+    for (int i = 0; i < 1000; i++) {
+        snprintf(name, sizeof(name), "hll%d", i);
+        ctr_event ev = make(name, 1, 10, u1);
+        assert_int_equal(ps_batch_add(b, 0, i, &ev, &approx, i % 2 ? d1 : d2),
+                         0);
+    }
+    assert_int_equal(ps_batch_hll_groups(b), 1000);
+    assert_string_equal(ps_batch_hll_at(b, 999)->name, "hll999");
+    assert_int_equal(ctr_hll_estimate(ps_batch_hll_at(b, 500)->regs), 1);
+    ps_batch_reset(b);
+    assert_int_equal(ps_batch_hll_groups(b), 0);
     ps_batch_free(b);
 }
 
@@ -133,8 +172,8 @@ static void test_applier_records(void **state)
     ctr_event r1 = make("c", 3, 10, NULL), r2 = make("dau", 1, 11, u1);
     strcpy(r1.id, "id-1");
     strcpy(r2.id, "id-2");
-    assert_int_equal(ps_batch_add_record(b, 2, 40, &r1, &plain, d1), 0);
-    assert_int_equal(ps_batch_add_record(b, 2, 41, &r2, &exact, d1), 0);
+    assert_int_equal(ps_batch_add_record(b, 2, 40, &r1, &plain, d1, 0), 0);
+    assert_int_equal(ps_batch_add_record(b, 2, 41, &r2, &exact, d1, 7), 0);
     /* records wait for the id check: no sums yet, offsets advance */
     assert_int_equal(ps_batch_records(b), 2);
     assert_int_equal(ps_batch_sums(b, PS_TOTAL), 0);
@@ -146,6 +185,35 @@ static void test_applier_records(void **state)
     ps_batch_reset(b);
     assert_int_equal(ps_batch_records(b), 0);
     ps_batch_free(b);
+}
+
+/* A quarantined message only advances its offset; its reason is kept for
+ * the sink's quarantined_events row. A full batch takes none, and leaves
+ * no trace of it. */
+static void test_quarantined(void **state)
+{
+    (void)state;
+    ps_batch *b = ps_batch_new(3);
+    ctr_event one = make("x", 1, 2, NULL);
+    assert_int_equal(ps_batch_add(b, 0, 10, &one, &plain, d1), 0);
+    assert_int_equal(
+        ps_batch_add_quarantined(b, 0, 11, "postgresql refused it: 23514: x"),
+        0);
+    assert_int_equal(ps_batch_messages(b), 2);
+    assert_int_equal(ps_batch_quarantined(b), 1);
+    assert_int_equal(ps_batch_quarantined_at(b, 0)->partition, 0);
+    assert_int_equal(ps_batch_quarantined_at(b, 0)->offset, 11);
+    assert_string_equal(ps_batch_quarantined_at(b, 0)->reason,
+                        "postgresql refused it: 23514: x");
+    assert_int_equal(ps_batch_partition_at(b, 0)->last_offset, 11);
+    assert_int_equal(find(b, PS_TOTAL, "x", d1, 0)->delta, 1);
+    assert_int_equal(ps_batch_add(b, 0, 12, &one, &plain, d1), 0);
+    assert_int_equal(ps_batch_add_quarantined(b, 0, 13, "full"), -1);
+    assert_int_equal(ps_batch_quarantined(b), 1);
+    assert_int_equal(ps_batch_partition_at(b, 0)->last_offset, 12);
+    ps_batch_reset(b);
+    assert_int_equal(ps_batch_quarantined(b), 0);
+    ps_batch_free(b); /* frees the reasons (ASan checks) */
 }
 
 /* A new counter's total, day and minute must take three slots even where
@@ -191,8 +259,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sums),
         cmocka_unit_test(test_unique_and_hll),
-        cmocka_unit_test(test_refusals_leave_no_trace),
+        cmocka_unit_test(test_sums_beyond_int64_and_refusals),
+        cmocka_unit_test(test_many_hll_groups),
         cmocka_unit_test(test_applier_records),
+        cmocka_unit_test(test_quarantined),
         cmocka_unit_test(test_new_counter_sums_never_share_a_slot),
         cmocka_unit_test(test_hll_accuracy),
     };

@@ -65,6 +65,8 @@ static void test_common_shapes(void **state)
         "\"metadata\":null }\r\n",
         "{\"v\":1,\"id\":\"z\",\"counter\":\"c\",\"delta\":0,\"ts\":1}",
         "{\"v\":1,\"id\":\"z\",\"counter\":\"c\",\"delta\":-0,\"ts\":1}",
+        "{\"v\":1,\"id\":\"z\",\"counter\":\"c\",\"delta\":1,"
+        "\"ts\":253402214399999}",
     };
     (void)state;
     for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
@@ -108,6 +110,10 @@ static void test_left_to_json_c(void **state)
         "{\"v\":1,\"id\":\"a\",\"counter\":\"c d\",\"delta\":1,\"ts\":1}",
         "{\"v\":1,\"id\":\"a b\",\"counter\":\"c\",\"delta\":1,\"ts\":1}",
         "{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":0}",
+        "{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,"
+        "\"ts\":253402214400000}",
+        "{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,"
+        "\"ts\":999999999999999999}",
         "{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":1,"
         "\"user_id\":\"\"}",
         "{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":1} x",

@@ -32,6 +32,7 @@ static void test_round_trip(void **state)
     char *json = ctr_event_encode(&in, &len);
     assert_non_null(json);
     assert_int_equal(strlen(json), len);
+    assert_int_equal(ctr_event_encoded_len(&in), len);
     assert_int_equal(ctr_event_decode(json, len, &out, err, sizeof(err)), 0);
     assert_int_equal(out.v, 1);
     assert_string_equal(out.id, "e-1");
@@ -51,6 +52,7 @@ static void test_round_trip(void **state)
     in.delta = INT64_MIN;
     json = ctr_event_encode(&in, &len);
     assert_non_null(json);
+    assert_int_equal(ctr_event_encoded_len(&in), len);
     assert_null(strstr(json, "user_id"));
     assert_int_equal(ctr_event_decode(json, len, &out, err, sizeof(err)), 0);
     assert_int_equal(out.delta, INT64_MIN);
@@ -87,6 +89,13 @@ static void test_rejections(void **state)
         {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"ts\":1}", "delta"},
         {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1}", "ts"},
         {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":-5}",
+         "ts"},
+        /* past 9999-12-30T23:59:59.999Z: no store could hold its day */
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,"
+         "\"ts\":253402214400000}",
+         "ts"},
+        {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,"
+         "\"ts\":9223372036854775807}",
          "ts"},
         {"{\"v\":1,\"id\":\"a\",\"counter\":\"c\",\"delta\":1,\"ts\":1,"
          "\"user_id\":7}",

@@ -12,20 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-static int64_t at(const char *rfc3339)
-{
-    int64_t ms = 0;
-    assert_int_equal(ctr_time_parse_rfc3339(rfc3339, &ms), 0);
-    return ms;
-}
-
-static const ctr_tz *zone(const char *name)
-{
-    char err[200];
-    const ctr_tz *tz = ctr_tz_get(name, err, sizeof(err));
-    assert_non_null(tz);
-    return tz;
-}
+#include "instants.h" /* after cmocka.h */
 
 static void check_day(const char *zone_name, const char *instant,
                       const char *date, const char *start, const char *end)
