@@ -1,7 +1,6 @@
 /* test_config.c - defaults, the YAML file, environment overrides, and the
  * one-line errors that name the key. */
 #include "common/config.h"
-#include "common/pgconn.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -232,60 +231,6 @@ static void test_split_addr(void **state)
                      -1);
 }
 
-/* Which keyword of a libpq parameter list has which value. */
-static const char *pg_param(const ctr_pg_params *p, const char *key)
-{
-    for (int i = 0; p->keys[i]; i++)
-        if (strcmp(p->keys[i], key) == 0)
-            return p->vals[i];
-    return NULL;
-}
-
-static void test_postgres_hosts(void **state)
-{
-    char err[256], where[64];
-    ctr_pg_params p;
-    (void)state;
-    write_yaml("postgres:\n  host: db1\n  port: 5432\n");
-    ctr_config *cfg = ctr_config_load(path, err, sizeof(err));
-    if (cfg == NULL)
-        fail_msg("%s", err);
-    ctr_pg_params_init(&p, cfg, "t", cfg->postgres_target_session_attrs);
-    assert_string_equal(pg_param(&p, "host"), "db1");
-    assert_string_equal(pg_param(&p, "port"), "5432");
-    assert_string_equal(pg_param(&p, "target_session_attrs"), "read-write");
-    assert_string_equal(ctr_pg_where(cfg, where, sizeof(where)), "db1:5432");
-    assert_string_equal(cfg->postgres_read_session_attrs, "prefer-standby");
-    ctr_config_free(cfg);
-
-    /* several servers: libpq's host and port lists, in the order given */
-    write_yaml("postgres:\n  hosts: \"10.0.0.1:5432, [::1]:5433\"\n"
-               "  read_session_attrs: any\n");
-    cfg = ctr_config_load(path, err, sizeof(err));
-    if (cfg == NULL)
-        fail_msg("%s", err);
-    ctr_pg_params_init(&p, cfg, "t", cfg->postgres_read_session_attrs);
-    assert_string_equal(pg_param(&p, "host"), "10.0.0.1,::1");
-    assert_string_equal(pg_param(&p, "port"), "5432,5433");
-    assert_string_equal(pg_param(&p, "target_session_attrs"), "any");
-    assert_string_equal(pg_param(&p, "application_name"), "t");
-    ctr_config_free(cfg);
-}
-
-static void test_pg_one_line(void **state)
-{
-    char out[128];
-    (void)state;
-    ctr_pg_one_line(out, sizeof(out),
-                    "connection to server at \"a\" failed: refused\n"
-                    "\tIs the server running?\nserver is in hot standby\n");
-    assert_string_equal(out, "connection to server at \"a\" failed: refused; "
-                             "Is the server running?; server is in hot "
-                             "standby");
-    ctr_pg_one_line(out, 8, "abcdefghijkl");
-    assert_int_equal(strlen(out), 5);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,8 +243,6 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test(test_split_addr),
-        cmocka_unit_test_setup_teardown(test_postgres_hosts, setup, teardown),
-        cmocka_unit_test(test_pg_one_line),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
