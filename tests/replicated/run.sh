@@ -15,10 +15,12 @@
 #                                Kafka nodes +2/+3, +12/+13, +22/+23, api +4
 #                                (+5, +6 the persister's and applier's
 #                                metrics, +7 the tests' second api)
-#   REPL_MESSAGE_TIMEOUT_MS [60000]  kafka.message_timeout_ms of the stack:
+#   REPL_MESSAGE_TIMEOUT_MS [45000]  kafka.message_timeout_ms of the stack:
 #                                longer than the scenarios' outages (a node
-#                                restarts in 15-30 s here), as the default
-#                                300 s is in production (see below)
+#                                restarts in 13-30 s here), as the default
+#                                300 s is in production (see below); short
+#                                enough that the resolver (after 57 s) acts
+#                                before the checker's 60 s without progress
 #   REPL_PYTEST_ARGS             more pytest arguments (-k test_f_ ...)
 #   REPL_LOG_DIR [$REPL_BUILD/replicated-logs]  request logs of each test
 set -uo pipefail
@@ -45,7 +47,7 @@ unset KAFKA_HEAP
 # of sync is what docs/scaling.md ("Outages longer than
 # kafka.message_timeout_ms") describes: such outages are kept out of these
 # scenarios. The resolver then waits message_timeout + 12 s at least.
-export COUNTER_KAFKA_MESSAGE_TIMEOUT_MS="${REPL_MESSAGE_TIMEOUT_MS:-60000}"
+export COUNTER_KAFKA_MESSAGE_TIMEOUT_MS="${REPL_MESSAGE_TIMEOUT_MS:-45000}"
 export FAULTS_LOG_DIR="${REPL_LOG_DIR:-$ROOT/$BUILD/replicated-logs}"
 t0=$SECONDS
 stack_up || { echo "0 passed, 1 failed"; exit 1; }

@@ -10,7 +10,7 @@ c. Two of the three SIGKILLed: writes are refused within the delivery
    timeout (503 kafka_unavailable or indeterminate, nothing applied for
    the refused), reads go on; once one node is back, writes are acked
    again within seconds. The outage (about 20 s) is shorter than
-   kafka.message_timeout_ms (60 s in tests/replicated/run.sh, 300 s by
+   kafka.message_timeout_ms (45 s in tests/replicated/run.sh, 300 s by
    default), so the writes answered "indeterminate" are delivered when the
    node is back, and made whole.
 d. The active controller (the KRaft quorum's leader) SIGKILLed.
@@ -50,10 +50,16 @@ def _first_ack_after(client, t, counters=None):
 
 
 def _producer_checks(watch, tag):
-    """counter-api's Kafka producer must not fail for good."""
-    fatal = watch.producer_fatal()
-    return [f"{tag}: counter-api's Kafka producer failed for good, and the api refuses every "
-            f"write until restarted: {fatal[0][-400:]}"] if fatal else []
+    """counter-api's Kafka producer may fail (librdkafka 2.0.2, after a
+    leader change), but never for good: a new one takes its place."""
+    fatal, replaced = watch.producer_fatal()
+    if fatal:
+        print(f"{tag}: counter-api's producer failed {len(fatal)} time(s) and was replaced "
+              f"{len(replaced)} time(s): {fatal[0][-300:]}")
+    if len(replaced) < len(fatal):
+        return [f"{tag}: counter-api's Kafka producer failed and was not replaced: the api "
+                f"refuses every write until restarted: {fatal[0][-300:]}"]
+    return []
 
 
 def _two_nodes_up_checks(client, tag):

@@ -1,7 +1,9 @@
-/* test_producer.c - what the producer tells its owner: a fatal error of
- * the idempotent producer (librdkafka 2.0.2 raises one when its sequence
- * numbers and a broker's part after a leader change) counts as no broker
- * up, so that the api refuses writes before Redis and says so in health. */
+/* test_producer.c - the producer after a fatal error of the idempotent
+ * producer (librdkafka 2.0.2 raises one when its sequence numbers and a
+ * broker's part after a leader change): until the owner's next poll it
+ * counts as no broker up, so that the api refuses writes before Redis;
+ * that poll replaces it with a new one, which delivers again. Against
+ * librdkafka's mock broker. */
 #include "common/config.h"
 #include "ingest/producer.h"
 
@@ -15,19 +17,25 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+static int reports[3]; /* by enum ctr_delivery: 0, -1, -2 */
+
 static void on_delivery(enum ctr_delivery result, void *arg)
 {
-    (void)result;
     (void)arg;
+    reports[-result]++;
 }
 
-static void test_fatal_error_counts_as_no_broker(void **state)
+static int delivered_after(ctr_producer *p, int want)
 {
-    char err[512];
+    for (int i = 0; i < 100 && reports[0] < want; i++)
+        ctr_producer_poll(p, 100);
+    return reports[0];
+}
+
+static void test_fatal_error_replaces_the_producer(void **state)
+{
+    char err[512], path[64];
     (void)state;
-    /* librdkafka's mock broker: connected, so that no "all brokers down"
-     * says down before the fatal error does */
-    char path[64];
     snprintf(path, sizeof(path), "/tmp/counter-producer-test-%d.yaml",
              (int)getpid());
     FILE *fp = fopen(path, "w");
@@ -42,18 +50,28 @@ static void test_fatal_error_counts_as_no_broker(void **state)
         ctr_producer_new(cfg, NULL, on_delivery, err, sizeof(err));
     if (p == NULL)
         fail_msg("%s", err);
-    for (int i = 0; i < 5; i++)
-        ctr_producer_poll(p, 100);
+    assert_int_equal(ctr_producer_send(p, "c", 1, "{}", 2, NULL, NULL), 0);
+    assert_int_equal(delivered_after(p, 1), 1);
     assert_false(ctr_producer_brokers_down(p));
 
+    rd_kafka_t *first = ctr_producer_kafka(p);
     assert_int_equal(rd_kafka_test_fatal_error(
-                         ctr_producer_kafka(p),
-                         RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                         first, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
                          "test: sequence desynchronization"),
                      RD_KAFKA_RESP_ERR_NO_ERROR);
+    /* librdkafka's own poll serves the error: down, and sends fail */
     for (int i = 0; i < 50 && !ctr_producer_brokers_down(p); i++)
-        ctr_producer_poll(p, 100); /* serves the error event */
+        rd_kafka_poll(first, 100);
     assert_true(ctr_producer_brokers_down(p));
+    assert_int_not_equal(ctr_producer_send(p, "c", 1, "{}", 2, NULL, NULL), 0);
+
+    /* the owner's poll puts a new producer in its place */
+    ctr_producer_poll(p, 0);
+    assert_ptr_not_equal(ctr_producer_kafka(p), first);
+    assert_false(ctr_producer_brokers_down(p));
+    assert_int_equal(ctr_producer_send(p, "c", 1, "{}", 2, NULL, NULL), 0);
+    assert_int_equal(delivered_after(p, 2), 2);
+    assert_int_equal(reports[1] + reports[2], 0); /* one report each */
     ctr_producer_free(p);
     ctr_config_free(cfg);
 }
@@ -61,7 +79,7 @@ static void test_fatal_error_counts_as_no_broker(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fatal_error_counts_as_no_broker),
+        cmocka_unit_test(test_fatal_error_replaces_the_producer),
     };
     unsetenv("COUNTER_CONFIG");
     return cmocka_run_group_tests_name("producer", tests, NULL, NULL);
