@@ -24,6 +24,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/service.h"
 #include "common/timeutil.h"
 #include "ingest/apply.h"
 #include "ingest/consumer.h"
@@ -53,8 +54,6 @@ enum {
     BACKOFF_MAX_MS = 2000,
 };
 
-static volatile sig_atomic_t stop_requested;
-
 typedef struct applier {
     const ctr_config *cfg;
     rd_kafka_t *rk;
@@ -75,18 +74,6 @@ typedef struct applier {
     ctr_group_watch *groups;     /* the consumer groups' committed lag */
     ctr_metrics_server *metrics;
 } applier;
-
-static void on_stop_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static void on_record(enum ctr_delivery result, void *arg)
 {
@@ -214,7 +201,7 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
     ctr_apply_argv av;
 
     for (;;) {
-        if (stop_requested)
+        if (ctr_service_stopping())
             return 1;
         if (redis_ready(a) == 0) {
             if (ctr_apply_write_argv(&av, a->sha, name, s) != 0) {
@@ -258,7 +245,7 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
         }
         /* still answer Prometheus while waiting for Redis */
         serve_metrics(a);
-        sleep_ms(backoff);
+        ctr_service_sleep_ms(backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
 }
@@ -548,6 +535,8 @@ static void render_metrics(ctr_strbuf *b, void *arg)
     ctr_group_watch_render(a->groups, b);
 }
 
+/* Long on purpose: start-up read top to bottom and torn down in reverse
+ * (STYLE.md 11), every step in one place, in order. */
 int main(void)
 {
     applier a;
@@ -556,7 +545,7 @@ int main(void)
     int rc = 1;
 
     memset(&a, 0, sizeof(a));
-    cfg = ctr_service_start("counter-applier", on_stop_signal);
+    cfg = ctr_service_start("counter-applier");
     if (cfg == NULL)
         return 2;
     a.cfg = cfg;
@@ -595,7 +584,7 @@ int main(void)
     (void)redis_ready(&a);
 
     a.last_commit_ms = ctr_time_mono_ms();
-    while (!stop_requested) {
+    while (!ctr_service_stopping()) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(a.rk, 50);
         if (msg) {
             handle_message(&a, msg);
@@ -629,9 +618,9 @@ out:
         rd_kafka_destroy(a.rk);
     }
     ctr_producer_free(a.producer);
+    redis_drop(&a); /* before what it tells of a new connection */
     ctr_resolver_free(a.resolver);
     ctr_tail_free(a.tail);
-    redis_drop(&a);
     ctr_metrics_server_free(a.metrics);
     ctr_info("stopped: %" PRIu64 " applied, %" PRIu64 " duplicates, %" PRIu64
              " refused by bounds, %" PRIu64 " invalid, %" PRIu64

@@ -893,22 +893,3 @@ int ctr_config_split_addr(const char *addr, char *host, size_t hostlen,
     *port = (int)p;
     return 0;
 }
-
-ctr_config *ctr_service_start(const char *proc, void (*on_stop)(int))
-{
-    char err[512];
-    struct sigaction sa;
-
-    signal(SIGPIPE, SIG_IGN);
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    ctr_config *cfg = ctr_config_load(NULL, err, sizeof(err));
-    if (cfg == NULL) {
-        fprintf(stderr, "%s: %s\n", proc, err);
-        return NULL;
-    }
-    ctr_log_init(proc, ctr_log_level_parse(cfg->log_level));
-    return cfg;
-}

@@ -160,12 +160,4 @@ int ctr_config_addr_next(const char *list, size_t *pos, char *host,
                          size_t hostlen, int *port)
     __attribute__((warn_unused_result));
 
-/*
- * The start of a consumer service (persister, applier): SIGPIPE ignored,
- * SIGTERM and SIGINT to on_stop, the configuration loaded (from
- * COUNTER_CONFIG and the environment) and logging set up as proc. NULL
- * after printing why the configuration was refused: exit 2.
- */
-ctr_config *ctr_service_start(const char *proc, void (*on_stop)(int));
-
 #endif
