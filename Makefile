@@ -5,8 +5,8 @@ BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps test-deps build run up down status test test-faults test-unit fuzz \
-        migrate-up migrate-down format format-check clean
+.PHONY: all deps test-deps build run up down status test test-faults test-replicated test-unit \
+        fuzz migrate-up migrate-down format format-check clean
 
 all: build
 
@@ -30,6 +30,7 @@ run: build
 	@deploy/run.sh
 
 # The same stack in the background (idempotent), and its teardown.
+# KAFKA_NODES=3 and PG_STANDBY=1 make it replicated (deploy/README.md).
 up: build
 	@deploy/stack.sh up
 
@@ -48,6 +49,12 @@ test: test-deps
 # real processes killed, frozen and overloaded under load, then I1-I6.
 test-faults: test-deps
 	@tests/faults/run.sh
+
+# The replicated suite alone (tests/replicated): three Kafka nodes and a
+# PostgreSQL standby on a private stack; leaders, the controller and the
+# primary killed under load, then I1-I6.
+test-replicated: test-deps
+	@tests/replicated/run.sh
 
 test-unit: test-deps build
 	cd $(BUILD) && ctest --output-on-failure

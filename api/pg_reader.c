@@ -37,6 +37,7 @@ struct api_pg {
     size_t queued;
     int timeout_ms;
     ctr_pg_params params;
+    char where[CTR_PG_HOSTS_LEN]; /* for log lines */
 };
 
 static void pump(api_pg *pg);
@@ -99,6 +100,16 @@ static int wait_socket(api_pg *pg, short what)
     return pg->sock_ev && event_add(pg->sock_ev, NULL) == 0 ? 0 : -1;
 }
 
+static void connect_failed(api_pg *pg)
+{
+    char reason[512];
+    ctr_pg_one_line(reason, sizeof(reason),
+                    pg->conn ? PQerrorMessage(pg->conn) : "out of memory");
+    ctr_warn("could not connect to postgresql at %s: %s", pg->where, reason);
+    reset_connection(pg);
+    fail_all(pg);
+}
+
 static void connect_step(api_pg *pg)
 {
     switch (PQconnectPoll(pg->conn)) {
@@ -114,25 +125,20 @@ static void connect_step(api_pg *pg)
         if (PQsetnonblocking(pg->conn, 1) != 0)
             break;
         pg->state = PG_IDLE;
-        ctr_info("connected to postgresql for fallback reads");
+        ctr_info("connected to postgresql at %s:%s for reads", PQhost(pg->conn),
+                 PQport(pg->conn));
         pump(pg);
         return;
     default: break;
     }
-    ctr_warn("could not connect to postgresql: %s",
-             pg->conn ? PQerrorMessage(pg->conn) : "out of memory");
-    reset_connection(pg);
-    fail_all(pg);
+    connect_failed(pg);
 }
 
 static void start_connect(api_pg *pg)
 {
     pg->conn = PQconnectStartParams(pg->params.keys, pg->params.vals, 0);
     if (pg->conn == NULL || PQstatus(pg->conn) == CONNECTION_BAD) {
-        ctr_warn("could not connect to postgresql: %s",
-                 pg->conn ? PQerrorMessage(pg->conn) : "out of memory");
-        reset_connection(pg);
-        fail_all(pg);
+        connect_failed(pg);
         return;
     }
     pg->state = PG_CONNECTING;
@@ -294,7 +300,11 @@ api_pg *api_pg_new(const ctr_config *cfg, struct event_base *base, char *errbuf,
     }
     pg->base = base;
     pg->timeout_ms = cfg->postgres_timeout_ms;
-    ctr_pg_params_init(&pg->params, cfg, "counter-api");
+    ctr_pg_params_init(&pg->params, cfg, "counter-api",
+                       cfg->postgres_read_session_attrs);
+    char where[sizeof(pg->where)];
+    snprintf(pg->where, sizeof(pg->where), "%s",
+             ctr_pg_where(cfg, where, sizeof(where)));
     return pg;
 }
 

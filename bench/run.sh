@@ -24,6 +24,13 @@
 #                            3 masters + 3 replicas) with a second counter-api
 #                            in cluster mode: increment, get and batch get
 #                            against it, as ratios to the one-Redis api
+#   BENCH_RF3 [1]            1: also three Kafka nodes (deploy/stack.sh with
+#                            KAFKA_NODES=3, topics with 3 replicas and
+#                            min.insync.replicas 2) and a counter-api writing
+#                            to them, on the same Redis: the durable
+#                            increment with a replicated log (acks=all
+#                            waits for 2 replicas), as a ratio to the
+#                            one-broker api. About a minute more; 0 skips it
 # Ports, so that two benches can run at once (the defaults are this list;
 # counter-api's port + 1 and + 2 are the persister's and the applier's
 # metrics, so the others must keep clear of them):
@@ -32,6 +39,8 @@
 #   BENCH_WEBDIS_PORT [37379] BENCH_HELLO_PORT [38183]
 #   BENCH_PROFILE_PORT [38190] BENCH_CLUSTER_API_PORT [38186]
 #   BENCH_CLUSTER_BASE_PORT [21700] (nodes on BASE..BASE+5, buses +1000)
+#   BENCH_RF3_API_PORT [38187] BENCH_RF3_KAFKA_PORT [39292] (nodes on
+#   PORT/PORT+1, +10/+11, +20/+21)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,6 +58,9 @@ PROFILE="${BENCH_PROFILE:-0}"
 CLUSTER="${BENCH_CLUSTER:-1}"
 CLUSTER_API_PORT="${BENCH_CLUSTER_API_PORT:-38186}"
 CLUSTER_BASE="${BENCH_CLUSTER_BASE_PORT:-21700}"
+RF3="${BENCH_RF3:-1}"
+RF3_API_PORT="${BENCH_RF3_API_PORT:-38187}"
+RF3_KAFKA_PORT="${BENCH_RF3_KAFKA_PORT:-39292}"
 
 REDIS_PORT="${BENCH_REDIS_PORT:-36480}"
 PG_PORT="${BENCH_PG_PORT:-35533}"
@@ -65,7 +77,9 @@ say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 ports=("$REDIS_PORT" "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$API_PORT"
-    "$((API_PORT + 1))" "$((API_PORT + 2))" "$WEBDIS_PORT" "$HELLO_PORT" "$PROFILE_PORT" "$CLUSTER_API_PORT")
+    "$((API_PORT + 1))" "$((API_PORT + 2))" "$WEBDIS_PORT" "$HELLO_PORT" "$PROFILE_PORT" "$CLUSTER_API_PORT"
+    "$RF3_API_PORT")
+[[ $RF3 != 1 ]] || for i in 0 1 10 11 20 21; do ports+=("$((RF3_KAFKA_PORT + i))"); done
 dup=$(printf '%s\n' "${ports[@]}" | sort | uniq -d)
 [[ -z $dup ]] || die "port $dup is given twice (API port + 1 and + 2 are taken too)"
 
@@ -96,6 +110,25 @@ PARTITIONS=4
 WEBDIS_PID=""
 HELLO_PID=""
 CLUSTER_API_PID=""
+RF3_API_PID=""
+# as_stack LOG VAR=VALUE... PROGRAM [ARGS]: PROGRAM with the stack's
+# counter.env and these settings, output to $WORK/LOG. It execs: run it in
+# ( ) to wait for it, or with & (then $! is the program's pid).
+as_stack() {
+    local log=$1
+    shift
+    set -a
+    # shellcheck source=/dev/null
+    source "$STACK_DIR/counter.env"
+    set +a
+    exec env "$@" >"$WORK/$log" 2>&1
+}
+# The three-node Kafka of BENCH_RF3, a stack.sh of its own (Kafka only).
+rf3_stack() {
+    STACK_DIR="$WORK/rf3" KAFKA_NODES=3 KAFKA_PORT="$RF3_KAFKA_PORT" \
+        KAFKA_CONTROLLER_PORT="$((RF3_KAFKA_PORT + 1))" API_PORT="$RF3_API_PORT" \
+        "$ROOT/deploy/stack.sh" "$@"
+}
 
 cleanup() {
     local rc=$?
@@ -103,7 +136,9 @@ cleanup() {
     [[ -z $WEBDIS_PID ]] || kill "$WEBDIS_PID" 2>/dev/null || true
     [[ -z $HELLO_PID ]] || kill "$HELLO_PID" 2>/dev/null || true
     [[ -z $CLUSTER_API_PID ]] || kill "$CLUSTER_API_PID" 2>/dev/null || true
+    [[ -z $RF3_API_PID ]] || kill "$RF3_API_PID" 2>/dev/null || true
     wait 2>/dev/null || true
+    [[ $RF3 != 1 ]] || rf3_stack destroy >/dev/null 2>&1 || true
     [[ $CLUSTER != 1 ]] || CLUSTER_DIR="$WORK/cluster" "$ROOT/deploy/redis-cluster.sh" destroy >/dev/null 2>&1 || true
     say "tearing the stack down"
     "$ROOT/deploy/stack.sh" destroy >/dev/null 2>&1 || true
@@ -300,11 +335,11 @@ rc SET bench_incr 0 >/dev/null
 curl -fsS "http://$H:$API_PORT/api/v1/counters?names=$names" >"$WORK/batch.sample"
 grep -q '"bench_b9"' "$WORK/batch.sample" || die "batch get answered: $(head -c 300 "$WORK/batch.sample")"
 
-declare -A RPS P50 P99 P999 ERR
-# run KEY SCRIPT URL: 2 s warm-up, then the measured run.
+declare -A RPS P50 P99 P999 ERR RSS
+# run KEY SCRIPT URL [WARMUP]: a warm-up (2s), then the measured run.
 run() {
-    local key=$1 script=$2 url=$3 line
-    wrk -t1 -c"$CONNS" -d2s -s "$script" "$url" >/dev/null 2>&1 || true
+    local key=$1 script=$2 url=$3 warmup=${4:-2s} line
+    wrk -t1 -c"$CONNS" -d"$warmup" -s "$script" "$url" >/dev/null 2>&1 || true
     line=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$script" "$url" |
         tee "$WORK/wrk-$key.txt" | grep '^BENCH ') || die "wrk failed for $key"
     read -r _ reqs dur p50 p99 p999 errs <<<"$line"
@@ -339,12 +374,11 @@ if [[ $CLUSTER == 1 ]]; then
     CNODES=$(sed -n 's/^COUNTER_REDIS_CLUSTER_NODES=//p' "$CLUSTER_DIR/cluster.env")
     [[ -n $CNODES ]] || die "no COUNTER_REDIS_CLUSTER_NODES in $CLUSTER_DIR/cluster.env"
     # the cluster starts empty: restored from PostgreSQL, which sets the epoch
-    (set -a && source "$STACK_DIR/counter.env" && COUNTER_REDIS_CLUSTER_NODES=$CNODES &&
-        exec "$BIN_DIR/counterctl" rebuild-redis) >"$WORK/cluster-rebuild.log" 2>&1 ||
+    (as_stack cluster-rebuild.log COUNTER_REDIS_CLUSTER_NODES="$CNODES" \
+        "$BIN_DIR/counterctl" rebuild-redis) ||
         { cat "$WORK/cluster-rebuild.log" >&2; die "rebuild-redis on the cluster failed"; }
-    (set -a && source "$STACK_DIR/counter.env" && COUNTER_REDIS_CLUSTER_NODES=$CNODES &&
-        COUNTER_SERVER_PORT=$CLUSTER_API_PORT && exec "$BIN_DIR/counter-api") \
-        >"$WORK/cluster-api.log" 2>&1 &
+    as_stack cluster-api.log COUNTER_REDIS_CLUSTER_NODES="$CNODES" \
+        COUNTER_SERVER_PORT="$CLUSTER_API_PORT" "$BIN_DIR/counter-api" &
     CLUSTER_API_PID=$!
     C="http://$H:$CLUSTER_API_PORT/api/v1"
     for ((i = 0; i < 100; i++)); do
@@ -361,6 +395,40 @@ if [[ $CLUSTER == 1 ]]; then
     grep '^counter_redis_' <(curl -fsS "http://$H:$CLUSTER_API_PORT/metrics") >"$WORK/cluster-metrics.txt" || true
 fi
 
+# The same increment through a second counter-api whose Kafka is three
+# nodes with 3 replicas per partition (acks=all: 2 in sync confirm), on the
+# same Redis: what the replicated log costs a write.
+if [[ $RF3 == 1 ]]; then
+    say "kafka: three nodes from port $RF3_KAFKA_PORT, topics with 3 replicas"
+    rf3_stack start kafka >"$WORK/rf3-up.log" 2>&1 ||
+        { cat "$WORK/rf3-up.log" >&2; die "three-node kafka did not start"; }
+    R3B=$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$WORK/rf3/stack.env" | tr -d '\\')
+    [[ -n $R3B ]] || die "no KAFKA_BOOTSTRAP in $WORK/rf3/stack.env"
+    (as_stack rf3-topic.log COUNTER_KAFKA_BROKERS="$R3B" COUNTER_KAFKA_REPLICATION_FACTOR=3 \
+        COUNTER_KAFKA_MIN_INSYNC_REPLICAS=2 "$BIN_DIR/counterctl" create-topic) ||
+        { cat "$WORK/rf3-topic.log" >&2; die "create-topic on the three nodes failed"; }
+    as_stack rf3-api.log COUNTER_KAFKA_BROKERS="$R3B" COUNTER_SERVER_PORT="$RF3_API_PORT" \
+        "$BIN_DIR/counter-api" &
+    RF3_API_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        curl -fsS "http://$H:$RF3_API_PORT/healthz" 2>/dev/null | grep -q '"kafka":true' && break
+        sleep 0.1
+    done
+    curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' \
+        "http://$H:$RF3_API_PORT/api/v1/counter/bench_incr/increment" ||
+        { cat "$WORK/rf3-api.log" >&2; die "the counter-api on three nodes does not take writes"; }
+    # The one-broker api again, now, beside the other: the two rows see
+    # the same machine (the three JVMs running). Then the three nodes,
+    # fresh JVMs with a longer warm-up.
+    run rf1_increment "$WORK/post.lua" "$A/counter/bench_incr/increment"
+    run rf3_increment "$WORK/post.lua" "http://$H:$RF3_API_PORT/api/v1/counter/bench_incr/increment" 15s
+    while read -r name state _ pid _; do
+        [[ $state != running ]] || RSS[rf3_$name]=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
+    done < <(rf3_stack status)
+    kill "$RF3_API_PID" && wait "$RF3_API_PID" || true
+    RF3_API_PID=""
+fi
+
 # counter-api's resident memory with 1000 open connections (issue target).
 api_pid() { "$ROOT/deploy/stack.sh" status | awk '$1 == "counter-api" {print $4}'; }
 APID=$(api_pid)
@@ -373,9 +441,8 @@ say "counter-api VmRSS with 1000 connections: $api_rss_1000 kB"
 
 # ---------------------------------------------------------- peak RSS ---
 
-declare -A RSS
 hwm() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-while read -r name state _ pid; do
+while read -r name state _ pid _; do
     [[ $state == running ]] || continue
     RSS[$name]=$(hwm "$pid")
     if [[ $name == postgres ]]; then
@@ -424,6 +491,7 @@ ROWS=(
     "cluster_get api_get"
     "cluster_batch_get api_batch_get"
 )
+[[ $RF3 != 1 ]] || ROWS+=("rf1_increment api_increment" "rf3_increment rf1_increment")
 TABLE="$WORK/table.txt"
 {
     printf '%-17s %9s %8s %8s %8s %7s  %-21s %8s\n' test req/s p50_ms p99_ms p99.9_ms errors "vs webdis/api" "vs hello"

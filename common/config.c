@@ -57,9 +57,18 @@ static const opt_def options[] = {
     {"postgres.password", OPT_STR, O(postgres_password), "", 0, 0},
     {"postgres.dbname", OPT_STR, O(postgres_dbname), "counter", 1, 0},
     {"postgres.timeout_ms", OPT_INT, O(postgres_timeout_ms), "2000", 1, 600000},
+    {"postgres.hosts", OPT_STR, O(postgres_hosts), "", 0, 0},
+    {"postgres.target_session_attrs", OPT_STR, O(postgres_target_session_attrs),
+     "read-write", 1, 0},
+    {"postgres.read_session_attrs", OPT_STR, O(postgres_read_session_attrs),
+     "prefer-standby", 1, 0},
     {"kafka.brokers", OPT_STR, O(kafka_brokers), "127.0.0.1:9092", 1, 0},
     {"kafka.topic", OPT_STR, O(kafka_topic), "counter-events", 1, 0},
     {"kafka.partitions", OPT_INT, O(kafka_partitions), "4", 1, 10000},
+    {"kafka.replication_factor", OPT_INT, O(kafka_replication_factor), "1", 1,
+     32},
+    {"kafka.min_insync_replicas", OPT_INT, O(kafka_min_insync_replicas), "1", 1,
+     32},
     {"kafka.delivery_timeout_ms", OPT_INT, O(kafka_delivery_timeout_ms), "2000",
      10, 600000},
     {"kafka.message_timeout_ms", OPT_INT, O(kafka_message_timeout_ms), "300000",
@@ -656,6 +665,51 @@ static void env_name(const char *key, char *buf, size_t len)
     buf[pos] = '\0';
 }
 
+int ctr_config_addr_next(const char *list, size_t *pos, char *host,
+                         size_t hostlen, int *port)
+{
+    char one[300];
+    const char *p = list + *pos;
+    p += strspn(p, ", ");
+    size_t n = strcspn(p, ", ");
+    *pos = (size_t)(p + n - list);
+    if (n == 0)
+        return 0;
+    if (n >= sizeof(one))
+        return -1;
+    memcpy(one, p, n);
+    one[n] = '\0';
+    return ctr_config_split_addr(one, host, hostlen, port) ? -1 : 1;
+}
+
+/* A list of host:port: its entry count (0 for ""), or -1 when an entry is
+ * malformed, or (max > 0) there are more than max of them or the list
+ * would not fit CTR_PG_HOSTS_LEN. */
+static int addr_list_check(const char *list, int max)
+{
+    char host[256];
+    int port, n = 0, r;
+    size_t pos = 0;
+    while ((r = ctr_config_addr_next(list, &pos, host, sizeof(host), &port)))
+        if (r < 0 || (max > 0 && ++n > max))
+            return -1;
+    if (max > 0 && strlen(list) >= CTR_PG_HOSTS_LEN)
+        return -1;
+    return n;
+}
+
+/* libpq's target_session_attrs values (PostgreSQL 14 and later). */
+static int session_attrs_valid(const char *v)
+{
+    static const char *const known[] = {"any",       "read-write",
+                                        "read-only", "primary",
+                                        "standby",   "prefer-standby"};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(v, known[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static int validate(ctr_config *cfg, char *errbuf, size_t errlen)
 {
     char host[256];
@@ -675,21 +729,38 @@ static int validate(ctr_config *cfg, char *errbuf, size_t errlen)
         return -1;
     }
     /* each seed of the cluster list must be host:port too */
-    for (const char *p = cfg->redis_cluster_nodes; *p;) {
-        char one[300];
-        size_t n = strcspn(p, ", ");
-        if (n > 0 &&
-            (n >= sizeof(one) ||
-             (memcpy(one, p, n), one[n] = '\0',
-              ctr_config_split_addr(one, host, sizeof(host), &port)))) {
+    if (addr_list_check(cfg->redis_cluster_nodes, 0) < 0) {
+        snprintf(errbuf, errlen,
+                 "config: redis.cluster_nodes: expected host:port,... "
+                 "got \"%.128s\"",
+                 cfg->redis_cluster_nodes);
+        return -1;
+    }
+    if (addr_list_check(cfg->postgres_hosts, CTR_PG_HOSTS_MAX) < 0) {
+        snprintf(errbuf, errlen,
+                 "config: postgres.hosts: expected host:port,... (at most %d, "
+                 "%d characters), got \"%.128s\"",
+                 CTR_PG_HOSTS_MAX, CTR_PG_HOSTS_LEN - 1, cfg->postgres_hosts);
+        return -1;
+    }
+    const char *attrs[2][2] = {
+        {"postgres.target_session_attrs", cfg->postgres_target_session_attrs},
+        {"postgres.read_session_attrs", cfg->postgres_read_session_attrs}};
+    for (int i = 0; i < 2; i++)
+        if (!session_attrs_valid(attrs[i][1])) {
             snprintf(errbuf, errlen,
-                     "config: redis.cluster_nodes: expected host:port,... "
-                     "got \"%.128s\"",
-                     cfg->redis_cluster_nodes);
+                     "config: %s: expected any, read-write, read-only, "
+                     "primary, standby or prefer-standby, got \"%.32s\"",
+                     attrs[i][0], attrs[i][1]);
             return -1;
         }
-        p += n;
-        p += *p != '\0';
+    if (cfg->kafka_min_insync_replicas > cfg->kafka_replication_factor) {
+        snprintf(errbuf, errlen,
+                 "config: kafka.min_insync_replicas (%d) is above "
+                 "kafka.replication_factor (%d): no write could be "
+                 "acknowledged",
+                 cfg->kafka_min_insync_replicas, cfg->kafka_replication_factor);
+        return -1;
     }
     /* a pending write is the resolver's only once no verdict of the api
      * can still come: librdkafka gives up after message_timeout_ms; a

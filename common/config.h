@@ -17,6 +17,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* postgres.hosts: at most this many servers, and this many characters
+ * with the final NUL (so that libpq's host and port lists built from it
+ * fit common/pgconn.h's buffers). */
+enum { CTR_PG_HOSTS_MAX = 8, CTR_PG_HOSTS_LEN = 512 };
+
 typedef struct ctr_config_kv {
     char *key;
     char *value;
@@ -63,10 +68,22 @@ typedef struct ctr_config {
     char *postgres_password;
     char *postgres_dbname;
     int postgres_timeout_ms;
+    /* host:port,... (libpq multi-host, tried in order); "" = host and
+     * port above. Which server is taken is libpq's choice by
+     * target_session_attrs: the primary for the persister, counterctl
+     * and the applier's restores; the api's reads may take a standby. */
+    char *postgres_hosts;
+    char *postgres_target_session_attrs;
+    char *postgres_read_session_attrs;
 
     char *kafka_brokers;
     char *kafka_topic;
     int kafka_partitions;
+    /* what counterctl create-topic gives new topics: replicas of each
+     * partition, and how many must have a write before it is acknowledged
+     * (acks=all) */
+    int kafka_replication_factor;
+    int kafka_min_insync_replicas;
     int kafka_delivery_timeout_ms; /* the api answers a write by then */
     int kafka_message_timeout_ms;  /* librdkafka keeps trying this long */
     ctr_config_kv *kafka_producer; /* passthrough, n_kafka_producer entries */
@@ -134,5 +151,14 @@ const ctr_counter_def *ctr_config_counter(const ctr_config *cfg,
  */
 int ctr_config_split_addr(const char *addr, char *host, size_t hostlen,
                           int *port) __attribute__((warn_unused_result));
+
+/*
+ * The next "host:port" of a list separated by commas or spaces, from *pos
+ * (advanced past it): 1 with host and port, 0 at the end, -1 if the entry
+ * is malformed.
+ */
+int ctr_config_addr_next(const char *list, size_t *pos, char *host,
+                         size_t hostlen, int *port)
+    __attribute__((warn_unused_result));
 
 #endif

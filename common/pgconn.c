@@ -7,35 +7,79 @@
 #include <string.h>
 
 void ctr_pg_params_init(ctr_pg_params *p, const ctr_config *cfg,
-                        const char *application_name)
+                        const char *application_name, const char *session_attrs)
 {
     int i = 0;
-    snprintf(p->port, sizeof(p->port), "%d", cfg->postgres_port);
+    size_t hl = 0, pl = 0, pos = 0;
+    char host[256];
+    int port;
+
+    if (cfg->postgres_hosts[0] == '\0') {
+        snprintf(p->hosts, sizeof(p->hosts), "%s", cfg->postgres_host);
+        snprintf(p->ports, sizeof(p->ports), "%d", cfg->postgres_port);
+    } else {
+        /* validated by the config loader: it fits, and every entry parses */
+        p->hosts[0] = p->ports[0] = '\0';
+        while (ctr_config_addr_next(cfg->postgres_hosts, &pos, host,
+                                    sizeof(host), &port) > 0) {
+            hl += (size_t)snprintf(p->hosts + hl, sizeof(p->hosts) - hl, "%s%s",
+                                   hl ? "," : "", host);
+            pl += (size_t)snprintf(p->ports + pl, sizeof(p->ports) - pl, "%s%d",
+                                   pl ? "," : "", port);
+        }
+    }
     snprintf(p->connect_timeout_s, sizeof(p->connect_timeout_s), "%d",
              (cfg->postgres_timeout_ms + 999) / 1000);
-    p->keys[i] = "host", p->vals[i++] = cfg->postgres_host;
-    p->keys[i] = "port", p->vals[i++] = p->port;
+    p->keys[i] = "host", p->vals[i++] = p->hosts;
+    p->keys[i] = "port", p->vals[i++] = p->ports;
     p->keys[i] = "user", p->vals[i++] = cfg->postgres_user;
     p->keys[i] = "password", p->vals[i++] = cfg->postgres_password;
     p->keys[i] = "dbname", p->vals[i++] = cfg->postgres_dbname;
     p->keys[i] = "connect_timeout", p->vals[i++] = p->connect_timeout_s;
     p->keys[i] = "application_name", p->vals[i++] = application_name;
+    p->keys[i] = "target_session_attrs", p->vals[i++] = session_attrs;
     p->keys[i] = NULL, p->vals[i] = NULL;
+}
+
+void ctr_pg_one_line(char *out, size_t len, const char *msg)
+{
+    size_t n = 0;
+    for (const char *p = msg; *p && n + 3 < len; p++) {
+        if (*p == '\n' || *p == '\t') {
+            p += strspn(p, "\n\t") - 1;
+            if (p[1] != '\0' && n > 0) {
+                out[n++] = ';';
+                out[n++] = ' ';
+            }
+            continue;
+        }
+        out[n++] = *p;
+    }
+    out[n] = '\0';
+}
+
+const char *ctr_pg_where(const ctr_config *cfg, char *buf, size_t len)
+{
+    if (cfg->postgres_hosts[0])
+        return cfg->postgres_hosts;
+    snprintf(buf, len, "%s:%d", cfg->postgres_host, cfg->postgres_port);
+    return buf;
 }
 
 PGconn *ctr_pg_connect(const ctr_config *cfg, const char *application_name,
                        char *errbuf, size_t errlen)
 {
     ctr_pg_params params;
-    ctr_pg_params_init(&params, cfg, application_name);
+    char where[300];
+    ctr_pg_params_init(&params, cfg, application_name,
+                       cfg->postgres_target_session_attrs);
     PGconn *conn = PQconnectdbParams(params.keys, params.vals, 0);
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
         char reason[512];
-        snprintf(reason, sizeof(reason), "%s",
-                 conn ? PQerrorMessage(conn) : "out of memory");
-        reason[strcspn(reason, "\n")] = '\0';
-        snprintf(errbuf, errlen, "could not connect to postgresql at %s:%d: %s",
-                 cfg->postgres_host, cfg->postgres_port, reason);
+        ctr_pg_one_line(reason, sizeof(reason),
+                        conn ? PQerrorMessage(conn) : "out of memory");
+        snprintf(errbuf, errlen, "could not connect to postgresql at %s: %s",
+                 ctr_pg_where(cfg, where, sizeof(where)), reason);
         PQfinish(conn);
         return NULL;
     }

@@ -12,21 +12,37 @@
 #include <stdint.h>
 
 /* Keyword/value arrays for PQconnectdbParams; they point into cfg, which
- * must outlive them. */
+ * must outlive them. With postgres.hosts set, host and port are libpq's
+ * lists ("a,b" and "5432,5433"), tried in order until one has the session
+ * attributes asked for. */
 typedef struct ctr_pg_params {
-    const char *keys[8];
-    const char *vals[8];
-    char port[16];
+    const char *keys[10];
+    const char *vals[10];
+    char hosts[CTR_PG_HOSTS_LEN];
+    char ports[CTR_PG_HOSTS_MAX * 6];
     char connect_timeout_s[16];
 } ctr_pg_params;
 
+/* session_attrs: libpq's target_session_attrs, one of the config's
+ * postgres.target_session_attrs (writers) or postgres.read_session_attrs
+ * (counter-api's reads). */
 void ctr_pg_params_init(ctr_pg_params *p, const ctr_config *cfg,
-                        const char *application_name);
+                        const char *application_name,
+                        const char *session_attrs);
+
+/* libpq's message msg on one line, for a log line: with several servers
+ * it writes a line (and indented hints) per server tried; they are joined
+ * with "; ". out is always terminated. */
+void ctr_pg_one_line(char *out, size_t len, const char *msg);
+
+/* Where the config points, for log lines: postgres.hosts, or host:port. */
+const char *ctr_pg_where(const ctr_config *cfg, char *buf, size_t len);
 
 /*
- * Connects, blocking up to postgres.timeout_ms (rounded up to seconds).
- * Returns the connection, or NULL with "could not connect to postgresql at
- * host:port: reason" in errbuf.
+ * Connects to a server that has postgres.target_session_attrs (the
+ * primary, by default), blocking up to postgres.timeout_ms (rounded up to
+ * seconds) per server tried. Returns the connection, or NULL with "could
+ * not connect to postgresql at <where>: reason" in errbuf.
  */
 PGconn *ctr_pg_connect(const ctr_config *cfg, const char *application_name,
                        char *errbuf, size_t errlen)

@@ -90,11 +90,13 @@ static const char help_create_topic[] =
     "usage: counterctl create-topic\n"
     "\n"
     "Creates kafka.topic and <topic>.dlq (the events that failed validation)\n"
-    "with kafka.partitions partitions each, unless they exist, and waits\n"
-    "until every partition has a leader.\n"
+    "with kafka.partitions partitions each, kafka.replication_factor\n"
+    "replicas and min.insync.replicas = kafka.min_insync_replicas, unless\n"
+    "they exist, and waits until every partition has a leader. Refuses a\n"
+    "replication factor above the brokers of the cluster.\n"
     "\n"
-    "Exit status: 0 ready; 1 creation failed; 2 usage or configuration\n"
-    "error; 3 Kafka did not answer.\n";
+    "Exit status: 0 ready; 1 creation failed or refused; 2 usage or\n"
+    "configuration error; 3 Kafka did not answer.\n";
 
 static const char help_verify[] =
     "usage: counterctl verify [--wait-s N]\n"

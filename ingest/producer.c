@@ -18,11 +18,16 @@
 struct ctr_producer {
     rd_kafka_t *rk;
     rd_kafka_topic_t *rkt;
+    rd_kafka_conf_t *conf; /* what rk was made of: for a new one after a
+                            * fatal error (replace_if_fatal) */
+    char topic[256];
     ctr_producer_cb cb;
     struct event *wake_ev; /* librdkafka's queue became non-empty */
     struct event *tick_ev; /* belt and braces: poll every 100 ms */
     int wake_fd[2];
     int brokers_up; /* from the last statistics: -1 unknown, 0 none, 1 some */
+    int fatal;      /* rk raised a fatal error: it takes no message until the
+                     * owner's next poll replaces it */
     char dlq_topic[256];
 };
 
@@ -49,11 +54,17 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     ctr_producer *p = opaque;
+    if (rk != p->rk)
+        return; /* a handle being replaced: its last words */
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[512];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        ctr_error("kafka producer fatal error: %s: %s", rd_kafka_err2name(orig),
-                  buf);
+        ctr_error("kafka producer fatal error: %s: %s; replacing the producer",
+                  rd_kafka_err2name(orig), buf);
+        /* Every send fails until then: counted as no broker up, so that
+         * writes are refused before Redis (not applied, then undone,
+         * visible to readers meanwhile) and health says so. */
+        p->fatal = 1;
         return;
     }
     /* Broker-down states are transient and librdkafka retries by itself;
@@ -85,8 +96,8 @@ static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     ctr_producer *p = opaque;
     struct json_object *root = ctr_json_parse(json, len), *brokers;
-    (void)rk;
-    if (root && json_object_object_get_ex(root, "brokers", &brokers) &&
+    if (rk == p->rk && root &&
+        json_object_object_get_ex(root, "brokers", &brokers) &&
         json_object_is_type(brokers, json_type_object)) {
         int up = 0;
         json_object_object_foreach(brokers, name, b)
@@ -118,20 +129,79 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac,
         ctr_debug("kafka: %s: %s", fac, buf);
 }
 
+/*
+ * After a fatal error a handle takes no more messages (an idempotent
+ * producer whose sequence numbers parted from a broker's: librdkafka 2.0.2
+ * does it after some leader changes, fixed in 2.3.0). A new handle is a
+ * new producer id and starts afresh. The old one's messages each get
+ * their report first, as when the producer is freed: queued ones "not
+ * persisted", in-flight ones "possibly persisted". Runs after a poll,
+ * never inside one (the old handle is destroyed); on failure the next
+ * poll tries again.
+ */
+static void replace_if_fatal(ctr_producer *p)
+{
+    char err[512];
+    if (!p->fatal)
+        return;
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup(p->conf);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        ctr_error("could not create a kafka producer: %s", err);
+        return;
+    }
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, p->topic, NULL);
+    if (rkt == NULL) {
+        ctr_error("could not create kafka topic handle %s: %s", p->topic,
+                  rd_kafka_err2str(rd_kafka_last_error()));
+        rd_kafka_destroy(rk);
+        return;
+    }
+    rd_kafka_t *old = p->rk;
+    rd_kafka_topic_t *old_rkt = p->rkt;
+    if (p->wake_fd[1] >= 0) {
+        rd_kafka_queue_t *q = rd_kafka_queue_get_main(old);
+        rd_kafka_queue_io_event_enable(q, -1, NULL, 0);
+        rd_kafka_queue_destroy(q);
+        q = rd_kafka_queue_get_main(rk);
+        rd_kafka_queue_io_event_enable(q, p->wake_fd[1], "1", 1);
+        rd_kafka_queue_destroy(q);
+    }
+    /* the new one first: a callback below may send again */
+    p->rk = rk;
+    p->rkt = rkt;
+    p->fatal = 0;
+    p->brokers_up = -1;
+    rd_kafka_topic_destroy(old_rkt);
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    /* every report served before the handle goes (2 s at most, once) */
+    for (int i = 0; i < 20 && rd_kafka_outq_len(old) > 0; i++)
+        rd_kafka_poll(old, 100);
+    rd_kafka_destroy(old);
+    ctr_warn("kafka producer replaced after its fatal error; its events "
+             "still queued were reported not persisted, those in flight "
+             "possibly persisted");
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     char drain[64];
+    ctr_producer *p = arg;
     (void)what;
     while (read(fd, drain, sizeof(drain)) > 0)
         ;
-    rd_kafka_poll(((ctr_producer *)arg)->rk, 0);
+    rd_kafka_poll(p->rk, 0);
+    replace_if_fatal(p);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
+    ctr_producer *p = arg;
     (void)fd;
     (void)what;
-    rd_kafka_poll(((ctr_producer *)arg)->rk, 0);
+    rd_kafka_poll(p->rk, 0);
+    replace_if_fatal(p);
 }
 
 static int set_conf(rd_kafka_conf_t *conf, const char *k, const char *v,
@@ -163,6 +233,7 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
     p->cb = cb;
     p->brokers_up = -1;
     snprintf(p->dlq_topic, sizeof(p->dlq_topic), "%s.dlq", cfg->kafka_topic);
+    snprintf(p->topic, sizeof(p->topic), "%s", cfg->kafka_topic);
 
     conf = rd_kafka_conf_new();
     /*
@@ -207,6 +278,7 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
         rd_kafka_conf_set_stats_cb(conf, on_stats);
     rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_opaque(conf, p);
+    p->conf = rd_kafka_conf_dup(conf);
 
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     if (p->rk == NULL) {
@@ -214,7 +286,7 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
         goto err;
     }
     conf = NULL; /* owned by rk now */
-    p->rkt = rd_kafka_topic_new(p->rk, cfg->kafka_topic, NULL);
+    p->rkt = rd_kafka_topic_new(p->rk, p->topic, NULL);
     if (p->rkt == NULL) {
         snprintf(errbuf, errlen, "could not create kafka topic handle %s: %s",
                  cfg->kafka_topic, rd_kafka_err2str(rd_kafka_last_error()));
@@ -317,11 +389,13 @@ int ctr_producer_send_dlq(ctr_producer *p, const void *key, size_t keylen,
 void ctr_producer_poll(ctr_producer *p, int timeout_ms)
 {
     rd_kafka_poll(p->rk, timeout_ms);
+    replace_if_fatal(p);
 }
 
 int ctr_producer_flush(ctr_producer *p, int timeout_ms)
 {
     rd_kafka_flush(p->rk, timeout_ms);
+    replace_if_fatal(p);
     return rd_kafka_outq_len(p->rk);
 }
 
@@ -330,9 +404,14 @@ int ctr_producer_outq_len(ctr_producer *p)
     return rd_kafka_outq_len(p->rk);
 }
 
+rd_kafka_t *ctr_producer_kafka(ctr_producer *p)
+{
+    return p->rk;
+}
+
 int ctr_producer_brokers_down(const ctr_producer *p)
 {
-    return p->brokers_up == 0;
+    return p->brokers_up == 0 || p->fatal;
 }
 
 void ctr_producer_free(ctr_producer *p)
@@ -353,6 +432,8 @@ void ctr_producer_free(ctr_producer *p)
         rd_kafka_poll(p->rk, 0);
         rd_kafka_destroy(p->rk);
     }
+    if (p->conf)
+        rd_kafka_conf_destroy(p->conf);
     for (int i = 0; i < 2; i++)
         if (p->wake_fd[i] >= 0)
             close(p->wake_fd[i]);

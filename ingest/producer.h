@@ -89,8 +89,16 @@ int ctr_producer_flush(ctr_producer *p, int timeout_ms);
 int ctr_producer_outq_len(ctr_producer *p);
 
 /* 1 when the last statistics (every 500 ms, only with an event loop) found
- * no broker connection up: writes would only time out. */
+ * no broker connection up, or librdkafka raised a fatal error that the
+ * next poll has not yet answered with a new producer (an idempotent
+ * producer out of sequence with a broker takes no more messages; the
+ * messages of the old one are reported as when the producer is freed):
+ * writes would only fail. */
 int ctr_producer_brokers_down(const ctr_producer *p);
+
+/* librdkafka's handle, for tests that inject its errors
+ * (rd_kafka_test_fatal_error). Owned by p; a fatal error replaces it. */
+struct rd_kafka_s *ctr_producer_kafka(ctr_producer *p);
 
 /* Flushes briefly, then destroys; outstanding callbacks fire (as failed)
  * before it returns. p may be NULL. */

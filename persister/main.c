@@ -9,6 +9,7 @@
 #include "persister/persister.h"
 
 #include "common/log.h"
+#include "common/pgconn.h"
 #include "common/service.h"
 #include "common/timeutil.h"
 #include "ingest/consumer.h"
@@ -80,6 +81,10 @@ static void render_metrics(ctr_strbuf *b, void *arg)
         {"counter_persister_commit_errors_total",
          "Failed commit attempts (retried with backoff).",
          p->commit_errors_total},
+        {"counter_persister_reread_events_total",
+         "Events read again because PostgreSQL's stored offsets went back "
+         "behind this member's own commits (lost in a failover).",
+         p->reread_total},
         {"counter_persister_quarantined_total",
          "Events PostgreSQL refused, sent to the dead-letter topic.",
          p->quarantined_total},
@@ -196,9 +201,9 @@ int main(void)
     ctr_hist_init(&p.commit_seconds, ctr_latency_bounds);
     p.metrics =
         ctr_metrics_server_open(cfg->server_bind, cfg->persister_metrics_port);
-    ctr_info("consuming %s as group %s into postgresql at %s:%d",
-             cfg->kafka_topic, cfg->persister_group_id, cfg->postgres_host,
-             cfg->postgres_port);
+    char where[300];
+    ctr_info("consuming %s as group %s into postgresql at %s", cfg->kafka_topic,
+             cfg->persister_group_id, ctr_pg_where(cfg, where, sizeof(where)));
 
     int64_t next_retention_ms = ctr_time_mono_ms() + RETENTION_FIRST_MS;
     int64_t next_idle_work_ms = 0;

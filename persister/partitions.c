@@ -180,14 +180,34 @@ void ps_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         give_up_partitions(p, rk, parts);
 }
 
-/* After a fenced commit: forget the batch and go back to the stored
- * offsets, which another member advanced. */
+/*
+ * After a fenced commit: forget the batch and go back to the stored
+ * offsets, which another member advanced. Or which went back: PostgreSQL
+ * failed over to a standby that lacked this member's last commits (they
+ * travel in the same transactions as the rows, so the rows went with
+ * them); those events are read and counted again from where the standby
+ * stands. Said once per partition, and counted.
+ */
 void ps_resync(persister *p)
 {
+    int64_t before[MAX_PARTS];
+
     p->resyncs++;
     ps_batch_reset(p->batch);
+    memcpy(before, p->committed, p->n_assigned * sizeof(before[0]));
     if (ps_load_offsets(p) != 0)
         return;
+    for (size_t i = 0; i < p->n_assigned; i++) {
+        int64_t now = p->committed[i] < 0 ? 0 : p->committed[i];
+        if (before[i] <= now)
+            continue;
+        p->reread_total += (uint64_t)(before[i] - now);
+        ctr_warn("partition %" PRId32 ": postgresql stores offset %" PRId64
+                 " but this member committed up to %" PRId64
+                 "; those commits are lost (a failover to a standby that "
+                 "lacked them), reading %" PRId64 " events again",
+                 p->assigned[i], p->committed[i], before[i], before[i] - now);
+    }
     rd_kafka_topic_partition_list_t *l = ps_positions(p);
     rd_kafka_error_t *e = rd_kafka_seek_partitions(p->rk, l, 5000);
     if (e) {

@@ -61,6 +61,7 @@ typedef struct persister {
     int64_t committed[MAX_PARTS];
     uint64_t events_total, invalid_total, batches_total;
     uint64_t fenced_total, commit_errors_total;
+    uint64_t reread_total; /* events read again after postgresql lost commits */
     ctr_histogram batch_events, commit_seconds;
     ctr_metrics_server *metrics;
     ps_fluct *fluct;        /* NULL if it could not be had */
@@ -90,7 +91,8 @@ rd_kafka_topic_partition_list_t *ps_positions(persister *p);
 void ps_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                      rd_kafka_topic_partition_list_t *parts, void *opaque);
 /* After a fenced commit: the batch forgotten, positions back to the
- * stored offsets. */
+ * stored offsets (behind this member's own commits after a failover to a
+ * standby that lacked them: logged and counted in reread_total). */
 void ps_resync(persister *p);
 
 /* flush.c */

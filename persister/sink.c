@@ -83,8 +83,8 @@ static int ensure_connected(ps_sink *s)
             return -1;
         }
     }
-    ctr_info("connected to postgresql at %s:%d", s->cfg->postgres_host,
-             s->cfg->postgres_port);
+    ctr_info("connected to postgresql at %s:%s", PQhost(s->conn),
+             PQport(s->conn));
     return 0;
 }
 

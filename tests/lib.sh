@@ -86,3 +86,16 @@ stack_up() {
     source "$STACK_DIR/counter.env"
     set +a
 }
+
+# pytest_suite XML ARGS...: pytest (verbose, every outcome and duration
+# listed) with a JUnit file XML; sets rc, passed and failed (a run that
+# failed without a failing case, a crash or a collection error, counts one).
+pytest_suite() {
+    local xml=$1
+    shift
+    rm -f "$xml"
+    python3 -m pytest -p no:cacheprovider -v -rA --durations=0 --junitxml="$xml" "$@"
+    rc=$?
+    read -r passed failed < <(junit_counts "$xml")
+    if [[ $rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi
+}

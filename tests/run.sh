@@ -8,7 +8,9 @@
 #      contract, adversarial and fault tests on the same stack;
 #   3. a ThreadSanitizer build of the services (librdkafka's threads call
 #      back into our code) under a short concurrent load;
-#   4. the services' logs must hold no sanitizer report.
+#   4. the services' logs must hold no sanitizer report;
+#   5. the replicated suite (tests/replicated/run.sh) on a stack of its own:
+#      three Kafka nodes and a PostgreSQL standby, leaders killed under load.
 # Ends with one line "N passed, M failed"; exits non-zero on any failure.
 # A missing service is a failure, never a skip.
 set -uo pipefail
@@ -139,6 +141,13 @@ if grep -lE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$STACK_DIR
 else
     note_result "no sanitizer reports" 0
 fi
+
+# ---- replicated: 3 Kafka nodes, PostgreSQL primary and standby ----
+# Its own stack (the one above is down by now), its own ports
+# (REPL_PORT_BASE), about 6 minutes.
+echo "== replicated suite (tests/replicated/run.sh)"
+REPL_BUILD=build-asan "$ROOT/tests/replicated/run.sh"
+note_result "replicated suite" $? "$ROOT/build-asan/replicated.xml"
 
 echo
 if [[ ${#failures[@]} -gt 0 ]]; then

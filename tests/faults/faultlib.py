@@ -11,6 +11,7 @@ import datetime
 import importlib.util
 import os
 import signal
+import sys
 import time
 
 from checker import Checker
@@ -19,6 +20,8 @@ from loadclient import LoadClient, fault_counters
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _IT_CONFTEST = os.path.join(_HERE, "..", "integration", "conftest.py")
 
+# its own imports (resp.py) are beside it
+sys.path.insert(0, os.path.dirname(_IT_CONFTEST))
 _spec = importlib.util.spec_from_file_location("integration_helpers", _IT_CONFTEST)
 it = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(it)

@@ -33,14 +33,8 @@ stack_up || { echo "0 passed, 1 failed"; exit 1; }
 
 echo "== fault-injection tests"
 rm -rf "$FAULTS_LOG_DIR"
-xml="$ROOT/$BUILD/faults.xml"
-rm -f "$xml"
 # shellcheck disable=SC2086
-python3 -m pytest -p no:cacheprovider -v -rA --durations=0 --junitxml="$xml" \
-    tests/faults ${FAULTS_PYTEST_ARGS:-}
-rc=$?
-read -r passed failed < <(junit_counts "$xml")
-[[ $rc -ne 0 && $failed -eq 0 ]] && failed=1
+pytest_suite "$ROOT/$BUILD/faults.xml" tests/faults ${FAULTS_PYTEST_ARGS:-}
 [[ $failed -ne 0 ]] && echo "service logs kept in $STACK_LOG_KEEP; request logs in $FAULTS_LOG_DIR"
 echo "$passed passed, $failed failed"
 [[ $rc -eq 0 ]]

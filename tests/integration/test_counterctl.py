@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import (
+    STACK_SH,
     api_history,
     api_set,
     avoid_local_midnight,
@@ -29,6 +30,7 @@ from conftest import (
     pg_daily,
     redis_window,
     rfc3339,
+    run,
     sql_literal,
     unique_name,
     wait_pg_total,
@@ -622,6 +624,30 @@ def test_existing_commands_exit_3_when_a_store_is_unreachable():
     p = ctl("rebuild-postgres", env={"COUNTER_POSTGRES_PORT": "1"}, timeout=60)
     assert p.returncode == 3 and "could not connect to postgresql" in p.stderr, p.stderr
     ok(ctl("migrate", "status"))
+
+
+def test_create_topic_takes_its_replication_from_the_config(stack):
+    # more replicas than the stack's one broker: refused, naming both
+    p = ctl("create-topic", env={"COUNTER_KAFKA_REPLICATION_FACTOR": "3",
+                                 "COUNTER_KAFKA_MIN_INSYNC_REPLICAS": "2"})
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert "kafka.replication_factor is 3 but the cluster at" in p.stderr, p.stderr
+    assert "has 1 broker; refusing to create topics" in p.stderr, p.stderr
+    # a min ISR no write could meet: a configuration error
+    p = ctl("create-topic", env={"COUNTER_KAFKA_REPLICATION_FACTOR": "1",
+                                 "COUNTER_KAFKA_MIN_INSYNC_REPLICAS": "2"})
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert "kafka.min_insync_replicas (2) is above kafka.replication_factor (1)" in p.stderr
+    # a new topic gets both, as a topic config for min.insync.replicas
+    topic = unique_name("it.topic")
+    p = ok(ctl("create-topic", env={"COUNTER_KAFKA_TOPIC": topic,
+                                    "COUNTER_KAFKA_REPLICATION_FACTOR": "1",
+                                    "COUNTER_KAFKA_MIN_INSYNC_REPLICAS": "1"}))
+    assert (f"created topic {topic} with {stack.kafka_partitions} partitions, replication "
+            "factor 1, min.insync.replicas 1") in p.stdout, p.stdout
+    assert f"topic {topic}.dlq ready ({stack.kafka_partitions} partitions, 1 replicas)" in p.stdout
+    out = run([STACK_SH, "kafka-tool", "topics", "--describe", "--topic", topic], env=stack.env)
+    assert "min.insync.replicas=1" in out, out
 
 
 # ------------------------------------------------------------- fake api ---

@@ -91,6 +91,17 @@ static void test_errors_name_the_key(void **state)
         {"server:\n  port: [1, 2]\n", NULL, NULL, "server.port"},
         {"server: {port: 1\n", NULL, NULL, "config"},
         {"server:\n  port: 1\n", "COUNTER_SERVER_PORT", "8o", "server.port"},
+        {"postgres:\n  hosts: \"a:1,b\"\n", NULL, NULL, "postgres.hosts"},
+        {"postgres:\n  hosts: \"a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8,i:9\"\n", NULL,
+         NULL, "postgres.hosts"},
+        {"postgres:\n  target_session_attrs: primary-ish\n", NULL, NULL,
+         "postgres.target_session_attrs"},
+        {"server:\n  port: 1\n", "COUNTER_POSTGRES_READ_SESSION_ATTRS", "",
+         "postgres.read_session_attrs"},
+        {"kafka:\n  replication_factor: 0\n", NULL, NULL,
+         "kafka.replication_factor"},
+        {"kafka:\n  replication_factor: 3\n  min_insync_replicas: 4\n", NULL,
+         NULL, "kafka.min_insync_replicas"},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -1,5 +1,7 @@
 /* test_pgconn.c - reading PostgreSQL's integers (bigint, and numeric sums
- * of any size) exactly: in int64, outside it, or no integer at all. */
+ * of any size) exactly: in int64, outside it, or no integer at all; the
+ * connection parameters from the config, one server or several; libpq's
+ * messages on one line. */
 #include "common/pgconn.h"
 
 #include <setjmp.h>
@@ -7,6 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 static void test_pg_int(void **state)
 {
@@ -51,10 +56,79 @@ static void test_pg_int(void **state)
     }
 }
 
+/* The config of this YAML text (environment overrides aside). */
+static ctr_config *config_of(const char *yaml)
+{
+    char path[64], err[256];
+    snprintf(path, sizeof(path), "/tmp/counter-pgconn-test-%d.yaml",
+             (int)getpid());
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(yaml, fp);
+    fclose(fp);
+    ctr_config *cfg = ctr_config_load(path, err, sizeof(err));
+    unlink(path);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    return cfg;
+}
+
+/* Which keyword of a libpq parameter list has which value. */
+static const char *pg_param(const ctr_pg_params *p, const char *key)
+{
+    for (int i = 0; p->keys[i]; i++)
+        if (strcmp(p->keys[i], key) == 0)
+            return p->vals[i];
+    return NULL;
+}
+
+static void test_one_server_or_several(void **state)
+{
+    char where[64];
+    ctr_pg_params p;
+    (void)state;
+    ctr_config *cfg = config_of("postgres:\n  host: db1\n  port: 5432\n");
+    ctr_pg_params_init(&p, cfg, "t", cfg->postgres_target_session_attrs);
+    assert_string_equal(pg_param(&p, "host"), "db1");
+    assert_string_equal(pg_param(&p, "port"), "5432");
+    assert_string_equal(pg_param(&p, "target_session_attrs"), "read-write");
+    assert_string_equal(ctr_pg_where(cfg, where, sizeof(where)), "db1:5432");
+    assert_string_equal(cfg->postgres_read_session_attrs, "prefer-standby");
+    ctr_config_free(cfg);
+
+    /* several servers: libpq's host and port lists, in the order given */
+    cfg = config_of("postgres:\n  hosts: \"10.0.0.1:5432, [::1]:5433\"\n"
+                    "  read_session_attrs: any\n");
+    ctr_pg_params_init(&p, cfg, "t", cfg->postgres_read_session_attrs);
+    assert_string_equal(pg_param(&p, "host"), "10.0.0.1,::1");
+    assert_string_equal(pg_param(&p, "port"), "5432,5433");
+    assert_string_equal(pg_param(&p, "target_session_attrs"), "any");
+    assert_string_equal(pg_param(&p, "application_name"), "t");
+    assert_string_equal(ctr_pg_where(cfg, where, sizeof(where)),
+                        "10.0.0.1:5432, [::1]:5433");
+    ctr_config_free(cfg);
+}
+
+static void test_one_line(void **state)
+{
+    char out[128];
+    (void)state;
+    ctr_pg_one_line(out, sizeof(out),
+                    "connection to server at \"a\" failed: refused\n"
+                    "\tIs the server running?\nserver is in hot standby\n");
+    assert_string_equal(out, "connection to server at \"a\" failed: refused; "
+                             "Is the server running?; server is in hot "
+                             "standby");
+    ctr_pg_one_line(out, 8, "abcdefghijkl");
+    assert_true(strlen(out) < 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pg_int),
+        cmocka_unit_test(test_one_server_or_several),
+        cmocka_unit_test(test_one_line),
     };
     return cmocka_run_group_tests_name("pgconn", tests, NULL, NULL);
 }
