@@ -55,6 +55,8 @@ static const opt_def options[] = {
     {"postgres.timeout_ms", OPT_INT, O(postgres_timeout_ms), "2000", 1, 600000},
     {"kafka.brokers", OPT_STR, O(kafka_brokers), "127.0.0.1:9092", 1, 0},
     {"kafka.topic", OPT_STR, O(kafka_topic), "counter-events", 1, 0},
+    {"kafka.input_topic", OPT_STR, O(kafka_input_topic), "counter-ingest", 1,
+     0},
     {"kafka.partitions", OPT_INT, O(kafka_partitions), "4", 1, 10000},
     {"kafka.delivery_timeout_ms", OPT_INT, O(kafka_delivery_timeout_ms), "2000",
      10, 600000},
@@ -76,6 +78,10 @@ static const opt_def options[] = {
      65535},
     {"applier.guard_ttl_s", OPT_INT, O(applier_guard_ttl_s), "604800", 60,
      366 * 86400},
+    {"applier.dedup_window_s", OPT_INT, O(applier_dedup_window_s), "600", 10,
+     86400},
+    {"applier.legacy_quiet_s", OPT_INT, O(applier_legacy_quiet_s), "3600", 0,
+     30 * 86400},
     {"applier.resolve_every_ms", OPT_INT, O(applier_resolve_every_ms), "10000",
      100, 3600000},
     {"applier.resolve_after_ms", OPT_INT, O(applier_resolve_after_ms), "0", 0,
@@ -677,6 +683,13 @@ static int validate(ctr_config *cfg, char *errbuf, size_t errlen)
         }
         p += n;
         p += *p != '\0';
+    }
+    if (strcmp(cfg->kafka_input_topic, cfg->kafka_topic) == 0) {
+        snprintf(errbuf, errlen,
+                 "config: kafka.input_topic: must differ from kafka.topic "
+                 "(\"%.128s\")",
+                 cfg->kafka_topic);
+        return -1;
     }
     /* a pending write is the resolver's only once no verdict of the api
      * can still come: librdkafka gives up after message_timeout_ms; a

@@ -64,7 +64,9 @@ typedef struct ctr_config {
     int postgres_timeout_ms;
 
     char *kafka_brokers;
-    char *kafka_topic;
+    char *kafka_topic;       /* applied events: the api's, the applier's */
+    char *kafka_input_topic; /* events to apply: external producers', the
+                              * api's while Redis is away */
     int kafka_partitions;
     int kafka_delivery_timeout_ms; /* the api answers a write by then */
     int kafka_message_timeout_ms;  /* librdkafka keeps trying this long */
@@ -82,7 +84,14 @@ typedef struct ctr_config {
 
     char *applier_group_id;
     int applier_metrics_port;
-    int applier_guard_ttl_s; /* how long an applied event id is remembered */
+    /* how long a guard key is kept: a keyed write's, a restore's, or an
+     * event applied one by one (applier/main.c) */
+    int applier_guard_ttl_s;
+    /* an external event id seen again within this counts once */
+    int applier_dedup_window_s;
+    /* the bare events of kafka.topic (before kafka.input_topic) are read
+     * until none came for this long (applier/legacy.h) */
+    int applier_legacy_quiet_s;
     /* the resolver of pending writes (applier/resolver.h): how often it
      * looks, and how old an entry must be (0 in the file: derived from
      * kafka.message_timeout_ms, see validate) */

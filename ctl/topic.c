@@ -140,10 +140,14 @@ int ctl_topic_create(const ctr_config *cfg, int timeout_ms)
         rd_kafka_conf_destroy(conf);
         return -1;
     }
-    /* the events, and the dead letters of events that failed validation */
+    /* the applied events, the events to apply, and the dead letters of
+     * events that failed validation */
     snprintf(dlq, sizeof(dlq), "%s.dlq", cfg->kafka_topic);
     int rc =
         create_one(rk, cfg->kafka_topic, cfg->kafka_partitions, timeout_ms);
+    if (rc == 0)
+        rc = create_one(rk, cfg->kafka_input_topic, cfg->kafka_partitions,
+                        timeout_ms);
     if (rc == 0)
         rc = create_one(rk, dlq, cfg->kafka_partitions, timeout_ms);
     rd_kafka_destroy(rk);

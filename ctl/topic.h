@@ -1,5 +1,5 @@
 /*
- * topic.h - creates the event topic with the configured partition count
+ * topic.h - creates the event topics with the configured partition count
  * (topics are never auto-created), and waits until it is usable.
  */
 #ifndef COUNTER_CTL_TOPIC_H
@@ -9,7 +9,8 @@
 
 enum { CTL_TOPIC_UNREACHABLE = -2 };
 
-/* Creates cfg's topic and its dead-letter topic "<topic>.dlq" if missing.
+/* Creates cfg's topic, its input topic (kafka.input_topic) and the
+ * dead-letter topic "<topic>.dlq" if missing.
  * Returns 0 (created or already there, leaders known), -1, or
  * CTL_TOPIC_UNREACHABLE when Kafka did not answer in time, with the
  * reason printed. */

@@ -29,7 +29,8 @@
 #   STACK_DIR [<repo>/var]   data, logs (log/NAME.log), pid files (run/)
 #   REDIS_PORT [6380]  PG_PORT [5433]  KAFKA_PORT [9092]
 #   KAFKA_CONTROLLER_PORT [9093]  API_PORT [8080]
-#   KAFKA_TOPIC [counter-events]  KAFKA_PARTITIONS [4]
+#   KAFKA_TOPIC [counter-events]  KAFKA_INPUT_TOPIC [counter-ingest]
+#   KAFKA_PARTITIONS [4]
 #   BIN_DIR [<repo>/build/bin]   counter-api, counter-persister,
 #                                counter-applier, counterctl
 #   KAFKA_HOME [<repo>/var/opt/kafka]  broker jars (deploy/install-deps.sh)
@@ -56,6 +57,7 @@ KAFKA_PORT="${KAFKA_PORT:-${SAVED_KAFKA_PORT:-9092}}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-${SAVED_KAFKA_CONTROLLER_PORT:-9093}}"
 API_PORT="${API_PORT:-${SAVED_API_PORT:-8080}}"
 KAFKA_TOPIC="${KAFKA_TOPIC:-${SAVED_KAFKA_TOPIC:-counter-events}}"
+KAFKA_INPUT_TOPIC="${KAFKA_INPUT_TOPIC:-${SAVED_KAFKA_INPUT_TOPIC:-counter-ingest}}"
 KAFKA_PARTITIONS="${KAFKA_PARTITIONS:-${SAVED_KAFKA_PARTITIONS:-4}}"
 BIN_DIR="${BIN_DIR:-${SAVED_BIN_DIR:-$ROOT/build/bin}}"
 KAFKA_HOME="${KAFKA_HOME:-${SAVED_KAFKA_HOME:-$ROOT/var/opt/kafka}}"
@@ -91,6 +93,7 @@ APP_ENV=(
     COUNTER_POSTGRES_DBNAME=counter
     "COUNTER_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
     "COUNTER_KAFKA_TOPIC=$KAFKA_TOPIC"
+    "COUNTER_KAFKA_INPUT_TOPIC=$KAFKA_INPUT_TOPIC"
     "COUNTER_KAFKA_PARTITIONS=$KAFKA_PARTITIONS"
     # beside the api's port, so that stacks on other ports never collide
     "COUNTER_PERSISTER_METRICS_PORT=$((API_PORT + 1))"
@@ -639,6 +642,7 @@ stack_env() {
         KAFKA_PORT "$KAFKA_PORT" \
         KAFKA_CONTROLLER_PORT "$KAFKA_CONTROLLER_PORT" \
         KAFKA_TOPIC "$KAFKA_TOPIC" \
+        KAFKA_INPUT_TOPIC "$KAFKA_INPUT_TOPIC" \
         KAFKA_PARTITIONS "$KAFKA_PARTITIONS" \
         BIN_DIR "$BIN_DIR" \
         KAFKA_HOME "$KAFKA_HOME"

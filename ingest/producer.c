@@ -17,7 +17,8 @@
 
 struct ctr_producer {
     rd_kafka_t *rk;
-    rd_kafka_topic_t *rkt;
+    rd_kafka_topic_t *rkt;       /* kafka.topic: applied events */
+    rd_kafka_topic_t *rkt_input; /* kafka.input_topic: events to apply */
     ctr_producer_cb cb;
     struct event *wake_ev; /* librdkafka's queue became non-empty */
     struct event *tick_ev; /* belt and braces: poll every 100 ms */
@@ -218,6 +219,13 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
                  cfg->kafka_topic, rd_kafka_err2str(rd_kafka_last_error()));
         goto err;
     }
+    p->rkt_input = rd_kafka_topic_new(p->rk, cfg->kafka_input_topic, NULL);
+    if (p->rkt_input == NULL) {
+        snprintf(errbuf, errlen, "could not create kafka topic handle %s: %s",
+                 cfg->kafka_input_topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        goto err;
+    }
 
     if (base) {
         if (pipe(p->wake_fd) != 0) {
@@ -254,9 +262,12 @@ int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
 {
     rd_kafka_resp_err_t err;
     rd_kafka_headers_t *hdrs = NULL;
+    /* an event nobody applied yet is the applier's input */
+    rd_kafka_topic_t *rkt = h && h->origin ? p->rkt : p->rkt_input;
 
-    if (h && (h->origin || h->dedup_gen > 0 || (h->epoch && h->epoch[0]))) {
-        hdrs = rd_kafka_headers_new(3);
+    if (h && (h->origin || h->dedup_gen > 0 || (h->epoch && h->epoch[0]) ||
+              h->source_topic)) {
+        hdrs = rd_kafka_headers_new(4);
         if (h->origin)
             rd_kafka_header_add(hdrs, CTR_HEADER_ORIGIN, -1, h->origin, -1);
         if (h->dedup_gen > 0) {
@@ -266,16 +277,24 @@ int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
         }
         if (h->epoch && h->epoch[0])
             rd_kafka_header_add(hdrs, CTR_HEADER_EPOCH, -1, h->epoch, -1);
+        if (h->source_topic) {
+            char src[300];
+            int n = snprintf(src, sizeof(src), "%s:%d:%lld", h->source_topic,
+                             (int)h->source_partition,
+                             (long long)h->source_offset);
+            if (n > 0 && (size_t)n < sizeof(src))
+                rd_kafka_header_add(hdrs, CTR_HEADER_SOURCE, -1, src, n);
+        }
     }
     /* producev owns hdrs once it succeeds */
     if (hdrs)
         err = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_RKT(p->rkt),
+            p->rk, RD_KAFKA_V_RKT(rkt),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
             RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
     else
-        err = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
+        err = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(rkt),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                 RD_KAFKA_V_KEY(key, keylen),
                                 RD_KAFKA_V_VALUE((void *)payload, len),
@@ -343,6 +362,8 @@ void ctr_producer_free(ctr_producer *p)
         event_free(p->tick_ev);
     if (p->rkt)
         rd_kafka_topic_destroy(p->rkt);
+    if (p->rkt_input)
+        rd_kafka_topic_destroy(p->rkt_input);
     if (p->rk) {
         /* rd_kafka_destroy fires the remaining delivery reports (as
          * failed) through a final poll; purge first so it cannot block. */
