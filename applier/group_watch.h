@@ -10,7 +10,9 @@
  * a frozen process), and its metrics port, served from that loop, stops
  * answering with it. The persister mirrors each PostgreSQL commit into
  * Kafka, so its progress can be read from outside. Each applier watches
- * the partitions assigned to it, so the appliers together cover the topic.
+ * the partitions assigned to it (of the input topic; for the persister,
+ * the same numbers of kafka.topic, whose ends it asks the broker for), so
+ * the appliers together cover the topics.
  *
  * Asynchronous: requests go out at most once a second per group and their
  * results come back on a queue of the watch's own, taken by
