@@ -39,6 +39,7 @@ REQUIRED_ENV = (
     "PG_DSN",
     "KAFKA_BOOTSTRAP",
     "KAFKA_TOPIC",
+    "KAFKA_INPUT_TOPIC",
     "KAFKA_PARTITIONS",
     "PG_PORT",
     "STACK_DIR",
@@ -68,6 +69,8 @@ class Stack:
         self.pg_dsn = env["PG_DSN"]
         self.kafka_bootstrap = env["KAFKA_BOOTSTRAP"]
         self.kafka_topic = env["KAFKA_TOPIC"]
+        # where producers write events to apply (kafka.input_topic)
+        self.kafka_input_topic = env["KAFKA_INPUT_TOPIC"]
         self.kafka_partitions = int(env["KAFKA_PARTITIONS"])
         self.stack_dir = env["STACK_DIR"]
         self.max_body_bytes = int(env.get("COUNTER_SERVER_MAX_BODY_BYTES", "16384"))

@@ -2,8 +2,9 @@
 Kafka (no "origin" header) are applied to Redis exactly once, with the api's
 semantics, and reach PostgreSQL through the applier's records.
 
-Every event here is produced by kcat, as an outside producer would: key =
-counter name, partitioner murmur2_random, no headers (see docs/events.md).
+Every event here is produced by kcat into the input topic
+(kafka.input_topic), as an outside producer would: key = counter name,
+partitioner murmur2_random, no headers (see docs/events.md).
 What users see is checked: GET (value, source), history, the PostgreSQL
 totals, daily rows and unique users, the dead-letter topic's messages and
 the applier's log; daily windows are also read in Redis. The bulk and crash
@@ -85,7 +86,7 @@ def produce(stack, records, partition=None, timeout=120):
             assert "\n" not in payload and "\t" not in key, (key, payload[:80])
             f.write(f"{key}\t{payload}\n")
     try:
-        args = ["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_topic,
+        args = ["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_input_topic,
                 "-K", "\t", "-X", "partitioner=murmur2_random", "-l", path]
         if partition is not None:
             args += ["-p", str(partition)]
