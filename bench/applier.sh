@@ -39,6 +39,8 @@ set +a
 H=127.0.0.1
 M2_PORT="${BENCH_APPLIER_METRICS_PORT2:-$((API_PORT + 9))}"
 export COUNTER_APPLIER_DEDUP_WINDOW_S="$WINDOW"
+# the counters the rows use (it_unique_*, it_gauge_*) are declared there
+export COUNTER_CONFIG="${COUNTER_CONFIG:-$ROOT/tests/config.test.yaml}"
 export PGPASSWORD=counter
 WORK="$(mktemp -d /tmp/counter-bench-applier.XXXXXX)"
 SECOND_PID=""
@@ -83,7 +85,7 @@ cc -O2 -Wall -pthread -o "$ROOT/$BUILD/bench/extlag" "$ROOT/bench/extlag.c" \
 # value of each counter (name value), what the events make in log order
 gen() {
     awk -v n="$N" -v kind="$1" -v p="$2" -v c="$3" -v ts="$(($(date +%s) * 1000))" \
-        -v exp="$WORK/expected" 'BEGIN {
+        -v expfile="$WORK/expected" 'BEGIN {
         for (i = 0; i < n; i++) {
             k = i % c; name = p k; d = 1; extra = ""
             if (kind == "unique") {
@@ -98,7 +100,7 @@ gen() {
             }
             printf "%s\t{\"v\":1,\"id\":\"%s-%d\",\"counter\":\"%s\",\"delta\":%d,\"ts\":%d%s}\n", name, p, i, name, d, ts, extra
         }
-        for (k = 0; k < c; k++) printf "%s%d %d\n", p, k, v[k] > exp
+        for (k = 0; k < c; k++) printf "%s%d %d\n", p, k, v[k] > expfile
     }'
 }
 

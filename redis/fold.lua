@@ -89,26 +89,38 @@ local function meta_read(s)
   local l, sp, c = t:match('^(%d+),(%d+),(%d+)$')
   return {l = tonumber(l), s = tonumber(sp), n = tonumber(c)}
 end
+local cpre = wpre .. ':' .. slice .. ':' -- this slice's buckets
 local function bucket(meta, m)
   local b = sel(m) % 2 ^ meta.l
   if b < meta.s then b = sel(m) % 2 ^ (meta.l + 1) end
   return b
 end
+local make_first = false
 local prev = meta_read(slice - 1)
-local cur = meta_read(slice) or {l = 0, s = 0, n = 0}
-local touched = {}
+local cur = meta_read(slice)
+if not cur then
+  cur = {l = 0, s = 0, n = 0}
+  make_first = true
+end
+-- A bucket is made (with its expiry) when its slice or its split makes
+-- it, holding the sentinel -1 (no fingerprint is negative), so that an
+-- insert never needs to set an expiry.
+local function make(bk)
+  redis.call('SADD', bk, '-1')
+  redis.call('EXPIREAT', bk, expire_at)
+end
 local function split()
   local from = cur.s
   local to = from + 2 ^ cur.l
   local fk, tk = wpre .. ':' .. slice .. ':' .. from, wpre .. ':' .. slice .. ':' .. to
   local move = {}
   for _, m in ipairs(redis.call('SMEMBERS', fk)) do
-    if sel(m) % 2 ^ (cur.l + 1) == to then move[#move + 1] = m end
+    if m ~= '-1' and sel(m) % 2 ^ (cur.l + 1) == to then move[#move + 1] = m end
   end
+  make(tk)
   if #move > 0 then
     redis.call('SREM', fk, unpack(move))
     redis.call('SADD', tk, unpack(move))
-    touched[tk] = true
   end
   cur.s = cur.s + 1
   if cur.s == 2 ^ cur.l then cur.l, cur.s = cur.l + 1, 0 end
@@ -119,15 +131,17 @@ local function seen(m)
       bucket(prev, m), m) == 1 then
     return 1
   end
-  local bk = wpre .. ':' .. slice .. ':' .. bucket(cur, m)
-  if redis.call('SADD', bk, m) == 0 then return 1 end
-  touched[bk] = true
+  if make_first then
+    make(wpre .. ':' .. slice .. ':0')
+    make_first = false
+  end
+  if redis.call('SADD', cpre .. bucket(cur, m), m) == 0 then return 1 end
   cur.n = cur.n + 1
   if cur.n > (2 ^ cur.l + cur.s) * SPLIT_AT and cur.l < MAX_LEVEL then split() end
   return 0
 end
 local function unsee(m)
-  redis.call('SREM', wpre .. ':' .. slice .. ':' .. bucket(cur, m), m)
+  redis.call('SREM', cpre .. bucket(cur, m), m)
 end
 
 -- ------------------------------------------------------- outcome log ---
@@ -193,6 +207,17 @@ for i = 1, n do
     end
     if d == nil then
       code = 'u'
+    elseif not escrow_on and min == '' and max == '' then
+      -- nothing pending, no bounds: lo = hi = v, one sum to judge
+      local nv = i64_add(v, d)
+      if i64_fits(nv) then
+        v, lo, hi = nv, nv, nv
+        if ts ~= '0' then stamp = ts end
+        applied = true
+        code = 'a' .. d
+      else
+        code = 'o'
+      end
     else
       local nlo, nhi = i64_add(lo, d), i64_add(hi, d)
       local down = i64_neg_p(d)
@@ -247,7 +272,6 @@ if dedup_touched and dttl > 0 then redis.call('EXPIRE', dkey, dttl) end
 if cur.n > 0 then
   redis.call('SET', wpre .. ':' .. slice, cur.l .. ',' .. cur.s .. ',' .. cur.n,
     'EXAT', expire_at)
-  for k in pairs(touched) do redis.call('EXPIREAT', k, expire_at) end
 end
 if last_off then redis.call('SET', fkey, last_off) end
 -- the outcome log: what the committed offset passed goes

@@ -14,6 +14,7 @@ from the offsets captured just before the test's own writes, so tests are
 independent of each other and of whatever is already in the stores.
 """
 
+import copy
 import datetime
 import http.client
 import json
@@ -442,6 +443,14 @@ class Kafka:
 @pytest.fixture(scope="session")
 def kafka(stack):
     return Kafka(stack)
+
+
+def input_kafka(stack):
+    """A Kafka reader of the input topic (kafka.input_topic), where
+    producers write the events the applier applies."""
+    s = copy.copy(stack)
+    s.kafka_topic = stack.kafka_input_topic
+    return Kafka(s)
 
 
 # --------------------------------------------------------- stack control ---

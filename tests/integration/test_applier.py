@@ -35,6 +35,7 @@ import pytest
 
 from conftest import (
     Kafka,
+    input_kafka,
     avoid_local_midnight,
     counter_name,
     log_text_since,
@@ -311,6 +312,8 @@ def test_bad_events_go_to_the_dlq_and_good_ones_around_them_count(api, pg, kafka
         "name": ("a:b", compact(event("a:b", 5, id=f"bad-name-{tag}")), "counter"),
         "user": (uniq, compact(event(uniq, 1, id=f"bad-user-{tag}")), "user_id"),
     }
+    inp = input_kafka(stack)
+    src_since = inp.end_offsets()
     records, want = [], 0
     for i, (key, payload, _) in enumerate(bad.values()):
         records.append((good, event(good, i + 1)))
@@ -331,7 +334,7 @@ def test_bad_events_go_to_the_dlq_and_good_ones_around_them_count(api, pg, kafka
     wait_until(all_dead_letters, 60, 0.5, "the bad events in the DLQ")
     time.sleep(1)
     dead = dlq.messages(dlq_since)
-    src = {m["payload"]: m for m in kafka.messages(since) if not m["headers_dict"]}
+    src = {m["payload"]: m for m in inp.messages(src_since) if not m["headers_dict"]}
     by_payload = collections.defaultdict(list)
     for m in dead:
         by_payload[m["payload"]].append(m)
