@@ -61,7 +61,7 @@ int ctr_fold_args_build(ctr_fold_args *a, const ctr_fold_ctx *ctx,
     if (n == 0 || n > CTR_FOLD_MAX ||
         ctr_apply_write_argv(&w, ctx->sha, name, plan) != 0)
         return -1;
-    size_t nkeys = 11 * CTR_APPLY_KEY_MAX, nnums = (7 + 4 * n) * NUM;
+    size_t nkeys = 11 * CTR_APPLY_KEY_MAX, nnums = (9 + 4 * n) * NUM;
     a->argv = malloc((FIXED_ARGS + PER_EVENT * n) * sizeof(*a->argv));
     a->store = malloc(nkeys + nnums);
     if (a->argv == NULL || a->store == NULL)
@@ -106,7 +106,7 @@ int ctr_fold_args_build(ctr_fold_args *a, const ctr_fold_ctx *ctx,
     v[c++] = NUMBER(ctx->now_s);
     v[c++] = NUMBER(ctx->window_s);
     v[c++] = ctx->committed >= 0 ? NUMBER(ctx->committed) : "";
-    v[c++] = NUMBER(ctx->log_ttl_s);
+    v[c++] = NUMBER(ctx->log_ttl_s); /* 9 numbers at most so far */
     v[c++] = NUMBER((int64_t)n);
     for (size_t i = 0; i < n; i++) {
         v[c++] = NUMBER(offsets[i]);

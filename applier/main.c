@@ -1173,8 +1173,9 @@ int main(void)
     }
     record_kv[0].key = "linger.ms";
     record_kv[0].value = "5";
-    memcpy(record_kv + 1, cfg->kafka_producer,
-           cfg->n_kafka_producer * sizeof(*record_kv));
+    if (cfg->n_kafka_producer > 0)
+        memcpy(record_kv + 1, cfg->kafka_producer,
+               cfg->n_kafka_producer * sizeof(*record_kv));
     record_cfg.kafka_producer = record_kv;
     record_cfg.n_kafka_producer = cfg->n_kafka_producer + 1;
     a.producer =
