@@ -113,7 +113,8 @@ int ctr_fold_args_build(ctr_fold_args *a, const ctr_fold_ctx *ctx,
         v[c++] = evs[i]->id;
         v[c++] = NUMBER((int64_t)ctr_fold_fingerprint(evs[i]->id));
         /* a unique counter's event counts 1 (validated before) */
-        v[c++] = NUMBER(plan->dedup != CTR_APPLY_DEDUP_NONE ? 1 : evs[i]->delta);
+        v[c++] =
+            NUMBER(plan->dedup != CTR_APPLY_DEDUP_NONE ? 1 : evs[i]->delta);
         v[c++] = NUMBER(evs[i]->ts_ms);
         v[c++] = evs[i]->user_id ? evs[i]->user_id : "";
     }

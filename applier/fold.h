@@ -19,9 +19,9 @@ enum { CTR_FOLD_MAX = 256 };
 
 /* What a call shares besides the run's plan. */
 typedef struct ctr_fold_ctx {
-    const char *sha;  /* of ctr_script_fold */
-    int64_t now_s;    /* the applier's clock: picks the id window's slice */
-    int window_s;     /* applier.dedup_window_s */
+    const char *sha;   /* of ctr_script_fold */
+    int64_t now_s;     /* the applier's clock: picks the id window's slice */
+    int window_s;      /* applier.dedup_window_s */
     int64_t committed; /* the group's committed offset of the partition; -1:
                         * not known (nothing is dropped from the log) */
     int log_ttl_s;     /* expiry of the outcome log */

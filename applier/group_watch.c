@@ -130,8 +130,8 @@ static void failed(watched *g, const char *why)
     g->failing = 1;
 }
 
-/* The start and end of partition p of topic: cached when this consumer reads it,
- * else asked of the broker (briefly: a metric may go without a sample). */
+/* The start and end of partition p of topic: cached when this consumer reads
+ * it, else asked of the broker (briefly: a metric may go without a sample). */
 static int log_end(ctr_group_watch *w, const char *topic, int32_t p,
                    int64_t *lo, int64_t *hi)
 {

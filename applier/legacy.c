@@ -123,7 +123,8 @@ static int mark_mine(ctr_legacy *l, void (*commit)(void *), void *arg)
         rd_kafka_topic_partition_t *tp = &pos->elems[i];
         int64_t lo, hi;
         if (rd_kafka_query_watermark_offsets(l->rk, tp->topic, tp->partition,
-                                             &lo, &hi, BROKER_TIMEOUT_MS) != 0 ||
+                                             &lo, &hi,
+                                             BROKER_TIMEOUT_MS) != 0 ||
             tp->offset < hi)
             goto out; /* not read to its end, or its commit not through */
         free(tp->metadata);

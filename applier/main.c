@@ -100,9 +100,9 @@ typedef struct applier {
     ctr_legacy *legacy; /* bare events of kafka.topic, from before */
     int revoked;        /* a rebalance took partitions while a batch filled */
     rd_kafka_topic_partition_list_t *revoked_parts;
-    ctr_resolver *resolver;      /* pending writes nobody else settles */
-    ctr_tail *tail;              /* what a restore left owed */
-    ctr_group_watch *groups;     /* the consumer groups' committed lag */
+    ctr_resolver *resolver;  /* pending writes nobody else settles */
+    ctr_tail *tail;          /* what a restore left owed */
+    ctr_group_watch *groups; /* the consumer groups' committed lag */
     ctr_metrics_server *metrics;
 } applier;
 
@@ -594,19 +594,18 @@ static void on_call_reply(const redisReply *r, size_t i, void *arg)
         c->status = CALL_RETRY;
         return;
     }
-    if (r->type == REDIS_REPLY_ERROR &&
-        (strncmp(r->str, "NOSCRIPT", 8) == 0 ||
-         strncmp(r->str, "LOADING", 7) == 0 ||
-         strncmp(r->str, "BUSY", 4) == 0)) {
+    if (r->type == REDIS_REPLY_ERROR && (strncmp(r->str, "NOSCRIPT", 8) == 0 ||
+                                         strncmp(r->str, "LOADING", 7) == 0 ||
+                                         strncmp(r->str, "BUSY", 4) == 0)) {
         c->status = CALL_RETRY; /* not run: not the events' fault */
         return;
     }
     if (c->single) {
         c->rc = ctr_apply_parse(r, &c->res, c->err, sizeof(c->err));
-        c->status = c->rc == CTR_APPLY_OK &&
-                            c->res.outcome == CTR_APPLY_NO_EPOCH
-                        ? CALL_LOST
-                        : CALL_OK;
+        c->status =
+            c->rc == CTR_APPLY_OK && c->res.outcome == CTR_APPLY_NO_EPOCH
+                ? CALL_LOST
+                : CALL_OK;
         return;
     }
     if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
@@ -728,15 +727,12 @@ static void act_fold(applier *a, item *it, const char *code)
         dead_letter(a, it->msg,
                     "delta: the counter would leave the int64 range");
         return;
-    case 'd':
-        a->duplicates++;
-        return;
+    case 'd': a->duplicates++; return;
     case 'g':
         a->duplicates++;
         confirm_api_write(a, ev, it->def, code + 1);
         return;
-    case 'A':
-        break;
+    case 'A': break;
     default:
         ctr_warn("event %s on %s: unknown outcome \"%.16s\"", ev->id,
                  ev->counter, code);
@@ -745,23 +741,17 @@ static void act_fold(applier *a, item *it, const char *code)
     /* applied before a crash: its record may not have gone out */
     const char *c = code + 1;
     switch (c[0]) {
-    case '\0':
-        publish_record(a, ev, unique ? 1 : ev->delta, 0, it->msg);
-        break;
+    case '\0': publish_record(a, ev, unique ? 1 : ev->delta, 0, it->msg); break;
     case 'a':
         publish_record(a, ev, unique ? 1 : strtoll(c + 1, NULL, 10), 0,
                        it->msg);
         break;
-    case 'u':
-        publish_record(a, ev, 1, 0, it->msg);
-        break;
+    case 'u': publish_record(a, ev, 1, 0, it->msg); break;
     case 'o':
         dead_letter(a, it->msg,
                     "delta: the counter would leave the int64 range");
         break;
-    case 'g':
-        confirm_api_write(a, ev, it->def, c + 1);
-        break;
+    case 'g': confirm_api_write(a, ev, it->def, c + 1); break;
     case 'G': /* only a guard key knows: applied one by one (act_single) */
         if (c[1] == 'a')
             publish_record(a, ev, unique ? 1 : strtoll(c + 2, NULL, 10), 0,
@@ -769,8 +759,7 @@ static void act_fold(applier *a, item *it, const char *code)
         else
             confirm_api_write(a, ev, it->def, c + 1);
         break;
-    default: /* r, d: nothing was recorded */
-        break;
+    default: /* r, d: nothing was recorded */ break;
     }
 }
 
@@ -787,8 +776,8 @@ static int call_build(applier *a, batch *b, int li, call *c)
         const ctr_event *evs[CTR_FOLD_MAX];
         int64_t offs[CTR_FOLD_MAX];
         int n = 0;
-        for (int k = l->head; k >= 0 && n < CTR_FOLD_MAX &&
-                              same_run(first, &b->items[k]);
+        for (int k = l->head;
+             k >= 0 && n < CTR_FOLD_MAX && same_run(first, &b->items[k]);
              k = b->items[k].next) {
             evs[n] = &b->items[k].ev;
             offs[n++] = b->items[k].msg->offset;
@@ -804,8 +793,8 @@ static int call_build(applier *a, batch *b, int li, call *c)
             .committed = committed,
             .log_ttl_s = a->cfg->applier_guard_ttl_s,
         };
-        if (ctr_fold_args_build(&c->fold, &ctx, first->ev.counter,
-                                &first->spec, evs, offs, (size_t)n) == 0) {
+        if (ctr_fold_args_build(&c->fold, &ctx, first->ev.counter, &first->spec,
+                                evs, offs, (size_t)n) == 0) {
             c->n = n;
             return 0;
         }
@@ -859,7 +848,8 @@ static int apply_items(applier *a, batch *b)
         if (redis_ready(a) != 0) {
             serve_metrics(a);
             sleep_ms(backoff);
-            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+            backoff =
+                backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             continue;
         }
         int64_t t0 = ctr_time_mono_us();
@@ -992,8 +982,8 @@ static void store_offsets(applier *a, rd_kafka_message_t **msgs, int n)
         rd_kafka_topic_partition_t *tp =
             rd_kafka_topic_partition_list_find(l, topic, msgs[i]->partition);
         if (tp == NULL)
-            tp = rd_kafka_topic_partition_list_add(l, topic,
-                                                   msgs[i]->partition);
+            tp =
+                rd_kafka_topic_partition_list_add(l, topic, msgs[i]->partition);
         if (msgs[i]->offset + 1 > tp->offset)
             tp->offset = msgs[i]->offset + 1;
     }

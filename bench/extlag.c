@@ -38,8 +38,8 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int64_t *ack_us;     /* per event; 0 not yet, -1 failed */
-static int64_t *seen_us;    /* per event; 0 not yet */
+static int64_t *ack_us;  /* per event; 0 not yet, -1 failed */
+static int64_t *seen_us; /* per event; 0 not yet */
 static _Atomic int64_t acked;
 static int ncounters = 100, poll_ms = 2;
 static int64_t total;
@@ -232,11 +232,12 @@ int main(int argc, char **argv)
         int kl = snprintf(name, sizeof(name), "%s%d", prefix, c);
         struct timespec wall;
         clock_gettime(CLOCK_REALTIME, &wall);
-        int pl = snprintf(payload, sizeof(payload),
-                          "{\"v\":1,\"id\":\"%s-%" PRId64
-                          "\",\"counter\":\"%s\",\"delta\":1,\"ts\":%lld}",
-                          prefix, i, name,
-                          (long long)wall.tv_sec * 1000 + wall.tv_nsec / 1000000);
+        int pl =
+            snprintf(payload, sizeof(payload),
+                     "{\"v\":1,\"id\":\"%s-%" PRId64
+                     "\",\"counter\":\"%s\",\"delta\":1,\"ts\":%lld}",
+                     prefix, i, name,
+                     (long long)wall.tv_sec * 1000 + wall.tv_nsec / 1000000);
         while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                  RD_KAFKA_V_KEY(name, (size_t)kl),

@@ -91,7 +91,7 @@ typedef struct ctr_apply_spec {
     int dedup_ttl_s;      /* expiry of the dedup key */
     int64_t fence_offset; /* applier: this event's offset; -1: none */
     int32_t fence_partition;
-    char fence_kind; /* 'o' (kafka.topic, the default when 0) or 'i' */
+    char fence_kind;      /* 'o' (kafka.topic, the default when 0) or 'i' */
     const char *guard_id; /* event id to remember; NULL: none */
     int guard_ttl_s;
     /* api, Idempotency-Key: "AP|<lease>|<token>|<fingerprint>", the head

@@ -2,7 +2,8 @@
  * ingest_main.c - counter-ingest: bulk loads and backfills. Reads counter
  * events as JSON lines from files (or stdin), validates each with the same
  * decoder the consumers use, and produces the valid ones to the input topic
- * (kafka.input_topic) with delivery confirmation. Ends with one line of counts on stdout:
+ * (kafka.input_topic) with delivery confirmation. Ends with one line of counts
+ * on stdout:
  *
  *   {"read":N,"invalid":N,"delivered":N,"failed":N}
  *

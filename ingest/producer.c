@@ -279,9 +279,9 @@ int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
             rd_kafka_header_add(hdrs, CTR_HEADER_EPOCH, -1, h->epoch, -1);
         if (h->source_topic) {
             char src[300];
-            int n = snprintf(src, sizeof(src), "%s:%d:%lld", h->source_topic,
-                             (int)h->source_partition,
-                             (long long)h->source_offset);
+            int n =
+                snprintf(src, sizeof(src), "%s:%d:%lld", h->source_topic,
+                         (int)h->source_partition, (long long)h->source_offset);
             if (n > 0 && (size_t)n < sizeof(src))
                 rd_kafka_header_add(hdrs, CTR_HEADER_SOURCE, -1, src, n);
         }

@@ -114,12 +114,12 @@ int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
     __attribute__((warn_unused_result));
 
 typedef struct ps_record {
-    ctr_event ev; /* owned copy */
-    int64_t gen;  /* an Idempotency-Key's generation; 0: none */
+    ctr_event ev;       /* owned copy */
+    int64_t gen;        /* an Idempotency-Key's generation; 0: none */
     char *source_topic; /* owned; NULL: counted by id (and gen) */
     int32_t source_partition;
     int64_t source_offset;
-    int64_t seq;  /* its place in the batch, as ps_unique_row.seq */
+    int64_t seq; /* its place in the batch, as ps_unique_row.seq */
     const ctr_counter_def *def;
     ctr_date day;
 } ps_record;

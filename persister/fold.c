@@ -77,10 +77,10 @@ enum ps_fold_result ps_fold_message(ps_batch *b, const ctr_config *cfg,
      * once per source offset (older records: once per id) */
     char source[320];
     ps_source src;
-    int sourced = gen == 0 && strcmp(origin, "applier") == 0 &&
-                  ctr_message_header(msg, CTR_HEADER_SOURCE, source,
-                                     sizeof(source)) &&
-                  source_parse(source, &src) == 0;
+    int sourced =
+        gen == 0 && strcmp(origin, "applier") == 0 &&
+        ctr_message_header(msg, CTR_HEADER_SOURCE, source, sizeof(source)) &&
+        source_parse(source, &src) == 0;
     if (strcmp(origin, "applier") == 0 || keyed)
         rc = ps_batch_add_record(b, msg->partition, msg->offset, &ev, def, day,
                                  gen, sourced ? &src : NULL);
