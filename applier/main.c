@@ -61,7 +61,9 @@
 enum {
     COMMIT_EVERY_MS = 200,
     COMMIT_EVERY_MSGS = 100000,
-    BATCH_MAX = 5000,          /* messages taken from the consumer at once */
+    /* messages taken from the consumer at once: under a backlog of many
+     * counters, more of each counter's events share one call */
+    BATCH_MAX = 20000,
     COMMITTED_EVERY_MS = 1000, /* the group's committed offsets read back */
     RECORD_TIMEOUT_MS = 300000,
     REDIS_CHECK_EVERY_MS = 500,
