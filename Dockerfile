@@ -8,16 +8,15 @@
 #     -e COUNTER_POSTGRES_HOST=… -e COUNTER_KAFKA_BROKERS=… counter:local
 # or the whole stack: docker compose -f deploy/docker-compose.yml up -d
 
-# ---- build: the -dev packages of deploy/install-deps.sh, nothing else ----
+# ---- build: the -dev packages of deploy/install-deps.sh's run set ----
 FROM debian:12 AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         build-essential cmake pkg-config \
         libevent-dev libhiredis-dev librdkafka-dev libpq-dev libjson-c-dev \
-        libcmocka-dev libyaml-dev libjemalloc-dev \
+        libyaml-dev libjemalloc-dev \
     && rm -rf /var/lib/apt/lists/*
-# CMakeLists.txt requires cmocka and configures tests/ even though only the
-# programs are built here.
+# Without cmocka CMakeLists.txt leaves the unit tests out.
 WORKDIR /src
 COPY . .
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -5,13 +5,19 @@ BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run up down status test test-faults test-unit fuzz migrate-up \
-        migrate-down format format-check clean
+.PHONY: all deps test-deps build run up down status test test-faults test-unit fuzz \
+        migrate-up migrate-down format format-check clean
 
 all: build
 
+# What building and running the service needs (compiler, libraries,
+# Redis, PostgreSQL, a JRE and the Kafka jars); test-deps adds what the
+# test suites and the benchmarks use (deploy/install-deps.sh says which).
 deps:
-	@deploy/install-deps.sh
+	@deploy/install-deps.sh run
+
+test-deps:
+	@deploy/install-deps.sh test
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
@@ -35,22 +41,22 @@ status:
 
 # Every suite: unit tests and the integration, concurrency and crash tests
 # against a private stack, all under AddressSanitizer + UBSan.
-test: deps
+test: test-deps
 	@tests/run.sh
 
 # The fault-injection suite alone (tests/faults), on its own private stack:
 # real processes killed, frozen and overloaded under load, then I1-I6.
-test-faults: deps
+test-faults: test-deps
 	@tests/faults/run.sh
 
-test-unit: build
+test-unit: test-deps build
 	cd $(BUILD) && ctest --output-on-failure
 
 # Every libFuzzer target (tests/fuzz) for FUZZ_SECONDS each, clang + ASan +
 # UBSan in build-fuzz; findings go to build-fuzz/fuzz/, never to the
 # committed corpus. `make test` runs the same for 15 s each.
 FUZZ_SECONDS ?= 300
-fuzz: deps
+fuzz: test-deps
 	@tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 migrate-up: build
@@ -73,8 +79,8 @@ clean:
 # rate, peak RSS; see docs/performance.md. bench-profile: counter-api's
 # instructions per request under callgrind (BENCH_PROFILE=1 adds it to bench).
 .PHONY: bench bench-profile
-bench: build
+bench: test-deps build
 	@BUILD=$(BUILD) bench/run.sh
 
-bench-profile: build
+bench-profile: test-deps build
 	@BUILD=$(BUILD) bench/profile.sh

@@ -80,6 +80,8 @@ void api_write_body_clear(api_write_body *body)
     memset(body, 0, sizeof(*body));
 }
 
+/* Long on purpose: one pass over the fields, each checked where it is
+ * read, so that a refusal names the first field at fault. */
 int api_body_parse_write(const char *buf, size_t len, enum api_body_mode mode,
                          api_write_body *out, api_body_error *err)
 {

@@ -160,6 +160,9 @@ static void answer_refused(api_app *app, struct evhttp_request *req,
     api_reply_error_close(req, a.status, a.code, a.field, a.message);
 }
 
+/* Long on purpose: the order of the checks every request meets (draining,
+ * framing refusals, auth, routing, the in-flight limit) is the contract,
+ * and reads best in one place. */
 void api_handle_request(struct evhttp_request *req, void *arg)
 {
     api_app *app = arg;

@@ -80,6 +80,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_add(m->drain_ev, &tick);
 }
 
+/* Long on purpose: start-up read top to bottom and torn down in reverse
+ * (STYLE.md 11), every step in one place, in order. */
 int main(void)
 {
     api_main m;

@@ -249,6 +249,7 @@ static void render_requests(ctr_strbuf *b)
                           (unsigned long long)errors[i]);
 }
 
+/* Long on purpose: every family in the order /metrics shows it. */
 void api_metrics_render(const api_metrics *m, const api_metrics_gauges *g,
                         ctr_strbuf *b)
 {

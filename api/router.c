@@ -60,6 +60,40 @@ static int finish(api_route *route, enum api_method method,
     return 0;
 }
 
+/* An endpoint: its path (fixed) or suffix after a counter's name, the
+ * method it takes and the Allow header a wrong one gets. */
+typedef struct route_def {
+    const char *path;
+    enum api_endpoint ep;
+    enum api_method want;
+} route_def;
+
+static const route_def fixed_routes[] = {
+    {"/healthz", API_EP_HEALTH, API_GET},
+    {"/readyz", API_EP_READY, API_GET},
+    {"/metrics", API_EP_METRICS, API_GET},
+    {"/api/v1/counters/definitions", API_EP_DEFINITIONS, API_GET},
+    {"/api/v1/counters", API_EP_COUNTERS_GET, API_GET},
+    {"/api/v1/counters/names", API_EP_NAMES, API_GET},
+    {"/", API_EP_DASHBOARD, API_GET},
+};
+
+/* after "/api/v1/counter/<name>" */
+static const route_def counter_routes[] = {
+    {"", API_EP_COUNTER_GET, API_GET},
+    {"/increment", API_EP_COUNTER_INCR, API_POST},
+    {"/decrement", API_EP_COUNTER_DECR, API_POST},
+    {"/set", API_EP_COUNTER_SET, API_POST},
+    {"/history", API_EP_HISTORY, API_GET},
+};
+
+static int finish_def(api_route *route, enum api_method method,
+                      const route_def *d)
+{
+    return finish(route, method, d->want, d->ep,
+                  d->want == API_GET ? "GET, HEAD" : "POST");
+}
+
 int api_route_match(enum api_method method, const char *path, api_route *route)
 {
     static const char counter_prefix[] = "/api/v1/counter/";
@@ -70,20 +104,9 @@ int api_route_match(enum api_method method, const char *path, api_route *route)
     if (path == NULL)
         return -1;
 
-    if (strcmp(path, "/healthz") == 0)
-        return finish(route, method, API_GET, API_EP_HEALTH, "GET, HEAD");
-    if (strcmp(path, "/readyz") == 0)
-        return finish(route, method, API_GET, API_EP_READY, "GET, HEAD");
-    if (strcmp(path, "/metrics") == 0)
-        return finish(route, method, API_GET, API_EP_METRICS, "GET, HEAD");
-    if (strcmp(path, "/api/v1/counters/definitions") == 0)
-        return finish(route, method, API_GET, API_EP_DEFINITIONS, "GET, HEAD");
-    if (strcmp(path, "/api/v1/counters") == 0)
-        return finish(route, method, API_GET, API_EP_COUNTERS_GET, "GET, HEAD");
-    if (strcmp(path, "/api/v1/counters/names") == 0)
-        return finish(route, method, API_GET, API_EP_NAMES, "GET, HEAD");
-    if (strcmp(path, "/") == 0)
-        return finish(route, method, API_GET, API_EP_DASHBOARD, "GET, HEAD");
+    for (size_t i = 0; i < sizeof(fixed_routes) / sizeof(fixed_routes[0]); i++)
+        if (strcmp(path, fixed_routes[i].path) == 0)
+            return finish_def(route, method, &fixed_routes[i]);
     /* which files exist is the handler's business (api/dashboard.c) */
     if (strncmp(path, "/ui/", 4) == 0 && path[4] != '\0')
         return finish(route, method, API_GET, API_EP_UI_ASSET, "GET, HEAD");
@@ -93,40 +116,19 @@ int api_route_match(enum api_method method, const char *path, api_route *route)
     const char *seg = path + plen;
     const char *slash = strchr(seg, '/');
     size_t seglen = slash ? (size_t)(slash - seg) : strlen(seg);
-    enum api_endpoint ep;
-    enum api_method want;
-    const char *allow;
-
-    if (slash == NULL) {
-        ep = API_EP_COUNTER_GET;
-        want = API_GET;
-        allow = "GET, HEAD";
-    } else if (strcmp(slash, "/increment") == 0) {
-        ep = API_EP_COUNTER_INCR;
-        want = API_POST;
-        allow = "POST";
-    } else if (strcmp(slash, "/decrement") == 0) {
-        ep = API_EP_COUNTER_DECR;
-        want = API_POST;
-        allow = "POST";
-    } else if (strcmp(slash, "/set") == 0) {
-        ep = API_EP_COUNTER_SET;
-        want = API_POST;
-        allow = "POST";
-    } else if (strcmp(slash, "/history") == 0) {
-        ep = API_EP_HISTORY;
-        want = API_GET;
-        allow = "GET, HEAD";
-    } else {
-        return -1;
-    }
-    if (seglen == 0)
+    const char *suffix = slash ? slash : "";
+    const route_def *d = NULL;
+    for (size_t i = 0; i < sizeof(counter_routes) / sizeof(counter_routes[0]);
+         i++)
+        if (strcmp(suffix, counter_routes[i].path) == 0)
+            d = &counter_routes[i];
+    if (d == NULL || seglen == 0)
         return -1;
     if (decode_name(seg, seglen, route->name) != 0) {
         route->status = 400;
         return -1;
     }
-    return finish(route, method, want, ep, allow);
+    return finish_def(route, method, d);
 }
 
 int api_parse_names(const char *value, api_name_list *out, char *errbuf,

@@ -747,6 +747,109 @@ static void write_fingerprint(char out[17], enum api_write_kind kind,
     snprintf(out, 17, "%016" PRIx64, h);
 }
 
+/* The refusals a write gets before anything is touched: its kind, its
+ * time, its key, its event's size, a log that is away. 0 when it may go
+ * on; -1 when answered. */
+static int write_admissible(api_app *app, struct evhttp_request *req,
+                            const api_route *route, enum api_write_kind kind,
+                            const ctr_counter_def *def,
+                            const api_write_body *body, int64_t ts, int64_t now,
+                            const char *key)
+{
+    char msg[160];
+    if (check_kind(app, req, def, route->name, kind, body) != 0)
+        return -1;
+    if (ts < now - (int64_t)app->cfg->lateness_s * 1000) {
+        snprintf(msg, sizeof(msg),
+                 "timestamp: older than the accepted lateness of %d s",
+                 app->cfg->lateness_s);
+        app->metrics.writes_too_late++;
+        reject(app, req, 422, "too_late", "timestamp", msg);
+        return -1;
+    }
+    if (ts > now + FUTURE_TOLERANCE_MS) {
+        reject(app, req, 422, "in_future", "timestamp",
+               "timestamp: more than 5 minutes in the future");
+        return -1;
+    }
+    if (key && !ctr_event_id_valid(key, strlen(key))) {
+        reject(app, req, 400, "invalid_header", "Idempotency-Key",
+               "Idempotency-Key: must be 1 to 128 printable ASCII "
+               "characters without spaces");
+        return -1;
+    }
+    /* The log's consumers refuse an event past CTR_EVENT_MAX_BYTES (to
+     * the DLQ): such a write must not be acknowledged. */
+    size_t event_bytes =
+        write_event_bytes(route->name, key, kind, def, body, ts);
+    if (event_bytes > CTR_EVENT_MAX_BYTES) {
+        snprintf(msg, sizeof(msg),
+                 "metadata: the event of this write would be %zu bytes, over "
+                 "the %d bytes an event may have",
+                 event_bytes, CTR_EVENT_MAX_BYTES);
+        reject(app, req, 413, "body_too_large", "metadata", msg);
+        return -1;
+    }
+    if (ctr_producer_brokers_down(app->producer)) {
+        app->metrics.writes_unavailable++;
+        api_reply_error(req, 503, "kafka_unavailable", NULL,
+                        "the event log is unreachable; nothing was applied");
+        return -1;
+    }
+    return 0;
+}
+
+/* The write_op of an admitted write: its event id (the key, or a new
+ * one), its idempotency record's head, its plan and its pending entry.
+ * Takes the body's strings. NULL when out of memory. */
+static write_op *write_op_new(api_app *app, struct evhttp_request *req,
+                              const api_route *route, enum api_write_kind kind,
+                              const ctr_counter_def *def, api_write_body *body,
+                              int64_t ts, int64_t now, const char *key,
+                              const char *data, size_t len)
+{
+    write_op *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return NULL;
+    op->app = app;
+    op->req = req;
+    op->def = def;
+    op->ts_ms = ts;
+    memcpy(op->name, route->name, sizeof(op->name));
+    if (key) {
+        op->keyed = 1;
+        snprintf(op->event_id, sizeof(op->event_id), "%s", key);
+        write_fingerprint(op->fingerprint, kind, route->name, data, len);
+        snprintf(op->token, sizeof(op->token), "%016" PRIx64, ctr_random_u64());
+        snprintf(op->idem_head, sizeof(op->idem_head), "AP|%" PRId64 "|%s|%s",
+                 now + idem_lease_ms(app->cfg), op->token, op->fingerprint);
+    } else {
+        ctr_event_new_id(op->event_id);
+    }
+    op->user_id = body->user_id;
+    op->metadata = body->metadata;
+    body->user_id = body->metadata = NULL;
+
+    op->requested = kind == API_WRITE_DECR ? -body->value : body->value;
+    if (def->kind == CTR_KIND_UNIQUE)
+        op->requested = 1;
+    ctr_apply_plan(&op->spec, def, ts, now, app->cfg->lateness_s, op->user_id,
+                   kind == API_WRITE_SET, op->requested);
+    if (op->spec.period[0])
+        ctr_date_format(ctr_tz_local_day(def->tz, now, NULL, NULL), op->today,
+                        sizeof(op->today));
+    op->spec.pending_id = op->event_id;
+    op->spec.created_ms = now;
+    if (op->keyed) {
+        op->spec.guard_id = op->event_id;
+        op->spec.guard_ttl_s = app->cfg->idempotency_ttl_s;
+        op->spec.idem_head = op->idem_head;
+        op->spec.idem_token = op->token;
+        op->spec.gen_ms = now;
+    }
+    return op;
+}
+
 void api_handle_write(api_app *app, struct evhttp_request *req,
                       const api_route *route, enum api_write_kind kind)
 {
@@ -754,7 +857,6 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
     size_t len = evbuffer_get_length(in);
     api_write_body body;
     api_body_error err;
-    write_op *op = NULL;
     int64_t now = ctr_time_now_ms();
 
     if (len > (size_t)app->cfg->server_max_body_bytes) {
@@ -775,100 +877,22 @@ void api_handle_write(api_app *app, struct evhttp_request *req,
         return;
     }
     const ctr_counter_def *def = ctr_config_counter(app->cfg, route->name);
-    if (check_kind(app, req, def, route->name, kind, &body) != 0)
-        goto done;
-
     int64_t ts = body.ts_ms ? body.ts_ms : now;
-    if (ts < now - (int64_t)app->cfg->lateness_s * 1000) {
-        char msg[160];
-        snprintf(msg, sizeof(msg),
-                 "timestamp: older than the accepted lateness of %d s",
-                 app->cfg->lateness_s);
-        app->metrics.writes_too_late++;
-        reject(app, req, 422, "too_late", "timestamp", msg);
-        goto done;
-    }
-    if (ts > now + FUTURE_TOLERANCE_MS) {
-        reject(app, req, 422, "in_future", "timestamp",
-               "timestamp: more than 5 minutes in the future");
-        goto done;
-    }
     const char *key = evhttp_find_header(evhttp_request_get_input_headers(req),
                                          "Idempotency-Key");
-    if (key && !ctr_event_id_valid(key, strlen(key))) {
-        reject(app, req, 400, "invalid_header", "Idempotency-Key",
-               "Idempotency-Key: must be 1 to 128 printable ASCII "
-               "characters without spaces");
-        goto done;
+    if (write_admissible(app, req, route, kind, def, &body, ts, now, key) ==
+        0) {
+        write_op *op = write_op_new(app, req, route, kind, def, &body, ts, now,
+                                    key, data, len);
+        if (op == NULL) {
+            api_reply_error(req, 500, "internal", NULL, "out of memory");
+        } else {
+            app->inflight++;
+            if (api_redis_write(app->redis, op->name, &op->spec,
+                                app->cfg->redis_write_timeout_ms, write_applied,
+                                write_applied_late, op) != 0)
+                write_via_log(op);
+        }
     }
-    /* The log's consumers refuse an event past CTR_EVENT_MAX_BYTES (to
-     * the DLQ): such a write must not be acknowledged. */
-    size_t event_bytes =
-        write_event_bytes(route->name, key, kind, def, &body, ts);
-    if (event_bytes > CTR_EVENT_MAX_BYTES) {
-        char msg[160];
-        snprintf(msg, sizeof(msg),
-                 "metadata: the event of this write would be %zu bytes, over "
-                 "the %d bytes an event may have",
-                 event_bytes, CTR_EVENT_MAX_BYTES);
-        reject(app, req, 413, "body_too_large", "metadata", msg);
-        goto done;
-    }
-    if (ctr_producer_brokers_down(app->producer)) {
-        app->metrics.writes_unavailable++;
-        api_reply_error(req, 503, "kafka_unavailable", NULL,
-                        "the event log is unreachable; nothing was applied");
-        goto done;
-    }
-
-    op = calloc(1, sizeof(*op));
-    if (op == NULL) {
-        api_reply_error(req, 500, "internal", NULL, "out of memory");
-        goto done;
-    }
-    op->app = app;
-    op->req = req;
-    op->def = def;
-    op->ts_ms = ts;
-    memcpy(op->name, route->name, sizeof(op->name));
-    if (key) {
-        op->keyed = 1;
-        snprintf(op->event_id, sizeof(op->event_id), "%s", key);
-        write_fingerprint(op->fingerprint, kind, route->name, data, len);
-        snprintf(op->token, sizeof(op->token), "%016" PRIx64, ctr_random_u64());
-        snprintf(op->idem_head, sizeof(op->idem_head), "AP|%" PRId64 "|%s|%s",
-                 now + idem_lease_ms(app->cfg), op->token, op->fingerprint);
-    } else {
-        ctr_event_new_id(op->event_id);
-    }
-    op->user_id = body.user_id;
-    op->metadata = body.metadata;
-    body.user_id = body.metadata = NULL;
-
-    op->requested = kind == API_WRITE_DECR ? -body.value : body.value;
-    if (def->kind == CTR_KIND_UNIQUE)
-        op->requested = 1;
-    ctr_apply_plan(&op->spec, def, ts, now, app->cfg->lateness_s, op->user_id,
-                   kind == API_WRITE_SET, op->requested);
-    if (op->spec.period[0])
-        ctr_date_format(ctr_tz_local_day(def->tz, now, NULL, NULL), op->today,
-                        sizeof(op->today));
-
-    op->spec.pending_id = op->event_id;
-    op->spec.created_ms = now;
-    if (op->keyed) {
-        op->spec.guard_id = op->event_id;
-        op->spec.guard_ttl_s = app->cfg->idempotency_ttl_s;
-        op->spec.idem_head = op->idem_head;
-        op->spec.idem_token = op->token;
-        op->spec.gen_ms = now;
-    }
-
-    app->inflight++;
-    if (api_redis_write(app->redis, op->name, &op->spec,
-                        app->cfg->redis_write_timeout_ms, write_applied,
-                        write_applied_late, op) != 0)
-        write_via_log(op);
-done:
     api_write_body_clear(&body);
 }

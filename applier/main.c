@@ -36,6 +36,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/service.h"
 #include "common/timeutil.h"
 #include "ingest/apply.h"
 #include "ingest/consumer.h"
@@ -71,8 +72,6 @@ enum {
     BACKOFF_MAX_MS = 2000,
 };
 
-static volatile sig_atomic_t stop_requested;
-
 /* The group's committed offset of each partition of each topic read, as
  * the broker last said (-1: not known): fold.lua's outcome log is kept
  * above it. Index 0 kafka.input_topic, 1 kafka.topic. */
@@ -107,18 +106,6 @@ typedef struct applier {
     ctr_group_watch *groups; /* the consumer groups' committed lag */
     ctr_metrics_server *metrics;
 } applier;
-
-static void on_stop_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static void on_record(enum ctr_delivery result, void *arg)
 {
@@ -247,7 +234,7 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
     ctr_apply_argv av;
 
     for (;;) {
-        if (stop_requested)
+        if (ctr_service_stopping())
             return 1;
         if (redis_ready(a) == 0) {
             if (ctr_apply_write_argv(&av, a->sha, name, s) != 0) {
@@ -291,7 +278,7 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
         }
         /* still answer Prometheus while waiting for Redis */
         serve_metrics(a);
-        sleep_ms(backoff);
+        ctr_service_sleep_ms(backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
 }
@@ -810,7 +797,7 @@ static int call_build(applier *a, batch *b, int li, call *c)
 static void call_done(applier *a, batch *b, call *c)
 {
     lane *l = &b->lanes[c->lane];
-    for (int k = 0; k < c->n && !stop_requested; k++) {
+    for (int k = 0; k < c->n && !ctr_service_stopping(); k++) {
         item *it = &b->items[l->head];
         if (c->status == CALL_REFUSED) {
             /* each on its own, as before batches (apply_event waits for
@@ -845,11 +832,11 @@ static int apply_items(applier *a, batch *b)
 {
     int backoff = 50;
     for (;;) {
-        if (stop_requested)
+        if (ctr_service_stopping())
             return 1;
         if (redis_ready(a) != 0) {
             serve_metrics(a);
-            sleep_ms(backoff);
+            ctr_service_sleep_ms(backoff);
             backoff =
                 backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             continue;
@@ -1137,6 +1124,8 @@ static void render_metrics(ctr_strbuf *b, void *arg)
     ctr_group_watch_render(a->groups, b);
 }
 
+/* Long on purpose: start-up read top to bottom and torn down in reverse
+ * (STYLE.md 11), every step in one place, in order. */
 int main(void)
 {
     applier a;
@@ -1147,7 +1136,7 @@ int main(void)
     int rc = 1;
 
     memset(&a, 0, sizeof(a));
-    cfg = ctr_service_start("counter-applier", on_stop_signal);
+    cfg = ctr_service_start("counter-applier");
     if (cfg == NULL)
         return 2;
     a.cfg = cfg;
@@ -1219,7 +1208,7 @@ int main(void)
     (void)redis_ready(&a);
 
     a.last_commit_ms = ctr_time_mono_ms();
-    while (!stop_requested) {
+    while (!ctr_service_stopping()) {
         int n = fill_batch(&a, msgs, 50);
         if (n > 0)
             apply_batch(&a, msgs, n);
@@ -1262,9 +1251,9 @@ out:
     ctr_legacy_free(a.legacy);
     if (a.revoked_parts)
         rd_kafka_topic_partition_list_destroy(a.revoked_parts);
+    redis_drop(&a); /* before what it tells of a new connection */
     ctr_resolver_free(a.resolver);
     ctr_tail_free(a.tail);
-    redis_drop(&a);
     ctr_metrics_server_free(a.metrics);
     ctr_info("stopped: %" PRIu64 " applied, %" PRIu64 " duplicates, %" PRIu64
              " refused by bounds, %" PRIu64 " invalid, %" PRIu64

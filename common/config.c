@@ -8,7 +8,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -428,32 +430,123 @@ static int parse_i64_text(const char *s, int64_t *out)
     return 0;
 }
 
+/*
+ * The settings of a counter definition, one row each: the word choices of
+ * an enumerated setting (the first is the default) or an integer's range,
+ * and the kind that may set it (-1: any). One parser reads them all
+ * (build_def); `timezone` is looked up apart.
+ */
+typedef struct def_word {
+    const char *word;
+    int value;
+} def_word;
+
+typedef struct def_setting {
+    const char *key;
+    int only_kind;     /* -1, or the kind that alone may set it */
+    const char *whose; /* "gauges have bounds", for the error */
+    size_t enum_field; /* offset of the int the words set; 0: integer */
+    const def_word *words;
+    int64_t lo, hi; /* an integer's range */
+} def_setting;
+
+#define DEF(field) offsetof(ctr_counter_def, field)
+static const def_word kind_words[] = {{"counter", CTR_KIND_COUNTER},
+                                      {"gauge", CTR_KIND_GAUGE},
+                                      {"unique", CTR_KIND_UNIQUE},
+                                      {NULL, 0}};
+static const def_word bound_words[] = {
+    {"reject", CTR_BOUND_REJECT}, {"clamp", CTR_BOUND_CLAMP}, {NULL, 0}};
+static const def_word reset_words[] = {
+    {"none", CTR_RESET_NONE}, {"daily", CTR_RESET_DAILY}, {NULL, 0}};
+static const def_word dedup_words[] = {
+    {"exact", CTR_DEDUP_EXACT}, {"hll", CTR_DEDUP_HLL}, {NULL, 0}};
+
+static const def_setting def_settings[] = {
+    {"kind", -1, NULL, DEF(kind), kind_words, 0, 0},
+    {"min", CTR_KIND_GAUGE, "gauges have bounds", 0, NULL, INT64_MIN,
+     INT64_MAX},
+    {"max", CTR_KIND_GAUGE, "gauges have bounds", 0, NULL, INT64_MIN,
+     INT64_MAX},
+    {"on_bound", CTR_KIND_GAUGE, "gauges have bounds", DEF(on_bound),
+     bound_words, 0, 0},
+    {"reset", -1, NULL, DEF(reset), reset_words, 0, 0},
+    {"timezone", -1, NULL, 0, NULL, 0, 0},
+    {"dedup", CTR_KIND_UNIQUE, "unique counters dedup", DEF(dedup), dedup_words,
+     0, 0},
+    {"retention_days", -1, NULL, 0, NULL, 1, 36500},
+};
+#undef DEF
+#define N_DEF_SETTINGS (sizeof(def_settings) / sizeof(def_settings[0]))
+
+static const def_setting *def_setting_named(const char *key)
+{
+    for (size_t i = 0; i < N_DEF_SETTINGS; i++)
+        if (strcmp(def_settings[i].key, key) == 0)
+            return &def_settings[i];
+    return NULL;
+}
+
+/* One setting's value v into d (or *num for an integer); 0 or -1 with
+ * errbuf naming counters.<pattern>.<key>. */
+static int def_setting_parse(const def_setting *st, const char *pattern,
+                             const char *v, ctr_counter_def *d, int64_t *num,
+                             char *errbuf, size_t errlen)
+{
+    if (st->only_kind >= 0 && (int)d->kind != st->only_kind) {
+        snprintf(errbuf, errlen, "config: counters.%s.%s: only %s", pattern,
+                 st->key, st->whose);
+        return -1;
+    }
+    if (st->words == NULL) {
+        if (parse_i64_text(v, num) || *num < st->lo || *num > st->hi) {
+            snprintf(errbuf, errlen,
+                     "config: counters.%s.%s: must be an integer from "
+                     "%" PRId64 " to %" PRId64 ", got \"%.32s\"",
+                     pattern, st->key, st->lo, st->hi, v);
+            return -1;
+        }
+        return 0;
+    }
+    for (const def_word *w = st->words; w->word; w++)
+        if (strcmp(v, w->word) == 0) {
+            *(int *)(void *)((char *)d + st->enum_field) = w->value;
+            return 0;
+        }
+    char choices[80] = "";
+    for (const def_word *w = st->words; w->word; w++)
+        snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices),
+                 "%s%s",
+                 w == st->words ? ""
+                 : w[1].word    ? ", "
+                                : " or ",
+                 w->word);
+    snprintf(errbuf, errlen,
+             "config: counters.%s.%s: expected %s, got \"%.32s\"", pattern,
+             st->key, choices, v);
+    return -1;
+}
+
 /* Builds one definition from its raw fields; errors name the key. */
 static int build_def(const ctr_config *cfg, const raw_def *r,
                      ctr_counter_def *d, char *errbuf, size_t errlen)
 {
-    static const char *const known[] = {"kind",     "min",           "max",
-                                        "on_bound", "reset",         "timezone",
-                                        "dedup",    "retention_days"};
-    const char *v;
     char tzerr[200];
     size_t plen = strlen(r->pattern);
 
-    memset(d, 0, sizeof(*d));
-    for (size_t i = 0; i < r->n_fields; i++) {
-        size_t k;
-        for (k = 0; k < sizeof(known) / sizeof(known[0]); k++)
-            if (strcmp(r->fields[i].key, known[k]) == 0)
-                break;
-        if (k == sizeof(known) / sizeof(known[0])) {
+    memset(d, 0, sizeof(*d)); /* every enumerated setting's first word */
+    d->retention_days = 400;
+    for (size_t i = 0; i < r->n_fields; i++)
+        if (def_setting_named(r->fields[i].key) == NULL) {
+            char known[160] = "";
+            for (size_t k = 0; k < N_DEF_SETTINGS; k++)
+                snprintf(known + strlen(known), sizeof(known) - strlen(known),
+                         "%s%s", k ? ", " : "", def_settings[k].key);
             snprintf(errbuf, errlen,
-                     "config: counters.%s.%s: unknown setting (known: kind, "
-                     "min, max, on_bound, reset, timezone, dedup, "
-                     "retention_days)",
-                     r->pattern, r->fields[i].key);
+                     "config: counters.%s.%s: unknown setting (known: %s)",
+                     r->pattern, r->fields[i].key, known);
             return -1;
         }
-    }
     d->pattern = strdup(r->pattern);
     if (d->pattern == NULL)
         return -1;
@@ -471,118 +564,36 @@ static int build_def(const ctr_config *cfg, const raw_def *r,
         return -1;
     }
 
-    v = def_field(r, "kind");
-    if (v == NULL || strcmp(v, "counter") == 0)
-        d->kind = CTR_KIND_COUNTER;
-    else if (strcmp(v, "gauge") == 0)
-        d->kind = CTR_KIND_GAUGE;
-    else if (strcmp(v, "unique") == 0)
-        d->kind = CTR_KIND_UNIQUE;
-    else {
-        snprintf(errbuf, errlen,
-                 "config: counters.%s.kind: expected gauge, counter or "
-                 "unique, got \"%.32s\"",
-                 r->pattern, v);
-        return -1;
-    }
-
-    const char *bounds[2] = {"min", "max"};
-    for (int b = 0; b < 2; b++) {
-        v = def_field(r, bounds[b]);
+    /* in table order: kind first, which the others depend on */
+    for (size_t i = 0; i < N_DEF_SETTINGS; i++) {
+        const def_setting *st = &def_settings[i];
+        const char *v = def_field(r, st->key);
+        int64_t num = 0;
+        if (strcmp(st->key, "timezone") == 0) {
+            d->tz = ctr_tz_get(v ? v : cfg->timezone, tzerr, sizeof(tzerr));
+            if (d->tz == NULL) {
+                snprintf(errbuf, errlen, "config: counters.%s.timezone: %s",
+                         r->pattern, tzerr);
+                return -1;
+            }
+            continue;
+        }
         if (v == NULL)
             continue;
-        int64_t x;
-        if (d->kind != CTR_KIND_GAUGE) {
-            snprintf(errbuf, errlen,
-                     "config: counters.%s.%s: only gauges have bounds",
-                     r->pattern, bounds[b]);
+        if (def_setting_parse(st, r->pattern, v, d, &num, errbuf, errlen))
             return -1;
-        }
-        if (parse_i64_text(v, &x) || x > CTR_BOUND_LIMIT ||
-            x < -CTR_BOUND_LIMIT) {
-            snprintf(errbuf, errlen,
-                     "config: counters.%s.%s: must be an integer within "
-                     "+/-2^53, got \"%.32s\"",
-                     r->pattern, bounds[b], v);
-            return -1;
-        }
-        if (b == 0)
-            d->has_min = 1, d->min = x;
-        else
-            d->has_max = 1, d->max = x;
+        if (strcmp(st->key, "min") == 0)
+            d->has_min = 1, d->min = num;
+        else if (strcmp(st->key, "max") == 0)
+            d->has_max = 1, d->max = num;
+        else if (strcmp(st->key, "retention_days") == 0)
+            d->retention_days = (int)num;
     }
     if (d->has_min && d->has_max && d->min > d->max) {
         snprintf(errbuf, errlen, "config: counters.%s: min is above max",
                  r->pattern);
         return -1;
     }
-
-    v = def_field(r, "on_bound");
-    if (v && d->kind != CTR_KIND_GAUGE) {
-        snprintf(errbuf, errlen,
-                 "config: counters.%s.on_bound: only gauges have bounds",
-                 r->pattern);
-        return -1;
-    }
-    if (v == NULL || strcmp(v, "reject") == 0)
-        d->on_bound = CTR_BOUND_REJECT;
-    else if (strcmp(v, "clamp") == 0)
-        d->on_bound = CTR_BOUND_CLAMP;
-    else {
-        snprintf(errbuf, errlen,
-                 "config: counters.%s.on_bound: expected reject or clamp",
-                 r->pattern);
-        return -1;
-    }
-
-    v = def_field(r, "reset");
-    if (v == NULL || strcmp(v, "none") == 0)
-        d->reset = CTR_RESET_NONE;
-    else if (strcmp(v, "daily") == 0)
-        d->reset = CTR_RESET_DAILY;
-    else {
-        snprintf(errbuf, errlen,
-                 "config: counters.%s.reset: expected none or daily",
-                 r->pattern);
-        return -1;
-    }
-
-    v = def_field(r, "dedup");
-    if (v && d->kind != CTR_KIND_UNIQUE) {
-        snprintf(errbuf, errlen,
-                 "config: counters.%s.dedup: only unique counters dedup",
-                 r->pattern);
-        return -1;
-    }
-    if (v == NULL || strcmp(v, "exact") == 0)
-        d->dedup = CTR_DEDUP_EXACT;
-    else if (strcmp(v, "hll") == 0)
-        d->dedup = CTR_DEDUP_HLL;
-    else {
-        snprintf(errbuf, errlen,
-                 "config: counters.%s.dedup: expected exact or hll",
-                 r->pattern);
-        return -1;
-    }
-
-    v = def_field(r, "timezone");
-    d->tz = ctr_tz_get(v ? v : cfg->timezone, tzerr, sizeof(tzerr));
-    if (d->tz == NULL) {
-        snprintf(errbuf, errlen, "config: counters.%s.timezone: %s", r->pattern,
-                 tzerr);
-        return -1;
-    }
-
-    int64_t days = 400;
-    v = def_field(r, "retention_days");
-    if (v && (parse_i64_text(v, &days) || days < 1 || days > 36500)) {
-        snprintf(errbuf, errlen,
-                 "config: counters.%s.retention_days: must be an integer "
-                 "from 1 to 36500",
-                 r->pattern);
-        return -1;
-    }
-    d->retention_days = (int)days;
     return 0;
 }
 
@@ -823,23 +834,4 @@ int ctr_config_split_addr(const char *addr, char *host, size_t hostlen,
     host[hl] = '\0';
     *port = (int)p;
     return 0;
-}
-
-ctr_config *ctr_service_start(const char *proc, void (*on_stop)(int))
-{
-    char err[512];
-    struct sigaction sa;
-
-    signal(SIGPIPE, SIG_IGN);
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    ctr_config *cfg = ctr_config_load(NULL, err, sizeof(err));
-    if (cfg == NULL) {
-        fprintf(stderr, "%s: %s\n", proc, err);
-        return NULL;
-    }
-    ctr_log_init(proc, ctr_log_level_parse(cfg->log_level));
-    return cfg;
 }

@@ -143,12 +143,4 @@ const ctr_counter_def *ctr_config_counter(const ctr_config *cfg,
 int ctr_config_split_addr(const char *addr, char *host, size_t hostlen,
                           int *port) __attribute__((warn_unused_result));
 
-/*
- * The start of a consumer service (persister, applier): SIGPIPE ignored,
- * SIGTERM and SIGINT to on_stop, the configuration loaded (from
- * COUNTER_CONFIG and the environment) and logging set up as proc. NULL
- * after printing why the configuration was refused: exit 2.
- */
-ctr_config *ctr_service_start(const char *proc, void (*on_stop)(int));
-
 #endif

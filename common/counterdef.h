@@ -16,10 +16,6 @@ enum ctr_reset { CTR_RESET_NONE, CTR_RESET_DAILY };
 enum ctr_on_bound { CTR_BOUND_REJECT, CTR_BOUND_CLAMP };
 enum ctr_dedup { CTR_DEDUP_EXACT, CTR_DEDUP_HLL };
 
-/* Bounds beyond this cannot be checked exactly inside Redis' Lua, whose
- * numbers are doubles. */
-#define CTR_BOUND_LIMIT (INT64_C(1) << 53)
-
 typedef struct ctr_counter_def {
     char *pattern;     /* "online_players", "daily_*" or "*" */
     size_t prefix_len; /* for patterns: the length before '*' */

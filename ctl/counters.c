@@ -611,6 +611,92 @@ static int same_period(const write_args *w, const current *cur)
     return strcmp(day, cur->period) == 0;
 }
 
+/* What a reset does, decided from the value read alone (no I/O). */
+enum reset_kind {
+    RESET_REFUSED, /* message says why */
+    RESET_NOTHING, /* already 0 */
+    RESET_WRITE,   /* target and body */
+};
+
+typedef struct reset_plan {
+    enum reset_kind kind;
+    const char *code; /* RESET_REFUSED */
+    char message[400];
+    const char *operation; /* "set", "decrement" or "increment" */
+    char target[CTR_NAME_MAX + 40];
+    char body[400];
+} reset_plan;
+
+/*
+ * A gauge is set to 0; a counter gets a correction by the value read,
+ * stamped with the time of the read (so that it lands in the same day),
+ * with metadata naming it; a unique counter is refused (no correction can
+ * un-count a user), and so is a counter at INT64_MIN (no single correction
+ * brings it to 0).
+ */
+static void reset_plan_make(reset_plan *p, const char *name, const current *cur)
+{
+    int64_t prev = cur->value;
+    char ts[40] = "";
+
+    memset(p, 0, sizeof(*p));
+    if (strcmp(cur->kind, "unique") == 0) {
+        p->kind = RESET_REFUSED;
+        p->code = "unique_counter";
+        snprintf(p->message, sizeof(p->message),
+                 "%s is a unique counter: it counts distinct users, and no "
+                 "correction can un-count a user; reset refused",
+                 name);
+        return;
+    }
+    if (strcmp(cur->kind, "gauge") == 0) {
+        p->kind = RESET_WRITE;
+        p->operation = "set";
+        snprintf(p->target, sizeof(p->target), "/api/v1/counter/%s/set", name);
+        snprintf(p->body, sizeof(p->body),
+                 "{\"value\":0,\"metadata\":{\"counterctl\":\"reset\","
+                 "\"previous_value\":%" PRId64 "}}",
+                 prev);
+        return;
+    }
+    if (prev == INT64_MIN) {
+        p->kind = RESET_REFUSED;
+        p->code = "out_of_range";
+        snprintf(p->message, sizeof(p->message),
+                 "%s is at the lowest int64; no single correction can bring "
+                 "it to 0",
+                 name);
+        return;
+    }
+    if (prev == 0) {
+        p->kind = RESET_NOTHING;
+        return;
+    }
+    p->kind = RESET_WRITE;
+    p->operation = prev > 0 ? "decrement" : "increment";
+    snprintf(p->target, sizeof(p->target), "/api/v1/counter/%s/%s", name,
+             p->operation);
+    if (cur->period[0])
+        ctr_time_format_rfc3339(cur->read_ms, ts, sizeof(ts));
+    snprintf(p->body, sizeof(p->body),
+             "{\"value\":%" PRId64 ",%s%s%s\"metadata\":{\"counterctl\":"
+             "\"reset\",\"previous_value\":%" PRId64 "}}",
+             prev > 0 ? prev : -prev, ts[0] ? "\"timestamp\":\"" : "", ts,
+             ts[0] ? "\"," : "", prev);
+}
+
+/* Prints a refusal (nothing was written) in the chosen form. */
+static void print_refusal(const write_args *w, const char *code,
+                          const char *message)
+{
+    ctl_err("%s", message);
+    if (w->json) {
+        json_object *fail = ctl_json_failure(code, message);
+        json_object_object_add(fail, "name", json_object_new_string(w->name));
+        ctl_json_print(fail);
+    }
+}
+
 static int cmd_reset(int argc, char **argv)
 {
     write_args w = {0};
@@ -618,7 +704,8 @@ static int cmd_reset(int argc, char **argv)
     int rc = write_args_parse(&w, help_reset, argc, argv, pos, 1);
     ctl_api_result res = {0};
     current cur = {0};
-    char target[CTR_NAME_MAX + 40], line[400], outcome[200], ts[40];
+    reset_plan plan;
+    char line[400], outcome[200];
     json_object *doc = NULL;
 
     if (rc != CTL_EXIT_OK || (rc = write_args_connect(&w)) != CTL_EXIT_OK)
@@ -639,70 +726,33 @@ static int cmd_reset(int argc, char **argv)
             rc = res.exit_code = CTL_EXIT_FAILED;
         }
     }
-    doc = json_object_new_object();
-    json_object_object_add(doc, "name", json_object_new_string(w.name));
     if (rc != CTL_EXIT_OK) {
         /* nothing was written: the key is not worth retrying with */
-        ctl_err("%s", res.message);
-        if (w.json) {
-            json_object_put(doc);
-            doc = ctl_json_failure(res.code, res.message);
-            json_object_object_add(doc, "name", json_object_new_string(w.name));
-            ctl_json_print(doc);
-        } else {
-            json_object_put(doc);
-        }
+        print_refusal(&w, res.code, res.message);
         goto out;
     }
+    reset_plan_make(&plan, w.name, &cur);
+    if (plan.kind == RESET_REFUSED) {
+        print_refusal(&w, plan.code, plan.message);
+        rc = CTL_EXIT_FAILED;
+        goto out;
+    }
+    doc = json_object_new_object();
+    json_object_object_add(doc, "name", json_object_new_string(w.name));
     json_object_object_add(doc, "kind", json_object_new_string(cur.kind));
     json_object_object_add(doc, "previous_value",
                            json_object_new_int64(cur.value));
     if (cur.period[0])
         json_object_object_add(doc, "period",
                                json_object_new_string(cur.period));
-
-    if (strcmp(cur.kind, "unique") == 0) {
-        char msg[400];
-        snprintf(msg, sizeof(msg),
-                 "%s is a unique counter: it counts distinct users, and no "
-                 "correction can un-count a user; reset refused",
-                 w.name);
-        ctl_err("%s", msg);
-        if (w.json) {
-            json_object *fail = ctl_json_failure("unique_counter", msg);
-            json_object_object_add(fail, "name",
-                                   json_object_new_string(w.name));
-            ctl_json_print(fail);
-        }
-        json_object_put(doc);
-        rc = CTL_EXIT_FAILED;
-        goto out;
-    }
-    int64_t prev = cur.value;
-    char body[400];
-    if (strcmp(cur.kind, "gauge") == 0) {
-        snprintf(target, sizeof(target), "/api/v1/counter/%s/set", w.name);
-        snprintf(body, sizeof(body),
-                 "{\"value\":0,\"metadata\":{\"counterctl\":\"reset\","
-                 "\"previous_value\":%" PRId64 "}}",
-                 prev);
-        json_object_object_add(doc, "operation", json_object_new_string("set"));
-        json_object_object_add(doc, "delta", json_object_new_int64(-prev));
-    } else if (prev == 0 || prev == INT64_MIN) {
-        ctl_api_result_free(&res);
-        if (prev == INT64_MIN) {
-            ctl_err("%s is at the lowest int64; no single correction can bring "
-                    "it to 0",
-                    w.name);
-            json_object_put(doc);
-            rc = CTL_EXIT_FAILED;
-            goto out;
-        }
+    json_object_object_add(doc, "operation",
+                           json_object_new_string(plan.kind == RESET_NOTHING
+                                                      ? "none"
+                                                      : plan.operation));
+    json_object_object_add(doc, "delta", json_object_new_int64(-cur.value));
+    if (plan.kind == RESET_NOTHING) {
         if (w.json) {
             json_object_object_add(doc, "ok", json_object_new_boolean(1));
-            json_object_object_add(doc, "operation",
-                                   json_object_new_string("none"));
-            json_object_object_add(doc, "delta", json_object_new_int64(0));
             ctl_json_print(doc);
         } else {
             json_object_put(doc);
@@ -710,25 +760,12 @@ static int cmd_reset(int argc, char **argv)
         }
         rc = CTL_EXIT_OK;
         goto out;
-    } else {
-        const char *op = prev > 0 ? "decrement" : "increment";
-        snprintf(target, sizeof(target), "/api/v1/counter/%s/%s", w.name, op);
-        ts[0] = '\0';
-        if (cur.period[0])
-            ctr_time_format_rfc3339(cur.read_ms, ts, sizeof(ts));
-        snprintf(body, sizeof(body),
-                 "{\"value\":%" PRId64 ",%s%s%s\"metadata\":{\"counterctl\":"
-                 "\"reset\",\"previous_value\":%" PRId64 "}}",
-                 prev > 0 ? prev : -prev, ts[0] ? "\"timestamp\":\"" : "", ts,
-                 ts[0] ? "\"," : "", prev);
-        json_object_object_add(doc, "operation", json_object_new_string(op));
-        json_object_object_add(doc, "delta", json_object_new_int64(-prev));
     }
     ctl_api_result_free(&res);
-    ctl_api_write(&w.api, target, body, w.key, &res);
+    ctl_api_write(&w.api, plan.target, plan.body, w.key, &res);
     outcome_text(&res, outcome, sizeof(outcome));
     snprintf(line, sizeof(line), "%s reset%s%s: was %" PRId64 ", %s", w.name,
-             cur.period[0] ? " for " : "", cur.period, prev, outcome);
+             cur.period[0] ? " for " : "", cur.period, cur.value, outcome);
     rc = report_write(&w, &res, doc, line);
 out:
     ctl_api_result_free(&res);

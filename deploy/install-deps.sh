@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Installs what building, testing and running the counter stack needs:
-#   1. Debian packages (apt-get), only those not yet installed (prometheus
-#      for promtool and the alert rules' end-to-end test; its own service
-#      is never started, like Redis's and PostgreSQL's);
-#   2. the contract test's Python packages (tests/contract/requirements.txt,
-#      all pinned) from PyPI into a venv;
-#   3. playwright-core (pinned) from npm, for the dashboard's browser test;
-#   4. the Kafka broker's jars from Maven Central into $KAFKA_HOME/libs.
-# Idempotent: a second run checks with dpkg-query and marker files, and
-# neither runs apt-get update nor asks PyPI, npm or Maven anything.
+# Installs what the stack needs, in two sets:
+#   deploy/install-deps.sh [run]   building and running the service
+#                                  (`make run`, `make up`, `make build`):
+#                                  the compiler, the libraries and their
+#                                  headers, Redis, PostgreSQL, kcat, a JRE
+#                                  and the Kafka broker's jars (Maven);
+#   deploy/install-deps.sh test    that, plus what the test suites and the
+#                                  benchmarks use (`make test`, `make
+#                                  bench`): cmocka, clang with its sanitizer
+#                                  runtimes, clang-format, pytest, Chromium
+#                                  and Node.js for the dashboard's browser
+#                                  test, Prometheus (promtool), wrk, the
+#                                  contract test's Python packages (pinned,
+#                                  from PyPI, in a venv) and playwright-core
+#                                  (pinned, from npm).
+# Debian packages only where missing (apt-get); idempotent: a second run
+# checks with dpkg-query and marker files, and neither runs apt-get update
+# nor asks PyPI, npm or Maven anything.
 #
 # Settings (environment):
 #   KAFKA_HOME   where the broker's jars go (default <repo>/var/opt/kafka)
@@ -19,24 +27,36 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KAFKA_HOME="${KAFKA_HOME:-$ROOT/var/opt/kafka}"
 POM="$ROOT/deploy/kafka/pom.xml"
+SET="${1:-run}"
+case "$SET" in
+run | test) ;;
+*)
+    echo "usage: deploy/install-deps.sh [run|test]" >&2
+    exit 2
+    ;;
+esac
 
 PACKAGES=(
     build-essential cmake pkg-config
     libevent-dev libhiredis-dev librdkafka-dev libpq-dev libjson-c-dev
-    libcmocka-dev libyaml-dev libjemalloc-dev
-    redis-server postgresql kcat wrk
-    clang libclang-rt-14-dev clang-format
+    libyaml-dev libjemalloc-dev
+    redis-server postgresql kcat curl
     default-jre-headless maven
-    python3 python3-pytest python3-venv python3-yaml curl
-    chromium
-    prometheus
 )
-
-# The dashboard's browser test (tests/dashboard) needs Node.js and npm.
-# A machine that has them keeps its own: NodeSource's nodejs package ships
-# npm and conflicts with Debian's npm package.
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    PACKAGES+=(nodejs npm)
+if [[ $SET == test ]]; then
+    PACKAGES+=(
+        libcmocka-dev wrk
+        clang libclang-rt-14-dev clang-format
+        python3 python3-pytest python3-venv python3-yaml
+        chromium
+        prometheus
+    )
+    # The dashboard's browser test (tests/dashboard) needs Node.js and
+    # npm. A machine that has them keeps its own: NodeSource's nodejs
+    # package ships npm and conflicts with Debian's npm package.
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        PACKAGES+=(nodejs npm)
+    fi
 fi
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -86,6 +106,8 @@ fi
 
 # ------------------------------------------------------ contract test venv ---
 
+if [[ $SET == test ]]; then
+
 # Debian's pip refuses to install into the system Python (PEP 668), and the
 # integration tests' pytest must stay Debian's: schemathesis and its own
 # pytest go into a venv of Debian's python3. Like the jars below, a marker
@@ -133,6 +155,8 @@ else
         exit 1
     fi
     touch "$NODE_TOOLS/.installed-playwright-core-$PLAYWRIGHT_VERSION"
+fi
+
 fi
 
 # ------------------------------------------------------------- Kafka jars ---

@@ -168,6 +168,8 @@ static int get_int64(struct json_object *o, int64_t *out)
     return 0;
 }
 
+/* Long on purpose: one pass over the fields, each checked where it is
+ * read, so that a dead letter names the first field at fault. */
 int ctr_event_decode(const char *buf, size_t len, ctr_event *ev, char *errbuf,
                      size_t errlen)
 {

@@ -376,6 +376,8 @@ static int ingest_check_files(int nfiles, char **files)
     return 0;
 }
 
+/* Long on purpose: start-up read top to bottom and torn down in reverse
+ * (STYLE.md 11), every step in one place, in order. */
 int main(int argc, char **argv)
 {
     ctr_config *cfg = NULL;

@@ -146,6 +146,8 @@ static int set_conf(rd_kafka_conf_t *conf, const char *k, const char *v,
     return 0;
 }
 
+/* Long on purpose: every setting of the producer in one place, each with
+ * why it has its value. */
 ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
                                ctr_producer_cb cb, char *errbuf, size_t errlen)
 {

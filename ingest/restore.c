@@ -305,6 +305,8 @@ static int clear_counters(pipe_state *ps)
 
 /* ---------------------------------------------------- from PostgreSQL --- */
 
+/* Long on purpose: the three queries share the one loop that writes a
+ * row back as a write of its day would. */
 /* The values; rows written, or -1. Runs inside the caller's snapshot. */
 static long restore_values(const ctr_config *cfg, PGconn *conn, pipe_state *ps,
                            int64_t now)
@@ -601,6 +603,8 @@ static int drop_old_epochs(ctr_rclient *c, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Long on purpose: the restore's steps in their order (restore.h), each a
+ * call, with the lock taken before and released after all of them. */
 int ctr_redis_restore(const ctr_config *cfg, ctr_rclient *c,
                       ctr_restore_stats *st, char *epoch, char *errbuf,
                       size_t errlen)

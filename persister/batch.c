@@ -184,72 +184,79 @@ int ps_batch_add(ps_batch *b, int32_t partition, int64_t offset,
                            day);
 }
 
+/* A plain event: its delta into the total, its local day and its UTC
+ * minute. Each slot is claimed as soon as it is found, so that the next
+ * lookup probes past it (a new counter's total, day and minute must not
+ * share a slot). The table has room for three slots per event and a sum
+ * cannot overflow (128 bits), so nothing here refuses. */
+static void add_sums(ps_batch *b, const ctr_event *ev, ctr_date day)
+{
+    int64_t minute = ev->ts_ms - ((ev->ts_ms % 60000) + 60000) % 60000;
+    for (int t = 0; t < 3; t++) {
+        ps_sum *slot = slot_for(b, (enum ps_table)t, ev->counter, day,
+                                t == PS_BUCKET ? minute : 0);
+        if (!slot->used) {
+            slot->used = 1;
+            slot->table = (enum ps_table)t;
+            memcpy(slot->name, ev->counter, sizeof(slot->name));
+            slot->day = day;
+            slot->minute_ms = t == PS_BUCKET ? minute : 0;
+            b->n_sums[t]++;
+            b->used_at[b->n_used++] = (size_t)(slot - b->sums);
+        }
+        slot->delta += ev->delta;
+        if (ev->ts_ms > slot->last_event_ms)
+            slot->last_event_ms = ev->ts_ms;
+    }
+}
+
+/* An approximate unique counter's user: into its (counter, day) group's
+ * registers. 0, or -1 out of memory. */
+static int add_hll(ps_batch *b, const ctr_event *ev, ctr_date day)
+{
+    ps_hll_group *group = hll_group_for(b, ev->counter, day);
+    if (group == NULL && (group = hll_group_add(b, ev->counter, day)) == NULL)
+        return -1;
+    ctr_hll_add(group->regs, ctr_hll_hash(ev->user_id, strlen(ev->user_id)));
+    if (ev->ts_ms > group->last_event_ms)
+        group->last_event_ms = ev->ts_ms;
+    return 0;
+}
+
+/* An exact unique counter's user: a (counter, day, user) row, which
+ * PostgreSQL dedups. 0, or -1 out of memory. */
+static int add_unique(ps_batch *b, const ctr_event *ev, ctr_date day,
+                      int64_t seq)
+{
+    ps_unique_row *row = &b->unique[b->n_unique];
+    row->user_id = strdup(ev->user_id);
+    if (row->user_id == NULL)
+        return -1;
+    memcpy(row->name, ev->counter, sizeof(row->name));
+    row->day = day;
+    row->ts_ms = ev->ts_ms;
+    row->seq = seq;
+    b->n_unique++;
+    return 0;
+}
+
 int ps_batch_add_as(ps_batch *b, int32_t partition, int64_t offset, int64_t seq,
                     const ctr_event *ev, const ctr_counter_def *def,
                     ctr_date day)
 {
-    ps_sum *slots[3] = {NULL, NULL, NULL};
-    ps_hll_group *group = NULL;
-    int unique = ev && def->kind == CTR_KIND_UNIQUE;
-
     if (b->messages >= b->max_events || b->n_parts >= MAX_PARTITIONS)
         return -1;
-
-    /*
-     * Claim each slot as soon as it is found, so that the next lookup
-     * probes past it (a new counter's total, day and minute must not share
-     * a slot). The table has room for three slots per event and a sum
-     * cannot overflow, so nothing here refuses.
-     */
-    if (ev && !unique) {
-        int64_t minute = ev->ts_ms - ((ev->ts_ms % 60000) + 60000) % 60000;
-        for (int t = 0; t < 3; t++) {
-            slots[t] = slot_for(b, (enum ps_table)t, ev->counter, day,
-                                t == PS_BUCKET ? minute : 0);
-            if (!slots[t]->used) {
-                slots[t]->used = 1;
-                slots[t]->table = (enum ps_table)t;
-                memcpy(slots[t]->name, ev->counter, sizeof(slots[t]->name));
-                slots[t]->day = day;
-                slots[t]->minute_ms = t == PS_BUCKET ? minute : 0;
-                b->n_sums[t]++;
-                b->used_at[b->n_used++] = (size_t)(slots[t] - b->sums);
-            }
-        }
-    } else if (unique && def->dedup == CTR_DEDUP_HLL) {
-        if (ev->user_id == NULL)
-            goto counted; /* nothing to count; the offset still advances */
-        group = hll_group_for(b, ev->counter, day);
-        if (group == NULL &&
-            (group = hll_group_add(b, ev->counter, day)) == NULL)
+    /* a unique counter's event without a user counts nothing; its offset
+     * still advances, as an invalid event's (ev NULL) does */
+    if (ev && def->kind != CTR_KIND_UNIQUE)
+        add_sums(b, ev, day);
+    else if (ev && ev->user_id && def->dedup == CTR_DEDUP_HLL) {
+        if (add_hll(b, ev, day) != 0)
             return -1;
-    } else if (unique) {
-        if (ev->user_id == NULL)
-            goto counted;
-        ps_unique_row *row = &b->unique[b->n_unique];
-        row->user_id = strdup(ev->user_id);
-        if (row->user_id == NULL)
+    } else if (ev && ev->user_id) {
+        if (add_unique(b, ev, day, seq) != 0)
             return -1;
-        memcpy(row->name, ev->counter, sizeof(row->name));
-        row->day = day;
-        row->ts_ms = ev->ts_ms;
-        row->seq = seq;
-        b->n_unique++;
     }
-
-    for (int t = 0; t < 3; t++)
-        if (slots[t]) {
-            slots[t]->delta += ev->delta;
-            if (ev->ts_ms > slots[t]->last_event_ms)
-                slots[t]->last_event_ms = ev->ts_ms;
-        }
-    if (group) {
-        ctr_hll_add(group->regs,
-                    ctr_hll_hash(ev->user_id, strlen(ev->user_id)));
-        if (ev->ts_ms > group->last_event_ms)
-            group->last_event_ms = ev->ts_ms;
-    }
-counted:;
     ps_partition_range *r = range_for(b, partition); /* room checked above */
     if (r->first_offset < 0)
         r->first_offset = offset;

@@ -428,6 +428,8 @@ static int hexval(char c)
                                   : -1;
 }
 
+/* Long on purpose: read, merge, write back and count the change, for one
+ * group at a time under its row lock. */
 /*
  * Approximate unique counting: merge the batch's registers into the
  * stored ones (locked), and add the change of the estimate to the total,
@@ -734,33 +736,12 @@ out:
     return rc;
 }
 
-/*
- * One transaction, in two round trips where the batch has no applier
- * records or HLL groups: BEGIN, the fenced offset moves and the sums and
- * unique rows go out as one pipeline; the fence is judged from its
- * results, and only then COMMIT (or ROLLBACK) is sent. Records and HLL
- * groups need what PostgreSQL answers first, so they follow one by one.
- */
-enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
-                                   const ps_batch *b, const int64_t *expected)
+/* Queues the batch's offset moves, each fenced on the value expected (see
+ * run_pipeline), and the quarantined messages' rows. 0, or -1 with the
+ * connection dropped. */
+static int queue_offsets(ps_sink *s, const char *topic, const ps_batch *b,
+                         const int64_t *expected)
 {
-    enum ps_sink_result rc = PS_SINK_ERROR;
-    int in_tx = 0;
-
-    s->err_state[0] = '\0';
-    s->err_text[0] = '\0';
-    if (ensure_connected(s))
-        return PS_SINK_ERROR;
-    if (!PQenterPipelineMode(s->conn)) {
-        report(s, NULL, "pipeline mode");
-        return PS_SINK_ERROR;
-    }
-    s->piping = 1;
-    s->n_queued = 0;
-    in_tx = 1;
-    if (exec_cmd(s, "BEGIN", 0, NULL, "begin") < 0)
-        goto out;
-
     for (size_t i = 0; i < ps_batch_partitions(b); i++) {
         const ps_partition_range *r = ps_batch_partition_at(b, i);
         char part[16], next[24], exp[24];
@@ -789,7 +770,7 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
                 5, params, q);
         }
         if (sent != 0)
-            goto out;
+            return -1;
     }
 
     for (size_t i = 0; i < ps_batch_quarantined(b); i++) {
@@ -804,8 +785,40 @@ enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
                      "partition, \"offset\", reason) VALUES ($1, $2, $3, "
                      "$4, $5) ON CONFLICT DO NOTHING",
                      5, params, "quarantine record") < 0)
-            goto out;
+            return -1;
     }
+    return 0;
+}
+
+/*
+ * One transaction, in two round trips where the batch has no applier
+ * records or HLL groups: BEGIN, the fenced offset moves and the sums and
+ * unique rows go out as one pipeline; the fence is judged from its
+ * results, and only then COMMIT (or ROLLBACK) is sent. Records and HLL
+ * groups need what PostgreSQL answers first, so they follow one by one.
+ */
+enum ps_sink_result ps_sink_commit(ps_sink *s, const char *topic,
+                                   const ps_batch *b, const int64_t *expected)
+{
+    enum ps_sink_result rc = PS_SINK_ERROR;
+    int in_tx = 0;
+
+    s->err_state[0] = '\0';
+    s->err_text[0] = '\0';
+    if (ensure_connected(s))
+        return PS_SINK_ERROR;
+    if (!PQenterPipelineMode(s->conn)) {
+        report(s, NULL, "pipeline mode");
+        return PS_SINK_ERROR;
+    }
+    s->piping = 1;
+    s->n_queued = 0;
+    in_tx = 1;
+    if (exec_cmd(s, "BEGIN", 0, NULL, "begin") < 0)
+        goto out;
+
+    if (queue_offsets(s, topic, b, expected) != 0)
+        goto out;
     /* a batch with records inserts its unique rows with theirs, in log
      * order, once the records' ids are checked (write_records) */
     if (write_sums(s, b) ||

@@ -14,7 +14,7 @@ cd "$ROOT" || exit 1
 BUILD="${DEV_BUILD:-build-asan}"
 BASE="${DEV_PORT_BASE:-30000}"
 
-"$ROOT/deploy/install-deps.sh" || exit 1
+"$ROOT/deploy/install-deps.sh" test || exit 1
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$ROOT/tests/lib.sh"
 build_asan "$BUILD"

@@ -41,7 +41,7 @@ note_result() { # name rc [junit.xml]: count the file's cases, else one
     fi
 }
 
-"$ROOT/deploy/install-deps.sh" || { echo "== FAIL: install-deps"; echo "0 passed, 1 failed"; exit 1; }
+"$ROOT/deploy/install-deps.sh" test || { echo "== FAIL: install-deps"; echo "0 passed, 1 failed"; exit 1; }
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$ROOT/tests/lib.sh"
 

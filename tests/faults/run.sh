@@ -20,7 +20,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT" || exit 1
 BUILD="${FAULTS_BUILD:-build-asan}"
 
-"$ROOT/deploy/install-deps.sh" || { echo "== FAIL: install-deps"; echo "0 passed, 1 failed"; exit 1; }
+"$ROOT/deploy/install-deps.sh" test || { echo "== FAIL: install-deps"; echo "0 passed, 1 failed"; exit 1; }
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$ROOT/tests/lib.sh"
 build_asan "$BUILD"

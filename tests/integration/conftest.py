@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from resp import Resp, RespError
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 STACK_SH = os.path.join(REPO, "deploy", "stack.sh")
 
@@ -274,6 +276,7 @@ EPOCH_MARKER_0 = "counter:epoch:3:{3560}"
 class Redis:
     def __init__(self, stack):
         self.stack = stack
+        self._conn = None
 
     def epoch(self):
         """The data set's epoch ('' when Redis is not whole)."""
@@ -281,23 +284,51 @@ class Redis:
         return "" if e.startswith("restoring:") else e
 
     def cli(self, *args, timeout=10, check=True):
-        """redis-cli --raw ARGS; stdout without the final newline."""
-        out = run(
-            [
-                "redis-cli",
-                "-h",
-                self.stack.redis_host,
-                "-p",
-                str(self.stack.redis_port),
-                "--raw",
-                *map(str, args),
-            ],
-            timeout=timeout,
-            check=check,
-        )
-        if out.startswith("ERR") or out.startswith("Could not connect"):
-            raise AssertionError(f"redis-cli {' '.join(map(str, args))}: {out.strip()}")
-        return out[:-1] if out.endswith("\n") else out
+        """One command over RESP (tests/integration/resp.py), its answer as
+        `redis-cli --raw` prints it, without the final newline: integers and
+        strings as text, nil as "", arrays one element a line. An error
+        reply, or no Redis to answer, raises AssertionError (with check=False
+        an error reply is returned as its text). Also "--scan --pattern P"
+        (every key matching, by SCAN) and a leading "--no-raw" (ignored)."""
+        if args and args[0] == "--no-raw":
+            args = args[1:]
+        if args[:2] == ("--scan", "--pattern"):
+            keys, cursor = [], "0"
+            while True:
+                cursor, batch = self._call(("SCAN", cursor, "MATCH", args[2], "COUNT", 1000),
+                                           timeout, True)
+                keys += batch
+                if cursor == "0":
+                    return "\n".join(keys)
+        return self._raw(self._call(tuple(args), timeout, check))
+
+    def _call(self, args, timeout, check):
+        for attempt in (0, 1):
+            try:
+                if self._conn is None:
+                    self._conn = Resp(self.stack.redis_host, self.stack.redis_port, timeout)
+                self._conn.sock.settimeout(timeout)
+                reply = self._conn.pipeline([args])[0]
+                break
+            except OSError as e:  # restarted or stopped by a test
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                if attempt == 1:
+                    raise AssertionError(f"redis {' '.join(map(str, args))}: {e}") from e
+        if isinstance(reply, RespError):
+            if check:
+                raise AssertionError(f"redis {' '.join(map(str, args))}: {reply}")
+            return str(reply)
+        return reply
+
+    @classmethod
+    def _raw(cls, reply):
+        if reply is None:
+            return ""
+        if isinstance(reply, list):
+            return "\n".join(cls._raw(x) for x in reply)
+        return str(reply)
 
     def key(self, name):
         return "{c:" + name + "}"

@@ -70,6 +70,8 @@ from conftest import (
     wait_until,
 )
 import scripts
+from resp import Resp as _Resp
+from resp import RespError
 from own_process import OwnApi, OwnProcess, free_port
 from test_applier import event, pg_totals, produce_events
 
@@ -100,61 +102,12 @@ def metric_names():
 # ---------------------------------------------------------------- RESP ---
 
 
-class RespError(str):
-    """An error reply (MOVED, ASK, TRYAGAIN, ERR ...)."""
-
-
-class Resp:
-    """A minimal RESP2 client: one connection to one node, pipelined
-    commands, no redirections followed (the tests pick the node)."""
+class Resp(_Resp):
+    """tests/integration/resp.py on one node of the cluster: no
+    redirections followed (the tests pick the node)."""
 
     def __init__(self, port, timeout=5):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
-        self.f = self.sock.makefile("rb")
-
-    def close(self):
-        self.f.close()
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    @staticmethod
-    def _encode(args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        return b"".join(out)
-
-    def _read(self):
-        line = self.f.readline()
-        if not line.endswith(b"\r\n"):
-            raise ConnectionError(f"connection closed mid-reply: {line!r}")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            return RespError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self.f.read(n + 2)[:-2].decode()
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise ConnectionError(f"not RESP: {line!r}")
-
-    def pipeline(self, cmds):
-        self.sock.sendall(b"".join(self._encode(c) for c in cmds))
-        return [self._read() for _ in cmds]
-
-    def call(self, *args):
-        return self.pipeline([args])[0]
+        super().__init__("127.0.0.1", port, timeout)
 
 
 def node_call(port, *args, timeout=5):

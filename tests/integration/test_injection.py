@@ -613,9 +613,14 @@ def test_sentinel_is_unchanged(hostile, api, redis, pg):
 def test_redis_keys_outside_the_targets_are_untouched(hostile):
     before, after = hostile.redis_before, hostile.redis_after
     tags = tuple(f"{{c:{t}}}".encode() for t in hostile.targets)
+    # the applier's own bookkeeping of a restore (its lock, generation and
+    # owed tail, ingest/restore.h) moves by itself after an earlier test
+    # restored Redis
+    own = (b"counter:restore-",)
     foreign = sorted(
         k for k in set(before) | set(after)
-        if before.get(k, (None,))[0] != after.get(k, (None,))[0] and not k.startswith(tags)
+        if before.get(k, (None,))[0] != after.get(k, (None,))[0]
+        and not k.startswith(tags) and not k.startswith(own)
     )
     unexpected = [
         (k, "gone" if k not in after else "new" if k not in before else "changed")

@@ -167,7 +167,7 @@ static void test_definition_errors(void **state)
         {"counters:\n  a: {kind: meter}\n", "counters.a.kind"},
         {"counters:\n  a: {kind: counter, min: 0}\n", "counters.a.min"},
         {"counters:\n  a: {kind: gauge, min: 5, max: 1}\n", "counters.a"},
-        {"counters:\n  a: {kind: gauge, max: 99999999999999999}\n",
+        {"counters:\n  a: {kind: gauge, max: 99999999999999999999}\n",
          "counters.a.max"},
         {"counters:\n  a: {kind: counter, dedup: hll}\n", "counters.a.dedup"},
         {"counters:\n  a: {kind: counter, reset: weekly}\n",
