@@ -256,6 +256,13 @@ static void render_family(const ctr_group_watch *w, ctr_strbuf *b,
     }
 }
 
+int64_t ctr_group_watch_applier_committed(const ctr_group_watch *w, int p)
+{
+    if (w == NULL || p < 0 || p >= MAX_PARTS || !w->groups[1].parts[p].known)
+        return -1;
+    return w->groups[1].parts[p].committed;
+}
+
 void ctr_group_watch_render(const ctr_group_watch *w, ctr_strbuf *b)
 {
     render_family(w, b, "counter_kafka_group_lag",

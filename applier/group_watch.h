@@ -39,6 +39,11 @@ void ctr_group_watch_free(ctr_group_watch *w);
  * never blocks. Call it from every loop that waits. */
 void ctr_group_watch_step(ctr_group_watch *w);
 
+/* The applier group's offset committed on partition p of the input topic
+ * as the last answer said, or -1 (not known, never committed, or not a
+ * partition of this applier's). */
+int64_t ctr_group_watch_applier_committed(const ctr_group_watch *w, int p);
+
 /* counter_kafka_group_lag and counter_kafka_group_progress_timestamp_seconds
  * {consumer, group, partition}, for the partitions of the last answers. */
 void ctr_group_watch_render(const ctr_group_watch *w, ctr_strbuf *b);

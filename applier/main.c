@@ -65,21 +65,11 @@ enum {
     /* messages taken from the consumer at once: under a backlog of many
      * counters, more of each counter's events share one call */
     BATCH_MAX = 20000,
-    COMMITTED_EVERY_MS = 1000, /* the group's committed offsets read back */
     RECORD_TIMEOUT_MS = 300000,
     REDIS_CHECK_EVERY_MS = 500,
     WAIT_REPLICAS_MS = 1000,
     BACKOFF_MAX_MS = 2000,
 };
-
-/* The group's committed offset of each partition of each topic read, as
- * the broker last said (-1: not known): fold.lua's outcome log is kept
- * above it. Index 0 kafka.input_topic, 1 kafka.topic. */
-typedef struct committed_offsets {
-    int64_t next[2][CTR_MAX_PARTITIONS];
-    int64_t read_ms;
-    int stale; /* a commit went out since they were read */
-} committed_offsets;
 
 typedef struct applier {
     const ctr_config *cfg;
@@ -97,9 +87,8 @@ typedef struct applier {
     int wait_short_logged;
     ctr_histogram apply_seconds; /* a batch's Redis calls, retries included */
     ctr_histogram batch_events;  /* messages per batch */
-    committed_offsets committed;
-    ctr_legacy *legacy; /* bare events of kafka.topic, from before */
-    int revoked;        /* a rebalance took partitions while a batch filled */
+    ctr_legacy *legacy;          /* bare events of kafka.topic, from before */
+    int revoked; /* a rebalance took partitions while a batch filled */
     rd_kafka_topic_partition_list_t *revoked_parts;
     ctr_resolver *resolver;  /* pending writes nobody else settles */
     ctr_tail *tail;          /* what a restore left owed */
@@ -314,40 +303,11 @@ static void commit_progress(applier *a)
         ctr_warn("could not commit offsets: %s", rd_kafka_err2str(err));
     a->uncommitted = 0;
     a->last_commit_ms = ctr_time_mono_ms();
-    a->committed.stale = 1;
 }
 
 static void commit_progress_cb(void *arg)
 {
     commit_progress(arg);
-}
-
-/*
- * Reads back what the group has committed on the partitions assigned
- * here, at most every COMMITTED_EVERY_MS after a commit: fold.lua keeps an
- * outcome only while its offset may be read again, and only the broker
- * knows which commits went through. Blocks for a broker round trip.
- */
-static void read_committed(applier *a)
-{
-    rd_kafka_topic_partition_list_t *l = NULL;
-    int64_t now = ctr_time_mono_ms();
-    if (!a->committed.stale || now - a->committed.read_ms < COMMITTED_EVERY_MS)
-        return;
-    a->committed.read_ms = now;
-    if (rd_kafka_assignment(a->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return;
-    if (l->cnt > 0 && rd_kafka_committed(a->rk, l, 2000) == 0) {
-        a->committed.stale = 0;
-        for (int i = 0; i < l->cnt; i++) {
-            const rd_kafka_topic_partition_t *tp = &l->elems[i];
-            if (tp->err == 0 && tp->partition >= 0 &&
-                tp->partition < CTR_MAX_PARTITIONS)
-                a->committed.next[topic_index(a, tp->topic)][tp->partition] =
-                    tp->offset;
-        }
-    }
-    rd_kafka_topic_partition_list_destroy(l);
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -363,7 +323,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             if (topic_index(a, parts->elems[i].topic) == 1)
                 ctr_legacy_activity(a->legacy);
         }
-        a->committed.stale = 1;
         ctr_consumer_assign(rk, parts);
     } else {
         /* The records of what was applied go out, and the offsets with
@@ -771,10 +730,15 @@ static int call_build(applier *a, batch *b, int li, call *c)
             evs[n] = &b->items[k].ev;
             offs[n++] = b->items[k].msg->offset;
         }
-        int ti = topic_index(a, l->topic);
-        int64_t committed = l->partition < CTR_MAX_PARTITIONS
-                                ? a->committed.next[ti][l->partition]
-                                : -1;
+        /* what the group has committed, as the broker said to the group
+         * watch (asynchronously, every second): fold.lua keeps an outcome
+         * only while its offset may be read again, and only the broker
+         * knows which commits went through. The bare events of
+         * kafka.topic keep theirs (a passing phase). */
+        int64_t committed =
+            topic_index(a, l->topic) == 0
+                ? ctr_group_watch_applier_committed(a->groups, l->partition)
+                : -1;
         ctr_fold_ctx ctx = {
             .sha = a->fold_sha,
             .now_s = ctr_time_now_ms() / 1000,
@@ -1172,9 +1136,6 @@ int main(void)
         ctr_error("%s", err);
         goto out;
     }
-    for (int t = 0; t < 2; t++)
-        for (int p = 0; p < CTR_MAX_PARTITIONS; p++)
-            a.committed.next[t][p] = -1;
     a.legacy = ctr_legacy_new(cfg, a.rk);
     if (a.legacy == NULL) {
         ctr_error("out of memory");
@@ -1231,7 +1192,6 @@ int main(void)
             (a.uncommitted > 0 &&
              ctr_time_mono_ms() - a.last_commit_ms >= COMMIT_EVERY_MS))
             commit_progress(&a);
-        read_committed(&a);
         if (ctr_legacy_step(a.legacy, commit_progress_cb, &a) == 1 &&
             ctr_consumer_subscribe(a.rk, topics, 1, err, sizeof(err)) != 0)
             ctr_warn("%s", err);
