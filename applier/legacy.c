@@ -31,6 +31,57 @@ static int marked(const rd_kafka_topic_partition_t *tp)
            memcmp(tp->metadata, DRAINED, sizeof(DRAINED) - 1) == 0;
 }
 
+/* The group's committed offsets (with their metadata) of the partitions
+ * of l (asked of the group coordinator as an admin request, waited for up
+ * to BROKER_TIMEOUT_MS), or NULL (logged). */
+static rd_kafka_topic_partition_list_t *
+group_offsets(ctr_legacy *l, const rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *out = NULL;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(l->rk);
+    rd_kafka_ListConsumerGroupOffsets_t *req =
+        rd_kafka_ListConsumerGroupOffsets_new(l->cfg->applier_group_id, parts);
+    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(
+        l->rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
+    rd_kafka_event_t *ev = NULL;
+    const char *why = "out of memory";
+    if (q == NULL || req == NULL || opt == NULL)
+        goto out;
+    (void)rd_kafka_AdminOptions_set_request_timeout(opt, BROKER_TIMEOUT_MS,
+                                                    NULL, 0);
+    rd_kafka_ListConsumerGroupOffsets(l->rk, &req, 1, opt, q);
+    ev = rd_kafka_queue_poll(q, BROKER_TIMEOUT_MS + 1000);
+    why = "no answer";
+    if (ev == NULL)
+        goto out;
+    why = rd_kafka_event_error_string(ev);
+    if (rd_kafka_event_error(ev))
+        goto out;
+    size_t n = 0;
+    const rd_kafka_group_result_t **res =
+        rd_kafka_ListConsumerGroupOffsets_result_groups(
+            rd_kafka_event_ListConsumerGroupOffsets_result(ev), &n);
+    why = "no result";
+    if (n != 1 || rd_kafka_group_result_error(res[0]))
+        goto out;
+    out = rd_kafka_topic_partition_list_copy(
+        rd_kafka_group_result_partitions(res[0]));
+out:
+    if (out == NULL)
+        ctr_warn("legacy input: could not read the committed offsets of %s: "
+                 "%s",
+                 l->cfg->kafka_topic, why ? why : "error");
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (opt)
+        rd_kafka_AdminOptions_destroy(opt);
+    if (req)
+        rd_kafka_ListConsumerGroupOffsets_destroy(req);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    return out;
+}
+
 /* The group's committed offsets of every partition of kafka.topic, or
  * NULL (logged). */
 static rd_kafka_topic_partition_list_t *committed_all(ctr_legacy *l)
@@ -44,15 +95,9 @@ static rd_kafka_topic_partition_list_t *committed_all(ctr_legacy *l)
     rd_kafka_topic_partition_list_t *all = rd_kafka_topic_partition_list_new(n);
     for (int p = 0; p < n; p++)
         rd_kafka_topic_partition_list_add(all, l->cfg->kafka_topic, p);
-    rd_kafka_resp_err_t err = rd_kafka_committed(l->rk, all, BROKER_TIMEOUT_MS);
-    if (err) {
-        ctr_warn("legacy input: could not read the committed offsets of %s: "
-                 "%s",
-                 l->cfg->kafka_topic, rd_kafka_err2str(err));
-        rd_kafka_topic_partition_list_destroy(all);
-        return NULL;
-    }
-    return all;
+    rd_kafka_topic_partition_list_t *got = group_offsets(l, all);
+    rd_kafka_topic_partition_list_destroy(all);
+    return got;
 }
 
 ctr_legacy *ctr_legacy_new(const ctr_config *cfg, rd_kafka_t *rk)
@@ -117,8 +162,11 @@ static int mark_mine(ctr_legacy *l, void (*commit)(void *), void *arg)
         goto out;
     }
     commit(arg); /* what was applied is committed first */
-    if (rd_kafka_committed(l->rk, pos, BROKER_TIMEOUT_MS) != 0)
+    rd_kafka_topic_partition_list_t *got = group_offsets(l, pos);
+    if (got == NULL)
         goto out;
+    rd_kafka_topic_partition_list_destroy(pos);
+    pos = got;
     for (int i = 0; i < pos->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &pos->elems[i];
         int64_t lo, hi;

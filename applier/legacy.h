@@ -20,7 +20,8 @@
  *   the quiet time starts over.
  *
  * Applier thread only; the calls that ask the broker block up to a few
- * seconds.
+ * seconds (committed offsets are read with an admin request: librdkafka
+ * 2.0's rd_kafka_committed asserted when the coordinator went away).
  */
 #ifndef COUNTER_APPLIER_LEGACY_H
 #define COUNTER_APPLIER_LEGACY_H

@@ -929,9 +929,9 @@ static void store_offsets(applier *a, rd_kafka_message_t **msgs, int n)
      * list's destroy gives back. */
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     for (int i = 0; i < n; i++) {
+        if (msgs[i]->err || msgs[i]->offset < 0)
+            continue; /* an error, not a message of the log */
         const char *topic = rd_kafka_topic_name(msgs[i]->rkt);
-        if (msgs[i]->offset < 0)
-            continue;
         rd_kafka_topic_partition_t *tp =
             rd_kafka_topic_partition_list_find(l, topic, msgs[i]->partition);
         if (tp == NULL)
