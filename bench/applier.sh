@@ -19,7 +19,9 @@
 # [30], BENCH_APPLIER_TIMEOUT [300] s per row, BENCH_APPLIER_ROWS [all:
 # plain_100 plain_10000 unique_100 gauge_100 two_appliers_100],
 # BENCH_APPLIER_LAG_RATE [20000] events/s for BENCH_APPLIER_LAG_DURATION
-# [10] s, BENCH_APPLIER_METRICS_PORT2 [API port + 9] the second applier's.
+# [10] s, BENCH_APPLIER_METRICS_PORT2 [API port + 9] the second applier's,
+# BENCH_APPLIER_PERSISTER_REF [1]: first the persister's drain of as many
+# api events, the reference of the same run (bench/run.sh has its own).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -223,6 +225,36 @@ row() {
           redis_bytes_per_event: $mb, kcat_produce_s: ($prod | tonumber)}')
 }
 
+# The reference of the same run when alone (bench/run.sh has its own):
+# the persister's drain of as many api events, timed the same way.
+PERSISTER_REF=null
+if [[ ${BENCH_APPLIER_PERSISTER_REF:-1} == 1 ]]; then
+    say "reference: the persister drains $N api events"
+    "$ROOT/deploy/stack.sh" stop counter-persister >/dev/null 2>&1
+    awk -v n="$N" -v ts="$(($(date +%s) * 1000))" -v p="bench_ap_ref_${RANDOM}_" 'BEGIN {
+        for (i = 0; i < n; i++) { c = p (i % 100)
+            printf "%s\t{\"v\":1,\"id\":\"%s-%d\",\"counter\":\"%s\",\"delta\":1,\"ts\":%d}\n", c, p, i, c, ts } }' >"$WORK/ref.tsv"
+    kcat -P -b "$KAFKA_BOOTSTRAP" -t "$KAFKA_TOPIC" -K $'\t' -H origin=api \
+        -X partitioner=murmur2_random -X linger.ms=20 -X batch.num.messages=10000 \
+        -X queue.buffering.max.messages=1000000 <"$WORK/ref.tsv"
+    persisted() {
+        pg "SELECT coalesce(sum(next_offset),0) FROM consumer_offsets
+            WHERE group_id='counter-persister' AND topic='$KAFKA_TOPIC'"
+    }
+    start_off=$(persisted)
+    "$ROOT/deploy/stack.sh" start counter-persister >/dev/null 2>&1
+    first="" t0=$(now)
+    while :; do
+        off=$(persisted)
+        if [[ -z $first && $off -gt $start_off ]]; then first=$(now) first_off=$off; fi
+        ((off - start_off >= N)) && break
+        (($(echo "$(now) - $t0 > $TIMEOUT" | bc))) && die "persister: only $((off - start_off)) of $N"
+        sleep 0.2
+    done
+    PERSISTER_REF=$(echo "($off - $first_off) / ($(now) - $first)" | bc)
+    say "reference: persister $PERSISTER_REF events/s"
+fi
+
 for r in $ROWS; do row "$r"; done
 
 say "lag: $LAG_RATE events/s for ${LAG_DURATION}s into $KAFKA_INPUT_TOPIC, visible through GET"
@@ -237,8 +269,9 @@ say "lag: $(jq -c . "$WORK/lag.json")"
     for k in "${!RESULT[@]}"; do jq -n --arg k "$k" --argjson v "${RESULT[$k]}" '{($k): $v}'; done
 } | jq -s 'add // {}' >"$WORK/rows.json"
 jq -n --slurpfile rows "$WORK/rows.json" --argjson mem "$MEMORY_JSON" \
-    --slurpfile lag "$WORK/lag.json" \
+    --slurpfile lag "$WORK/lag.json" --argjson pref "$PERSISTER_REF" \
     '{rows: $rows[0], memory: $mem, lag: ($lag[0] + {target_p99_ms: 1000}),
+      persister_events_per_s: $pref,
       two_appliers_ratio: (if $rows[0].two_appliers_100 and $rows[0].plain_100
         then ($rows[0].two_appliers_100.events_per_s / $rows[0].plain_100.events_per_s)
         else null end)}'

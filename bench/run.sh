@@ -229,7 +229,8 @@ say "persister drained $drain_events events in ${drain_wall}s (drained=$drained)
 
 if [[ $APPLIER == 1 ]]; then
     say "applier: drain, memory and lag rows (bench/applier.sh)"
-    BUILD="$BUILD" STACK_DIR="$STACK_DIR" "$ROOT/bench/applier.sh" >"$WORK/applier.json" ||
+    BUILD="$BUILD" STACK_DIR="$STACK_DIR" BENCH_APPLIER_PERSISTER_REF=0 \
+        "$ROOT/bench/applier.sh" >"$WORK/applier.json" ||
         die "bench/applier.sh failed"
 else
     echo null >"$WORK/applier.json"
