@@ -10,6 +10,7 @@ tests/integration/conftest.py by path as the module `it`.
 import datetime
 import importlib.util
 import os
+import sys
 import signal
 import time
 
@@ -18,6 +19,8 @@ from loadclient import LoadClient, fault_counters
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _IT_CONFTEST = os.path.join(_HERE, "..", "integration", "conftest.py")
+# what that conftest imports beside it (resp.py)
+sys.path.insert(0, os.path.dirname(_IT_CONFTEST))
 
 _spec = importlib.util.spec_from_file_location("integration_helpers", _IT_CONFTEST)
 it = importlib.util.module_from_spec(_spec)
