@@ -28,8 +28,9 @@
  * else was told about.
  *
  * Redis unusable (down, hung, or restarted empty and not rebuilt yet):
- * the event goes into Kafka only, without the "origin" header, so that
- * the applier applies it in log order once Redis is back; the answer is
+ * the event goes into Kafka only, without the "origin" header and so to
+ * the input topic (kafka.input_topic), so that the applier applies it in
+ * log order once Redis is back; the answer is
  * 202 {"applied": false}. A set needs the current value: it is refused.
  *
  * Idempotency-Key: the key is the event id, and the same Lua call that

@@ -24,6 +24,7 @@ enum {
     REQUEST_TIMEOUT_MS = 5000,
     MAX_PARTS = 1024, /* partitions past it are not watched */
     N_GROUPS = 2,
+    QUERY_TIMEOUT_MS = 500,
 };
 
 typedef struct part_state {
@@ -36,6 +37,7 @@ typedef struct part_state {
 typedef struct watched {
     const char *consumer; /* the label: "persister", "applier" */
     const char *group;    /* the group id, from the config */
+    const char *topic;    /* the topic it reads */
     int in_flight;
     int failing; /* the last request failed (logged once) */
     int64_t next_ms;
@@ -44,7 +46,7 @@ typedef struct watched {
 
 struct ctr_group_watch {
     rd_kafka_t *rk;
-    const char *topic;
+    const char *topic; /* the applier's: whose partitions are owned here */
     rd_kafka_queue_t *queue;
     watched groups[N_GROUPS];
 };
@@ -55,7 +57,7 @@ ctr_group_watch *ctr_group_watch_new(const ctr_config *cfg, rd_kafka_t *rk)
     if (w == NULL)
         return NULL;
     w->rk = rk;
-    w->topic = cfg->kafka_topic;
+    w->topic = cfg->kafka_input_topic;
     w->queue = rd_kafka_queue_new(rk);
     if (w->queue == NULL) {
         free(w);
@@ -63,8 +65,10 @@ ctr_group_watch *ctr_group_watch_new(const ctr_config *cfg, rd_kafka_t *rk)
     }
     w->groups[0].consumer = "persister";
     w->groups[0].group = cfg->persister_group_id;
+    w->groups[0].topic = cfg->kafka_topic;
     w->groups[1].consumer = "applier";
     w->groups[1].group = cfg->applier_group_id;
+    w->groups[1].topic = cfg->kafka_input_topic;
     return w;
 }
 
@@ -76,7 +80,9 @@ void ctr_group_watch_free(ctr_group_watch *w)
     free(w);
 }
 
-/* Asks for g's committed offsets on the partitions assigned here now. */
+/* Asks for g's committed offsets on the partitions assigned here now (of
+ * the input topic; the same numbers of the persister's topic: a counter's
+ * events and records share a partition number, keyed alike). */
 static void ask(ctr_group_watch *w, watched *g)
 {
     rd_kafka_topic_partition_list_t *mine = NULL, *parts = NULL;
@@ -89,7 +95,7 @@ static void ask(ctr_group_watch *w, watched *g)
     for (int i = 0; i < mine->cnt; i++)
         if (strcmp(mine->elems[i].topic, w->topic) == 0 &&
             mine->elems[i].partition < MAX_PARTS)
-            rd_kafka_topic_partition_list_add(parts, w->topic,
+            rd_kafka_topic_partition_list_add(parts, g->topic,
                                               mine->elems[i].partition);
     if (parts->cnt == 0) { /* nothing owned here: nothing to show */
         for (int p = 0; p < MAX_PARTS; p++)
@@ -124,7 +130,24 @@ static void failed(watched *g, const char *why)
     g->failing = 1;
 }
 
-/* An answer: the group's committed offsets beside the cached log ends. */
+/* The start and end of partition p of topic: cached when this consumer reads
+ * it, else asked of the broker (briefly: a metric may go without a sample). */
+static int log_end(ctr_group_watch *w, const char *topic, int32_t p,
+                   int64_t *lo, int64_t *hi)
+{
+    if (strcmp(topic, w->topic) == 0)
+        return rd_kafka_get_watermark_offsets(w->rk, topic, p, lo, hi) ==
+                       RD_KAFKA_RESP_ERR_NO_ERROR
+                   ? 0
+                   : -1;
+    return rd_kafka_query_watermark_offsets(w->rk, topic, p, lo, hi,
+                                            QUERY_TIMEOUT_MS) ==
+                   RD_KAFKA_RESP_ERR_NO_ERROR
+               ? 0
+               : -1;
+}
+
+/* An answer: the group's committed offsets beside the log ends. */
 static void take(ctr_group_watch *w, rd_kafka_event_t *ev)
 {
     watched *g = rd_kafka_event_opaque(ev);
@@ -159,9 +182,7 @@ static void take(ctr_group_watch *w, rd_kafka_event_t *ev)
         const rd_kafka_topic_partition_t *tp = &l->elems[i];
         int64_t lo, hi;
         if (tp->err || tp->partition < 0 || tp->partition >= MAX_PARTS ||
-            rd_kafka_get_watermark_offsets(w->rk, w->topic, tp->partition, &lo,
-                                           &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-            hi < 0)
+            log_end(w, g->topic, tp->partition, &lo, &hi) != 0 || hi < 0)
             continue; /* not known: no sample rather than a wrong one */
         part_state *ps = &g->parts[tp->partition];
         /* never committed: every event still in the log waits */
@@ -233,6 +254,13 @@ static void render_family(const ctr_group_watch *w, ctr_strbuf *b,
                 ctr_strbuf_printf(b, "%lld\n", (long long)ps->lag);
         }
     }
+}
+
+int64_t ctr_group_watch_applier_committed(const ctr_group_watch *w, int p)
+{
+    if (w == NULL || p < 0 || p >= MAX_PARTS || !w->groups[1].parts[p].known)
+        return -1;
+    return w->groups[1].parts[p].committed;
 }
 
 void ctr_group_watch_render(const ctr_group_watch *w, ctr_strbuf *b)

@@ -10,7 +10,9 @@
  * a frozen process), and its metrics port, served from that loop, stops
  * answering with it. The persister mirrors each PostgreSQL commit into
  * Kafka, so its progress can be read from outside. Each applier watches
- * the partitions assigned to it, so the appliers together cover the topic.
+ * the partitions assigned to it (of the input topic; for the persister,
+ * the same numbers of kafka.topic, whose ends it asks the broker for), so
+ * the appliers together cover the topics.
  *
  * Asynchronous: requests go out at most once a second per group and their
  * results come back on a queue of the watch's own, taken by
@@ -36,6 +38,11 @@ void ctr_group_watch_free(ctr_group_watch *w);
 /* Takes the answers that arrived and sends the requests that are due;
  * never blocks. Call it from every loop that waits. */
 void ctr_group_watch_step(ctr_group_watch *w);
+
+/* The applier group's offset committed on partition p of the input topic
+ * as the last answer said, or -1 (not known, never committed, or not a
+ * partition of this applier's). */
+int64_t ctr_group_watch_applier_committed(const ctr_group_watch *w, int p);
 
 /* counter_kafka_group_lag and counter_kafka_group_progress_timestamp_seconds
  * {consumer, group, partition}, for the partitions of the last answers. */

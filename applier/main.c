@@ -1,24 +1,36 @@
 /*
  * main.c - counter-applier: applies to Redis the events that other
- * services wrote straight into Kafka (no "origin" header), exactly once,
- * with the same Lua call as the api, so they obey the counter's kind,
- * dedup, bounds and windows.
+ * services write straight into Kafka (the input topic, kafka.input_topic:
+ * no "origin" header), exactly once, with the api's decisions, so they
+ * obey the counter's kind, dedup, bounds and windows.
  *
- * Exactly once across crashes and rebalances: the script keeps, per
- * counter and partition, the last offset applied and refuses anything at
- * or below it; an event id seen before on that counter (a producer's
- * retry) is refused by a per-id guard that also records what the first
- * one applied.
+ * A consumed batch goes to Redis at once: its events are grouped per
+ * counter and partition, and consecutive events of one counter (one value
+ * key) are one call of redis/fold.lua, which decides each event as the
+ * api's write script decides a confirmed write; the calls of a batch are
+ * pipelined, one per counter in flight (per master in a cluster), their
+ * replies matched in order. A keyed api write sent around Redis (header
+ * "dedup") still goes through redis/write.lua on its own, with its
+ * Idempotency-Key record.
+ *
+ * Exactly once across crashes and rebalances: the scripts keep, per
+ * counter and partition, the last offset applied and refuse anything at
+ * or below it; an event id the counter saw within applier.dedup_window_s
+ * (a producer's retry) is refused by the id window.
  *
  * For each event it applies (or dedups) it publishes a record with header
- * "origin: applier" carrying the applied delta; that record is what the
- * persister counts, so PostgreSQL follows Redis's decisions (a refused
- * bound, a clamp) rather than the raw request. Kafka offsets are committed
- * only after the records are delivered; after a crash the fence recognises
- * applied events and their records are published again, which the
- * persister dedups by event id.
+ * "origin: applier" carrying the applied delta and "source" naming the
+ * event's offset; that record is what the persister counts (once per
+ * source offset), so PostgreSQL follows Redis's decisions (a refused
+ * bound, a clamp) rather than the raw request. Records are produced
+ * without waiting; Kafka offsets are committed only after every record is
+ * delivered; after a crash the fence recognises applied events, fold.lua's
+ * outcome log says what they led to, and their records are published
+ * again, which the persister recognises by their source.
  *
- * Events that fail validation are copied to "<topic>.dlq".
+ * Events that fail validation are copied to "<topic>.dlq". A deployment
+ * from before the input topic has its bare events in kafka.topic: they
+ * are read there too until drained (applier/legacy.h).
  * Single thread: rebalance callbacks run inside rd_kafka_consumer_poll.
  */
 #include "common/config.h"
@@ -31,7 +43,9 @@
 #include "ingest/event.h"
 #include "ingest/producer.h"
 #include "ingest/restore.h"
+#include "applier/fold.h"
 #include "applier/group_watch.h"
+#include "applier/legacy.h"
 #include "applier/resolver.h"
 #include "applier/tail.h"
 
@@ -47,7 +61,10 @@
 
 enum {
     COMMIT_EVERY_MS = 200,
-    COMMIT_EVERY_MSGS = 2000,
+    COMMIT_EVERY_MSGS = 100000,
+    /* messages taken from the consumer at once: under a backlog of many
+     * counters, more of each counter's events share one call */
+    BATCH_MAX = 20000,
     RECORD_TIMEOUT_MS = 300000,
     REDIS_CHECK_EVERY_MS = 500,
     WAIT_REPLICAS_MS = 1000,
@@ -59,7 +76,7 @@ typedef struct applier {
     rd_kafka_t *rk;
     ctr_producer *producer;
     ctr_rclient *redis;
-    char sha[41], finish_sha[41];
+    char sha[41], finish_sha[41], fold_sha[41];
     char epoch[CTR_EPOCH_MAX]; /* the data set's, last seen */
     int undelivered; /* records whose delivery failed since the last commit */
     size_t uncommitted;
@@ -68,10 +85,14 @@ typedef struct applier {
     uint64_t applied, duplicates, refused, invalid, skipped;
     uint64_t restores;
     int wait_short_logged;
-    ctr_histogram apply_seconds; /* the Lua call, retries included */
-    ctr_resolver *resolver;      /* pending writes nobody else settles */
-    ctr_tail *tail;              /* what a restore left owed */
-    ctr_group_watch *groups;     /* the consumer groups' committed lag */
+    ctr_histogram apply_seconds; /* a batch's Redis calls, retries included */
+    ctr_histogram batch_events;  /* messages per batch */
+    ctr_legacy *legacy;          /* bare events of kafka.topic, from before */
+    int revoked; /* a rebalance took partitions while a batch filled */
+    rd_kafka_topic_partition_list_t *revoked_parts;
+    ctr_resolver *resolver;  /* pending writes nobody else settles */
+    ctr_tail *tail;          /* what a restore left owed */
+    ctr_group_watch *groups; /* the consumer groups' committed lag */
     ctr_metrics_server *metrics;
 } applier;
 
@@ -159,7 +180,8 @@ static int redis_ready(applier *a)
     if (a->redis == NULL)
         goto failed;
     if (ctr_rclient_script(a->redis, ctr_script_write, a->sha) != 0 ||
-        ctr_rclient_script(a->redis, ctr_script_finish, a->finish_sha) != 0) {
+        ctr_rclient_script(a->redis, ctr_script_finish, a->finish_sha) != 0 ||
+        ctr_rclient_script(a->redis, ctr_script_fold, a->fold_sha) != 0) {
         snprintf(err, sizeof(err), "%s", ctr_rclient_errstr(a->redis));
         goto failed;
     }
@@ -252,6 +274,13 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
 
 /* ---- Kafka ---- */
 
+/* Which of the committed_offsets a topic is: 0 the input topic, 1
+ * kafka.topic (its bare events from before the input topic). */
+static int topic_index(const applier *a, const char *topic)
+{
+    return strcmp(topic, a->cfg->kafka_input_topic) == 0 ? 0 : 1;
+}
+
 /* Waits for every record, then commits the stored offsets. */
 static void commit_progress(applier *a)
 {
@@ -268,12 +297,17 @@ static void commit_progress(applier *a)
     /* Asynchronous: a synchronous commit (librdkafka 2.0) left a
      * reference behind that made rd_kafka_destroy wait forever at exit.
      * A commit that is lost only makes a restart see a few events again,
-     * which the fence and the id guard recognise. */
+     * which the fence recognises. */
     rd_kafka_resp_err_t err = rd_kafka_commit(a->rk, NULL, 1);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         ctr_warn("could not commit offsets: %s", rd_kafka_err2str(err));
     a->uncommitted = 0;
     a->last_commit_ms = ctr_time_mono_ms();
+}
+
+static void commit_progress_cb(void *arg)
+{
+    commit_progress(arg);
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -283,32 +317,52 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         /* from the committed offsets: the fence skips what was applied
          * after them */
-        for (int i = 0; i < parts->cnt; i++)
-            ctr_info("assigned partition %d", (int)parts->elems[i].partition);
+        for (int i = 0; i < parts->cnt; i++) {
+            ctr_info("assigned partition %d of %s",
+                     (int)parts->elems[i].partition, parts->elems[i].topic);
+            if (topic_index(a, parts->elems[i].topic) == 1)
+                ctr_legacy_activity(a->legacy);
+        }
         ctr_consumer_assign(rk, parts);
     } else {
         /* The records of what was applied go out, and the offsets with
          * them, before the next owner starts: it then redoes little. When
          * the partitions were lost the commit is refused, and the next
-         * owner's fence recognises what this member applied. */
-        for (int i = 0; i < parts->cnt; i++)
-            ctr_info("revoked partition %d%s", (int)parts->elems[i].partition,
+         * owner's fence recognises what this member applied. Messages of
+         * these partitions taken into the batch being filled are left to
+         * the next owner (fill_batch). */
+        for (int i = 0; i < parts->cnt; i++) {
+            ctr_info("revoked partition %d of %s%s",
+                     (int)parts->elems[i].partition, parts->elems[i].topic,
                      rd_kafka_assignment_lost(rk) ? " (lost)" : "");
+            rd_kafka_topic_partition_list_add(a->revoked_parts,
+                                              parts->elems[i].topic,
+                                              parts->elems[i].partition);
+        }
+        a->revoked = 1;
         commit_progress(a);
         ctr_consumer_unassign(rk, parts);
     }
 }
 
-/* Publishes the record of an applied event: what it changed, counted by
- * the persister once per (counter, event id[, generation of a key]). */
+/*
+ * Publishes the record of an applied event: what it changed, counted by
+ * the persister once per source offset (msg: the event's message), or,
+ * without one, once per (counter, event id[, generation of a key]).
+ */
 static void publish_record(applier *a, const ctr_event *ev, int64_t delta,
-                           int64_t gen)
+                           int64_t gen, const rd_kafka_message_t *msg)
 {
     ctr_event rec = *ev;
     size_t len;
     rec.delta = delta;
     char *payload = ctr_event_encode(&rec, &len);
     ctr_event_headers h = {.origin = "applier", .dedup_gen = gen};
+    if (msg) {
+        h.source_topic = rd_kafka_topic_name(msg->rkt);
+        h.source_partition = msg->partition;
+        h.source_offset = msg->offset;
+    }
     int backoff = 10;
     while (payload) {
         if (ctr_producer_send(a->producer, ev->counter, strlen(ev->counter),
@@ -374,108 +428,603 @@ static void confirm_api_write(applier *a, const ctr_event *ev,
     freeReplyObject(r);
     if (finished)
         publish_record(a, ev, def->kind == CTR_KIND_UNIQUE ? 1 : rec.applied,
-                       rec.gen_ms);
+                       rec.gen_ms, NULL);
 }
 
-static void handle_message(applier *a, rd_kafka_message_t *msg)
-{
+/* ---- a batch ---- */
+
+/* One message of a batch. */
+typedef struct item {
+    rd_kafka_message_t *msg;
     ctr_event ev;
-    ctr_apply_spec spec;
+    const ctr_counter_def *def;
+    ctr_apply_spec spec; /* its plan, fence and guard */
+    int64_t gen;         /* a keyed api write's generation, else 0 */
+    int next;            /* the next item of its lane, -1: none */
+} item;
+
+/* The items of one counter on one partition of one topic, in log order:
+ * what must reach Redis one call after another. */
+typedef struct lane {
+    const char *name;
+    const char *topic;
+    int32_t partition;
+    int head; /* the next item to apply, -1: done */
+    int tail;
+} lane;
+
+/* One script call of a round. */
+typedef struct call {
+    int lane;
+    int n;      /* items from the lane's head */
+    int single; /* write.lua for one item; else fold.lua */
+    enum { CALL_SENT, CALL_OK, CALL_RETRY, CALL_LOST, CALL_REFUSED } status;
+    char **codes; /* fold.lua's, one per item */
+    int rc;       /* write.lua's: ctr_apply_parse's status, res, err */
     ctr_apply_result res;
     char err[256];
+    ctr_fold_args fold;
+    ctr_apply_argv write;
+} call;
 
+typedef struct batch {
+    item *items;
+    int n;
+    lane *lanes;
+    int nlanes, cap_lanes;
+    int *slots; /* hash of (topic, partition, name) -> lane + 1 */
+    int nslots;
+    call *calls;
+    int ncalls;
+} batch;
+
+static uint32_t lane_hash(const char *topic, int32_t partition,
+                          const char *name)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)partition;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h ^ (uint32_t)(unsigned char)topic[0] * 31u;
+}
+
+/* The lane of item i's counter and partition, made if new. 0 or -1. */
+static int lane_add(batch *b, int i)
+{
+    item *it = &b->items[i];
+    const char *topic = rd_kafka_topic_name(it->msg->rkt);
+    uint32_t h = lane_hash(topic, it->msg->partition, it->ev.counter);
+    int s = (int)(h & (uint32_t)(b->nslots - 1));
+    for (; b->slots[s]; s = (s + 1) & (b->nslots - 1)) {
+        lane *l = &b->lanes[b->slots[s] - 1];
+        if (l->partition == it->msg->partition &&
+            strcmp(l->name, it->ev.counter) == 0 &&
+            strcmp(l->topic, topic) == 0) {
+            b->items[l->tail].next = i;
+            l->tail = i;
+            if (l->head < 0)
+                l->head = i;
+            return 0;
+        }
+    }
+    if (b->nlanes == b->cap_lanes)
+        return -1; /* cannot happen: a lane per item at most */
+    lane *l = &b->lanes[b->nlanes++];
+    l->name = it->ev.counter;
+    l->topic = topic;
+    l->partition = it->msg->partition;
+    l->head = l->tail = i;
+    b->slots[s] = b->nlanes;
+    return 0;
+}
+
+/* Items j and k may share one fold.lua call: the same value and dedup
+ * keys, neither a keyed api write. */
+static int same_run(const item *j, const item *k)
+{
+    return k->gen == 0 && j->gen == 0 &&
+           strcmp(j->spec.key_suffix, k->spec.key_suffix) == 0 &&
+           strcmp(j->spec.dedup_suffix, k->spec.dedup_suffix) == 0;
+}
+
+/* The calls of a round that went into the pipeline, in its order. */
+typedef struct round {
+    batch *b;
+    const int *sent;
+} round;
+
+/* The reply of the round's i-th sent call (r lives only during this
+ * call). */
+static void on_call_reply(const redisReply *r, size_t i, void *arg)
+{
+    round *rd = arg;
+    call *c = &rd->b->calls[rd->sent[i]];
+    if (r == NULL) {
+        c->status = CALL_RETRY;
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR && (strncmp(r->str, "NOSCRIPT", 8) == 0 ||
+                                         strncmp(r->str, "LOADING", 7) == 0 ||
+                                         strncmp(r->str, "BUSY", 4) == 0)) {
+        c->status = CALL_RETRY; /* not run: not the events' fault */
+        return;
+    }
+    if (c->single) {
+        c->rc = ctr_apply_parse(r, &c->res, c->err, sizeof(c->err));
+        c->status =
+            c->rc == CTR_APPLY_OK && c->res.outcome == CTR_APPLY_NO_EPOCH
+                ? CALL_LOST
+                : CALL_OK;
+        return;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+        r->element[0]->type == REDIS_REPLY_STRING) {
+        if (strcmp(r->element[0]->str, "epoch") == 0) {
+            c->status = CALL_LOST;
+            return;
+        }
+        if (strcmp(r->element[0]->str, "ok") == 0 &&
+            r->elements == (size_t)c->n + 1) {
+            c->codes = calloc((size_t)c->n, sizeof(*c->codes));
+            for (int k = 0; c->codes && k < c->n; k++) {
+                const redisReply *e = r->element[k + 1];
+                if (e->type != REDIS_REPLY_STRING ||
+                    (c->codes[k] = strndup(e->str, e->len)) == NULL)
+                    break;
+            }
+            for (int k = 0; c->codes && k < c->n; k++)
+                if (c->codes[k] == NULL) {
+                    c->status = CALL_RETRY; /* out of memory: again */
+                    return;
+                }
+            c->status = c->codes ? CALL_OK : CALL_RETRY;
+            return;
+        }
+    }
+    /* an error the script gives again (a key of the wrong type, a
+     * damaged value): each event on its own, as before batches */
+    snprintf(c->err, sizeof(c->err), "%s",
+             r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    c->status = CALL_REFUSED;
+}
+
+static void call_clear(call *c)
+{
+    for (int k = 0; c->codes && k < c->n; k++)
+        free(c->codes[k]);
+    free(c->codes);
+    ctr_fold_args_free(&c->fold);
+    memset(c, 0, sizeof(*c));
+}
+
+/*
+ * What a write.lua call decided for it (rc, res as apply_event returns
+ * them): the record, the dead letter or the log line, as the applier has
+ * always done for one event. A record goes without a source: the
+ * persister counts it once per id, as the guard key remembers it.
+ */
+static void act_single(applier *a, item *it, int rc,
+                       const ctr_apply_result *res, const char *err)
+{
+    const ctr_event *ev = &it->ev;
+    int unique = it->def->kind == CTR_KIND_UNIQUE;
+    if (rc == CTR_APPLY_OVERFLOW) {
+        dead_letter(a, it->msg,
+                    "delta: the counter would leave the int64 range");
+        return;
+    }
+    if (rc != CTR_APPLY_OK) {
+        dead_letter(a, it->msg, err);
+        return;
+    }
+    switch (res->outcome) {
+    case CTR_APPLY_APPLIED:
+    case CTR_APPLY_DUPLICATE:
+        if (res->outcome == CTR_APPLY_APPLIED)
+            a->applied++;
+        else
+            a->duplicates++;
+        publish_record(a, ev, unique ? 1 : res->value - res->prev, it->gen,
+                       NULL);
+        break;
+    case CTR_APPLY_ALREADY_APPLIED:
+        /* applied before a crash: its record may not have gone out */
+        if (res->recorded == 'a')
+            publish_record(a, ev, unique ? 1 : res->recorded_delta, it->gen,
+                           NULL);
+        else
+            confirm_api_write(a, ev, it->def, res->record);
+        break;
+    case CTR_APPLY_DUPLICATE_ID:
+        a->duplicates++;
+        confirm_api_write(a, ev, it->def, res->record);
+        break;
+    case CTR_APPLY_KEY_SEEN:     /* api writes only */
+    case CTR_APPLY_NO_EPOCH:     /* the caller waits for the epoch */
+    case CTR_APPLY_OUT_OF_RANGE: /* returned as CTR_APPLY_OVERFLOW */
+    case CTR_APPLY_SAME_EPOCH: /* not asked for */ break;
+    case CTR_APPLY_BOUND_REFUSED:
+        a->refused++;
+        ctr_info("event %s on %s refused: it would cross a bound", ev->id,
+                 ev->counter);
+        break;
+    }
+}
+
+/* What fold.lua decided for one event (its code: see redis/fold.lua). */
+static void act_fold(applier *a, item *it, const char *code)
+{
+    const ctr_event *ev = &it->ev;
+    int unique = it->def->kind == CTR_KIND_UNIQUE;
+    int64_t d;
+    switch (code[0]) {
+    case 'a':
+        a->applied++;
+        d = strtoll(code + 1, NULL, 10);
+        publish_record(a, ev, unique ? 1 : d, 0, it->msg);
+        return;
+    case 'u':
+        a->duplicates++;
+        publish_record(a, ev, 1, 0, it->msg);
+        return;
+    case 'r':
+        a->refused++;
+        ctr_info("event %s on %s refused: it would cross a bound", ev->id,
+                 ev->counter);
+        return;
+    case 'o':
+        dead_letter(a, it->msg,
+                    "delta: the counter would leave the int64 range");
+        return;
+    case 'd': a->duplicates++; return;
+    case 'g':
+        a->duplicates++;
+        confirm_api_write(a, ev, it->def, code + 1);
+        return;
+    case 'A': break;
+    default:
+        ctr_warn("event %s on %s: unknown outcome \"%.16s\"", ev->id,
+                 ev->counter, code);
+        return;
+    }
+    /* applied before a crash: its record may not have gone out */
+    const char *c = code + 1;
+    switch (c[0]) {
+    case '\0': publish_record(a, ev, unique ? 1 : ev->delta, 0, it->msg); break;
+    case 'a':
+        publish_record(a, ev, unique ? 1 : strtoll(c + 1, NULL, 10), 0,
+                       it->msg);
+        break;
+    case 'u': publish_record(a, ev, 1, 0, it->msg); break;
+    case 'o':
+        dead_letter(a, it->msg,
+                    "delta: the counter would leave the int64 range");
+        break;
+    case 'g': confirm_api_write(a, ev, it->def, c + 1); break;
+    case 'G': /* only a guard key knows: applied one by one (act_single) */
+        if (c[1] == 'a')
+            publish_record(a, ev, unique ? 1 : strtoll(c + 2, NULL, 10), 0,
+                           NULL);
+        else
+            confirm_api_write(a, ev, it->def, c + 1);
+        break;
+    default: /* r, d: nothing was recorded */ break;
+    }
+}
+
+/* Builds the next call of lane li into c; 0 or -1 (a key too long: the
+ * item goes on its own, and write.lua refuses it as before). */
+static int call_build(applier *a, batch *b, int li, call *c)
+{
+    lane *l = &b->lanes[li];
+    item *first = &b->items[l->head];
+    memset(c, 0, sizeof(*c));
+    c->lane = li;
+    c->n = 1;
+    if (first->gen == 0) {
+        const ctr_event *evs[CTR_FOLD_MAX];
+        int64_t offs[CTR_FOLD_MAX];
+        int n = 0;
+        for (int k = l->head;
+             k >= 0 && n < CTR_FOLD_MAX && same_run(first, &b->items[k]);
+             k = b->items[k].next) {
+            evs[n] = &b->items[k].ev;
+            offs[n++] = b->items[k].msg->offset;
+        }
+        /* what the group has committed, as the broker said to the group
+         * watch (asynchronously, every second): fold.lua keeps an outcome
+         * only while its offset may be read again, and only the broker
+         * knows which commits went through. The bare events of
+         * kafka.topic keep theirs (a passing phase). */
+        int64_t committed =
+            topic_index(a, l->topic) == 0
+                ? ctr_group_watch_applier_committed(a->groups, l->partition)
+                : -1;
+        ctr_fold_ctx ctx = {
+            .sha = a->fold_sha,
+            .now_s = ctr_time_now_ms() / 1000,
+            .window_s = a->cfg->applier_dedup_window_s,
+            .committed = committed,
+            .log_ttl_s = a->cfg->applier_guard_ttl_s,
+        };
+        if (ctr_fold_args_build(&c->fold, &ctx, first->ev.counter, &first->spec,
+                                evs, offs, (size_t)n) == 0) {
+            c->n = n;
+            return 0;
+        }
+    }
+    c->single = 1;
+    return ctr_apply_write_argv(&c->write, a->sha, first->ev.counter,
+                                &first->spec);
+}
+
+/* Acts on call c's items and moves its lane on. */
+static void call_done(applier *a, batch *b, call *c)
+{
+    lane *l = &b->lanes[c->lane];
+    for (int k = 0; k < c->n && !ctr_service_stopping(); k++) {
+        item *it = &b->items[l->head];
+        if (c->status == CALL_REFUSED) {
+            /* each on its own, as before batches (apply_event waits for
+             * Redis; a stop leaves the item unapplied) */
+            ctr_apply_result res;
+            char err[256];
+            it->spec.guard_id = it->ev.id;
+            if (it->gen == 0)
+                it->spec.guard_ttl_s = a->cfg->applier_guard_ttl_s;
+            int rc = apply_event(a, it->ev.counter, &it->spec, &res, err,
+                                 sizeof(err));
+            if (rc == 1)
+                return;
+            act_single(a, it, rc, &res, err);
+        } else if (c->single) {
+            act_single(a, it, c->rc, &c->res, c->err);
+        } else {
+            act_fold(a, it, c->codes[k]);
+        }
+        l->head = it->next;
+    }
+}
+
+/*
+ * Applies the batch's items: rounds of at most one call per lane,
+ * pipelined, until every lane is done. A call Redis did not answer (or
+ * that found the data set gone) is sent again in the next round, once
+ * Redis is back; its lane's later calls wait for it, so a counter's events
+ * reach Redis in log order. 0, or 1 when a stop was requested first.
+ */
+static int apply_items(applier *a, batch *b)
+{
+    int backoff = 50;
+    for (;;) {
+        if (ctr_service_stopping())
+            return 1;
+        if (redis_ready(a) != 0) {
+            serve_metrics(a);
+            ctr_service_sleep_ms(backoff);
+            backoff =
+                backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+            continue;
+        }
+        int64_t t0 = ctr_time_mono_us();
+        b->ncalls = 0;
+        for (int li = 0; li < b->nlanes; li++) {
+            if (b->lanes[li].head < 0)
+                continue;
+            call *c = &b->calls[b->ncalls++];
+            if (call_build(a, b, li, c) != 0) {
+                c->status = CALL_REFUSED;
+                continue;
+            }
+            const char **argv = c->single ? c->write.argv : c->fold.argv;
+            int argc = c->single ? c->write.argc : c->fold.argc;
+            if (ctr_rclient_append(a->redis, argv[3], argc, argv, NULL) != 0)
+                c->status = CALL_RETRY;
+        }
+        if (b->ncalls == 0)
+            return 0;
+        /* calls refused before sending are not in the pipeline: the
+         * pipeline's i counts the sent ones */
+        int sent[BATCH_MAX];
+        int nsent = 0;
+        for (int i = 0; i < b->ncalls; i++)
+            if (b->calls[i].status == CALL_SENT)
+                sent[nsent++] = i;
+        round rd = {b, sent};
+        int failed = ctr_rclient_drain(a->redis, on_call_reply, &rd) != 0;
+        /* in a cluster a write must reach a replica before its record
+         * goes out: a failover would lose it otherwise */
+        for (int i = 0; i < b->ncalls; i++) {
+            call *c = &b->calls[i];
+            if (c->status != CALL_OK)
+                continue;
+            const char *key = c->single ? c->write.argv[3] : c->fold.argv[3];
+            int waited = ctr_rclient_wait(a->redis, key, WAIT_REPLICAS_MS);
+            if (waited > 0 && !a->wait_short_logged) {
+                ctr_warn("redis: a write reached fewer replicas than "
+                         "redis.wait_replicas within %d ms",
+                         WAIT_REPLICAS_MS);
+                a->wait_short_logged = 1;
+            }
+            if (waited < 0)
+                c->status = CALL_RETRY; /* the fence makes it safe again */
+        }
+        int lost = 0, applied_n = 0;
+        for (int i = 0; i < b->ncalls; i++) {
+            call *c = &b->calls[i];
+            applied_n += c->n;
+            if (c->status == CALL_OK || c->status == CALL_REFUSED)
+                call_done(a, b, c);
+            else
+                failed = 1;
+            lost |= c->status == CALL_LOST;
+            call_clear(c);
+        }
+        /* the time each event of the round waited for Redis */
+        double took = (double)(ctr_time_mono_us() - t0) / 1e6;
+        for (int k = 0; k < applied_n; k++)
+            ctr_hist_observe(&a->apply_seconds, took);
+        if (failed || lost) {
+            ctr_warn("redis: %s", lost ? "the data set is gone"
+                                       : ctr_rclient_errstr(a->redis));
+            redis_drop(a); /* reconnecting restores a lost data set */
+        } else {
+            backoff = 50;
+        }
+    }
+}
+
+/* Decodes and plans message i of the batch; 0 when it goes to Redis, 1
+ * when it is done already (an error, an applied event, a dead letter). */
+static int item_prepare(applier *a, item *it)
+{
+    rd_kafka_message_t *msg = it->msg;
+    char err[256];
     if (msg->err) {
         if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             ctr_warn("kafka consumer: %s", rd_kafka_message_errstr(msg));
-        return;
+        return 1;
     }
     char origin[16];
     if (ctr_message_origin(msg, origin, sizeof(origin))) {
         a->skipped++; /* already in Redis, or our own record */
-        goto done;
+        return 1;
     }
-    if (ctr_event_decode(msg->payload, msg->len, &ev, err, sizeof(err)) != 0) {
+    int legacy = topic_index(a, rd_kafka_topic_name(msg->rkt)) == 1;
+    if (legacy)
+        ctr_legacy_activity(a->legacy);
+    if (ctr_event_decode(msg->payload, msg->len, &it->ev, err, sizeof(err)) !=
+        0) {
         dead_letter(a, msg, err);
-        goto done;
+        return 1;
     }
-    const ctr_counter_def *def = ctr_config_counter(a->cfg, ev.counter);
-    if (def->kind == CTR_KIND_UNIQUE && (ev.user_id == NULL || ev.delta != 1)) {
+    it->def = ctr_config_counter(a->cfg, it->ev.counter);
+    if (it->def->kind == CTR_KIND_UNIQUE &&
+        (it->ev.user_id == NULL || it->ev.delta != 1)) {
         dead_letter(a, msg,
-                    ev.user_id == NULL
+                    it->ev.user_id == NULL
                         ? "user_id: required for a unique counter"
                         : "delta: must be 1 for a unique counter");
-        ctr_event_clear(&ev);
-        goto done;
+        return 1;
     }
-    ctr_apply_plan(&spec, def, ev.ts_ms, ctr_time_now_ms(), a->cfg->lateness_s,
-                   ev.user_id, 0, ev.delta);
-    spec.fence_offset = msg->offset;
-    spec.fence_partition = msg->partition;
-    spec.guard_id = ev.id;
-    spec.guard_ttl_s = a->cfg->applier_guard_ttl_s;
+    ctr_apply_plan(&it->spec, it->def, it->ev.ts_ms, ctr_time_now_ms(),
+                   a->cfg->lateness_s, it->ev.user_id, 0, it->ev.delta);
+    it->spec.fence_offset = msg->offset;
+    it->spec.fence_partition = msg->partition;
+    it->spec.fence_kind = legacy ? 'o' : 'i';
     /* a keyed api write the api sent around Redis: its key names it for
-     * as long as the api's own keys do */
-    int64_t gen = message_gen(msg);
-    if (gen > 0)
-        spec.guard_ttl_s = a->cfg->idempotency_ttl_s;
+     * as long as the api's own keys do, in a guard key of its own */
+    it->gen = message_gen(msg);
+    if (it->gen > 0) {
+        it->spec.guard_id = it->ev.id;
+        it->spec.guard_ttl_s = a->cfg->idempotency_ttl_s;
+    }
+    return 0;
+}
 
-    int64_t t0 = ctr_time_mono_us();
-    int rc = apply_event(a, ev.counter, &spec, &res, err, sizeof(err));
-    ctr_hist_observe(&a->apply_seconds,
-                     (double)(ctr_time_mono_us() - t0) / 1e6);
-    if (rc == 1) { /* stopping: leave this offset unprocessed */
-        ctr_event_clear(&ev);
-        return;
-    }
-    if (rc == CTR_APPLY_OVERFLOW) {
-        dead_letter(a, msg, "delta: the counter would leave the int64 range");
-    } else if (rc != CTR_APPLY_OK) {
-        dead_letter(a, msg, err);
-    } else {
-        int unique = def->kind == CTR_KIND_UNIQUE;
-        switch (res.outcome) {
-        case CTR_APPLY_APPLIED:
-        case CTR_APPLY_DUPLICATE:
-            if (res.outcome == CTR_APPLY_APPLIED)
-                a->applied++;
-            else
-                a->duplicates++;
-            publish_record(a, &ev, unique ? 1 : res.value - res.prev, gen);
-            break;
-        case CTR_APPLY_ALREADY_APPLIED:
-            /* applied before a crash: its record may not have gone out */
-            if (res.recorded == 'a')
-                publish_record(a, &ev, unique ? 1 : res.recorded_delta, gen);
-            else
-                confirm_api_write(a, &ev, def, res.record);
-            break;
-        case CTR_APPLY_DUPLICATE_ID:
-            a->duplicates++;
-            confirm_api_write(a, &ev, def, res.record);
-            break;
-        case CTR_APPLY_KEY_SEEN:     /* api writes only */
-        case CTR_APPLY_NO_EPOCH:     /* apply_event waits for the epoch */
-        case CTR_APPLY_OUT_OF_RANGE: /* returned as CTR_APPLY_OVERFLOW */
-        case CTR_APPLY_SAME_EPOCH: /* not asked for */ break;
-        case CTR_APPLY_BOUND_REFUSED:
-            a->refused++;
-            ctr_info("event %s on %s refused: it would cross a bound", ev.id,
-                     ev.counter);
-            break;
-        }
-    }
-    ctr_event_clear(&ev);
-done:;
+/* Stores the offsets after the batch's messages, partition by partition. */
+static void store_offsets(applier *a, rd_kafka_message_t **msgs, int n)
+{
     /* A list of librdkafka's own, not one on the stack: librdkafka may
      * keep a reference to the partition in an element, which only the
      * list's destroy gives back. */
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msg->rkt),
-                                      msg->partition)
-        ->offset = msg->offset + 1;
-    rd_kafka_offsets_store(a->rk, l);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (int i = 0; i < n; i++) {
+        if (msgs[i]->err || msgs[i]->offset < 0)
+            continue; /* an error, not a message of the log */
+        const char *topic = rd_kafka_topic_name(msgs[i]->rkt);
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_find(l, topic, msgs[i]->partition);
+        if (tp == NULL)
+            tp =
+                rd_kafka_topic_partition_list_add(l, topic, msgs[i]->partition);
+        if (msgs[i]->offset + 1 > tp->offset)
+            tp->offset = msgs[i]->offset + 1;
+    }
+    if (l->cnt > 0)
+        rd_kafka_offsets_store(a->rk, l);
     rd_kafka_topic_partition_list_destroy(l);
-    a->uncommitted++;
+    a->uncommitted += (size_t)n;
+}
+
+/* Applies messages msgs[0..n), in order per partition. */
+static void apply_batch(applier *a, rd_kafka_message_t **msgs, int n)
+{
+    batch b;
+    memset(&b, 0, sizeof(b));
+    b.items = calloc((size_t)n, sizeof(*b.items));
+    b.lanes = calloc((size_t)n, sizeof(*b.lanes));
+    b.calls = calloc((size_t)n, sizeof(*b.calls));
+    b.nslots = 16;
+    while (b.nslots < 2 * n)
+        b.nslots *= 2;
+    b.slots = calloc((size_t)b.nslots, sizeof(*b.slots));
+    b.cap_lanes = n;
+    if (b.items == NULL || b.lanes == NULL || b.calls == NULL ||
+        b.slots == NULL) {
+        ctr_error("out of memory for a batch of %d events; exiting", n);
+        exit(1);
+    }
+    ctr_hist_observe(&a->batch_events, (double)n);
+    for (int i = 0; i < n; i++) {
+        item *it = &b.items[b.n];
+        it->msg = msgs[i];
+        it->next = -1;
+        if (item_prepare(a, it) != 0) {
+            ctr_event_clear(&it->ev);
+            continue;
+        }
+        if (lane_add(&b, b.n) != 0) {
+            ctr_error("batch lanes overflowed; exiting");
+            exit(1);
+        }
+        b.n++;
+    }
+    int stopped = apply_items(a, &b);
+    for (int i = 0; i < b.n; i++)
+        ctr_event_clear(&b.items[i].ev);
+    free(b.items);
+    free(b.lanes);
+    free(b.calls);
+    free(b.slots);
+    if (!stopped) /* stopping: these offsets stay unprocessed */
+        store_offsets(a, msgs, n);
+}
+
+/* Was msg's partition revoked while the batch filled? */
+static int revoked(const applier *a, const rd_kafka_message_t *msg)
+{
+    return rd_kafka_topic_partition_list_find(a->revoked_parts,
+                                              rd_kafka_topic_name(msg->rkt),
+                                              msg->partition) != NULL;
+}
+
+/* Takes up to BATCH_MAX messages: waits up to wait_ms for the first, then
+ * takes what is there. Messages of partitions revoked meanwhile are
+ * dropped (their next owner reads them). Returns how many. */
+static int fill_batch(applier *a, rd_kafka_message_t **msgs, int wait_ms)
+{
+    int n = 0;
+    a->revoked = 0;
+    while (n < BATCH_MAX) {
+        rd_kafka_message_t *m =
+            rd_kafka_consumer_poll(a->rk, n == 0 ? wait_ms : 0);
+        if (m == NULL)
+            break;
+        msgs[n++] = m;
+    }
+    if (a->revoked) {
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            if (revoked(a, msgs[i]))
+                rd_kafka_message_destroy(msgs[i]);
+            else
+                msgs[k++] = msgs[i];
+        }
+        n = k;
+        rd_kafka_topic_partition_list_destroy(a->revoked_parts);
+        a->revoked_parts = rd_kafka_topic_partition_list_new(4);
+    }
+    return n;
 }
 
 /* Prometheus text, for the metrics port. */
@@ -506,9 +1055,13 @@ static void render_metrics(ctr_strbuf *b, void *arg)
                     "1 while connected to a whole Redis data set.");
     ctr_strbuf_printf(b, "counter_applier_redis_up %d\n", a->redis != NULL);
     ctr_metric_help(b, "counter_applier_apply_seconds", "histogram",
-                    "Redis round trip of one event (with retries).");
+                    "How long an event waited for Redis: the round trip of "
+                    "its batch's calls (with retries).");
     ctr_hist_render(b, "counter_applier_apply_seconds", "", &a->apply_seconds);
-    ctr_consumer_render_lag(b, a->rk, a->cfg->kafka_topic,
+    ctr_metric_help(b, "counter_applier_batch_events", "histogram",
+                    "Messages taken from Kafka at once.");
+    ctr_hist_render(b, "counter_applier_batch_events", "", &a->batch_events);
+    ctr_consumer_render_lag(b, a->rk, a->cfg->kafka_input_topic,
                             "counter_applier_consumer_lag");
     ctr_resolver_stats rs = {0};
     if (a->resolver)
@@ -541,6 +1094,8 @@ int main(void)
 {
     applier a;
     ctr_config *cfg = NULL;
+    ctr_config_kv *record_kv = NULL;
+    rd_kafka_message_t **msgs = NULL;
     char err[512];
     int rc = 1;
 
@@ -551,9 +1106,23 @@ int main(void)
     a.cfg = cfg;
 
     /* Records must not be given up on quickly: an undelivered one stops
-     * the applier (see commit_progress). */
+     * the applier (see commit_progress). They are produced without
+     * waiting, so they may linger a little to travel in fuller batches
+     * (kafka.producer.linger.ms still overrides it). */
     ctr_config record_cfg = *cfg;
     record_cfg.kafka_message_timeout_ms = RECORD_TIMEOUT_MS;
+    record_kv = calloc(cfg->n_kafka_producer + 1, sizeof(*record_kv));
+    if (record_kv == NULL) {
+        ctr_error("out of memory");
+        goto out;
+    }
+    record_kv[0].key = "linger.ms";
+    record_kv[0].value = "5";
+    if (cfg->n_kafka_producer > 0)
+        memcpy(record_kv + 1, cfg->kafka_producer,
+               cfg->n_kafka_producer * sizeof(*record_kv));
+    record_cfg.kafka_producer = record_kv;
+    record_cfg.n_kafka_producer = cfg->n_kafka_producer + 1;
     a.producer =
         ctr_producer_new(&record_cfg, NULL, on_record, err, sizeof(err));
     if (a.producer == NULL) {
@@ -562,20 +1131,36 @@ int main(void)
     }
     a.rk = ctr_consumer_new(cfg, cfg->applier_group_id, on_rebalance, &a, err,
                             sizeof(err));
+    a.revoked_parts = rd_kafka_topic_partition_list_new(4);
     if (a.rk == NULL) {
         ctr_error("%s", err);
         goto out;
     }
+    a.legacy = ctr_legacy_new(cfg, a.rk);
+    if (a.legacy == NULL) {
+        ctr_error("out of memory");
+        goto out;
+    }
+    const char *topics[2] = {cfg->kafka_input_topic, cfg->kafka_topic};
+    if (ctr_consumer_subscribe(a.rk, topics,
+                               ctr_legacy_reading(a.legacy) ? 2 : 1, err,
+                               sizeof(err)) != 0) {
+        ctr_error("%s", err);
+        goto out;
+    }
     ctr_info("applying external events of %s as group %s to redis %s%s",
-             cfg->kafka_topic, cfg->applier_group_id,
+             cfg->kafka_input_topic, cfg->applier_group_id,
              cfg->redis_cluster_nodes[0] ? "cluster " : "at ",
              cfg->redis_cluster_nodes[0] ? cfg->redis_cluster_nodes
                                          : cfg->redis_addr);
     ctr_hist_init(&a.apply_seconds, ctr_latency_bounds);
+    ctr_hist_init(&a.batch_events, ctr_size_bounds);
     a.resolver = ctr_resolver_new(cfg);
     a.tail = ctr_tail_new(cfg);
     a.groups = ctr_group_watch_new(cfg, a.rk);
-    if (a.resolver == NULL || a.tail == NULL || a.groups == NULL) {
+    msgs = calloc(BATCH_MAX, sizeof(*msgs));
+    if (a.resolver == NULL || a.tail == NULL || a.groups == NULL ||
+        msgs == NULL) {
         ctr_error("out of memory");
         goto out;
     }
@@ -585,18 +1170,18 @@ int main(void)
 
     a.last_commit_ms = ctr_time_mono_ms();
     while (!ctr_service_stopping()) {
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(a.rk, 50);
-        if (msg) {
-            handle_message(&a, msg);
-            rd_kafka_message_destroy(msg);
-        }
+        int n = fill_batch(&a, msgs, 50);
+        if (n > 0)
+            apply_batch(&a, msgs, n);
+        for (int i = 0; i < n; i++)
+            rd_kafka_message_destroy(msgs[i]);
         ctr_producer_poll(a.producer, 0);
         serve_metrics(&a);
         /* idle: still watch Redis, so that a restart that lost its data
          * is restored (and the api can use it again) without waiting for
          * an event to apply */
-        if (msg == NULL && ctr_time_mono_ms() - a.last_redis_check_ms >=
-                               REDIS_CHECK_EVERY_MS) {
+        if (n == 0 && ctr_time_mono_ms() - a.last_redis_check_ms >=
+                          REDIS_CHECK_EVERY_MS) {
             a.last_redis_check_ms = ctr_time_mono_ms();
             redis_check(&a);
         }
@@ -607,6 +1192,9 @@ int main(void)
             (a.uncommitted > 0 &&
              ctr_time_mono_ms() - a.last_commit_ms >= COMMIT_EVERY_MS))
             commit_progress(&a);
+        if (ctr_legacy_step(a.legacy, commit_progress_cb, &a) == 1 &&
+            ctr_consumer_subscribe(a.rk, topics, 1, err, sizeof(err)) != 0)
+            ctr_warn("%s", err);
     }
     ctr_info("stopping: publishing the last records and committing");
     commit_progress(&a);
@@ -618,6 +1206,11 @@ out:
         rd_kafka_destroy(a.rk);
     }
     ctr_producer_free(a.producer);
+    free(record_kv);
+    free(msgs);
+    ctr_legacy_free(a.legacy);
+    if (a.revoked_parts)
+        rd_kafka_topic_partition_list_destroy(a.revoked_parts);
     redis_drop(&a); /* before what it tells of a new connection */
     ctr_resolver_free(a.resolver);
     ctr_tail_free(a.tail);

@@ -20,6 +20,9 @@
 #   BENCH_LAG_POLL_MS [5]    how often PostgreSQL is read for the lag
 #   BENCH_PROFILE [0]        1: run bench/profile.sh on the stack at the end
 #                            (BENCH_PROFILE_* settings pass through to it)
+#   BENCH_APPLIER [1]        1: counter-applier's rows after the persister's
+#                            drain (bench/applier.sh: BENCH_APPLIER_* pass
+#                            through; a second applier's metrics on API + 9)
 #   BENCH_CLUSTER [1]        1: also a Redis Cluster (deploy/redis-cluster.sh,
 #                            3 masters + 3 replicas) with a second counter-api
 #                            in cluster mode: increment, get and batch get
@@ -56,6 +59,7 @@ LAG_CONNS="${BENCH_LAG_CONNECTIONS:-1024}"
 LAG_POLL_MS="${BENCH_LAG_POLL_MS:-5}"
 PROFILE="${BENCH_PROFILE:-0}"
 CLUSTER="${BENCH_CLUSTER:-1}"
+APPLIER="${BENCH_APPLIER:-1}"
 CLUSTER_API_PORT="${BENCH_CLUSTER_API_PORT:-38186}"
 CLUSTER_BASE="${BENCH_CLUSTER_BASE_PORT:-21700}"
 RF3="${BENCH_RF3:-1}"
@@ -77,7 +81,7 @@ say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 ports=("$REDIS_PORT" "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$API_PORT"
-    "$((API_PORT + 1))" "$((API_PORT + 2))" "$WEBDIS_PORT" "$HELLO_PORT" "$PROFILE_PORT" "$CLUSTER_API_PORT"
+    "$((API_PORT + 1))" "$((API_PORT + 2))" "$((API_PORT + 9))" "$WEBDIS_PORT" "$HELLO_PORT" "$PROFILE_PORT" "$CLUSTER_API_PORT"
     "$RF3_API_PORT")
 [[ $RF3 != 1 ]] || for i in 0 1 10 11 20 21; do ports+=("$((RF3_KAFKA_PORT + i))"); done
 dup=$(printf '%s\n' "${ports[@]}" | sort | uniq -d)
@@ -252,6 +256,20 @@ else
 fi
 say "persister drained $drain_events events in ${drain_wall}s (drained=$drained):" \
     "$drain_rate events/s after the first batch, $drain_rate_wall incl. start"
+
+# ------------------------------------------------------------- applier ---
+# counter-applier on the same stack, right after the persister's drain:
+# backlogs of external events in the input topic, memory, lag
+# (bench/applier.sh says how).
+
+if [[ $APPLIER == 1 ]]; then
+    say "applier: drain, memory and lag rows (bench/applier.sh)"
+    BUILD="$BUILD" STACK_DIR="$STACK_DIR" BENCH_APPLIER_PERSISTER_REF=0 \
+        "$ROOT/bench/applier.sh" >"$WORK/applier.json" ||
+        die "bench/applier.sh failed"
+else
+    echo null >"$WORK/applier.json"
+fi
 
 # ------------------------------------------------------ end-to-end lag ---
 # After the drain, on a persister with nothing left to do: bench/openloop
@@ -507,6 +525,14 @@ TABLE="$WORK/table.txt"
     printf 'persister drain: %s events/s (after first batch), %s events/s incl. start; %s events in %ss, drained=%s\n' \
         "$drain_rate" "$drain_rate_wall" "$drain_events" "$drain_wall" "$drained"
     printf '%s\n%s\n%s\n' "$LAG_LINE1" "$LAG_LINE2" "$LAG_LINE3"
+    if [[ $APPLIER == 1 ]]; then
+        jq -r --argjson pd "$drain_rate" '
+          (.rows | to_entries[] | "applier drain \(.key): \(.value.events_per_s) events/s (\(.value.events) events, \(.value.counters) counters, \(.value.appliers) applier(s); \((.value.events_per_s / $pd * 100 | floor) / 100)x the persister; redis exact \(.value.redis_exact), postgresql exact \(.value.postgres_exact))"),
+          "two appliers / one: \(.two_appliers_ratio // "-")",
+          (.memory | if . then "applier memory, \(.events) events, window \(.dedup_window_s) s: redis +\(.redis_used_memory.bytes_per_event_in_window) bytes/event inside the window, \(.redis_used_memory.after_window_vs_before)x the baseline after it; postgresql dedup tables +\(.postgres_dedup_bytes.bytes_per_event) bytes/event" else empty end),
+          "external lag, produce ack -> GET: p50 \(.lag.p50_ms) ms, p99 \(.lag.p99_ms) ms, max \(.lag.max_ms) ms at \(.lag.sent_per_s) events/s (\(.lag.not_seen) not seen)"
+        ' "$WORK/applier.json"
+    fi
     printf 'counter-api VmRSS with 1000 connections: %s kB\n' "$api_rss_1000"
     printf 'peak RSS (VmHWM, kB):'
     for k in $(printf '%s\n' "${!RSS[@]}" | sort); do printf ' %s=%s' "$k" "${RSS[$k]}"; done
@@ -540,6 +566,7 @@ jq -n \
     --arg wrk "wrk -t1 -c$CONNS -d$DURATION --latency" \
     --slurpfile http "$WORK/http.json" --slurpfile rss "$WORK/rss.json" \
     --slurpfile lag "$WORK/lag.json" --slurpfile prof "$WORK/profile.json" \
+    --slurpfile applier "$WORK/applier.json" \
     --arg lagcmd "openloop --rate $LAG_RATE --duration $LAG_DURATION --connections $LAG_CONNS --poll-ms $LAG_POLL_MS" \
     --argjson dr "$drain_rate" --argjson drw "$drain_rate_wall" --argjson de "$drain_events" \
     --arg dwall "$drain_wall" --argjson drained "$drained" --argjson backlog "$BACKLOG" \
@@ -550,6 +577,7 @@ jq -n \
         events_per_s: $dr, events_per_s_incl_start: $drw, wall_s: ($dwall | tonumber),
         kcat_produce_s: ($prod | tonumber)},
       end_to_end_lag: ($lag[0] + {load: $lagcmd, target_p99_ms: 1000}),
+      applier: $applier[0],
       profile: $prof[0],
       counter_api_vmrss_kb_1000_conns: $rss1000,
       peak_rss_kb: $rss[0]}' >"$OUT"

@@ -64,6 +64,8 @@ static const opt_def options[] = {
      "prefer-standby", 1, 0},
     {"kafka.brokers", OPT_STR, O(kafka_brokers), "127.0.0.1:9092", 1, 0},
     {"kafka.topic", OPT_STR, O(kafka_topic), "counter-events", 1, 0},
+    {"kafka.input_topic", OPT_STR, O(kafka_input_topic), "counter-ingest", 1,
+     0},
     {"kafka.partitions", OPT_INT, O(kafka_partitions), "4", 1, 10000},
     {"kafka.replication_factor", OPT_INT, O(kafka_replication_factor), "1", 1,
      32},
@@ -89,6 +91,10 @@ static const opt_def options[] = {
      65535},
     {"applier.guard_ttl_s", OPT_INT, O(applier_guard_ttl_s), "604800", 60,
      366 * 86400},
+    {"applier.dedup_window_s", OPT_INT, O(applier_dedup_window_s), "600", 10,
+     86400},
+    {"applier.legacy_quiet_s", OPT_INT, O(applier_legacy_quiet_s), "3600", 0,
+     30 * 86400},
     {"applier.resolve_every_ms", OPT_INT, O(applier_resolve_every_ms), "10000",
      100, 3600000},
     {"applier.resolve_after_ms", OPT_INT, O(applier_resolve_after_ms), "0", 0,
@@ -760,6 +766,13 @@ static int validate(ctr_config *cfg, char *errbuf, size_t errlen)
                  "kafka.replication_factor (%d): no write could be "
                  "acknowledged",
                  cfg->kafka_min_insync_replicas, cfg->kafka_replication_factor);
+        return -1;
+    }
+    if (strcmp(cfg->kafka_input_topic, cfg->kafka_topic) == 0) {
+        snprintf(errbuf, errlen,
+                 "config: kafka.input_topic: must differ from kafka.topic "
+                 "(\"%.128s\")",
+                 cfg->kafka_topic);
         return -1;
     }
     /* a pending write is the resolver's only once no verdict of the api

@@ -77,7 +77,9 @@ typedef struct ctr_config {
     char *postgres_read_session_attrs;
 
     char *kafka_brokers;
-    char *kafka_topic;
+    char *kafka_topic;       /* applied events: the api's, the applier's */
+    char *kafka_input_topic; /* events to apply: external producers', the
+                              * api's while Redis is away */
     int kafka_partitions;
     /* what counterctl create-topic gives new topics: replicas of each
      * partition, and how many must have a write before it is acknowledged
@@ -100,7 +102,14 @@ typedef struct ctr_config {
 
     char *applier_group_id;
     int applier_metrics_port;
-    int applier_guard_ttl_s; /* how long an applied event id is remembered */
+    /* how long a guard key is kept: a keyed write's, a restore's, or an
+     * event applied one by one (applier/main.c) */
+    int applier_guard_ttl_s;
+    /* an external event id seen again within this counts once */
+    int applier_dedup_window_s;
+    /* the bare events of kafka.topic (before kafka.input_topic) are read
+     * until none came for this long (applier/legacy.h) */
+    int applier_legacy_quiet_s;
     /* the resolver of pending writes (applier/resolver.h): how often it
      * looks, and how old an entry must be (0 in the file: derived from
      * kafka.message_timeout_ms, see validate) */

@@ -194,10 +194,12 @@ int ctl_topic_create(const ctr_config *cfg, int timeout_ms)
                 cfg->kafka_replication_factor, cfg->kafka_brokers, brokers,
                 brokers == 1 ? "" : "s");
     } else {
-        /* the events, and the dead letters of events that failed
-         * validation */
+        /* the applied events, the events to apply, and the dead letters
+         * of events that failed validation */
         snprintf(dlq, sizeof(dlq), "%s.dlq", cfg->kafka_topic);
         rc = create_one(rk, cfg, cfg->kafka_topic, timeout_ms);
+        if (rc == 0)
+            rc = create_one(rk, cfg, cfg->kafka_input_topic, timeout_ms);
         if (rc == 0)
             rc = create_one(rk, cfg, dlq, timeout_ms);
     }

@@ -157,6 +157,8 @@ int ctr_apply_write_argv(ctr_apply_argv *a, const char *sha, const char *name,
                          const ctr_apply_spec *s)
 {
     char fence[24] = ":o:";
+    if (s->fence_kind)
+        fence[1] = s->fence_kind;
     ctr_i64_text(s->fence_partition, fence + 3);
     if (make_key(a->keys[0], sizeof(a->keys[0]), name, s->key_suffix) ||
         ctr_apply_stamp_key(a->keys[1], sizeof(a->keys[1]), a->keys[0]) ||

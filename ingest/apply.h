@@ -23,10 +23,19 @@
  *                         are pending. A counter that only grows is read
  *                         at lo: what no failure can take back
  *   {c:NAME}:u:DATE       exact dedup set of DATE;  :h:DATE  HyperLogLog
- *   {c:NAME}:o:P          applier fence: last offset of partition P
- *                         applied to NAME (its events normally share one
- *                         partition; a producer keying differently may
- *                         spread them)
+ *   {c:NAME}:o:P          applier fence: last offset of partition P of
+ *                         kafka.topic applied to NAME (bare events from
+ *                         before the input topic; its events normally
+ *                         share one partition; a producer keying
+ *                         differently may spread them); {c:NAME}:i:P the
+ *                         same for kafka.input_topic
+ *   <fence key>:x         the outcome log of redis/fold.lua: what events
+ *                         after the committed offset led to, where their
+ *                         own delta would not tell (a list, short-lived)
+ *   {c:NAME}:w:SLICE      the id window of external events: the meta of
+ *                         one slice of applier.dedup_window_s (redis/
+ *                         fold.lua), and {c:NAME}:w:SLICE:B its intsets
+ *                         of 63-bit id fingerprints
  *   {c:NAME}:id:ID        guard: event ID was seen. The applier's holds
  *                         what it applied ("a<delta>" or "r"); the api's,
  *                         for an Idempotency-Key, holds a record
@@ -82,6 +91,7 @@ typedef struct ctr_apply_spec {
     int dedup_ttl_s;      /* expiry of the dedup key */
     int64_t fence_offset; /* applier: this event's offset; -1: none */
     int32_t fence_partition;
+    char fence_kind;      /* 'o' (kafka.topic, the default when 0) or 'i' */
     const char *guard_id; /* event id to remember; NULL: none */
     int guard_ttl_s;
     /* api, Idempotency-Key: "AP|<lease>|<token>|<fingerprint>", the head

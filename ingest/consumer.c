@@ -74,23 +74,27 @@ rd_kafka_t *ctr_consumer_new(
     if (rk == NULL)
         goto bad;
     rd_kafka_poll_set_consumer(rk);
-    rd_kafka_topic_partition_list_t *topics =
-        rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, cfg->kafka_topic,
-                                      RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(rk, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-    if (kerr) {
-        snprintf(errbuf, errlen, "could not subscribe to %s: %s",
-                 cfg->kafka_topic, rd_kafka_err2str(kerr));
-        rd_kafka_destroy(rk);
-        return NULL;
-    }
     return rk;
 bad:
     snprintf(errbuf, errlen, "kafka consumer: %s", err);
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+int ctr_consumer_subscribe(rd_kafka_t *rk, const char *const *topics, int n,
+                           char *errbuf, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (kerr) {
+        snprintf(errbuf, errlen, "could not subscribe to %s%s: %s", topics[0],
+                 n > 1 ? " and more" : "", rd_kafka_err2str(kerr));
+        return -1;
+    }
+    return 0;
 }
 
 static int cooperative(rd_kafka_t *rk)

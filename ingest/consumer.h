@@ -17,9 +17,10 @@
 #include <stddef.h>
 
 /*
- * Creates a consumer of group_id, subscribed to the topic kafka.topic,
- * whose rebalance callback (run inside rd_kafka_consumer_poll, on the
- * caller's thread) gets opaque. Returns NULL with a reason in errbuf.
+ * Creates a consumer of group_id, not subscribed yet (see
+ * ctr_consumer_subscribe), whose rebalance callback (run inside
+ * rd_kafka_consumer_poll, on the caller's thread) gets opaque. Returns
+ * NULL with a reason in errbuf.
  */
 rd_kafka_t *
 ctr_consumer_new(const ctr_config *cfg, const char *group_id,
@@ -27,6 +28,12 @@ ctr_consumer_new(const ctr_config *cfg, const char *group_id,
                                       rd_kafka_topic_partition_list_t *,
                                       void *),
                  void *opaque, char *errbuf, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Subscribes rk to topics[0..n) (replacing what it was subscribed to).
+ * 0, or -1 with a reason in errbuf. */
+int ctr_consumer_subscribe(rd_kafka_t *rk, const char *const *topics, int n,
+                           char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
 /*

@@ -1,8 +1,9 @@
 /*
  * ingest_main.c - counter-ingest: bulk loads and backfills. Reads counter
  * events as JSON lines from files (or stdin), validates each with the same
- * decoder the consumers use, and produces the valid ones to the topic with
- * delivery confirmation. Ends with one line of counts on stdout:
+ * decoder the consumers use, and produces the valid ones to the input topic
+ * (kafka.input_topic) with delivery confirmation. Ends with one line of counts
+ * on stdout:
  *
  *   {"read":N,"invalid":N,"delivered":N,"failed":N}
  *
@@ -101,7 +102,8 @@ static void usage(FILE *out)
         "\n"
         "Reads counter events as JSON lines (docs/events.md) from each FILE,\n"
         "or from stdin when there is none or FILE is -, and produces every\n"
-        "valid one to the configured Kafka topic, waiting for each delivery.\n"
+        "valid one to the input topic (kafka.input_topic), waiting for each\n"
+        "delivery.\n"
         "Empty lines are skipped; each invalid line is reported on stderr\n"
         "as \"FILE: line N: reason\" and not produced.\n"
         "\n"
@@ -436,7 +438,8 @@ int main(int argc, char **argv)
             ctr_error("could not set up kafka: %s", err);
             goto out;
         }
-        ctr_info("producing to %s at %s", cfg->kafka_topic, cfg->kafka_brokers);
+        ctr_info("producing to %s at %s", cfg->kafka_input_topic,
+                 cfg->kafka_brokers);
     }
 
     for (int i = 0; i < nfiles && !stop_requested && !in->aborted; i++)

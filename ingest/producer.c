@@ -17,10 +17,12 @@
 
 struct ctr_producer {
     rd_kafka_t *rk;
-    rd_kafka_topic_t *rkt;
-    rd_kafka_conf_t *conf; /* what rk was made of: for a new one after a
-                            * fatal error (replace_if_fatal) */
+    rd_kafka_topic_t *rkt;       /* kafka.topic: applied events */
+    rd_kafka_topic_t *rkt_input; /* kafka.input_topic: events to apply */
+    rd_kafka_conf_t *conf;       /* what rk was made of: for a new one after a
+                                  * fatal error (replace_if_fatal) */
     char topic[256];
+    char input_topic[256];
     ctr_producer_cb cb;
     struct event *wake_ev; /* librdkafka's queue became non-empty */
     struct event *tick_ev; /* belt and braces: poll every 100 ms */
@@ -152,14 +154,19 @@ static void replace_if_fatal(ctr_producer *p)
         return;
     }
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, p->topic, NULL);
-    if (rkt == NULL) {
-        ctr_error("could not create kafka topic handle %s: %s", p->topic,
-                  rd_kafka_err2str(rd_kafka_last_error()));
+    rd_kafka_topic_t *rkt_input = rd_kafka_topic_new(rk, p->input_topic, NULL);
+    if (rkt == NULL || rkt_input == NULL) {
+        ctr_error("could not create kafka topic handles %s, %s: %s", p->topic,
+                  p->input_topic, rd_kafka_err2str(rd_kafka_last_error()));
+        if (rkt)
+            rd_kafka_topic_destroy(rkt);
+        if (rkt_input)
+            rd_kafka_topic_destroy(rkt_input);
         rd_kafka_destroy(rk);
         return;
     }
     rd_kafka_t *old = p->rk;
-    rd_kafka_topic_t *old_rkt = p->rkt;
+    rd_kafka_topic_t *old_rkt = p->rkt, *old_rkt_input = p->rkt_input;
     if (p->wake_fd[1] >= 0) {
         rd_kafka_queue_t *q = rd_kafka_queue_get_main(old);
         rd_kafka_queue_io_event_enable(q, -1, NULL, 0);
@@ -171,9 +178,11 @@ static void replace_if_fatal(ctr_producer *p)
     /* the new one first: a callback below may send again */
     p->rk = rk;
     p->rkt = rkt;
+    p->rkt_input = rkt_input;
     p->fatal = 0;
     p->brokers_up = -1;
     rd_kafka_topic_destroy(old_rkt);
+    rd_kafka_topic_destroy(old_rkt_input);
     rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     /* every report served before the handle goes (2 s at most, once) */
     for (int i = 0; i < 20 && rd_kafka_outq_len(old) > 0; i++)
@@ -234,6 +243,8 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
     p->brokers_up = -1;
     snprintf(p->dlq_topic, sizeof(p->dlq_topic), "%s.dlq", cfg->kafka_topic);
     snprintf(p->topic, sizeof(p->topic), "%s", cfg->kafka_topic);
+    snprintf(p->input_topic, sizeof(p->input_topic), "%s",
+             cfg->kafka_input_topic);
 
     conf = rd_kafka_conf_new();
     /*
@@ -292,6 +303,13 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
                  cfg->kafka_topic, rd_kafka_err2str(rd_kafka_last_error()));
         goto err;
     }
+    p->rkt_input = rd_kafka_topic_new(p->rk, p->input_topic, NULL);
+    if (p->rkt_input == NULL) {
+        snprintf(errbuf, errlen, "could not create kafka topic handle %s: %s",
+                 cfg->kafka_input_topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        goto err;
+    }
 
     if (base) {
         if (pipe(p->wake_fd) != 0) {
@@ -328,9 +346,12 @@ int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
 {
     rd_kafka_resp_err_t err;
     rd_kafka_headers_t *hdrs = NULL;
+    /* an event nobody applied yet is the applier's input */
+    rd_kafka_topic_t *rkt = h && h->origin ? p->rkt : p->rkt_input;
 
-    if (h && (h->origin || h->dedup_gen > 0 || (h->epoch && h->epoch[0]))) {
-        hdrs = rd_kafka_headers_new(3);
+    if (h && (h->origin || h->dedup_gen > 0 || (h->epoch && h->epoch[0]) ||
+              h->source_topic)) {
+        hdrs = rd_kafka_headers_new(4);
         if (h->origin)
             rd_kafka_header_add(hdrs, CTR_HEADER_ORIGIN, -1, h->origin, -1);
         if (h->dedup_gen > 0) {
@@ -340,16 +361,24 @@ int ctr_producer_send(ctr_producer *p, const char *key, size_t keylen,
         }
         if (h->epoch && h->epoch[0])
             rd_kafka_header_add(hdrs, CTR_HEADER_EPOCH, -1, h->epoch, -1);
+        if (h->source_topic) {
+            char src[300];
+            int n =
+                snprintf(src, sizeof(src), "%s:%d:%lld", h->source_topic,
+                         (int)h->source_partition, (long long)h->source_offset);
+            if (n > 0 && (size_t)n < sizeof(src))
+                rd_kafka_header_add(hdrs, CTR_HEADER_SOURCE, -1, src, n);
+        }
     }
     /* producev owns hdrs once it succeeds */
     if (hdrs)
         err = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_RKT(p->rkt),
+            p->rk, RD_KAFKA_V_RKT(rkt),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
             RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(arg), RD_KAFKA_V_END);
     else
-        err = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
+        err = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(rkt),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                 RD_KAFKA_V_KEY(key, keylen),
                                 RD_KAFKA_V_VALUE((void *)payload, len),
@@ -424,6 +453,8 @@ void ctr_producer_free(ctr_producer *p)
         event_free(p->tick_ev);
     if (p->rkt)
         rd_kafka_topic_destroy(p->rkt);
+    if (p->rkt_input)
+        rd_kafka_topic_destroy(p->rkt_input);
     if (p->rk) {
         /* rd_kafka_destroy fires the remaining delivery reports (as
          * failed) through a final poll; purge first so it cannot block. */

@@ -47,6 +47,9 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
 #define CTR_HEADER_DEDUP "dedup"
 /* The data set (epoch marker) an api event was applied to in Redis. */
 #define CTR_HEADER_EPOCH "epoch"
+/* On an applier's record: "<topic>:<partition>:<offset>", the event it
+ * records, by which the persister counts it once (persister/sink.c). */
+#define CTR_HEADER_SOURCE "source"
 
 typedef struct ctr_event_headers {
     /* "api": already applied to Redis by the api; "applier": the
@@ -55,10 +58,16 @@ typedef struct ctr_event_headers {
     const char *origin;
     int64_t dedup_gen; /* > 0: "dedup: <gen>" */
     const char *epoch; /* non-empty: "epoch: <epoch>" */
+    /* non-NULL: "source: <topic>:<partition>:<offset>" */
+    const char *source_topic;
+    int32_t source_partition;
+    int64_t source_offset;
 } ctr_event_headers;
 
 /*
  * Queues one event (the payload is copied) with headers h (NULL: none).
+ * An event with an origin goes to kafka.topic; one without (not applied
+ * yet: the applier is to apply it) to kafka.input_topic.
  * Returns 0, after which cb fires exactly once with arg, or a negative
  * value (queue full, producer failed) and cb never fires.
  */

@@ -61,8 +61,11 @@ void ps_batch_reset(ps_batch *b)
     b->n_used = 0;
     for (size_t i = 0; i < b->n_unique; i++)
         free(b->unique[i].user_id);
-    for (size_t i = 0; i < b->n_records; i++)
+    for (size_t i = 0; i < b->n_records; i++) {
         ctr_event_clear(&b->records[i].ev);
+        free(b->records[i].source_topic);
+        b->records[i].source_topic = NULL;
+    }
     b->n_records = 0;
     for (size_t i = 0; i < b->n_quarantined; i++)
         free(b->quarantined[i].reason);
@@ -309,7 +312,7 @@ const ps_partition_range *ps_batch_partition_at(const ps_batch *b, size_t i)
 
 int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
                         const ctr_event *ev, const ctr_counter_def *def,
-                        ctr_date day, int64_t gen)
+                        ctr_date day, int64_t gen, const ps_source *src)
 {
     if (b->messages >= b->max_events || b->n_parts >= MAX_PARTITIONS)
         return -1;
@@ -317,8 +320,16 @@ int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
     r->ev = *ev;
     r->ev.user_id = ev->user_id ? strdup(ev->user_id) : NULL;
     r->ev.metadata = NULL; /* not needed to count */
-    if (ev->user_id && r->ev.user_id == NULL)
+    r->source_topic = src ? strdup(src->topic) : NULL;
+    if ((ev->user_id && r->ev.user_id == NULL) ||
+        (src && r->source_topic == NULL)) {
+        ctr_event_clear(&r->ev);
+        free(r->source_topic);
+        r->source_topic = NULL;
         return -1;
+    }
+    r->source_partition = src ? src->partition : 0;
+    r->source_offset = src ? src->offset : -1;
     r->def = def;
     r->day = day;
     r->gen = gen;

@@ -93,20 +93,33 @@ int ps_batch_add_as(ps_batch *b, int32_t partition, int64_t offset, int64_t seq,
                     const ctr_event *ev, const ctr_counter_def *def,
                     ctr_date day) __attribute__((warn_unused_result));
 
+/* The event an applier record records (its "source" header). */
+typedef struct ps_source {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+} ps_source;
+
 /*
  * Keeps a copy of an applier record (header "origin: applier") to be
- * counted only if its event id is new to PostgreSQL (the sink decides,
- * inside the batch's transaction). Returns 0 or -1 as ps_batch_add.
+ * counted only if it is new to PostgreSQL (the sink decides, inside the
+ * batch's transaction): by its source (src non-NULL, copied: counted if
+ * its offset is past every one counted before for the counter and that
+ * partition), else by its event id and gen. Returns 0 or -1 as
+ * ps_batch_add.
  */
 int ps_batch_add_record(ps_batch *b, int32_t partition, int64_t offset,
                         const ctr_event *ev, const ctr_counter_def *def,
-                        ctr_date day, int64_t gen)
+                        ctr_date day, int64_t gen, const ps_source *src)
     __attribute__((warn_unused_result));
 
 typedef struct ps_record {
-    ctr_event ev; /* owned copy */
-    int64_t gen;  /* an Idempotency-Key's generation; 0: none */
-    int64_t seq;  /* its place in the batch, as ps_unique_row.seq */
+    ctr_event ev;       /* owned copy */
+    int64_t gen;        /* an Idempotency-Key's generation; 0: none */
+    char *source_topic; /* owned; NULL: counted by id (and gen) */
+    int32_t source_partition;
+    int64_t source_offset;
+    int64_t seq; /* its place in the batch, as ps_unique_row.seq */
     const ctr_counter_def *def;
     ctr_date day;
 } ps_record;

@@ -8,6 +8,7 @@
 #include "persister/evdecode.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The generation a "dedup" header carries (its ms); 0 for none or the
@@ -23,6 +24,27 @@ static int64_t key_generation(const char *v)
         g = g * 10 + (*v - '0');
     }
     return g;
+}
+
+/* "<topic>:<partition>:<offset>" into src (pointing into s, which it
+ * cuts); 0 or -1. Topic names hold no ':'. */
+static int source_parse(char *s, ps_source *src)
+{
+    char *a = strchr(s, ':'), *end;
+    char *b = a ? strchr(a + 1, ':') : NULL;
+    if (a == NULL || b == NULL || a == s)
+        return -1;
+    *a = *b = '\0';
+    long p = strtol(a + 1, &end, 10);
+    if (end != b || p < 0 || p > INT32_MAX)
+        return -1;
+    long long o = strtoll(b + 1, &end, 10);
+    if (*end != '\0' || end == b + 1 || o < 0)
+        return -1;
+    src->topic = s;
+    src->partition = (int32_t)p;
+    src->offset = o;
+    return 0;
 }
 
 enum ps_fold_result ps_fold_message(ps_batch *b, const ctr_config *cfg,
@@ -50,9 +72,18 @@ enum ps_fold_result ps_fold_message(ps_batch *b, const ctr_config *cfg,
      * Idempotency-Key (a retry may log one twice), count once per (id,
      * generation of the key; 0 for an external event's record) */
     int keyed = ctr_message_header(msg, CTR_HEADER_DEDUP, dedup, sizeof(dedup));
+    int64_t gen = keyed ? key_generation(dedup) : 0;
+    /* an external event's record names the event it records: counted
+     * once per source offset (older records: once per id) */
+    char source[320];
+    ps_source src;
+    int sourced =
+        gen == 0 && strcmp(origin, "applier") == 0 &&
+        ctr_message_header(msg, CTR_HEADER_SOURCE, source, sizeof(source)) &&
+        source_parse(source, &src) == 0;
     if (strcmp(origin, "applier") == 0 || keyed)
         rc = ps_batch_add_record(b, msg->partition, msg->offset, &ev, def, day,
-                                 keyed ? key_generation(dedup) : 0);
+                                 gen, sourced ? &src : NULL);
     else
         rc = ps_batch_add(b, msg->partition, msg->offset, &ev, def, day);
     ctr_event_clear(&ev);

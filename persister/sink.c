@@ -525,35 +525,43 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /*
- * The applier's records and keyed api events count once per (counter,
- * event id, key generation), as the guards in Redis do: the triples new to
- * applied_event_ids are counted (each once, even if the batch holds it
- * twice), through a batch of their own.
+ * Which of the records counted by id are new: the (counter, event id, key
+ * generation) triples new to applied_event_ids (each once, even if the
+ * batch holds it twice) get counted[i] = 1. Keyed api events and records
+ * without a source (older appliers', or events the applier applied one by
+ * one) count this way. 0 or -1.
  */
-static int write_records(ps_sink *s, const ps_batch *b)
+static int records_by_id(ps_sink *s, const ps_batch *b, char *counted)
 {
-    size_t n = ps_batch_records(b);
+    size_t n = ps_batch_records(b), m = 0;
     ctr_strbuf ids = {0}, names = {0}, gens = {0};
     PGresult *res = NULL;
-    ps_batch *fresh = NULL;
     char **found = NULL, *used = NULL;
     int nfound = 0, rc = -1;
 
-    if (n == 0)
-        return 0;
     ctr_pgarray_open(&ids);
     ctr_pgarray_open(&names);
     ctr_pgarray_open(&gens);
     for (size_t i = 0; i < n; i++) {
-        ctr_pgarray_text(&ids, ps_batch_record_at(b, i)->ev.id);
-        ctr_pgarray_text(&names, ps_batch_record_at(b, i)->ev.counter);
-        ctr_pgarray_i64(&gens, ps_batch_record_at(b, i)->gen);
+        const ps_record *r = ps_batch_record_at(b, i);
+        if (r->source_topic)
+            continue;
+        ctr_pgarray_text(&ids, r->ev.id);
+        ctr_pgarray_text(&names, r->ev.counter);
+        ctr_pgarray_i64(&gens, r->gen);
+        m++;
     }
     ctr_pgarray_close(&ids);
     ctr_pgarray_close(&names);
     ctr_pgarray_close(&gens);
-    if (ids.failed || names.failed || gens.failed)
+    if (ids.failed || names.failed || gens.failed) {
+        ctr_error("out of memory building a batch");
         goto out;
+    }
+    if (m == 0) {
+        rc = 0;
+        goto out;
+    }
     /* found as "name\nid\ngen": names and ids hold no newline */
     const char *params[3] = {names.s, ids.s, gens.s};
     res = PQexecParams(s->conn,
@@ -570,14 +578,15 @@ static int write_records(ps_sink *s, const ps_batch *b)
     nfound = PQntuples(res);
     found = calloc((size_t)nfound + 1, sizeof(*found));
     used = calloc((size_t)nfound + 1, 1);
-    fresh = ps_batch_new(n);
-    if (found == NULL || used == NULL || fresh == NULL)
+    if (found == NULL || used == NULL)
         goto out;
     for (int i = 0; i < nfound; i++)
         found[i] = PQgetvalue(res, i, 0);
     qsort(found, (size_t)nfound, sizeof(*found), cmp_str);
     for (size_t i = 0; i < n; i++) {
         const ps_record *r = ps_batch_record_at(b, i);
+        if (r->source_topic)
+            continue;
         char keybuf[CTR_NAME_MAX + CTR_EVENT_ID_MAX + 24];
         snprintf(keybuf, sizeof(keybuf), "%s\n%s\n%" PRId64, r->ev.counter,
                  r->ev.id, r->gen);
@@ -587,8 +596,133 @@ static int write_records(ps_sink *s, const ps_batch *b)
         if (hit == NULL || used[hit - found])
             continue;
         used[hit - found] = 1; /* a second copy in this batch is not new */
-        if (ps_batch_add_as(fresh, 0, (int64_t)i, r->seq, &r->ev, r->def,
-                            r->day) != 0)
+        counted[i] = 1;
+    }
+    rc = 0;
+out:
+    free(found);
+    free(used);
+    PQclear(res);
+    ctr_strbuf_free(&ids);
+    ctr_strbuf_free(&names);
+    ctr_strbuf_free(&gens);
+    return rc;
+}
+
+/*
+ * Which of the records naming their source are new: a record counts when
+ * its source offset is past every one counted before for its counter and
+ * source partition (applier_record_offsets, and the batch's earlier
+ * records), which then moves on. The applier publishes a counter's records
+ * of one partition in offset order, and again in that order after a crash,
+ * so a copy always comes after its first. One row per counter and source
+ * partition, whatever the number of events. 0 or -1.
+ */
+static int records_by_source(ps_sink *s, const ps_batch *b, char *counted)
+{
+    size_t n = ps_batch_records(b), m = 0;
+    ctr_strbuf names = {0}, topics = {0}, parts = {0}, offs = {0}, idx = {0};
+    PGresult *res = NULL;
+    int rc = -1;
+
+    ctr_pgarray_open(&names);
+    ctr_pgarray_open(&topics);
+    ctr_pgarray_open(&parts);
+    ctr_pgarray_open(&offs);
+    ctr_pgarray_open(&idx);
+    for (size_t i = 0; i < n; i++) {
+        const ps_record *r = ps_batch_record_at(b, i);
+        if (r->source_topic == NULL)
+            continue;
+        ctr_pgarray_text(&names, r->ev.counter);
+        ctr_pgarray_text(&topics, r->source_topic);
+        ctr_pgarray_i64(&parts, r->source_partition);
+        ctr_pgarray_i64(&offs, r->source_offset);
+        ctr_pgarray_i64(&idx, (int64_t)i);
+        m++;
+    }
+    ctr_pgarray_close(&names);
+    ctr_pgarray_close(&topics);
+    ctr_pgarray_close(&parts);
+    ctr_pgarray_close(&offs);
+    ctr_pgarray_close(&idx);
+    if (names.failed || topics.failed || parts.failed || offs.failed ||
+        idx.failed) {
+        ctr_error("out of memory building a batch");
+        goto out;
+    }
+    if (m == 0) {
+        rc = 0;
+        goto out;
+    }
+    const char *params[5] = {names.s, topics.s, parts.s, offs.s, idx.s};
+    /* the data-modifying CTE runs whole; the SELECT sees the rows as
+     * they were before it */
+    res = PQexecParams(
+        s->conn,
+        "WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], "
+        "$4::bigint[], $5::int[]) AS r(name, topic, part, off, i)), "
+        "seen AS (SELECT r.i, r.off, COALESCE(o.last_offset, -1) AS stored, "
+        "max(r.off) OVER (PARTITION BY r.name, r.topic, r.part ORDER BY r.i "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before "
+        "FROM r LEFT JOIN applier_record_offsets o ON o.name = r.name "
+        "AND o.topic = r.topic AND o.partition = r.part), "
+        "moved AS (INSERT INTO applier_record_offsets "
+        "(name, topic, partition, last_offset) "
+        "SELECT name, topic, part, max(off) FROM r GROUP BY 1, 2, 3 "
+        "ON CONFLICT (name, topic, partition) DO UPDATE SET last_offset = "
+        "GREATEST(applier_record_offsets.last_offset, "
+        "EXCLUDED.last_offset), updated_at = now()) "
+        "SELECT i FROM seen WHERE off > GREATEST(stored, COALESCE(before, "
+        "-1))",
+        5, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        report(s, res, "record offsets");
+        goto out;
+    }
+    for (int k = 0; k < PQntuples(res); k++) {
+        long i = strtol(PQgetvalue(res, k, 0), NULL, 10);
+        if (i >= 0 && (size_t)i < n)
+            counted[i] = 1;
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    ctr_strbuf_free(&names);
+    ctr_strbuf_free(&topics);
+    ctr_strbuf_free(&parts);
+    ctr_strbuf_free(&offs);
+    ctr_strbuf_free(&idx);
+    return rc;
+}
+
+/*
+ * The applier's records and keyed api events count once, as Redis decided
+ * them once: by source offset or by id (records_by_source, records_by_id);
+ * the new ones are counted, in log order, through a batch of their own.
+ */
+static int write_records(ps_sink *s, const ps_batch *b)
+{
+    size_t n = ps_batch_records(b);
+    ps_batch *fresh = NULL;
+    char *counted = NULL;
+    int rc = -1;
+
+    if (n == 0)
+        return 0;
+    counted = calloc(n, 1);
+    fresh = ps_batch_new(n);
+    if (counted == NULL || fresh == NULL) {
+        ctr_error("out of memory building a batch");
+        goto out;
+    }
+    if (records_by_source(s, b, counted) != 0 ||
+        records_by_id(s, b, counted) != 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const ps_record *r = ps_batch_record_at(b, i);
+        if (counted[i] && ps_batch_add_as(fresh, 0, (int64_t)i, r->seq, &r->ev,
+                                          r->def, r->day) != 0)
             goto out;
     }
     /* the batch's own unique rows wait for these (ps_sink_commit) */
@@ -597,15 +731,8 @@ static int write_records(ps_sink *s, const ps_batch *b)
             ? -1
             : 0;
 out:
-    if (rc != 0 && (ids.failed || gens.failed))
-        ctr_error("out of memory building a batch");
     ps_batch_free(fresh);
-    free(found);
-    free(used);
-    PQclear(res);
-    ctr_strbuf_free(&ids);
-    ctr_strbuf_free(&names);
-    ctr_strbuf_free(&gens);
+    free(counted);
     return rc;
 }
 

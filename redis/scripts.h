@@ -6,6 +6,8 @@
  *
  *   write   one write, whole: epoch, fence, guards, dedup, escrowed
  *           bounds, the change and its pending entry (write.lua)
+ *   fold    consecutive external events of one counter, in one call, as
+ *           write decides each (fold.lua)
  *   undo    a pending write the log refused, taken back (undo.lua)
  *   finish  pending writes whose events are in the log (finish.lua)
  *   claim   a resolver takes a pending entry over (claim.lua)
@@ -19,6 +21,7 @@
 #define COUNTER_REDIS_SCRIPTS_H
 
 extern const char ctr_script_write[];
+extern const char ctr_script_fold[];
 extern const char ctr_script_undo[];
 extern const char ctr_script_finish[];
 extern const char ctr_script_claim[];

@@ -53,6 +53,7 @@ private_stack() {
     STACK_LOG_KEEP="$3"
     export REDIS_PORT="$4" PG_PORT="$5" KAFKA_PORT="$6" KAFKA_CONTROLLER_PORT="$7"
     export API_PORT="$8" KAFKA_TOPIC=counter-events KAFKA_PARTITIONS=4
+    export KAFKA_INPUT_TOPIC=counter-ingest
     export COUNTER_CONFIG="$ROOT/tests/config.test.yaml"
     export LOADGEN="$BIN_DIR/loadgen"
     trap private_stack_cleanup EXIT

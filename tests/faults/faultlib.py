@@ -10,6 +10,7 @@ tests/integration/conftest.py by path as the module `it`.
 import datetime
 import importlib.util
 import os
+import sys
 import signal
 import sys
 import time
@@ -19,6 +20,8 @@ from loadclient import LoadClient, fault_counters
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _IT_CONFTEST = os.path.join(_HERE, "..", "integration", "conftest.py")
+# what that conftest imports beside it (resp.py)
+sys.path.insert(0, os.path.dirname(_IT_CONFTEST))
 
 # its own imports (resp.py) are beside it
 sys.path.insert(0, os.path.dirname(_IT_CONFTEST))

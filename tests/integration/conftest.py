@@ -14,6 +14,7 @@ from the offsets captured just before the test's own writes, so tests are
 independent of each other and of whatever is already in the stores.
 """
 
+import copy
 import datetime
 import http.client
 import json
@@ -41,6 +42,7 @@ REQUIRED_ENV = (
     "PG_DSN",
     "KAFKA_BOOTSTRAP",
     "KAFKA_TOPIC",
+    "KAFKA_INPUT_TOPIC",
     "KAFKA_PARTITIONS",
     "PG_PORT",
     "STACK_DIR",
@@ -70,6 +72,8 @@ class Stack:
         self.pg_dsn = env["PG_DSN"]
         self.kafka_bootstrap = env["KAFKA_BOOTSTRAP"]
         self.kafka_topic = env["KAFKA_TOPIC"]
+        # where producers write events to apply (kafka.input_topic)
+        self.kafka_input_topic = env["KAFKA_INPUT_TOPIC"]
         self.kafka_partitions = int(env["KAFKA_PARTITIONS"])
         self.stack_dir = env["STACK_DIR"]
         self.max_body_bytes = int(env.get("COUNTER_SERVER_MAX_BODY_BYTES", "16384"))
@@ -470,6 +474,14 @@ class Kafka:
 @pytest.fixture(scope="session")
 def kafka(stack):
     return Kafka(stack)
+
+
+def input_kafka(stack):
+    """A Kafka reader of the input topic (kafka.input_topic), where
+    producers write the events the applier applies."""
+    s = copy.copy(stack)
+    s.kafka_topic = stack.kafka_input_topic
+    return Kafka(s)
 
 
 # --------------------------------------------------------- stack control ---

@@ -2,8 +2,9 @@
 Kafka (no "origin" header) are applied to Redis exactly once, with the api's
 semantics, and reach PostgreSQL through the applier's records.
 
-Every event here is produced by kcat, as an outside producer would: key =
-counter name, partitioner murmur2_random, no headers (see docs/events.md).
+Every event here is produced by kcat into the input topic
+(kafka.input_topic), as an outside producer would: key = counter name,
+partitioner murmur2_random, no headers (see docs/events.md).
 What users see is checked: GET (value, source), history, the PostgreSQL
 totals, daily rows and unique users, the dead-letter topic's messages and
 the applier's log; daily windows are also read in Redis. The bulk and crash
@@ -34,6 +35,7 @@ import pytest
 
 from conftest import (
     Kafka,
+    input_kafka,
     avoid_local_midnight,
     counter_name,
     log_text_since,
@@ -85,7 +87,7 @@ def produce(stack, records, partition=None, timeout=120):
             assert "\n" not in payload and "\t" not in key, (key, payload[:80])
             f.write(f"{key}\t{payload}\n")
     try:
-        args = ["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_topic,
+        args = ["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_input_topic,
                 "-K", "\t", "-X", "partitioner=murmur2_random", "-l", path]
         if partition is not None:
             args += ["-p", str(partition)]
@@ -310,6 +312,8 @@ def test_bad_events_go_to_the_dlq_and_good_ones_around_them_count(api, pg, kafka
         "name": ("a:b", compact(event("a:b", 5, id=f"bad-name-{tag}")), "counter"),
         "user": (uniq, compact(event(uniq, 1, id=f"bad-user-{tag}")), "user_id"),
     }
+    inp = input_kafka(stack)
+    src_since = inp.end_offsets()
     records, want = [], 0
     for i, (key, payload, _) in enumerate(bad.values()):
         records.append((good, event(good, i + 1)))
@@ -330,7 +334,7 @@ def test_bad_events_go_to_the_dlq_and_good_ones_around_them_count(api, pg, kafka
     wait_until(all_dead_letters, 60, 0.5, "the bad events in the DLQ")
     time.sleep(1)
     dead = dlq.messages(dlq_since)
-    src = {m["payload"]: m for m in kafka.messages(since) if not m["headers_dict"]}
+    src = {m["payload"]: m for m in inp.messages(src_since) if not m["headers_dict"]}
     by_payload = collections.defaultdict(list)
     for m in dead:
         by_payload[m["payload"]].append(m)
@@ -596,3 +600,55 @@ def test_one_event_counts_once_in_postgres_whatever_its_name(api, pg, kafka, sta
     wait_redis(api, {name: 17}, 30)
     wait_pg(pg, kafka, {name: 17})
     assert pg_daily(pg, name) == {day.isoformat(): 17}
+
+
+# ------------------------------------------------- moving to the input topic ---
+
+
+def test_bare_events_of_the_event_topic_are_drained_then_left(api, pg, kafka, stack, tmp_path):
+    """An existing deployment (issue 20): its applier group had read
+    counter-events, where producers wrote bare events. The new applier
+    reads them there too until none came for applier.legacy_quiet_s and
+    the topic is read to its end, marks every partition "drained", and from
+    then on (also after a restart) reads the input topic only. An applier
+    group of the test's own, so that the stack's applier is not touched."""
+    from own_process import OwnProcess, free_port
+
+    group = f"it-legacy-{uuid.uuid4().hex[:8]}"
+    # the older applier's committed offsets: the group read the whole topic
+    p = subprocess.run(["kcat", "-C", "-G", group, "-b", stack.kafka_bootstrap, "-q", "-e",
+                        "-X", "auto.offset.reset=earliest", "-X", "enable.partition.eof=true",
+                        "-f", "", stack.kafka_topic],
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-2000:]
+    name = unique_name("it.applier.legacy")
+    old = [event(name, d) for d in (1, 2, 4)]
+    run_kcat = ["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_topic,
+                "-k", name, "-X", "partitioner=murmur2_random"]
+    subprocess.run(run_kcat, input="".join(compact(e) + "\n" for e in old),
+                   check=True, text=True, timeout=60)
+    env = {"COUNTER_APPLIER_GROUP_ID": group, "COUNTER_APPLIER_LEGACY_QUIET_S": "3",
+           "COUNTER_APPLIER_METRICS_PORT": str(free_port())}
+    applier = OwnProcess(stack, tmp_path, APPLIER, env)
+    applier.start()
+    try:
+        wait_until(lambda: "reading the bare events of" in applier.log(), 30, 0.2,
+                   "the applier reading counter-events too")
+        wait_until(lambda: api.value(name) == 7, APPLY_TIMEOUT_S, 0.2, "the bare events applied")
+        wait_until(lambda: "drained of bare events" in applier.log(), 90, 0.5,
+                   "counter-events marked drained")
+        applier.assert_clean_exit()
+        # started again: the input topic only; a bare event written to the
+        # old topic now is not the applier's any more
+        applier = OwnProcess(stack, tmp_path, APPLIER, env)
+        applier.start()
+        late = event(name, 100)
+        subprocess.run(run_kcat, input=compact(late) + "\n", check=True, text=True, timeout=60)
+        wait_until(lambda: "applying external events" in applier.log(), 30, 0.2, "started")
+        time.sleep(3)
+        assert "reading the bare events of" not in applier.log()
+        assert api.value(name) == 7
+        wait_pg(pg, kafka, {name: 7})
+    finally:
+        if applier.proc.poll() is None:
+            applier.stop()

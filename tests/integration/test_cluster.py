@@ -361,11 +361,13 @@ class Services:
         self.tmp_path = tmp_path
         tag = uuid.uuid4().hex[:8]
         self.topic = f"counter-cluster-it-{tag}"
+        self.input_topic = f"counter-cluster-it-in-{tag}"
         self.persister_group = f"counter-persister-cluster-it-{tag}"
         self.applier_group = f"counter-applier-cluster-it-{tag}"
         self.env = {
             "COUNTER_REDIS_CLUSTER_NODES": cluster.seeds,
             "COUNTER_KAFKA_TOPIC": self.topic,
+            "COUNTER_KAFKA_INPUT_TOPIC": self.input_topic,
             "COUNTER_KAFKA_PARTITIONS": str(stack.kafka_partitions),
             "COUNTER_PERSISTER_GROUP_ID": self.persister_group,
             "COUNTER_APPLIER_GROUP_ID": self.applier_group,
@@ -375,6 +377,7 @@ class Services:
         # what conftest.Kafka and test_applier.produce_events need
         self.kstack = types.SimpleNamespace(kafka_bootstrap=stack.kafka_bootstrap,
                                             kafka_topic=self.topic,
+                                            kafka_input_topic=self.input_topic,
                                             kafka_partitions=stack.kafka_partitions)
         self.kafka = Kafka(self.kstack)
         self.procs = []  # everything started, for the teardown

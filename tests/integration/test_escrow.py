@@ -64,7 +64,7 @@ def test_the_applier_confirms_a_pending_keyed_write_from_the_log(api, redis, pg,
         since = kafka.end_offsets()
         # the retry, through the log: bare, its key's generation (another)
         ev = {"v": 1, "id": key, "counter": name, "delta": 6, "ts": now}
-        run(["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_topic, "-k", name,
+        run(["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_input_topic, "-k", name,
              "-X", "partitioner=murmur2_random", "-H", f"dedup={now + 50}"],
             input=json.dumps(ev) + "\n")
         wait_until(lambda: r.call("EXISTS", k + ":p") == 0, 30, 0.1,

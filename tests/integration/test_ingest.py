@@ -20,13 +20,19 @@ import uuid
 
 import pytest
 
-from conftest import unique_name, wait_pg_total, wait_until
+from conftest import input_kafka, unique_name, wait_pg_total, wait_until
 
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer")
 
 # The happy paths get a generous delivery timeout so that a broker slowed
 # by the rest of the suite cannot fail them; they never wait for it.
 RELAXED_ENV = {"COUNTER_KAFKA_DELIVERY_TIMEOUT_MS": "10000"}
+
+
+@pytest.fixture
+def kafka(stack):
+    """counter-ingest writes into the input topic: read there."""
+    return input_kafka(stack)
 
 
 @pytest.fixture(scope="module")

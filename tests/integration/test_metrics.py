@@ -66,7 +66,7 @@ def test_applier_metrics_count_external_events(api, stack):
     now_ms = int(time.time() * 1000)
     events = [{"v": 1, "id": f"m-{uuid.uuid4().hex}", "counter": name, "delta": 1, "ts": now_ms}
               for _ in range(3)]
-    run(["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_topic, "-k", name,
+    run(["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_input_topic, "-k", name,
          "-X", "partitioner=murmur2_random"],
         input="".join(json.dumps(e) + "\n" for e in events))
     wait_until(lambda: api.value(name) == 3, 30, 0.1, "applied")

@@ -137,7 +137,7 @@ def produce_bytes(stack, lines):
             f.write(line + b"\n")
     try:
         p = subprocess.run(
-            ["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_topic, "-K", "\t",
+            ["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_input_topic, "-K", "\t",
              "-X", "partitioner=murmur2_random", "-l", path],
             capture_output=True, timeout=120)
         assert p.returncode == 0, p.stderr[-2000:]

@@ -19,7 +19,7 @@ def _counterctl(stack, *args, timeout=300):
 
 
 def _produce(stack, lines, key):
-    run(["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_topic,
+    run(["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_input_topic,
          "-k", key, "-X", "partitioner=murmur2_random"],
         input="".join(json.dumps(e) + "\n" for e in lines))
 

@@ -172,8 +172,10 @@ static void test_applier_records(void **state)
     ctr_event r1 = make("c", 3, 10, NULL), r2 = make("dau", 1, 11, u1);
     strcpy(r1.id, "id-1");
     strcpy(r2.id, "id-2");
-    assert_int_equal(ps_batch_add_record(b, 2, 40, &r1, &plain, d1, 0), 0);
-    assert_int_equal(ps_batch_add_record(b, 2, 41, &r2, &exact, d1, 7), 0);
+    assert_int_equal(ps_batch_add_record(b, 2, 40, &r1, &plain, d1, 0, NULL),
+                     0);
+    assert_int_equal(ps_batch_add_record(b, 2, 41, &r2, &exact, d1, 7, NULL),
+                     0);
     /* records wait for the id check: no sums yet, offsets advance */
     assert_int_equal(ps_batch_records(b), 2);
     assert_int_equal(ps_batch_sums(b, PS_TOTAL), 0);

@@ -1,0 +1,1 @@
+DROP TABLE applier_record_offsets;
