@@ -2,33 +2,36 @@
  * group_watch.c - see group_watch.h.
  *
  * Progress: a partition's time moves on whenever the group's committed
- * offset there changed since the last answer, or nothing was left to
+ * offset there changed since the last look, or nothing was left to
  * commit (lag 0). So an idle partition is never "stale": the time says
  * how long work has waited there without a commit, which is what the
  * stalled-persister alert asks (lag > 0 and no progress for 60 s). The
- * first answer after a start, or after the partition came to this
- * applier, counts as progress: the watch cannot know what came before.
+ * first look after a start, or after the partition came to this applier,
+ * counts as progress: the watch cannot know what came before.
  */
 #include "applier/group_watch.h"
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/pgconn.h"
 #include "common/timeutil.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum {
     WATCH_EVERY_MS = 1000,
-    REQUEST_TIMEOUT_MS = 5000,
     MAX_PARTS = 1024, /* partitions past it are not watched */
-    N_GROUPS = 2,
     QUERY_TIMEOUT_MS = 500,
+    STOP_WAIT_MS = 3000,
 };
 
 typedef struct part_state {
-    int known;           /* in the last answer: this applier owns it */
+    int known;           /* in the last look: this applier owns it */
     int64_t committed;   /* the group's committed offset; < 0: none */
     int64_t lag;         /* events after it */
     int64_t progress_ms; /* wall clock */
@@ -38,87 +41,59 @@ typedef struct watched {
     const char *consumer; /* the label: "persister", "applier" */
     const char *group;    /* the group id, from the config */
     const char *topic;    /* the topic it reads */
-    int in_flight;
-    int failing; /* the last request failed (logged once) */
-    int64_t next_ms;
+    int failing;          /* the last look failed (logged once) */
     part_state parts[MAX_PARTS];
 } watched;
 
 struct ctr_group_watch {
+    const ctr_config *cfg;
     rd_kafka_t *rk;
     const char *topic; /* the applier's: whose partitions are owned here */
-    rd_kafka_queue_t *queue;
-    watched groups[N_GROUPS];
+
+    /* the applier group: applier thread only */
+    watched applier;
+    int64_t confirmed[MAX_PARTS]; /* committed by this applier, or -1 */
+    int64_t next_ms;
+
+    /* the persister group: written by the thread, under lock */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int stopping, done; /* under lock */
+    watched persister;
+    pthread_t thread;
+    /* the thread's own (not under lock): its last look */
+    int64_t next[MAX_PARTS], lo[MAX_PARTS], hi[MAX_PARTS];
+    int commit_failing; /* applier thread */
 };
 
-ctr_group_watch *ctr_group_watch_new(const ctr_config *cfg, rd_kafka_t *rk)
+/* The partitions of the input topic assigned here, as a bitmap; 0, or -1
+ * when the consumer did not say. */
+static int owned(rd_kafka_t *rk, const char *topic, unsigned char *mine)
 {
-    ctr_group_watch *w = calloc(1, sizeof(*w));
-    if (w == NULL)
-        return NULL;
-    w->rk = rk;
-    w->topic = cfg->kafka_input_topic;
-    w->queue = rd_kafka_queue_new(rk);
-    if (w->queue == NULL) {
-        free(w);
-        return NULL;
-    }
-    w->groups[0].consumer = "persister";
-    w->groups[0].group = cfg->persister_group_id;
-    w->groups[0].topic = cfg->kafka_topic;
-    w->groups[1].consumer = "applier";
-    w->groups[1].group = cfg->applier_group_id;
-    w->groups[1].topic = cfg->kafka_input_topic;
-    return w;
+    rd_kafka_topic_partition_list_t *l = NULL;
+    memset(mine, 0, MAX_PARTS);
+    if (rd_kafka_assignment(rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    for (int i = 0; i < l->cnt; i++)
+        if (strcmp(l->elems[i].topic, topic) == 0 &&
+            l->elems[i].partition >= 0 && l->elems[i].partition < MAX_PARTS)
+            mine[l->elems[i].partition] = 1;
+    rd_kafka_topic_partition_list_destroy(l);
+    return 0;
 }
 
-void ctr_group_watch_free(ctr_group_watch *w)
+/* One partition's look: committed (< 0: none) against the log's [lo, hi). */
+static void note(part_state *ps, int was_known, int64_t committed, int64_t lo,
+                 int64_t hi, int64_t now_ms)
 {
-    if (w == NULL)
-        return;
-    rd_kafka_queue_destroy(w->queue);
-    free(w);
-}
-
-/* Asks for g's committed offsets on the partitions assigned here now (of
- * the input topic; the same numbers of the persister's topic: a counter's
- * events and records share a partition number, keyed alike). */
-static void ask(ctr_group_watch *w, watched *g)
-{
-    rd_kafka_topic_partition_list_t *mine = NULL, *parts = NULL;
-    rd_kafka_ListConsumerGroupOffsets_t *req = NULL;
-    rd_kafka_AdminOptions_t *opt = NULL;
-
-    if (rd_kafka_assignment(w->rk, &mine) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return;
-    parts = rd_kafka_topic_partition_list_new(mine->cnt > 0 ? mine->cnt : 1);
-    for (int i = 0; i < mine->cnt; i++)
-        if (strcmp(mine->elems[i].topic, w->topic) == 0 &&
-            mine->elems[i].partition < MAX_PARTS)
-            rd_kafka_topic_partition_list_add(parts, g->topic,
-                                              mine->elems[i].partition);
-    if (parts->cnt == 0) { /* nothing owned here: nothing to show */
-        for (int p = 0; p < MAX_PARTS; p++)
-            g->parts[p].known = 0;
-        goto out;
-    }
-    req = rd_kafka_ListConsumerGroupOffsets_new(g->group, parts);
-    opt = rd_kafka_AdminOptions_new(w->rk,
-                                    RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
-    if (req == NULL || opt == NULL)
-        goto out;
-    (void)rd_kafka_AdminOptions_set_request_timeout(opt, REQUEST_TIMEOUT_MS,
-                                                    NULL, 0);
-    rd_kafka_AdminOptions_set_opaque(opt, g);
-    rd_kafka_ListConsumerGroupOffsets(w->rk, &req, 1, opt, w->queue);
-    g->in_flight = 1; /* a result comes, if only its timeout */
-out:
-    if (opt)
-        rd_kafka_AdminOptions_destroy(opt);
-    if (req)
-        rd_kafka_ListConsumerGroupOffsets_destroy(req);
-    rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_topic_partition_list_destroy(mine);
+    /* never committed: every event still in the log waits */
+    int64_t from = committed >= 0 ? committed : (lo > 0 ? lo : 0);
+    int64_t lag = hi > from ? hi - from : 0;
+    if (!was_known || committed != ps->committed || lag == 0)
+        ps->progress_ms = now_ms;
+    ps->committed = committed;
+    ps->lag = lag;
+    ps->known = 1;
 }
 
 static void failed(watched *g, const char *why)
@@ -130,90 +105,239 @@ static void failed(watched *g, const char *why)
     g->failing = 1;
 }
 
-/* The start and end of partition p of topic: cached when this consumer reads
- * it, else asked of the broker (briefly: a metric may go without a sample). */
-static int log_end(ctr_group_watch *w, const char *topic, int32_t p,
-                   int64_t *lo, int64_t *hi)
+/* ---- the persister group, on the watch's thread ---- */
+
+/* The persister's next offsets of kafka.topic from consumer_offsets into
+ * next[] (-1 where it has none). 0, or -1 with the reason in err. */
+static int read_offsets(ctr_group_watch *w, PGconn *pg, int64_t *next,
+                        char *err, size_t errlen)
 {
-    if (strcmp(topic, w->topic) == 0)
-        return rd_kafka_get_watermark_offsets(w->rk, topic, p, lo, hi) ==
-                       RD_KAFKA_RESP_ERR_NO_ERROR
-                   ? 0
-                   : -1;
-    return rd_kafka_query_watermark_offsets(w->rk, topic, p, lo, hi,
-                                            QUERY_TIMEOUT_MS) ==
-                   RD_KAFKA_RESP_ERR_NO_ERROR
-               ? 0
-               : -1;
+    const char *params[2] = {w->cfg->persister_group_id, w->cfg->kafka_topic};
+    for (int p = 0; p < MAX_PARTS; p++)
+        next[p] = -1;
+    PGresult *r = PQexecParams(pg,
+                               "SELECT partition, next_offset "
+                               "FROM consumer_offsets "
+                               "WHERE group_id = $1 AND topic = $2",
+                               2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        ctr_pg_one_line(err, errlen, PQerrorMessage(pg));
+        PQclear(r);
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        int p = atoi(PQgetvalue(r, i, 0));
+        int64_t off;
+        if (p >= 0 && p < MAX_PARTS &&
+            ctr_pg_int(PQgetvalue(r, i, 1), &off) == 0)
+            next[p] = off;
+    }
+    PQclear(r);
+    return 0;
 }
 
-/* An answer: the group's committed offsets beside the log ends. */
-static void take(ctr_group_watch *w, rd_kafka_event_t *ev)
+/* One look at the persister group; the connection is dropped on failure
+ * (reconnected at the next look). */
+static void look_persister(ctr_group_watch *w, PGconn **pg)
 {
-    watched *g = rd_kafka_event_opaque(ev);
-    size_t n = 0;
-
-    g->in_flight = 0;
-    if (rd_kafka_event_error(ev)) {
-        failed(g, rd_kafka_event_error_string(ev));
+    int64_t *next = w->next, *lo = w->lo, *hi = w->hi;
+    unsigned char mine[MAX_PARTS];
+    char err[512];
+    if (*pg == NULL)
+        *pg = ctr_pg_connect(w->cfg, "counter-applier-watch", err, sizeof(err));
+    if (*pg == NULL || read_offsets(w, *pg, next, err, sizeof(err)) != 0) {
+        if (*pg) {
+            PQfinish(*pg);
+            *pg = NULL;
+        }
+        pthread_mutex_lock(&w->lock);
+        failed(&w->persister, err);
+        pthread_mutex_unlock(&w->lock);
         return;
     }
-    const rd_kafka_group_result_t **res =
-        rd_kafka_ListConsumerGroupOffsets_result_groups(
-            rd_kafka_event_ListConsumerGroupOffsets_result(ev), &n);
-    if (n != 1 || rd_kafka_group_result_error(res[0])) {
-        failed(g, n == 1 ? rd_kafka_error_string(
-                               rd_kafka_group_result_error(res[0]))
-                         : "no result");
+    if (owned(w->rk, w->topic, mine) != 0)
         return;
-    }
+    /* the ends first, outside the lock: each may take a round trip */
+    for (int p = 0; p < MAX_PARTS; p++)
+        if (mine[p] && rd_kafka_query_watermark_offsets(
+                           w->rk, w->cfg->kafka_topic, p, &lo[p], &hi[p],
+                           QUERY_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            mine[p] = 0; /* not known: no sample rather than a wrong one */
+    int64_t now_ms = ctr_time_now_ms();
+    pthread_mutex_lock(&w->lock);
+    watched *g = &w->persister;
     if (g->failing)
         ctr_info("reading the committed offsets of group %s again", g->group);
     g->failing = 0;
-    const rd_kafka_topic_partition_list_t *l =
-        rd_kafka_group_result_partitions(res[0]);
-    int64_t now_ms = ctr_time_now_ms();
-    int was_known[MAX_PARTS];
     for (int p = 0; p < MAX_PARTS; p++) {
-        was_known[p] = g->parts[p].known;
+        int was_known = g->parts[p].known;
         g->parts[p].known = 0;
+        if (mine[p] && hi[p] >= 0)
+            note(&g->parts[p], was_known, next[p], lo[p], hi[p], now_ms);
     }
-    for (int i = 0; l != NULL && i < l->cnt; i++) {
-        const rd_kafka_topic_partition_t *tp = &l->elems[i];
-        int64_t lo, hi;
-        if (tp->err || tp->partition < 0 || tp->partition >= MAX_PARTS ||
-            log_end(w, g->topic, tp->partition, &lo, &hi) != 0 || hi < 0)
-            continue; /* not known: no sample rather than a wrong one */
-        part_state *ps = &g->parts[tp->partition];
-        /* never committed: every event still in the log waits */
-        int64_t from = tp->offset >= 0 ? tp->offset : (lo > 0 ? lo : 0);
-        int64_t lag = hi > from ? hi - from : 0;
-        if (!was_known[tp->partition] || tp->offset != ps->committed ||
-            lag == 0)
-            ps->progress_ms = now_ms;
-        ps->committed = tp->offset;
-        ps->lag = lag;
-        ps->known = 1;
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void *persister_thread(void *arg)
+{
+    ctr_group_watch *w = arg;
+    PGconn *pg = NULL;
+    pthread_mutex_lock(&w->lock);
+    while (!w->stopping) {
+        pthread_mutex_unlock(&w->lock);
+        look_persister(w, &pg);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += WATCH_EVERY_MS / 1000;
+        pthread_mutex_lock(&w->lock);
+        while (!w->stopping &&
+               pthread_cond_timedwait(&w->wake, &w->lock, &until) != ETIMEDOUT)
+            ;
     }
+    pthread_mutex_unlock(&w->lock);
+    if (pg)
+        PQfinish(pg);
+    pthread_mutex_lock(&w->lock);
+    w->done = 1;
+    pthread_cond_broadcast(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+ctr_group_watch *ctr_group_watch_new(const ctr_config *cfg, rd_kafka_t *rk)
+{
+    ctr_group_watch *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    w->cfg = cfg;
+    w->rk = rk;
+    w->topic = cfg->kafka_input_topic;
+    w->persister.consumer = "persister";
+    w->persister.group = cfg->persister_group_id;
+    w->persister.topic = cfg->kafka_topic;
+    w->applier.consumer = "applier";
+    w->applier.group = cfg->applier_group_id;
+    w->applier.topic = cfg->kafka_input_topic;
+    for (int p = 0; p < MAX_PARTS; p++)
+        w->confirmed[p] = -1;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->wake, NULL);
+    if (pthread_create(&w->thread, NULL, persister_thread, w) != 0) {
+        pthread_cond_destroy(&w->wake);
+        pthread_mutex_destroy(&w->lock);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void ctr_group_watch_free(ctr_group_watch *w)
+{
+    if (w == NULL)
+        return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += STOP_WAIT_MS / 1000;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = 1;
+    pthread_cond_broadcast(&w->wake);
+    while (!w->done &&
+           pthread_cond_timedwait(&w->wake, &w->lock, &until) != ETIMEDOUT)
+        ;
+    int done = w->done;
+    pthread_mutex_unlock(&w->lock);
+    if (!done) {
+        /* stuck in a query to a server that stopped answering: the
+         * process is on its way out; the thread keeps what it uses */
+        ctr_warn("the persister group's watch did not stop in %d ms",
+                 STOP_WAIT_MS);
+        pthread_detach(w->thread);
+        return;
+    }
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->wake);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
+/* ---- the applier group, on the applier thread ---- */
+
+void ctr_group_watch_committed(ctr_group_watch *w, rd_kafka_resp_err_t err,
+                               const rd_kafka_topic_partition_list_t *offsets)
+{
+    if (w == NULL || offsets == NULL)
+        return;
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        if (!w->commit_failing)
+            ctr_warn("commits of group %s fail: %s", w->applier.group,
+                     rd_kafka_err2str(err));
+        w->commit_failing = 1;
+        return;
+    }
+    for (int i = 0; i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+        if (tp->err || tp->offset < 0 || tp->partition < 0 ||
+            tp->partition >= MAX_PARTS || strcmp(tp->topic, w->topic) != 0)
+            continue;
+        w->confirmed[tp->partition] = tp->offset;
+    }
+    if (w->commit_failing && err == 0)
+        ctr_info("commits of group %s go through again", w->applier.group);
+    w->commit_failing = w->commit_failing && err != 0;
+}
+
+void ctr_group_watch_moved(ctr_group_watch *w,
+                           const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; w && parts && i < parts->cnt; i++)
+        if (parts->elems[i].partition >= 0 &&
+            parts->elems[i].partition < MAX_PARTS &&
+            strcmp(parts->elems[i].topic, w->topic) == 0) {
+            w->confirmed[parts->elems[i].partition] = -1;
+            w->applier.parts[parts->elems[i].partition].known = 0;
+        }
 }
 
 void ctr_group_watch_step(ctr_group_watch *w)
 {
-    rd_kafka_event_t *ev;
-    while ((ev = rd_kafka_queue_poll(w->queue, 0)) != NULL) {
-        if (rd_kafka_event_type(ev) ==
-            RD_KAFKA_EVENT_LISTCONSUMERGROUPOFFSETS_RESULT)
-            take(w, ev);
-        rd_kafka_event_destroy(ev);
-    }
     int64_t now = ctr_time_mono_ms();
-    for (int i = 0; i < N_GROUPS; i++) {
-        watched *g = &w->groups[i];
-        if (g->in_flight || now < g->next_ms)
-            continue;
-        g->next_ms = now + WATCH_EVERY_MS;
-        ask(w, g);
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (w == NULL || now < w->next_ms)
+        return;
+    w->next_ms = now + WATCH_EVERY_MS;
+    if (rd_kafka_assignment(w->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    rd_kafka_position(w->rk, l); /* local: what was consumed */
+    int64_t now_ms = ctr_time_now_ms();
+    int was_known[MAX_PARTS];
+    for (int p = 0; p < MAX_PARTS; p++) {
+        was_known[p] = w->applier.parts[p].known;
+        w->applier.parts[p].known = 0;
     }
+    for (int i = 0; i < l->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &l->elems[i];
+        int p = tp->partition;
+        int64_t lo, hi;
+        if (p < 0 || p >= MAX_PARTS || strcmp(tp->topic, w->topic) != 0 ||
+            rd_kafka_get_watermark_offsets(w->rk, w->topic, p, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
+            continue;
+        /* before this applier's first confirmed commit of p, where it
+         * stands; neither known (nothing consumed yet): no sample */
+        int64_t at = w->confirmed[p] >= 0 ? w->confirmed[p] : tp->offset;
+        if (at < 0)
+            continue;
+        note(&w->applier.parts[p], was_known[p], at, lo, hi, now_ms);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+int64_t ctr_group_watch_applier_committed(const ctr_group_watch *w, int p)
+{
+    if (w == NULL || p < 0 || p >= MAX_PARTS)
+        return -1;
+    return w->confirmed[p];
 }
 
 /* The group id as a label value: '\', '"' and newlines escaped. */
@@ -231,43 +355,46 @@ static void label_value(char *out, size_t len, const char *s)
     out[o] = '\0';
 }
 
-/* One family, name{consumer, group, partition} for every known partition:
- * the progress time in seconds when in_seconds, else the lag. */
-static void render_family(const ctr_group_watch *w, ctr_strbuf *b,
-                          const char *name, const char *help, int in_seconds)
+/* name{consumer, group, partition} for every known partition of g: the
+ * progress time in seconds when in_seconds, else the lag. */
+static void render_group(const watched *g, ctr_strbuf *b, const char *name,
+                         int in_seconds)
 {
     char group[512];
-    ctr_metric_help(b, name, "gauge", help);
-    for (int i = 0; w && i < N_GROUPS; i++) {
-        const watched *g = &w->groups[i];
-        label_value(group, sizeof(group), g->group);
-        for (int p = 0; p < MAX_PARTS; p++) {
-            const part_state *ps = &g->parts[p];
-            if (!ps->known)
-                continue;
-            ctr_strbuf_printf(
-                b, "%s{consumer=\"%s\",group=\"%s\",partition=\"%d\"} ", name,
-                g->consumer, group, p);
-            if (in_seconds)
-                ctr_strbuf_printf(b, "%.3f\n", (double)ps->progress_ms / 1e3);
-            else
-                ctr_strbuf_printf(b, "%lld\n", (long long)ps->lag);
-        }
+    label_value(group, sizeof(group), g->group);
+    for (int p = 0; p < MAX_PARTS; p++) {
+        const part_state *ps = &g->parts[p];
+        if (!ps->known)
+            continue;
+        ctr_strbuf_printf(b,
+                          "%s{consumer=\"%s\",group=\"%s\",partition=\"%d\"} ",
+                          name, g->consumer, group, p);
+        if (in_seconds)
+            ctr_strbuf_printf(b, "%.3f\n", (double)ps->progress_ms / 1e3);
+        else
+            ctr_strbuf_printf(b, "%lld\n", (long long)ps->lag);
     }
 }
 
-int64_t ctr_group_watch_applier_committed(const ctr_group_watch *w, int p)
+static void render_family(ctr_group_watch *w, ctr_strbuf *b, const char *name,
+                          const char *help, int in_seconds)
 {
-    if (w == NULL || p < 0 || p >= MAX_PARTS || !w->groups[1].parts[p].known)
-        return -1;
-    return w->groups[1].parts[p].committed;
+    ctr_metric_help(b, name, "gauge", help);
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->lock);
+    render_group(&w->persister, b, name, in_seconds);
+    pthread_mutex_unlock(&w->lock);
+    render_group(&w->applier, b, name, in_seconds);
 }
 
-void ctr_group_watch_render(const ctr_group_watch *w, ctr_strbuf *b)
+void ctr_group_watch_render(ctr_group_watch *w, ctr_strbuf *b)
 {
     render_family(w, b, "counter_kafka_group_lag",
                   "Events in the partition after the offset the group last "
-                  "committed to Kafka, for the partitions this applier owns.",
+                  "committed, for the partitions this applier owns (the "
+                  "persister's as PostgreSQL has them; the applier's as its "
+                  "commits were confirmed, or its position before one).",
                   0);
     render_family(w, b, "counter_kafka_group_progress_timestamp_seconds",
                   "When the group last committed a new offset on the "

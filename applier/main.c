@@ -310,10 +310,21 @@ static void commit_progress_cb(void *arg)
     commit_progress(arg);
 }
 
+/* What the broker took of a commit: the group watch's committed offsets
+ * (fold.lua trims its outcome log by them). */
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    applier *a = opaque;
+    (void)rk;
+    ctr_group_watch_committed(a->groups, err, offsets);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     applier *a = opaque;
+    ctr_group_watch_moved(a->groups, parts);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         /* from the committed offsets: the fence skips what was applied
          * after them */
@@ -1129,8 +1140,8 @@ int main(void)
         ctr_error("could not set up kafka: %s", err);
         goto out;
     }
-    a.rk = ctr_consumer_new(cfg, cfg->applier_group_id, on_rebalance, &a, err,
-                            sizeof(err));
+    a.rk = ctr_consumer_new(cfg, cfg->applier_group_id, on_rebalance, on_commit,
+                            &a, err, sizeof(err));
     a.revoked_parts = rd_kafka_topic_partition_list_new(4);
     if (a.rk == NULL) {
         ctr_error("%s", err);
@@ -1200,11 +1211,12 @@ int main(void)
     commit_progress(&a);
     rc = 0;
 out:
-    ctr_group_watch_free(a.groups); /* its queue before the consumer */
-    if (a.rk) {
-        rd_kafka_consumer_close(a.rk);
+    if (a.rk)
+        rd_kafka_consumer_close(a.rk); /* its callbacks may use the watch */
+    ctr_group_watch_free(a.groups);    /* its thread uses the consumer */
+    a.groups = NULL;
+    if (a.rk)
         rd_kafka_destroy(a.rk);
-    }
     ctr_producer_free(a.producer);
     free(record_kv);
     free(msgs);

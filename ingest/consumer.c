@@ -20,11 +20,10 @@ static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
         ctr_debug("kafka: %s: %s", fac, buf);
 }
 
-rd_kafka_t *ctr_consumer_new(
-    const ctr_config *cfg, const char *group_id,
-    void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
-                         rd_kafka_topic_partition_list_t *, void *),
-    void *opaque, char *errbuf, size_t errlen)
+rd_kafka_t *ctr_consumer_new(const ctr_config *cfg, const char *group_id,
+                             ctr_consumer_cb rebalance_cb,
+                             ctr_consumer_cb commit_cb, void *opaque,
+                             char *errbuf, size_t errlen)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *defaults[][2] = {
@@ -68,6 +67,8 @@ rd_kafka_t *ctr_consumer_new(
                               sizeof(err)) != RD_KAFKA_CONF_OK)
             goto bad;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    if (commit_cb)
+        rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
     rd_kafka_conf_set_log_cb(conf, on_kafka_log);
     rd_kafka_conf_set_opaque(conf, opaque);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));

@@ -16,18 +16,21 @@
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
 
+/* A rebalance callback, or an offset commit callback (the offsets the
+ * broker took, or the error). */
+typedef void (*ctr_consumer_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                rd_kafka_topic_partition_list_t *, void *);
+
 /*
  * Creates a consumer of group_id, not subscribed yet (see
- * ctr_consumer_subscribe), whose rebalance callback (run inside
- * rd_kafka_consumer_poll, on the caller's thread) gets opaque. Returns
- * NULL with a reason in errbuf.
+ * ctr_consumer_subscribe), whose rebalance callback and commit callback
+ * (may be NULL; both run inside rd_kafka_consumer_poll, on the caller's
+ * thread) get opaque. Returns NULL with a reason in errbuf.
  */
-rd_kafka_t *
-ctr_consumer_new(const ctr_config *cfg, const char *group_id,
-                 void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
-                                      rd_kafka_topic_partition_list_t *,
-                                      void *),
-                 void *opaque, char *errbuf, size_t errlen)
+rd_kafka_t *ctr_consumer_new(const ctr_config *cfg, const char *group_id,
+                             ctr_consumer_cb rebalance_cb,
+                             ctr_consumer_cb commit_cb, void *opaque,
+                             char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* Subscribes rk to topics[0..n) (replacing what it was subscribed to).

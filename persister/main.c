@@ -190,7 +190,8 @@ int main(void)
         goto out;
     }
     p.rk = ctr_consumer_new(cfg, cfg->persister_group_id,
-                            ps_on_rebalance_after_commit, &p, err, sizeof(err));
+                            ps_on_rebalance_after_commit, NULL, &p, err,
+                            sizeof(err));
     if (p.rk == NULL ||
         ctr_consumer_subscribe(p.rk, (const char *const *)&cfg->kafka_topic, 1,
                                err, sizeof(err)) != 0) {

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import freeze, wait_pg_total, wait_until
+from conftest import freeze, input_kafka, wait_pg_total, wait_until
 
 RFC3339_MS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 PARTS = ("redis", "postgres", "kafka", "counter-api", "counter-persister")
@@ -80,7 +80,7 @@ def _write_works(api, name):
 # -------------------------------------------------------------- redis down ---
 
 
-def test_redis_down_reads_from_postgres_writes_go_through_kafka(api, redis, pg, kafka, stackctl, name):
+def test_redis_down_reads_from_postgres_writes_go_through_kafka(api, redis, pg, stack, stackctl, name):
     """Redis down: reads come from PostgreSQL (stale), writes are accepted
     into Kafka only (202, applied: false) and the applier applies them, in
     log order, once Redis is back; a set, which needs the current value,
@@ -91,6 +91,8 @@ def test_redis_down_reads_from_postgres_writes_go_through_kafka(api, redis, pg, 
     assert r.status == 200
     wait_pg_total(pg, name, 5)
     last_event_ms = pg.total_row(name)[1]
+    # the api's 202s go where other producers' events go: the input topic
+    kafka = input_kafka(stack)
     since = kafka.end_offsets()
     before_stored = redis.stored(name)
 
@@ -141,7 +143,7 @@ def test_redis_down_reads_from_postgres_writes_go_through_kafka(api, redis, pg, 
         # Nothing is applied yet: still PostgreSQL's value.
         r = api.get(name)
         assert r.json["value"] == 5 and r.json["source"] == "postgres"
-        # In the log, in order, without "origin": the applier's to apply.
+        # In the input topic, in order, without "origin": the applier's to apply.
         logged = kafka.messages(since, key=name)
         assert [m["event"]["delta"] for m in logged] == [3, -1, 1] * 5
         assert all("origin" not in m["headers_dict"] for m in logged), logged

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -156,17 +157,33 @@ def _group(metrics, family, consumer):
     return out
 
 
+def _an_event_in_each_input_partition(stack):
+    """One external event into every partition of the input topic (kcat,
+    as an outside producer), so that the applier has read each."""
+    name = unique_name("it.watch")
+    for p in range(stack.kafka_partitions):
+        line = json.dumps({"v": 1, "id": f"w-{uuid.uuid4()}", "counter": name, "delta": 1,
+                           "ts": int(time.time() * 1000)}) + "\n"
+        r = subprocess.run(["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_input_topic,
+                            "-p", str(p)], input=line, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_applier_shows_a_frozen_persister_s_lag_and_last_progress(api, stack):
     """The persister's own port goes silent when its loop stops; the
-    applier reads the persister group's committed offsets from Kafka and
-    shows the lag growing and the progress time standing still."""
+    applier reads the persister group's committed offsets where the
+    persister keeps them (PostgreSQL) and shows the lag growing and the
+    progress time standing still. Its own group's rows come from its
+    confirmed commits (or its position before one)."""
     url = _url("APPLIER_METRICS_URL")
     lag, progress = "counter_kafka_group_lag", "counter_kafka_group_progress_timestamp_seconds"
+    _an_event_in_each_input_partition(stack)
     m = wait_until(lambda: (lambda x: x if len(_group(x, lag, "persister")) == stack.kafka_partitions
-                            and all(v == 0 for v in _group(x, lag, "persister").values()) else None)(scrape(url)),
+                            and all(v == 0 for v in _group(x, lag, "persister").values())
+                            and len(_group(x, lag, "applier")) == stack.kafka_partitions
+                            and all(v == 0 for v in _group(x, lag, "applier").values())
+                            else None)(scrape(url)),
                    30, 0.2, "every partition watched, nothing waiting")
-    assert len(_group(m, lag, "applier")) == stack.kafka_partitions
-    assert all(v == 0 for v in _group(m, lag, "applier").values())
     for v in _group(m, progress, "persister").values():
         assert abs(v - time.time()) < 30
     pid = stack.pid("counter-persister")
