@@ -66,11 +66,15 @@ static int refuse_json(api_body_error *err, const ctr_json_error *jerr)
                         "-9223372036854775808 to 18446744073709551615)");
         return fail(err, "invalid_json", NULL,
                     "request body holds an integer beyond 64 bits");
-    case CTR_JSON_TOO_DEEP:
-        snprintf(msg, sizeof(msg),
+    case CTR_JSON_TOO_DEEP: {
+        /* short enough that "<field>: " fits before it in err->message
+         * (gcc -O2 checks the truncation) */
+        char deep[80];
+        snprintf(deep, sizeof(deep),
                  "%s arrays and objects deeper than %d levels",
                  field ? "nests" : "request body nests", CTR_JSON_MAX_DEPTH);
-        return fail(err, "invalid_json", field, msg);
+        return fail(err, "invalid_json", field, deep);
+    }
     default: break;
     }
     return fail(err, "invalid_json", NULL, "request body is not valid JSON");
