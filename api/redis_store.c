@@ -10,7 +10,7 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/name.h"
-#include "ingest/slots.h"
+#include "redis/slots.h"
 
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
@@ -486,7 +486,7 @@ static int epoch_in_use(const char *s, size_t len)
 }
 
 /*
- * The epoch markers (ingest/apply.h). A Redis that restarted without its
+ * The epoch markers (redis/apply.h). A Redis that restarted without its
  * data has none; its values would be wrong (too low) until the applier
  * has rebuilt them from PostgreSQL and the log and set them again. Every
  * write and read checks the marker of its own slot, in the same command,

@@ -5,7 +5,7 @@
  * Keys: every key of counter <name> carries the hash tag "{c:<name>}", so a
  * script touching one counter stays in one Redis Cluster slot. The counter
  * itself is the string "{c:<name>}" (its value) beside "{c:<name>}:t" (last
- * update, ms since the epoch); ingest/apply.h has all the keys.
+ * update, ms since the epoch); redis/apply.h has all the keys.
  *
  * With redis.cluster_nodes set it is a Redis Cluster client: a connection
  * per master, the slot map from CLUSTER SLOTS (read again every second,
@@ -28,8 +28,8 @@
 
 #include "common/config.h"
 #include "common/name.h"
-#include "ingest/apply.h"
-#include "ingest/restore.h"
+#include "redis/apply.h"
+#include "redis/restore.h"
 
 #include <event2/event.h>
 #include <stddef.h>

@@ -35,7 +35,7 @@
  *
  * Idempotency-Key: the key is the event id, and the same Lua call that
  * applies the write leaves a record under the counter's guard key (see
- * ingest/apply.h): pending until the event is in the log, then done. A
+ * redis/apply.h): pending until the event is in the log, then done. A
  * retry finds it and
  * - replays the first answer (done), with Idempotent-Replayed: true;
  * - answers 409 request_in_progress while the first attempt may still

@@ -7,7 +7,7 @@
 #ifndef COUNTER_APPLIER_FOLD_H
 #define COUNTER_APPLIER_FOLD_H
 
-#include "ingest/apply.h"
+#include "redis/apply.h"
 #include "ingest/event.h"
 
 #include <stddef.h>

@@ -5,7 +5,7 @@
 
 #include "common/log.h"
 #include "common/timeutil.h"
-#include "ingest/restore.h"
+#include "redis/restore.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -6,11 +6,11 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
-#include "ingest/apply.h"
+#include "redis/apply.h"
 #include "ingest/consumer.h"
 #include "ingest/event.h"
 #include "ingest/producer.h"
-#include "ingest/restore.h"
+#include "redis/restore.h"
 #include "redis/scripts.h"
 
 #include <inttypes.h>

@@ -1,6 +1,6 @@
 /*
  * resolver.h - settles the pending writes no api will: the entries of the
- * pending hashes (ingest/apply.h) older than applier.resolve_after_ms,
+ * pending hashes (redis/apply.h) older than applier.resolve_after_ms,
  * by which time no verdict of the api that made one can still come
  * (librdkafka gave up on its event after kafka.message_timeout_ms). They
  * are what an api left when it died between its script and the log, lost
@@ -23,7 +23,7 @@
 #define COUNTER_APPLIER_RESOLVER_H
 
 #include "common/config.h"
-#include "ingest/rclient.h"
+#include "redis/rclient.h"
 
 #include <stdint.h>
 

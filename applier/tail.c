@@ -9,7 +9,7 @@
 #include "ingest/consumer.h"
 #include "ingest/event.h"
 #include "ingest/producer.h"
-#include "ingest/restore.h"
+#include "redis/restore.h"
 #include "redis/scripts.h"
 
 #include <inttypes.h>

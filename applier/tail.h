@@ -1,5 +1,5 @@
 /*
- * tail.h - what a restore leaves owed (CTR_TAIL_KEY, ingest/restore.h):
+ * tail.h - what a restore leaves owed (CTR_TAIL_KEY, redis/restore.h):
  * the restore applied the log up to its end as it was then, but an api
  * write applied to the data set that was lost may reach the log later,
  * while librdkafka still tries it (up to kafka.message_timeout_ms). Its
@@ -16,7 +16,7 @@
 #define COUNTER_APPLIER_TAIL_H
 
 #include "common/config.h"
-#include "ingest/rclient.h"
+#include "redis/rclient.h"
 
 #include <stdint.h>
 

@@ -6,7 +6,7 @@
  * in its zone; PostgreSQL's fallback is the api's own query. Redis is only used
  * when it holds the epoch key: a Redis that restarted empty answers 0 for
  * everything until it is restored, and the api does not read it either. Redis
- * is one server or a Redis Cluster (ingest/rclient.h): SCAN runs on every
+ * is one server or a Redis Cluster (redis/rclient.h): SCAN runs on every
  * master, each MGET goes to the master of its key.
  */
 #include "ctl/stores.h"
@@ -16,9 +16,9 @@
 #include "common/timeutil.h"
 #include "common/tz.h"
 #include "ctl/cli.h"
-#include "ingest/apply.h"
-#include "ingest/rclient.h"
-#include "ingest/restore.h"
+#include "redis/apply.h"
+#include "redis/rclient.h"
+#include "redis/restore.h"
 
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>

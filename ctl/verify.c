@@ -17,12 +17,12 @@
  * lies outside what Redis held between the two reads; a counter written
  * all the time would otherwise differ at almost every look.
  *
- * A value with writes still pending (its pending hash, ingest/apply.h:
+ * A value with writes still pending (its pending hash, redis/apply.h:
  * applied, not yet known to be in the log; the api or the applier's
  * resolver settles them) is not a difference yet: it is named as pending.
  *
  * Plain blocking clients: this is a one-shot operator command. Redis is
- * one server or a Redis Cluster (ingest/rclient.h): SCAN runs on every
+ * one server or a Redis Cluster (redis/rclient.h): SCAN runs on every
  * master, each GET goes to the master of its key.
  */
 #include "ctl/verify.h"
@@ -33,7 +33,7 @@
 #include "common/pgconn.h"
 #include "common/timeutil.h"
 #include "common/tz.h"
-#include "ingest/rclient.h"
+#include "redis/rclient.h"
 
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>

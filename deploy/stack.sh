@@ -894,7 +894,7 @@ api_answers() {
 # The applier sets the epoch markers once Redis holds a whole data set
 # (restored from PostgreSQL and the log when it started empty); until then
 # the api keeps off Redis. counter:epoch:3:{3560} is slot 0's marker
-# (ingest/apply.h); "restoring:..." while a restore runs.
+# (redis/apply.h); "restoring:..." while a restore runs.
 redis_whole() {
     local epoch
     epoch="$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" GET 'counter:epoch:3:{3560}' 2>/dev/null)"

@@ -2,7 +2,7 @@
  * scripts.h - the Lua scripts every writer of counter keys runs on Redis,
  * as NUL-terminated texts built from the .lua files of redis/ at build time
  * (redis/embed.cmake). What each takes and returns is written at the top
- * of its file; the key layout is in ingest/apply.h.
+ * of its file; the key layout is in redis/apply.h.
  *
  *   write   one write, whole: epoch, fence, guards, dedup, escrowed
  *           bounds, the change and its pending entry (write.lua)

@@ -267,7 +267,7 @@ def run(cmd, timeout=60, check=True, env=None, input=None):
     return p.stdout
 
 
-# Slot 0's epoch marker (ingest/apply.h: one per slot, "counter:epoch:3:"
+# Slot 0's epoch marker (redis/apply.h: one per slot, "counter:epoch:3:"
 # and the tag that hashes to the slot): holds the data set's epoch once
 # Redis is whole, "restoring:<token>" while a restore runs.
 EPOCH_MARKER_0 = "counter:epoch:3:{3560}"

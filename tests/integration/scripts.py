@@ -1,7 +1,7 @@
 """The Redis scripts of redis/ as the services run them, for tests that call
 them directly: each script is the concatenation of the .lua files that
 redis/CMakeLists.txt lists for it (SCRIPTS), as redis/embed.cmake builds
-it. Also the key layout of ingest/apply.h: the epoch marker of a key's
+it. Also the key layout of redis/apply.h: the epoch marker of a key's
 slot."""
 
 import os
@@ -58,7 +58,7 @@ _TAGS = None
 
 def epoch_marker(slot):
     """counter:epoch:3:{TAG}: TAG the smallest number whose text hashes to
-    the slot (ingest/apply.c, ctr_apply_epoch_key)."""
+    the slot (redis/apply.c, ctr_apply_epoch_key)."""
     global _TAGS
     if _TAGS is None:
         tags, left, i = {}, 16384, 1

@@ -614,7 +614,7 @@ def test_redis_keys_outside_the_targets_are_untouched(hostile):
     before, after = hostile.redis_before, hostile.redis_after
     tags = tuple(f"{{c:{t}}}".encode() for t in hostile.targets)
     # the applier's own bookkeeping of a restore (its lock, generation and
-    # owed tail, ingest/restore.h) moves by itself after an earlier test
+    # owed tail, redis/restore.h) moves by itself after an earlier test
     # restored Redis
     own = (b"counter:restore-",)
     foreign = sorted(

@@ -1,7 +1,7 @@
 /* test_apply.c - the arguments of the Redis write and undo scripts, and
  * the api's idempotency record. */
-#include "ingest/apply.h"
-#include "ingest/slots.h"
+#include "redis/apply.h"
+#include "redis/slots.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

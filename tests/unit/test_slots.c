@@ -1,6 +1,6 @@
 /* test_slots.c - Redis Cluster key slots, slot maps and redirections:
  * slots checked against what redis-server 7's CLUSTER KEYSLOT answers. */
-#include "ingest/slots.h"
+#include "redis/slots.h"
 
 #include <hiredis/hiredis.h>
 #include <setjmp.h>

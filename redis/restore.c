@@ -1,17 +1,17 @@
 /*
  * restore.c - see restore.h.
  */
-#include "ingest/restore.h"
+#include "redis/restore.h"
 
 #include "common/log.h"
 #include "common/pgconn.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
 #include "common/tz.h"
-#include "ingest/apply.h"
+#include "redis/apply.h"
 #include "ingest/consumer.h"
 #include "ingest/event.h"
-#include "ingest/slots.h"
+#include "redis/slots.h"
 #include "redis/scripts.h"
 
 #include <inttypes.h>

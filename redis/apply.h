@@ -56,8 +56,8 @@
  *                         lost its keys (a restart without data, an empty
  *                         shard) or that a restore is rebuilding.
  */
-#ifndef COUNTER_INGEST_APPLY_H
-#define COUNTER_INGEST_APPLY_H
+#ifndef COUNTER_REDIS_APPLY_H
+#define COUNTER_REDIS_APPLY_H
 
 #include "common/counterdef.h"
 #include "ingest/event.h"

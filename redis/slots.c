@@ -1,7 +1,7 @@
 /*
  * slots.c - see slots.h.
  */
-#include "ingest/slots.h"
+#include "redis/slots.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -4,15 +4,15 @@
  * it finds a Redis without the epoch key (restarted without its data).
  * Also the synchronous helpers both need: the epoch check, a Kafka reader
  * outside any group, and the persister's stored offsets (Redis
- * connections: ingest/rclient.h).
+ * connections: redis/rclient.h).
  */
-#ifndef COUNTER_INGEST_RESTORE_H
-#define COUNTER_INGEST_RESTORE_H
+#ifndef COUNTER_REDIS_RESTORE_H
+#define COUNTER_REDIS_RESTORE_H
 
 #include "common/config.h"
-#include "ingest/apply.h"
+#include "redis/apply.h"
 #include "ingest/event.h"
-#include "ingest/rclient.h"
+#include "redis/rclient.h"
 
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
@@ -23,7 +23,7 @@
 /* The epoch keys of older layouts, removed by a restore so that an older
  * version run again restores too instead of misreading the keys:
  * "counter:epoch" (layout 1, a hash per counter), "counter:epoch:2"
- * (layout 2, no pending entries). Layout 3's markers: ingest/apply.h. */
+ * (layout 2, no pending entries). Layout 3's markers: redis/apply.h. */
 #define CTR_EPOCH_KEY_V1 "counter:epoch"
 #define CTR_EPOCH_KEY_V2 "counter:epoch:2"
 /* Held by the one restore that runs (redis/lock.lua: owner's token,

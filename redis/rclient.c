@@ -1,9 +1,9 @@
 /*
  * rclient.c - see rclient.h.
  */
-#include "ingest/rclient.h"
+#include "redis/rclient.h"
 
-#include "ingest/slots.h"
+#include "redis/slots.h"
 
 #include <stdarg.h>
 #include <stdint.h>

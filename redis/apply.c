@@ -1,11 +1,11 @@
 /*
  * apply.c - see apply.h.
  */
-#include "ingest/apply.h"
+#include "redis/apply.h"
 
 #include "common/strbuf.h"
 #include "common/tz.h"
-#include "ingest/slots.h"
+#include "redis/slots.h"
 
 #include <pthread.h>
 

@@ -2,10 +2,10 @@
  * slots.h - what a Redis Cluster client needs besides connections: the
  * slot of a key, the slot map CLUSTER SLOTS answers, and the target of a
  * MOVED or ASK redirection. Shared by the api's asynchronous client
- * (api/redis_store.c) and the synchronous one (ingest/rclient.c).
+ * (api/redis_store.c) and the synchronous one (redis/rclient.c).
  */
-#ifndef COUNTER_INGEST_SLOTS_H
-#define COUNTER_INGEST_SLOTS_H
+#ifndef COUNTER_REDIS_SLOTS_H
+#define COUNTER_REDIS_SLOTS_H
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>

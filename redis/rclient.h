@@ -15,8 +15,8 @@
  * reason is in ctr_rclient_errstr. An error reply of the command itself
  * (an overflow, a wrong type) is returned as a reply.
  */
-#ifndef COUNTER_INGEST_RCLIENT_H
-#define COUNTER_INGEST_RCLIENT_H
+#ifndef COUNTER_REDIS_RCLIENT_H
+#define COUNTER_REDIS_RCLIENT_H
 
 #include "common/config.h"
 
