@@ -10,7 +10,7 @@
 #include "api/auth.h"
 #include "api/framing.h"
 #include "api/listener.h"
-#include "api/floor.h"
+#include "api/read_floor.h"
 #include "api/metrics.h"
 #include "api/pg_reader.h"
 #include "api/redis_store.h"

@@ -50,7 +50,7 @@
  */
 #include "api/handlers.h"
 #include "api/body.h"
-#include "api/floor.h"
+#include "api/read_floor.h"
 #include "api/reply.h"
 #include "api/metrics.h"
 #include "common/log.h"

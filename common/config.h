@@ -97,7 +97,7 @@ typedef struct ctr_config {
     int persister_batch_ms;
     char *persister_group_id;
     int persister_metrics_port; /* Prometheus text on server.bind; 0: off */
-    int persister_fluctuation_window_ms; /* see persister/fluct.h */
+    int persister_fluctuation_window_ms; /* see persister/fluctuation.h */
     int persister_fluctuation_warmup;    /* windows before judging */
 
     char *applier_group_id;

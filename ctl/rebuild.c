@@ -12,7 +12,7 @@
 #include "redis/restore.h"
 #include "persister/batch.h"
 #include "persister/fold.h"
-#include "persister/sink.h"
+#include "persister/pg_writer.h"
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>

@@ -48,7 +48,7 @@ ctr_producer *ctr_producer_new(const ctr_config *cfg, struct event_base *base,
 /* The data set (epoch marker) an api event was applied to in Redis. */
 #define CTR_HEADER_EPOCH "epoch"
 /* On an applier's record: "<topic>:<partition>:<offset>", the event it
- * records, by which the persister counts it once (persister/sink.c). */
+ * records, by which the persister counts it once (persister/pg_writer.c). */
 #define CTR_HEADER_SOURCE "source"
 
 typedef struct ctr_event_headers {

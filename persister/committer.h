@@ -12,7 +12,7 @@
 #define COUNTER_PERSISTER_COMMITTER_H
 
 #include "persister/batch.h"
-#include "persister/sink.h"
+#include "persister/pg_writer.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -18,9 +18,9 @@
 #include "ingest/producer.h"
 #include "persister/batch.h"
 #include "persister/committer.h"
-#include "persister/fluct.h"
+#include "persister/fluctuation.h"
 #include "persister/fold.h"
-#include "persister/sink.h"
+#include "persister/pg_writer.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /*
- * fluct.h - "abnormal fluctuation": a counter whose rate of change leaves
+ * fluctuation.h - "abnormal fluctuation": a counter whose rate of change leaves
  * its recent band. Per counter, the absolute change per window (the sum
  * of |delta| of the events the persister folds) is compared with an
  * exponentially weighted mean and variance of the windows before it;
@@ -16,8 +16,8 @@
  * still changing are never pushed out; a new name that finds only those
  * is not watched until room is made.
  */
-#ifndef COUNTER_PERSISTER_FLUCT_H
-#define COUNTER_PERSISTER_FLUCT_H
+#ifndef COUNTER_PERSISTER_FLUCTUATION_H
+#define COUNTER_PERSISTER_FLUCTUATION_H
 
 #include "common/strbuf.h"
 

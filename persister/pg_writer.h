@@ -1,11 +1,11 @@
 /*
- * sink.h - the persister's PostgreSQL side: one transaction per batch that
+ * pg_writer.h - the persister's PostgreSQL side: one transaction per batch that
  * adds the batch's totals and advances the stored offsets, fenced so that a
  * stale batch (from a member that lost its partitions while paused) rolls
  * back instead of counting twice. Blocking libpq; persister thread only.
  */
-#ifndef COUNTER_PERSISTER_SINK_H
-#define COUNTER_PERSISTER_SINK_H
+#ifndef COUNTER_PERSISTER_PG_WRITER_H
+#define COUNTER_PERSISTER_PG_WRITER_H
 
 #include "common/config.h"
 #include "persister/batch.h"

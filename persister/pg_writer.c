@@ -1,7 +1,7 @@
 /*
- * sink.c - see sink.h.
+ * pg_writer.c - see pg_writer.h.
  */
-#include "persister/sink.h"
+#include "persister/pg_writer.h"
 
 #include "common/log.h"
 #include "common/pgconn.h"

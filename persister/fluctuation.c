@@ -1,9 +1,9 @@
 /*
- * fluct.c - see fluct.h. Open addressing over a fixed table: a name lives
- * in one of the PROBE slots after its hash, all of which are looked at
- * (a freed slot leaves no hole that would hide a name behind it).
+ * fluctuation.c - see fluctuation.h. Open addressing over a fixed table: a name
+ * lives in one of the PROBE slots after its hash, all of which are looked at (a
+ * freed slot leaves no hole that would hide a name behind it).
  */
-#include "persister/fluct.h"
+#include "persister/fluctuation.h"
 
 #include "common/log.h"
 #include "common/metrics.h"

@@ -1,7 +1,7 @@
-/* test_fluct.c - the abnormal-fluctuation watch: a burst alarms once and
+/* test_fluctuation.c - the abnormal-fluctuation watch: a burst alarms once and
  * clears, and the table stays bounded without locking real counters out
  * when floods of names come and go. */
-#include "persister/fluct.h"
+#include "persister/fluctuation.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

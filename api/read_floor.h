@@ -1,13 +1,13 @@
 /*
- * floor.h - the highest value this process has served, per monotonic
+ * read_floor.h - the highest value this process has served, per monotonic
  * counter (kinds counter and unique) and period, so that a read that
  * falls back to PostgreSQL, which lags Redis by a batch, never shows a
  * client a value below one it already saw (I6 in DESIGN.md). A fixed,
  * direct-mapped table: a counter whose slot was taken by another loses
  * its floor, nothing else. Loop thread only.
  */
-#ifndef COUNTER_API_FLOOR_H
-#define COUNTER_API_FLOOR_H
+#ifndef COUNTER_API_READ_FLOOR_H
+#define COUNTER_API_READ_FLOOR_H
 
 #include <stdint.h>
 

@@ -1,7 +1,7 @@
 /*
- * floor.c - see floor.h.
+ * read_floor.c - see read_floor.h.
  */
-#include "api/floor.h"
+#include "api/read_floor.h"
 
 #include "common/name.h"
 
