@@ -239,5 +239,5 @@ void api_handle_names(api_app *app, struct evhttp_request *req)
         api_reply_error(req, 503, "unavailable", NULL,
                         "postgresql is busy; try again");
     }
-    ctr_strbuf_free(&exact);
+    ctr_strbuf_clear(&exact);
 }

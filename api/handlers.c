@@ -40,13 +40,13 @@ static void handle_metrics(api_app *app, struct evhttp_request *req)
     ctr_strbuf text = {0};
     api_metrics_render(&app->metrics, &g, &text);
     if (text.failed) {
-        ctr_strbuf_free(&text);
+        ctr_strbuf_clear(&text);
         api_reply_error(req, 500, "internal", NULL, "out of memory");
         return;
     }
     struct evbuffer *b = evbuffer_new();
     evbuffer_add(b, text.s, text.len);
-    ctr_strbuf_free(&text);
+    ctr_strbuf_clear(&text);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     api_metrics_end(req, 200);

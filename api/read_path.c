@@ -214,8 +214,8 @@ static void read_from_pg(read_op *op)
         rc = api_pg_query(op->app->pg, ctr_sql_current_values, 2, params,
                           read_from_pg_done, op);
     }
-    ctr_strbuf_free(&names);
-    ctr_strbuf_free(&days);
+    ctr_strbuf_clear(&names);
+    ctr_strbuf_clear(&days);
     if (rc != 0) {
         op->app->metrics.reads_failed++;
         api_reply_error(op->req, 503, "unavailable", NULL,

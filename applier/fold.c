@@ -122,11 +122,11 @@ int ctr_fold_args_build(ctr_fold_args *a, const ctr_fold_ctx *ctx,
     a->argc = c;
     return 0;
 err:
-    ctr_fold_args_free(a);
+    ctr_fold_args_clear(a);
     return -1;
 }
 
-void ctr_fold_args_free(ctr_fold_args *a)
+void ctr_fold_args_clear(ctr_fold_args *a)
 {
     free(a->argv);
     free(a->store);

@@ -27,7 +27,7 @@ typedef struct ctr_fold_ctx {
     int log_ttl_s;     /* expiry of the outcome log */
 } ctr_fold_ctx;
 
-/* The arguments of one EVALSHA, owned: ctr_fold_args_free. */
+/* The arguments of one EVALSHA, owned: ctr_fold_args_clear. */
 typedef struct ctr_fold_args {
     int argc;
     const char **argv;
@@ -47,7 +47,8 @@ int ctr_fold_args_build(ctr_fold_args *a, const ctr_fold_ctx *ctx,
                         const ctr_event *const *evs, const int64_t *offsets,
                         size_t n) __attribute__((warn_unused_result));
 
-void ctr_fold_args_free(ctr_fold_args *a);
+/* Frees what a holds (embedded: a itself stays). */
+void ctr_fold_args_clear(ctr_fold_args *a);
 
 /* The 63-bit fingerprint fold.lua keeps of an event id (MurmurHash64A of
  * its bytes, shifted right once), the same in every process. */

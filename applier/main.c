@@ -603,7 +603,7 @@ static void call_clear(call *c)
     for (int k = 0; c->codes && k < c->n; k++)
         free(c->codes[k]);
     free(c->codes);
-    ctr_fold_args_free(&c->fold);
+    ctr_fold_args_clear(&c->fold);
     memset(c, 0, sizeof(*c));
 }
 

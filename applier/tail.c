@@ -286,7 +286,7 @@ int ctr_tail_step(ctr_tail *t, ctr_rclient *c, const char *epoch)
     for (int p = 0; p < t->nparts; p++)
         ctr_strbuf_printf(&b, "%s%" PRId64, p ? "," : "", t->offset[p]);
     int swapped = b.failed ? -1 : debt_swap(t, c, b.s);
-    ctr_strbuf_free(&b);
+    ctr_strbuf_clear(&b);
     if (swapped != 1)
         stop_paying(t);
     return swapped < 0 ? -1 : (int)(t->applied - before);

@@ -148,8 +148,8 @@ static void answer(int fd, ctr_metrics_render render, void *arg)
             break;
         sent += (size_t)n;
     }
-    ctr_strbuf_free(&body);
-    ctr_strbuf_free(&out);
+    ctr_strbuf_clear(&body);
+    ctr_strbuf_clear(&out);
 }
 
 ctr_metrics_server *ctr_metrics_server_open(const char *addr, int port)

@@ -60,7 +60,7 @@ void ctr_strbuf_printf(ctr_strbuf *b, const char *fmt, ...)
     }
 }
 
-void ctr_strbuf_free(ctr_strbuf *b)
+void ctr_strbuf_clear(ctr_strbuf *b)
 {
     free(b->s);
     memset(b, 0, sizeof(*b));

@@ -22,8 +22,8 @@ void ctr_strbuf_put(ctr_strbuf *b, const char *p, size_t n);
 void ctr_strbuf_puts(ctr_strbuf *b, const char *s);
 void ctr_strbuf_printf(ctr_strbuf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Frees the text; b may be reused after. */
-void ctr_strbuf_free(ctr_strbuf *b);
+/* Frees the text of b (embedded: b itself stays); b may be reused after. */
+void ctr_strbuf_clear(ctr_strbuf *b);
 
 /*
  * Writes s as a JSON string literal, quotes included: '"', '\\' and the

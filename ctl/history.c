@@ -285,7 +285,7 @@ int ctl_history_main(int argc, char **argv)
     }
 out:
     ctl_api_result_free(&res);
-    ctr_strbuf_free(&target);
+    ctr_strbuf_clear(&target);
     ctr_config_free(cfg);
     return rc;
 }

@@ -349,7 +349,7 @@ static int parse_answer(const char *raw, size_t len, int eof,
             return -1;
         }
         if (unchunk(body, end, &out) != 0) {
-            ctr_strbuf_free(&out);
+            ctr_strbuf_clear(&out);
             return eof ? -1 : 0;
         }
     } else if ((v = header_value(hp, hend, "Content-Length", &vlen)) != NULL) {
@@ -368,7 +368,7 @@ static int parse_answer(const char *raw, size_t len, int eof,
     }
     ctr_strbuf_put(&out, "", 0);
     if (out.failed || out.s == NULL) {
-        ctr_strbuf_free(&out);
+        ctr_strbuf_clear(&out);
         fail(errbuf, errlen, "out of memory");
         return -1;
     }
@@ -481,8 +481,8 @@ int ctl_http_request(const ctl_url *url, const char *method, const char *target,
 out:
     if (fd >= 0)
         close(fd);
-    ctr_strbuf_free(&req);
-    ctr_strbuf_free(&raw);
+    ctr_strbuf_clear(&req);
+    ctr_strbuf_clear(&raw);
     return rc;
 }
 

@@ -529,8 +529,8 @@ static int pg_values(ctl_stores *s, ctl_values *vals, int64_t *as_of_ms)
     }
     rc = 0;
 out:
-    ctr_strbuf_free(&names);
-    ctr_strbuf_free(&days);
+    ctr_strbuf_clear(&names);
+    ctr_strbuf_clear(&days);
     return rc;
 }
 

@@ -598,8 +598,8 @@ static int pg_windows_of(ver_ctx *c, const ver_item *items, size_t n,
     }
     rc = 0;
 out:
-    ctr_strbuf_free(&names);
-    ctr_strbuf_free(&days);
+    ctr_strbuf_clear(&names);
+    ctr_strbuf_clear(&days);
     return rc;
 }
 
@@ -639,7 +639,7 @@ static int pg_totals_of(ver_ctx *c, const ver_item *items, size_t n,
     }
     rc = 0;
 out:
-    ctr_strbuf_free(&names);
+    ctr_strbuf_clear(&names);
     return rc;
 }
 
@@ -722,7 +722,7 @@ static int pg_live_windows(ver_ctx *c, const ver_list *daily, int64_t now_ms,
     }
     rc = 0;
 out:
-    ctr_strbuf_free(&names);
+    ctr_strbuf_clear(&names);
     list_free(&rows);
     return rc;
 }

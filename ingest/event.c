@@ -141,7 +141,7 @@ char *ctr_event_encode(const ctr_event *ev, size_t *outlen)
 
     event_write(ev, strbuf_sink, &sb);
     if (sb.failed) {
-        ctr_strbuf_free(&sb);
+        ctr_strbuf_clear(&sb);
         return NULL;
     }
     *outlen = sb.len;

@@ -378,8 +378,9 @@ static int write_sums(ps_sink *s, const ps_batch *b)
             rc = exec_cmd(s, buckets_sql, 3, p, "buckets upsert") < 0 ? -1 : 0;
         }
     }
-    ctr_strbuf_free(&names), ctr_strbuf_free(&days), ctr_strbuf_free(&deltas);
-    ctr_strbuf_free(&times), ctr_strbuf_free(&minutes);
+    ctr_strbuf_clear(&names), ctr_strbuf_clear(&days),
+        ctr_strbuf_clear(&deltas);
+    ctr_strbuf_clear(&times), ctr_strbuf_clear(&minutes);
     return rc;
 }
 
@@ -416,8 +417,8 @@ static int write_unique(ps_sink *s, const ps_batch *a, const ps_batch *b)
         const char *p[4] = {names.s, days.s, users.s, times.s};
         rc = exec_cmd(s, unique_sql, 4, p, "unique rows insert") < 0 ? -1 : 0;
     }
-    ctr_strbuf_free(&names), ctr_strbuf_free(&days), ctr_strbuf_free(&users);
-    ctr_strbuf_free(&times);
+    ctr_strbuf_clear(&names), ctr_strbuf_clear(&days), ctr_strbuf_clear(&users);
+    ctr_strbuf_clear(&times);
     return rc;
 }
 
@@ -603,9 +604,9 @@ out:
     free(found);
     free(used);
     PQclear(res);
-    ctr_strbuf_free(&ids);
-    ctr_strbuf_free(&names);
-    ctr_strbuf_free(&gens);
+    ctr_strbuf_clear(&ids);
+    ctr_strbuf_clear(&names);
+    ctr_strbuf_clear(&gens);
     return rc;
 }
 
@@ -688,11 +689,11 @@ static int records_by_source(ps_sink *s, const ps_batch *b, char *counted)
     rc = 0;
 out:
     PQclear(res);
-    ctr_strbuf_free(&names);
-    ctr_strbuf_free(&topics);
-    ctr_strbuf_free(&parts);
-    ctr_strbuf_free(&offs);
-    ctr_strbuf_free(&idx);
+    ctr_strbuf_clear(&names);
+    ctr_strbuf_clear(&topics);
+    ctr_strbuf_clear(&parts);
+    ctr_strbuf_clear(&offs);
+    ctr_strbuf_clear(&idx);
     return rc;
 }
 
@@ -944,7 +945,7 @@ long ps_sink_apply_retention(ps_sink *s, int64_t now_ms)
             }
             deleted += n;
         }
-        ctr_strbuf_free(&others);
+        ctr_strbuf_clear(&others);
         if (deleted < 0)
             return -1;
     }

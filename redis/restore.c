@@ -582,7 +582,7 @@ static int tail_owed(const ctr_config *cfg, ctr_rclient *c, const char *epoch,
         fail(errbuf, errlen, "recording the tail: %s",
              r ? r->str : ctr_rclient_errstr(c));
     freeReplyObject(r);
-    ctr_strbuf_free(&b);
+    ctr_strbuf_clear(&b);
     return ok ? 0 : -1;
 }
 

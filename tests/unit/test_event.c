@@ -241,14 +241,14 @@ static void test_json_quote(void **state)
     assert_int_equal(json_object_get_string_len(o), 255);
     assert_memory_equal(json_object_get_string(o), in, 255);
     json_object_put(o);
-    ctr_strbuf_free(&b);
+    ctr_strbuf_clear(&b);
 
     ctr_strbuf_put_json(&b, "");
     assert_string_equal(b.s, "\"\"");
-    ctr_strbuf_free(&b);
+    ctr_strbuf_clear(&b);
     ctr_strbuf_put_json(&b, "plain caf\xc3\xa9");
     assert_string_equal(b.s, "\"plain caf\xc3\xa9\"");
-    ctr_strbuf_free(&b);
+    ctr_strbuf_clear(&b);
 }
 
 int main(void)

@@ -29,7 +29,7 @@ static int abnormal(const ps_fluct *f, const char *name)
     ps_fluct_render(f, &b);
     snprintf(line, sizeof(line), "counter_abnormal{counter=\"%s\"} 1\n", name);
     int found = b.s && strstr(b.s, line) != NULL;
-    ctr_strbuf_free(&b);
+    ctr_strbuf_clear(&b);
     return found;
 }
 
@@ -39,7 +39,7 @@ static size_t watched(const ps_fluct *f)
     ps_fluct_render(f, &b);
     const char *p = b.s ? strstr(b.s, "\ncounter_fluctuation_watched ") : NULL;
     size_t n = p ? (size_t)strtoul(p + 29, NULL, 10) : (size_t)-1;
-    ctr_strbuf_free(&b);
+    ctr_strbuf_clear(&b);
     return n;
 }
 

@@ -50,7 +50,7 @@ static void test_numeric_array(void **state)
     ctr_pgarray_close(&b);
     assert_false(b.failed);
     assert_string_equal(b.s, "{18446744073709551614,-9223372036854775808,-7}");
-    ctr_strbuf_free(&b);
+    ctr_strbuf_clear(&b);
 }
 
 int main(void)
