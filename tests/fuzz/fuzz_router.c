@@ -31,7 +31,7 @@ static const char *suffix_of(enum api_endpoint ep)
 static int wants_post(enum api_endpoint ep)
 {
     return ep == API_EP_COUNTER_INCR || ep == API_EP_COUNTER_DECR ||
-           ep == API_EP_COUNTER_SET;
+           ep == API_EP_COUNTER_SET || ep == API_EP_COUNTERS_BATCH;
 }
 
 /* The route must come back the same from path. */
