@@ -4,6 +4,7 @@
 #include "applier/legacy.h"
 
 #include "common/log.h"
+#include "common/service.h"
 #include "common/timeutil.h"
 #include "redis/restore.h"
 
@@ -15,11 +16,17 @@
 enum {
     LOOK_EVERY_MS = 5000,
     BROKER_TIMEOUT_MS = 5000,
+    START_TRIES = 30, /* a second apart */
 };
 
 struct ctr_legacy {
     const ctr_config *cfg;
     rd_kafka_t *rk;
+    /* the answers to admin requests: one queue for the applier's life, so
+     * that an answer that comes after its wait was given up on still has
+     * somewhere to go (librdkafka 2.0 asserted otherwise) */
+    rd_kafka_queue_t *queue;
+    intptr_t request; /* the last request's number, its opaque */
     int reading;
     int64_t activity_ms; /* monotonic */
     int64_t next_look_ms;
@@ -38,7 +45,7 @@ static rd_kafka_topic_partition_list_t *
 group_offsets(ctr_legacy *l, const rd_kafka_topic_partition_list_t *parts)
 {
     rd_kafka_topic_partition_list_t *out = NULL;
-    rd_kafka_queue_t *q = rd_kafka_queue_new(l->rk);
+    rd_kafka_queue_t *q = l->queue;
     rd_kafka_ListConsumerGroupOffsets_t *req =
         rd_kafka_ListConsumerGroupOffsets_new(l->cfg->applier_group_id, parts);
     rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(
@@ -49,11 +56,21 @@ group_offsets(ctr_legacy *l, const rd_kafka_topic_partition_list_t *parts)
         goto out;
     (void)rd_kafka_AdminOptions_set_request_timeout(opt, BROKER_TIMEOUT_MS,
                                                     NULL, 0);
+    rd_kafka_AdminOptions_set_opaque(opt, (void *)++l->request);
     rd_kafka_ListConsumerGroupOffsets(l->rk, &req, 1, opt, q);
-    ev = rd_kafka_queue_poll(q, BROKER_TIMEOUT_MS + 1000);
+    int64_t deadline = ctr_time_mono_ms() + BROKER_TIMEOUT_MS + 1000;
     why = "no answer";
-    if (ev == NULL)
-        goto out;
+    for (;;) {
+        int64_t left = deadline - ctr_time_mono_ms();
+        if (left <= 0)
+            goto out;
+        ev = rd_kafka_queue_poll(q, (int)left);
+        if (ev && rd_kafka_event_opaque(ev) == (void *)l->request)
+            break;
+        if (ev) /* the late answer of a request given up on */
+            rd_kafka_event_destroy(ev);
+        ev = NULL;
+    }
     why = rd_kafka_event_error_string(ev);
     if (rd_kafka_event_error(ev))
         goto out;
@@ -77,8 +94,6 @@ out:
         rd_kafka_AdminOptions_destroy(opt);
     if (req)
         rd_kafka_ListConsumerGroupOffsets_destroy(req);
-    if (q)
-        rd_kafka_queue_destroy(q);
     return out;
 }
 
@@ -108,9 +123,23 @@ ctr_legacy *ctr_legacy_new(const ctr_config *cfg, rd_kafka_t *rk)
     l->cfg = cfg;
     l->rk = rk;
     l->activity_ms = ctr_time_mono_ms();
-    rd_kafka_topic_partition_list_t *all = committed_all(l);
+    l->queue = rd_kafka_queue_new(rk);
+    if (l->queue == NULL) {
+        free(l);
+        return NULL;
+    }
+    /* a broker just started may not have the group's coordinator yet */
+    rd_kafka_topic_partition_list_t *all = NULL;
+    for (int tries = 0; all == NULL && tries < START_TRIES; tries++) {
+        if (tries > 0)
+            ctr_service_sleep_ms(1000);
+        all = committed_all(l);
+    }
     if (all == NULL) {
         l->reading = 1; /* not known: reading is only slower */
+        ctr_warn("legacy input: reading the bare events of %s too, not "
+                 "knowing whether an older applier left some",
+                 cfg->kafka_topic);
         return l;
     }
     int committed = 0, unmarked = 0;
@@ -131,6 +160,9 @@ ctr_legacy *ctr_legacy_new(const ctr_config *cfg, rd_kafka_t *rk)
 
 void ctr_legacy_free(ctr_legacy *l)
 {
+    if (l == NULL)
+        return;
+    rd_kafka_queue_destroy(l->queue);
     free(l);
 }
 

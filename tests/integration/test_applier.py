@@ -459,9 +459,11 @@ def test_applier_killed_five_times_mid_stream_counts_exactly(api, pg, kafka, sta
 
     def producer():
         try:
+            # ~60 s of stream: five kills, each waiting out the killed
+            # member's session (10 s) before the next, land inside it
             for c in chunks:
                 produce_events(stack, c)
-                time.sleep(0.8)
+                time.sleep(1.2)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
         finally:
