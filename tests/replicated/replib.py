@@ -69,8 +69,8 @@ class Cluster:
                     p["leader"], [r["id"] for r in p["replicas"]], [r["id"] for r in p["isrs"]])
         return out
 
-    def leader(self, partition):
-        return self.partitions()[(self.stack.kafka_topic, partition)][0]
+    def leader(self, partition, topic=None):
+        return self.partitions()[(topic or self.stack.kafka_topic, partition)][0]
 
     def isr_full(self):
         """Every partition of every topic has a leader and all its replicas
@@ -269,8 +269,9 @@ class _At:
 
 
 class ExternalWriter:
-    """Writes events straight into Kafka (no origin header, as another
-    service would) for one plain counter, a small batch every interval;
+    """Writes events straight into Kafka's input topic (no origin header,
+    as another service would) for one plain counter, a small batch every
+    interval;
     the applier applies them to Redis and records them for the persister.
     Each batch becomes ops of the load client (acked when kcat delivered
     it, indeterminate when it did not say), so that the checker counts
@@ -302,7 +303,7 @@ class ExternalWriter:
         t0 = time.monotonic() - t_start
         try:
             p = subprocess.run(["kcat", "-P", "-b", self.stack.kafka_bootstrap,
-                                "-t", self.stack.kafka_topic, "-K", "\t",
+                                "-t", self.stack.kafka_input_topic, "-K", "\t",
                                 "-X", "partitioner=murmur2_random", "-X", "acks=all",
                                 "-X", "message.timeout.ms=30000"],
                                input=lines, capture_output=True, text=True, timeout=60)

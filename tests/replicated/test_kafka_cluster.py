@@ -275,8 +275,8 @@ def test_e_persister_and_applier_killed_while_a_node_is_down(scenario, stack, st
         # The node that leads the external events' partition: the applier
         # loses its leader too.
         part = murmur2_partition(ext.counter.name, stack.kafka_partitions)
-        node = cluster.name(cluster.leader(part))
-        client.mark(f"kill -9 {node} (leader of partition {part}, the external events')")
+        node = cluster.name(cluster.leader(part, stack.kafka_input_topic))
+        client.mark(f"kill -9 {node} (leader of partition {part} of the input topic, the external events')")
         stackctl.kill(node)
         client.run_for(2.0)
         client.mark("kill -9 counter-persister and counter-applier")
