@@ -7,6 +7,8 @@ slot."""
 import os
 import re
 
+import pytest
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 REDIS_DIR = os.path.join(REPO, "redis")
 
@@ -30,6 +32,24 @@ def text(name):
         with open(os.path.join(REDIS_DIR, f + ".lua")) as fh:
             parts.append(fh.read())
     return "".join(parts)
+
+
+def fixtures(names):
+    """Module fixtures `r` (a RESP connection to the stack's Redis) and
+    `sha` ({script name: its sha once loaded}) for tests of the scripts
+    `names`: `r, sha = scripts.fixtures(("write", ...))`."""
+    from resp import Resp
+
+    @pytest.fixture(scope="module")
+    def r(stack):
+        with Resp(stack.redis_host, stack.redis_port) as conn:
+            yield conn
+
+    @pytest.fixture(scope="module")
+    def sha(r):
+        return {n: r.call("SCRIPT", "LOAD", text(n)) for n in names}
+
+    return r, sha
 
 
 def crc16(data):

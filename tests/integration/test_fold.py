@@ -20,7 +20,6 @@ import uuid
 import pytest
 
 import scripts
-from resp import Resp
 
 MAX = 9223372036854775807
 MIN = -9223372036854775808
@@ -28,16 +27,7 @@ APPLIED, DUP, BOUND, FENCE, DUP_ID, KEY_SEEN, NO_EPOCH, RANGE = range(8)
 DAY = "2026-12-07"
 
 
-@pytest.fixture(scope="module")
-def r(stack):
-    with Resp(stack.redis_host, stack.redis_port) as conn:
-        yield conn
-
-
-@pytest.fixture(scope="module")
-def sha(r):
-    return {n: r.call("SCRIPT", "LOAD", scripts.text(n))
-            for n in ("write", "undo", "finish", "fold")}
+r, sha = scripts.fixtures(("write", "undo", "finish", "fold"))
 
 
 MADE = []

@@ -7,7 +7,7 @@ One test, in phases, bounded in time (about two minutes):
   1. every target is up, every rule evaluates without error, every query
      of the Grafana dashboard runs;
   2. a short load on the healthy stack: no alert even pending;
-  3. Redis stopped and the persister frozen (SIGSTOP) under writes:
+  3. the persister frozen (SIGSTOP) under writes, then Redis stopped:
      CounterRedisDown fires, then CounterPersisterStalled (60 s without a
      commit while events wait);
   4. both restored: those alerts, and the persister's CounterProcessDown,
@@ -168,13 +168,16 @@ def test_alerts_fire_on_faults_and_stay_quiet_on_a_healthy_stack(api, stack, sta
             time.sleep(0.5)
     assert set(load.statuses) == {200}, load.statuses
 
-    # 3. Redis stopped, the persister frozen, writes going on (202s)
+    # 3. the persister frozen, then Redis stopped, writes going on: the
+    # 200s before Redis stops wait in counter-events (the 202s after it go
+    # to the input topic, for the applier)
     persister = stack.pid("counter-persister")
     with Load(api) as load:
-        stackctl.stop("redis")
         freeze(persister)
+        t0 = time.monotonic()
         try:
-            t0 = time.monotonic()
+            wait_until(lambda: load.statuses.get(200, 0) > 20, 30, 0.1, "writes while frozen")
+            stackctl.stop("redis")
             wait_until(lambda: prometheus.firing("CounterRedisDown"), 60, 0.5,
                        "CounterRedisDown firing")
             stalled = wait_until(lambda: prometheus.firing("CounterPersisterStalled"), 100, 0.5,
@@ -187,6 +190,10 @@ def test_alerts_fire_on_faults_and_stay_quiet_on_a_healthy_stack(api, stack, sta
             # 4. both restored
             os.kill(persister, signal.SIGCONT)
             stackctl.start("redis")
+            # the next tests find Redis in use again (restored if it came
+            # back empty), whatever happened here
+            probe = unique_name("it.prom_probe")
+            wait_until(lambda: api.incr(probe).status == 200, 120, 0.5, "writes applied again")
     assert load.statuses.get(202, 0) > 0, load.statuses
 
     def resolved():
