@@ -161,8 +161,12 @@ static int pay_message(ctr_tail *t, ctr_rclient *c, const rd_kafka_message_t *m)
     if (!ctr_message_origin(m, origin, sizeof(origin)) ||
         strcmp(origin, "api") != 0)
         return 0;
-    if (!ctr_message_header(m, CTR_HEADER_EPOCH, epoch, sizeof(epoch)))
-        epoch[0] = '\0';
+    /* The api names the data set it applied a write to in every event it
+     * logs; an api event without one (a tool's, or a replay's) was never
+     * applied to a data set a restore lost: it is not owed. */
+    if (!ctr_message_header(m, CTR_HEADER_EPOCH, epoch, sizeof(epoch)) ||
+        epoch[0] == '\0')
+        return 0;
     if (strcmp(epoch, t->epoch) == 0)
         return 0; /* applied to the data set we have */
     if (ctr_event_decode(m->payload, m->len, &ev, err, sizeof(err)) != 0)

@@ -6,9 +6,10 @@
  * event carries "origin: api", which the applier otherwise skips, and
  * the epoch of the lost data set. So one applier (a lock decides which;
  * the next takes over if it dies, from the offsets recorded) reads the log
- * on from the restore's end and applies again every api event whose epoch
- * is not the new one (its id guarded, once), until the time is up and the
- * log read to its end then. A newer restore makes the debt moot.
+ * on from the restore's end and applies again every api event that names
+ * an epoch other than the new one (its id guarded, once; an event naming
+ * none was never applied to a lost data set), until the time is up and
+ * the log read to its end then. A newer restore makes the debt moot.
  *
  * Synchronous, on the applier's thread.
  */
