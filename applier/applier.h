@@ -72,6 +72,11 @@ int applier_redis_ready(applier *a);
  * that waits. */
 void applier_serve_metrics(applier *a);
 
+/* Waits ms (cut short by a stop) while answering Prometheus every 50 ms:
+ * a scrape times out in about a second, and Redis's retries back off to
+ * two. */
+void applier_wait_ms(applier *a, int ms);
+
 /* 0 for the input topic, 1 for kafka.topic (its bare events, from before
  * the input topic). */
 int applier_topic_index(const applier *a, const char *topic);

@@ -88,9 +88,7 @@ static int apply_event(applier *a, const char *name, const ctr_apply_spec *s,
             }
             applier_redis_drop(a);
         }
-        /* still answer Prometheus while waiting for Redis */
-        applier_serve_metrics(a);
-        ctr_service_sleep_ms(backoff);
+        applier_wait_ms(a, backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
 }
@@ -551,8 +549,7 @@ static int apply_items(applier *a, batch *b)
         if (ctr_service_stopping())
             return 1;
         if (applier_redis_ready(a) != 0) {
-            applier_serve_metrics(a);
-            ctr_service_sleep_ms(backoff);
+            applier_wait_ms(a, backoff);
             backoff =
                 backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             continue;

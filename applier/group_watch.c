@@ -25,8 +25,8 @@
 
 enum {
     WATCH_EVERY_MS = 1000,
-    MAX_PARTS = 1024, /* partitions past it are not watched */
-    QUERY_TIMEOUT_MS = 500,
+    MAX_PARTS = 1024,        /* partitions past it are not watched */
+    QUERY_TIMEOUT_MS = 2000, /* on the watch's own thread */
     STOP_WAIT_MS = 3000,
 };
 
@@ -157,12 +157,15 @@ static void look_persister(ctr_group_watch *w, PGconn **pg)
     }
     if (owned(w->rk, w->topic, mine) != 0)
         return;
-    /* the ends first, outside the lock: each may take a round trip */
+    /* the ends first, outside the lock: each may take a round trip. A
+     * partition whose end did not come keeps what the last look said
+     * (mine 2): a missed sample must not count as progress. */
     for (int p = 0; p < MAX_PARTS; p++)
-        if (mine[p] && rd_kafka_query_watermark_offsets(
-                           w->rk, w->cfg->kafka_topic, p, &lo[p], &hi[p],
-                           QUERY_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
-            mine[p] = 0; /* not known: no sample rather than a wrong one */
+        if (mine[p] && (rd_kafka_query_watermark_offsets(
+                            w->rk, w->cfg->kafka_topic, p, &lo[p], &hi[p],
+                            QUERY_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+                        hi[p] < 0))
+            mine[p] = 2;
     int64_t now_ms = ctr_time_now_ms();
     pthread_mutex_lock(&w->lock);
     watched *g = &w->persister;
@@ -171,9 +174,10 @@ static void look_persister(ctr_group_watch *w, PGconn **pg)
     g->failing = 0;
     for (int p = 0; p < MAX_PARTS; p++) {
         int was_known = g->parts[p].known;
-        g->parts[p].known = 0;
-        if (mine[p] && hi[p] >= 0)
+        if (mine[p] == 1)
             note(&g->parts[p], was_known, next[p], lo[p], hi[p], now_ms);
+        else if (mine[p] == 0)
+            g->parts[p].known = 0; /* not this applier's any more */
     }
     pthread_mutex_unlock(&w->lock);
 }

@@ -174,6 +174,18 @@ static void redis_check(applier *a)
     (void)applier_redis_ready(a);
 }
 
+void applier_wait_ms(applier *a, int ms)
+{
+    int64_t until = ctr_time_mono_ms() + ms;
+    for (;;) {
+        applier_serve_metrics(a);
+        int64_t left = until - ctr_time_mono_ms();
+        if (left <= 0 || ctr_service_stopping())
+            return;
+        ctr_service_sleep_ms(left < 50 ? (int)left : 50);
+    }
+}
+
 /* Which of the committed_offsets a topic is: 0 the input topic, 1
  * kafka.topic (its bare events from before the input topic). */
 int applier_topic_index(const applier *a, const char *topic)
