@@ -5,12 +5,12 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 import urllib.request
 import uuid
 
 from conftest import freeze, run, unique_name, wait_pg_total, wait_until
+from test_applier import event, produce_events
 
 SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (-?[0-9.e+Inf]+)$")
 
@@ -162,11 +162,7 @@ def _an_event_in_each_input_partition(stack):
     as an outside producer), so that the applier has read each."""
     name = unique_name("it.watch")
     for p in range(stack.kafka_partitions):
-        line = json.dumps({"v": 1, "id": f"w-{uuid.uuid4()}", "counter": name, "delta": 1,
-                           "ts": int(time.time() * 1000)}) + "\n"
-        r = subprocess.run(["kcat", "-P", "-b", stack.kafka_bootstrap, "-t", stack.kafka_input_topic,
-                            "-p", str(p)], input=line, capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr[-2000:]
+        produce_events(stack, [event(name, 1)], partition=p)
 
 
 def test_applier_shows_a_frozen_persister_s_lag_and_last_progress(api, stack):
