@@ -22,11 +22,6 @@ enum {
 struct ctr_legacy {
     const ctr_config *cfg;
     rd_kafka_t *rk;
-    /* the answers to admin requests: one queue for the applier's life, so
-     * that an answer that comes after its wait was given up on still has
-     * somewhere to go (librdkafka 2.0 asserted otherwise) */
-    rd_kafka_queue_t *queue;
-    intptr_t request; /* the last request's number, its opaque */
     int reading;
     int64_t activity_ms; /* monotonic */
     int64_t next_look_ms;
@@ -38,63 +33,39 @@ static int marked(const rd_kafka_topic_partition_t *tp)
            memcmp(tp->metadata, DRAINED, sizeof(DRAINED) - 1) == 0;
 }
 
-/* The group's committed offsets (with their metadata) of the partitions
- * of l (asked of the group coordinator as an admin request, waited for up
- * to BROKER_TIMEOUT_MS), or NULL (logged). */
+/*
+ * The group's committed offsets (with their metadata) of the partitions
+ * of l, or NULL (logged). Asked through the consumer's own group
+ * (rd_kafka_committed: an OffsetFetch from the group's coordinator, waited
+ * for up to BROKER_TIMEOUT_MS), not as an admin request: librdkafka 2.0.2
+ * aborted (rd_kafka_enq_once_del_source_return) when a broker restart
+ * dropped an admin ListConsumerGroupOffsets in flight, seen with a node
+ * down while the applier started.
+ */
 static rd_kafka_topic_partition_list_t *
 group_offsets(ctr_legacy *l, const rd_kafka_topic_partition_list_t *parts)
 {
-    rd_kafka_topic_partition_list_t *out = NULL;
-    rd_kafka_queue_t *q = l->queue;
-    rd_kafka_ListConsumerGroupOffsets_t *req =
-        rd_kafka_ListConsumerGroupOffsets_new(l->cfg->applier_group_id, parts);
-    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(
-        l->rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
-    rd_kafka_event_t *ev = NULL;
+    rd_kafka_topic_partition_list_t *out =
+        rd_kafka_topic_partition_list_copy(parts);
     const char *why = "out of memory";
-    if (q == NULL || req == NULL || opt == NULL)
-        goto out;
-    (void)rd_kafka_AdminOptions_set_request_timeout(opt, BROKER_TIMEOUT_MS,
-                                                    NULL, 0);
-    rd_kafka_AdminOptions_set_opaque(opt, (void *)++l->request);
-    rd_kafka_ListConsumerGroupOffsets(l->rk, &req, 1, opt, q);
-    int64_t deadline = ctr_time_mono_ms() + BROKER_TIMEOUT_MS + 1000;
-    why = "no answer";
-    for (;;) {
-        int64_t left = deadline - ctr_time_mono_ms();
-        if (left <= 0)
-            goto out;
-        ev = rd_kafka_queue_poll(q, (int)left);
-        if (ev && rd_kafka_event_opaque(ev) == (void *)l->request)
-            break;
-        if (ev) /* the late answer of a request given up on */
-            rd_kafka_event_destroy(ev);
-        ev = NULL;
-    }
-    why = rd_kafka_event_error_string(ev);
-    if (rd_kafka_event_error(ev))
-        goto out;
-    size_t n = 0;
-    const rd_kafka_group_result_t **res =
-        rd_kafka_ListConsumerGroupOffsets_result_groups(
-            rd_kafka_event_ListConsumerGroupOffsets_result(ev), &n);
-    why = "no result";
-    if (n != 1 || rd_kafka_group_result_error(res[0]))
-        goto out;
-    out = rd_kafka_topic_partition_list_copy(
-        rd_kafka_group_result_partitions(res[0]));
-out:
     if (out == NULL)
-        ctr_warn("legacy input: could not read the committed offsets of %s: "
-                 "%s",
-                 l->cfg->kafka_topic, why ? why : "error");
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    if (opt)
-        rd_kafka_AdminOptions_destroy(opt);
-    if (req)
-        rd_kafka_ListConsumerGroupOffsets_destroy(req);
+        goto fail;
+    rd_kafka_resp_err_t err = rd_kafka_committed(l->rk, out, BROKER_TIMEOUT_MS);
+    why = rd_kafka_err2str(err);
+    if (err)
+        goto fail;
+    for (int i = 0; i < out->cnt; i++)
+        if (out->elems[i].err) {
+            why = rd_kafka_err2str(out->elems[i].err);
+            goto fail;
+        }
     return out;
+fail:
+    ctr_warn("legacy input: could not read the committed offsets of %s: %s",
+             l->cfg->kafka_topic, why);
+    if (out)
+        rd_kafka_topic_partition_list_destroy(out);
+    return NULL;
 }
 
 /* The group's committed offsets of every partition of kafka.topic, or
@@ -123,11 +94,6 @@ ctr_legacy *ctr_legacy_new(const ctr_config *cfg, rd_kafka_t *rk)
     l->cfg = cfg;
     l->rk = rk;
     l->activity_ms = ctr_time_mono_ms();
-    l->queue = rd_kafka_queue_new(rk);
-    if (l->queue == NULL) {
-        free(l);
-        return NULL;
-    }
     /* a broker just started may not have the group's coordinator yet */
     rd_kafka_topic_partition_list_t *all = NULL;
     for (int tries = 0; all == NULL && tries < START_TRIES; tries++) {
@@ -162,7 +128,6 @@ void ctr_legacy_free(ctr_legacy *l)
 {
     if (l == NULL)
         return;
-    rd_kafka_queue_destroy(l->queue);
     free(l);
 }
 
@@ -204,8 +169,13 @@ static int mark_mine(ctr_legacy *l, void (*commit)(void *), void *arg)
         int64_t lo, hi;
         if (rd_kafka_query_watermark_offsets(l->rk, tp->topic, tp->partition,
                                              &lo, &hi,
-                                             BROKER_TIMEOUT_MS) != 0 ||
-            tp->offset < hi)
+                                             BROKER_TIMEOUT_MS) != 0)
+            goto out;
+        /* a partition that holds nothing has no commit, and nothing to
+         * read: it is drained at its end */
+        if (tp->offset < 0 && lo == hi)
+            tp->offset = hi;
+        if (tp->offset < hi)
             goto out; /* not read to its end, or its commit not through */
         free(tp->metadata);
         tp->metadata = strdup(DRAINED);

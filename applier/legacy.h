@@ -22,12 +22,12 @@
  * Applier thread only; the calls that ask the broker block up to a few
  * seconds. Committed offsets (with their metadata, of partitions not
  * assigned here too) can only come from the group coordinator; they are
- * asked at start (retried for up to 30 s: a broker just started may not
- * have the group's coordinator yet, and not knowing means reading
- * kafka.topic for applier.legacy_quiet_s) and, while kafka.topic is still
- * read, every few seconds once it was quiet. These are the applier's only
- * coordinator requests (librdkafka 2.0.2 may abort when the coordinator's
- * connection drops during one; the group watch makes none).
+ * asked through the consumer's own group (rd_kafka_committed, not an
+ * admin request: librdkafka 2.0.2 aborted when a broker restart dropped
+ * an admin request in flight) at start (retried for up to 30 s: a broker
+ * just started may not have the group's coordinator yet, and not knowing
+ * means reading kafka.topic for applier.legacy_quiet_s) and, while
+ * kafka.topic is still read, every few seconds once it was quiet.
  */
 #ifndef COUNTER_APPLIER_LEGACY_H
 #define COUNTER_APPLIER_LEGACY_H
