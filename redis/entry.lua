@@ -36,7 +36,8 @@ local function mark_field(dkey, user) return 'm:' .. dkey .. '|' .. user end
 -- lo too: a counter that only grows is read at lo, what no failure can
 -- take back. Absent when nothing is pending (then both are the value).
 local function escrow_get(lkey, hkey, v)
-  return redis.call('GET', lkey) or v, redis.call('GET', hkey) or v
+  local w = redis.call('MGET', lkey, hkey)
+  return w[1] or v, w[2] or v
 end
 
 local function escrow_put(lkey, hkey, lo, hi, ttl)
@@ -44,8 +45,7 @@ local function escrow_put(lkey, hkey, lo, hi, ttl)
     redis.call('DEL', lkey, hkey)
     return
   end
-  redis.call('SET', lkey, lo)
-  redis.call('SET', hkey, hi)
+  redis.call('MSET', lkey, lo, hkey, hi)
   if ttl and ttl > 0 then
     redis.call('EXPIRE', lkey, ttl)
     redis.call('EXPIRE', hkey, ttl)

@@ -9,15 +9,22 @@
 --   record is marked done whoever holds it).
 -- Returns the number of entries finished.
 local key, pkey, lkey, hkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local v = redis.call('GET', key) or '0'
-local lo, hi = escrow_get(lkey, hkey, v)
+local got = redis.call('MGET', key, lkey, hkey)
+local v = got[1] or '0'
+local lo, hi = got[2] or v, got[3] or v
+-- the entries of every write at once; an id named twice is finished once
+local fields = {}
+for i = 1, #ARGV, 2 do fields[#fields + 1] = 'e:' .. ARGV[i] end
+local raws = redis.call('HMGET', pkey, unpack(fields))
+local gone, taken = {}, {}
 local moved, n = false, 0
 for i = 1, #ARGV, 2 do
-  local field = 'e:' .. ARGV[i]
-  local raw = redis.call('HGET', pkey, field)
+  local field = fields[(i + 1) / 2]
+  local raw = not taken[field] and raws[(i + 1) / 2]
   local en = raw and entry_parse(raw)
   if en then
-    redis.call('HDEL', pkey, field)
+    taken[field] = true
+    gone[#gone + 1] = field
     n = n + 1
     if entry_has(en, 'm') then
       -- the user's membership is confirmed: it counts in lo, once
@@ -42,6 +49,7 @@ for i = 1, #ARGV, 2 do
     end
   end
 end
+if #gone > 0 then redis.call('HDEL', pkey, unpack(gone)) end
 if moved then
   local ttl = redis.call('PTTL', key)
   escrow_put(lkey, hkey, lo, hi, ttl > 0 and math.ceil(ttl / 1000) or 0)

@@ -29,7 +29,10 @@ local fkey, gkey, ekey, lkey, hkey = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local op, arg, ts = ARGV[1], ARGV[2], ARGV[3]
 local pend = ARGV[14]
 
-local epoch = redis.call('GET', ekey) or ''
+-- every key the write reads, in one call: the epoch marker, the value,
+-- its stamp and worst cases (false when absent)
+local got = redis.call('MGET', ekey, key, tkey, lkey, hkey)
+local epoch = got[1] or ''
 local want = ARGV[16]
 if want:byte(1) == 61 then -- '='
   if epoch ~= want:sub(2) then return {6, '0', '0', '', '', epoch, '0'} end
@@ -39,13 +42,16 @@ elseif want ~= '' and epoch == want then
   return {8, '0', '0', '', '', epoch, '0'}
 end
 
-local prev = redis.call('GET', key) or '0'
-local old_t = redis.call('GET', tkey) or ''
-local lo, hi = escrow_get(lkey, hkey, prev)
+local prev = got[2] or '0'
+local old_t = got[3] or ''
+local lo, hi = got[4] or prev, got[5] or prev
 local seen = lo
+-- the value once the write is done: change() moves it (INCRBY's own
+-- answer is a double in Lua, inexact past 2^53)
+local cur = prev
 local function done(outcome, recorded)
   if ARGV[11] ~= '' then redis.call('SET', fkey, ARGV[11]) end
-  local v = redis.call('GET', key) or '0'
+  local v = cur
   if ARGV[13] ~= '' and outcome ~= 2 then
     recorded = ARGV[13] .. '|' .. outcome .. '|' .. v .. '|' ..
       recorded:sub(2) .. '|' .. ts .. '|' .. ARGV[15]:match('|(.*)$') ..
@@ -85,8 +91,10 @@ end
 
 -- the change and its stamp; the value key exists once written
 local function change(d)
-  if d ~= '0' then redis.call('INCRBY', key, d)
-  elseif redis.call('EXISTS', key) == 0 then redis.call('SET', key, '0') end
+  if d ~= '0' then
+    redis.call('INCRBY', key, d)
+    cur = i64_add(prev, d)
+  elseif not got[2] then redis.call('SET', key, '0') end
   if ts ~= '0' then redis.call('SET', tkey, ts) end
   if ttl > 0 then
     redis.call('EXPIRE', key, ttl)

@@ -323,3 +323,34 @@ def test_a_unique_counter_counts_a_user_in_lo_once_confirmed(r, sha):
     assert c.lo_hi() == [None, None]
     assert c.undo("w1") == 1              # takes nothing: u1 stays
     assert c.value() == "1" and c.lo_hi() == [None, None]
+
+
+def test_one_finish_settles_many_writes_of_a_counter_each_once(r, sha):
+    """The api finishes the writes of one loop turn together: one call per
+    value key. Each entry is settled once, an id named twice included, and
+    an id already gone (or never there) moves nothing."""
+    c = Counter(r, sha, "gauge")
+    for pend, d in (("a", "4"), ("b", "-1"), ("c", "2"), ("d", "7")):
+        assert c.write("add", d, pend=pend)[0] == APPLIED
+    assert c.value() == "12" and c.lo_hi() == ["-1", "13"]
+    k = c.key
+    ids = ["a", "b", "a", "c", "gone"]
+    n = r.call("EVALSHA", sha["finish"], 4 + len(ids), k, k + ":p", k + ":lo", k + ":hi",
+               *[k + ":id:" + i for i in ids], *[x for i in ids for x in (i, "")])
+    assert n == 3, "a, b and c once each"
+    assert set(c.pending()) == {"e:d"}
+    # a, b, c confirmed: lo gains +4 +2 and hi loses -1; d's +7 is still pending
+    assert c.value() == "12" and c.lo_hi() == ["5", "12"]
+    assert c.finish("d") == 1
+    assert c.lo_hi() == [None, None] and c.pending() == {}
+
+
+def test_one_finish_confirms_a_user_once_for_two_writes(r, sha):
+    c = Counter(r, sha, "unique")
+    assert c.write("add", "1", pend="w1", user="u1", dedup="exact")[0] == APPLIED
+    assert c.write("add", "1", pend="w2", user="u1", dedup="exact")[0] == DUP
+    k = c.key
+    n = r.call("EVALSHA", sha["finish"], 6, k, k + ":p", k + ":lo", k + ":hi",
+               k + ":id:w1", k + ":id:w2", "w1", "", "w2", "")
+    assert n == 2
+    assert c.value() == "1" and c.lo_hi() == [None, None] and c.pending() == {}
