@@ -204,7 +204,7 @@ int main(void)
     /* The flush's delivery reports queued finishes and undos on Redis:
      * a last turn of the loop sends them. What is still pending after it
      * stays in Redis for the applier's resolver. */
-    if (m.app.inflight > 0) {
+    if (m.app.inflight > 0 || api_redis_queued(m.app.redis)) {
         event_del(m.drain_ev);
         struct timeval tv = {SETTLE_AFTER_FLUSH_MS / 1000,
                              (SETTLE_AFTER_FLUSH_MS % 1000) * 1000};

@@ -77,6 +77,15 @@ struct api_redis {
     char epoch[64]; /* the last marker seen, for the events' header */
     int closing;
     api_redis_cluster_stats stats;
+    /* writes of this loop turn, sent together (api_redis_write) */
+    struct write_op **writes;
+    size_t nwrite, write_cap, write_seq;
+    struct event *write_ev;
+    /* finishes of this loop turn, sent together (api_redis_finish) */
+    struct finish_item *finishes;
+    size_t nfinish, finish_cap;
+    struct event *finish_ev;
+    int finish_timeout_ms;
 };
 
 /* One command in flight. Freed by whichever of reply/timeout comes last. */
@@ -180,6 +189,8 @@ static int cmd_put(api_redis *r, redis_cmd *cmd, int ni, int asking);
 static void cmd_reply(redisAsyncContext *ac, void *replyp, void *privdata);
 
 static void scripts_load(rnode *n);
+
+static void write_flush(evutil_socket_t fd, short what, void *arg);
 
 /*
  * A cluster's answer that is not the command's own: a redirection (sent
@@ -600,7 +611,7 @@ static void scripts_load(rnode *n)
 {
     n->setup_left = 4;
     redisAsyncCommand(n->ac, write_sha_reply, n, "SCRIPT LOAD %s",
-                      ctr_script_write);
+                      ctr_script_writes);
     redisAsyncCommand(n->ac, undo_sha_reply, n, "SCRIPT LOAD %s",
                       ctr_script_undo);
     redisAsyncCommand(n->ac, finish_sha_reply, n, "SCRIPT LOAD %s",
@@ -858,6 +869,7 @@ void api_redis_free(api_redis *r)
     if (r == NULL)
         return;
     r->closing = 1;
+    write_flush(-1, 0, r); /* queued writes were never sent: not applied */
     for (int i = 0; i < r->nnodes; i++) {
         rnode *n = r->nodes[i];
         if (n->ac)
@@ -869,6 +881,11 @@ void api_redis_free(api_redis *r)
         event_free(r->epoch_ev);
     if (r->refresh_ev)
         event_free(r->refresh_ev);
+    if (r->finish_ev)
+        event_free(r->finish_ev);
+    if (r->write_ev)
+        event_free(r->write_ev);
+    free(r->finishes); /* unsent: the resolver finishes them */
     free(r->password);
     free(r->seeds);
     free(r);
@@ -877,11 +894,27 @@ void api_redis_free(api_redis *r)
 
 /* ---- write ---- */
 
+/* A write's 9 keys and 16 arguments of write.lua (redis/apply.h). */
+enum { WRITE_KEYS = 9, WRITE_ARGS = 25 };
+
 typedef struct write_op {
     api_redis_write_cb cb, late_cb;
     void *arg;
     ctr_apply_result res; /* held while WAIT runs */
+    /* queued until the end of the loop turn (write_flush) */
+    int slot;   /* its keys' slot in a cluster, 0 on one server */
+    size_t seq; /* its place in the turn */
+    int timeout_ms;
+    const char *args[WRITE_ARGS]; /* into text */
+    size_t lens[WRITE_ARGS];
+    char text[];
 } write_op;
+
+/* The writes of one call of the writes script, answered together. */
+typedef struct write_group {
+    size_t n;
+    write_op *ops[];
+} write_group;
 
 static enum api_redis_status classify(redisReply *reply, ctr_apply_result *res)
 {
@@ -955,10 +988,11 @@ static int write_wait(api_redis *r, write_op *op, int ni)
     return 0;
 }
 
-static void write_reply(redis_cmd *cmd, redisReply *reply,
-                        enum api_redis_status st)
+/* One write's answer (reply: its element of the writes script's answer;
+ * NULL with st when the call got none, CMD_LATE after its timeout). */
+static void write_settle(api_redis *r, int node, write_op *op,
+                         redisReply *reply, enum api_redis_status st)
 {
-    write_op *op = cmd->owner;
     ctr_apply_result res;
     int late = st == CMD_LATE;
 
@@ -968,13 +1002,13 @@ static void write_reply(redis_cmd *cmd, redisReply *reply,
     else if (late)
         st = API_REDIS_DISCONNECTED;
     if (st == API_REDIS_OK && res.outcome == CTR_APPLY_NO_EPOCH)
-        epoch_lost(cmd->r);
+        epoch_lost(r);
     else if (st == API_REDIS_OK && res.epoch[0])
-        memcpy(cmd->r->epoch, res.epoch, sizeof(res.epoch));
+        memcpy(r->epoch, res.epoch, sizeof(res.epoch));
     if (!late) {
         if (st == API_REDIS_OK && res.outcome == CTR_APPLY_APPLIED) {
             op->res = res;
-            if (write_wait(cmd->r, op, cmd->node) == 0)
+            if (write_wait(r, op, node) == 0)
                 return;
         }
         op->cb(st, &res, op->arg);
@@ -985,6 +1019,110 @@ static void write_reply(redis_cmd *cmd, redisReply *reply,
     if (op->late_cb)
         op->late_cb(st, &res, op->arg);
     free(op);
+}
+
+/* The writes script's answer: an array with each write's own, in order;
+ * anything else (an error, none) is every write's. */
+static void group_reply(redis_cmd *cmd, redisReply *reply,
+                        enum api_redis_status st)
+{
+    write_group *g = cmd->owner;
+    int each = reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
+               reply->elements == g->n;
+    for (size_t i = 0; i < g->n; i++)
+        write_settle(cmd->r, cmd->node, g->ops[i],
+                     each ? reply->element[i] : reply, st);
+    if (st != API_REDIS_TIMEOUT || reply != NULL)
+        free(g);
+}
+
+/*
+ * The api's writes go out at the end of their loop turn, those of one
+ * server (of one slot in a cluster, where a script touches one slot) in
+ * one call of the writes script, WRITES_PER_CALL at most: under load a
+ * turn holds tens of writes, and each call and each command on the
+ * connection cost Redis more than the write itself. Writes of one slot
+ * keep their order; nothing waits longer than the turn.
+ */
+enum { WRITES_PER_CALL = 32 };
+
+static void write_send(api_redis *r, write_op *const *ops, size_t n)
+{
+    const char *argv[3 + WRITE_ARGS * WRITES_PER_CALL];
+    size_t lens[3 + WRITE_ARGS * WRITES_PER_CALL];
+    char nkeys[16];
+    int argc = 0;
+    write_group *g = malloc(sizeof(*g) + n * sizeof(g->ops[0]));
+    redis_cmd *cmd = calloc(1, sizeof(*cmd));
+    if (g == NULL || cmd == NULL)
+        goto fail;
+    g->n = n;
+    memcpy(g->ops, ops, n * sizeof(ops[0]));
+    snprintf(nkeys, sizeof(nkeys), "%zu", WRITE_KEYS * n);
+    lens[argc] = 7;
+    argv[argc++] = "EVALSHA";
+    lens[argc] = strlen(r->write_sha);
+    argv[argc++] = r->write_sha;
+    lens[argc] = strlen(nkeys);
+    argv[argc++] = nkeys;
+    /* the keys of every write, then the arguments of every write */
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < WRITE_KEYS; k++) {
+            lens[argc] = ops[i]->lens[k];
+            argv[argc++] = ops[i]->args[k];
+        }
+    for (size_t i = 0; i < n; i++)
+        for (int k = WRITE_KEYS; k < WRITE_ARGS; k++) {
+            lens[argc] = ops[i]->lens[k];
+            argv[argc++] = ops[i]->args[k];
+        }
+    cmd->on_reply = group_reply;
+    cmd->owner = g;
+    cmd->index = -1;
+    if (cmd_send(r, cmd, ops[0]->args[0], ops[0]->timeout_ms, argc, argv,
+                 lens) == 0)
+        return;
+fail:
+    /* nothing was sent: nothing applied */
+    free(cmd);
+    free(g);
+    for (size_t i = 0; i < n; i++)
+        write_settle(r, -1, ops[i], NULL, API_REDIS_UNAVAILABLE);
+}
+
+static int write_cmp(const void *a, const void *b)
+{
+    const write_op *x = *(write_op *const *)a, *y = *(write_op *const *)b;
+    if (x->slot != y->slot)
+        return x->slot < y->slot ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void write_flush(evutil_socket_t fd, short what, void *arg)
+{
+    api_redis *r = arg;
+    (void)fd;
+    (void)what;
+    /* taken whole: a write settled here may queue another for next turn */
+    write_op **q = r->writes;
+    size_t n = r->nwrite;
+    r->writes = NULL;
+    r->nwrite = r->write_cap = 0;
+    if (r->cluster)
+        qsort(q, n, sizeof(q[0]), write_cmp);
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && j - i < WRITES_PER_CALL && q[j]->slot == q[i]->slot)
+            j++;
+        if (r->closing) {
+            for (size_t k = i; k < j; k++)
+                write_settle(r, -1, q[k], NULL, API_REDIS_UNAVAILABLE);
+        } else {
+            write_send(r, q + i, j - i);
+        }
+        i = j;
+    }
+    free(q);
 }
 
 int api_redis_write(api_redis *r, const char *name, const ctr_apply_spec *w,
@@ -998,17 +1136,43 @@ int api_redis_write(api_redis *r, const char *name, const ctr_apply_spec *w,
         ctr_apply_write_argv(&a, r->write_sha, name, w) != 0 ||
         !key_ready(r, a.argv[3]))
         return -1;
-    op = malloc(sizeof(*op));
+    if (r->write_ev == NULL &&
+        (r->write_ev = event_new(r->base, -1, 0, write_flush, r)) == NULL)
+        return -1;
+    if (r->nwrite == r->write_cap) {
+        size_t cap = r->write_cap ? 2 * r->write_cap : 64;
+        write_op **grown = realloc(r->writes, cap * sizeof(*grown));
+        if (grown == NULL)
+            return -1;
+        r->writes = grown;
+        r->write_cap = cap;
+    }
+    /* the arguments are copied: the caller's strings need not outlive
+     * this call */
+    size_t lens[WRITE_ARGS], total = 0;
+    for (int k = 0; k < WRITE_ARGS; k++) {
+        lens[k] = strlen(a.argv[3 + k]);
+        total += lens[k] + 1;
+    }
+    op = malloc(sizeof(*op) + total);
     if (op == NULL)
         return -1;
     op->cb = cb;
     op->late_cb = late_cb;
     op->arg = arg;
-    if (send_args(r, write_reply, op, -1, timeout_ms, a.argv[3], a.argc,
-                  a.argv) != 0) {
-        free(op);
-        return -1;
+    op->slot = r->cluster ? ctr_key_slot(a.argv[3], lens[0]) : 0;
+    op->seq = r->write_seq++;
+    op->timeout_ms = timeout_ms;
+    char *at = op->text;
+    for (int k = 0; k < WRITE_ARGS; k++) {
+        memcpy(at, a.argv[3 + k], lens[k] + 1);
+        op->args[k] = at;
+        op->lens[k] = lens[k];
+        at += lens[k] + 1;
     }
+    r->writes[r->nwrite++] = op;
+    if (r->nwrite == 1)
+        event_active(r->write_ev, 0, 0);
     return 0;
 }
 
@@ -1066,13 +1230,138 @@ int api_redis_undo(api_redis *r, const char *name, const ctr_apply_spec *w,
     return send_pending(r, &a, timeout_ms, cb, arg);
 }
 
+/*
+ * Finishes are not answered to anyone, and finish.lua takes any number of
+ * writes of one value key: those of one loop turn (a poll's delivery
+ * reports come in runs) go out together, one call per value key and up to
+ * FINISH_PER_CALL writes each, where one call per write cost Redis as much
+ * as the write itself. A finish that never reaches Redis leaves its entry
+ * to the resolver, as before.
+ */
+enum { FINISH_PER_CALL = 64 };
+
+typedef struct finish_item {
+    char vkey[CTR_APPLY_KEY_MAX]; /* the value key; the others beside it */
+    char pkey[CTR_APPLY_KEY_MAX];
+    char lkey[CTR_APPLY_KEY_MAX];
+    char hkey[CTR_APPLY_KEY_MAX];
+    char gkey[CTR_APPLY_KEY_MAX];
+    char id[CTR_EVENT_ID_MAX + 1];
+    char token[24];
+} finish_item;
+
+static int finish_cmp(const void *a, const void *b)
+{
+    return strcmp((*(finish_item *const *)a)->vkey,
+                  (*(finish_item *const *)b)->vkey);
+}
+
+/* One finish.lua call for *items[0..n) (one value key). */
+static void finish_send(api_redis *r, finish_item *const *items, size_t n)
+{
+    const char *argv[7 + 3 * FINISH_PER_CALL];
+    char nkeys[16];
+    int argc = 0;
+    undo_op *op = malloc(sizeof(*op));
+    if (op == NULL) {
+        ctr_warn("could not finish %zu pending writes of %s (out of memory); "
+                 "the resolver will",
+                 n, items[0]->vkey);
+        return;
+    }
+    op->cb = NULL;
+    op->arg = NULL;
+    snprintf(nkeys, sizeof(nkeys), "%zu", 4 + n);
+    argv[argc++] = "EVALSHA";
+    argv[argc++] = r->finish_sha;
+    argv[argc++] = nkeys;
+    argv[argc++] = items[0]->vkey;
+    argv[argc++] = items[0]->pkey;
+    argv[argc++] = items[0]->lkey;
+    argv[argc++] = items[0]->hkey;
+    for (size_t i = 0; i < n; i++)
+        argv[argc++] = items[i]->gkey;
+    for (size_t i = 0; i < n; i++) {
+        argv[argc++] = items[i]->id;
+        argv[argc++] = items[i]->token;
+    }
+    if (send_args(r, undo_reply, op, 0, r->finish_timeout_ms, items[0]->vkey,
+                  argc, argv) != 0) {
+        free(op);
+        ctr_warn("could not send the finish of %zu pending writes of %s; "
+                 "the resolver will",
+                 n, items[0]->vkey);
+    }
+}
+
+static void finish_flush(evutil_socket_t fd, short what, void *arg)
+{
+    api_redis *r = arg;
+    (void)fd;
+    (void)what;
+    size_t n = r->nfinish;
+    r->nfinish = 0;
+    if (n == 0 || r->closing)
+        return;
+    finish_item **by_key = malloc(n * sizeof(*by_key));
+    if (by_key == NULL) {
+        ctr_warn("could not finish %zu pending writes (out of memory); the "
+                 "resolver will",
+                 n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        by_key[i] = &r->finishes[i];
+    qsort(by_key, n, sizeof(*by_key), finish_cmp);
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && j - i < FINISH_PER_CALL &&
+               strcmp(by_key[j]->vkey, by_key[i]->vkey) == 0)
+            j++;
+        finish_send(r, by_key + i, j - i);
+        i = j;
+    }
+    free(by_key);
+}
+
 int api_redis_finish(api_redis *r, const char *name, const ctr_apply_spec *w,
-                     int timeout_ms, api_redis_undo_cb cb, void *arg)
+                     int timeout_ms)
 {
     ctr_apply_argv a;
-    if (!r->map_ok || ctr_apply_finish_argv(&a, r->finish_sha, name, w) != 0)
+    const char *tok = w->idem_token ? w->idem_token : "";
+    if (!r->map_ok || ctr_apply_finish_argv(&a, r->finish_sha, name, w) != 0 ||
+        strlen(w->pending_id) > CTR_EVENT_ID_MAX ||
+        strlen(tok) >= sizeof(((finish_item *)0)->token))
         return -1;
-    return send_pending(r, &a, timeout_ms, cb, arg);
+    if (r->finish_ev == NULL &&
+        (r->finish_ev = event_new(r->base, -1, 0, finish_flush, r)) == NULL)
+        return -1;
+    if (r->nfinish == r->finish_cap) {
+        size_t cap = r->finish_cap ? 2 * r->finish_cap : 64;
+        finish_item *grown = realloc(r->finishes, cap * sizeof(*grown));
+        if (grown == NULL)
+            return -1;
+        r->finishes = grown;
+        r->finish_cap = cap;
+    }
+    finish_item *it = &r->finishes[r->nfinish++];
+    /* the keys as ctr_apply_finish_argv laid them out (see redis/apply.c) */
+    strcpy(it->vkey, a.keys[0]);
+    strcpy(it->pkey, a.keys[2]);
+    strcpy(it->lkey, a.keys[4]);
+    strcpy(it->hkey, a.keys[5]);
+    strcpy(it->gkey, a.keys[3]);
+    strcpy(it->id, w->pending_id);
+    strcpy(it->token, tok);
+    r->finish_timeout_ms = timeout_ms;
+    if (r->nfinish == 1)
+        event_active(r->finish_ev, 0, 0);
+    return 0;
+}
+
+int api_redis_queued(const api_redis *r)
+{
+    return r->nwrite > 0 || r->nfinish > 0;
 }
 
 const char *api_redis_epoch(const api_redis *r)

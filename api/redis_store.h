@@ -98,8 +98,10 @@ api_redis *api_redis_new(const ctr_config *cfg, struct event_base *base,
 int api_redis_ready(const api_redis *r);
 
 /*
- * Applies write w to counter name in one Lua call (redis/write.lua). cb
- * fires once. If the deadline passes first, cb fires with
+ * Applies write w to counter name (redis/write.lua), sent at the end of
+ * this loop turn with the turn's other writes to the same server (slot,
+ * in a cluster) in one call of the writes script. cb fires once, never
+ * from within this call. If the deadline passes first, cb fires with
  * API_REDIS_TIMEOUT, and when the real answer arrives later late_cb (if
  * not NULL) fires with it, so the caller can finish the write. An outcome
  * of CTR_APPLY_NO_EPOCH also stops the store's use until the epoch is
@@ -120,12 +122,18 @@ int api_redis_undo(api_redis *r, const char *name, const ctr_apply_spec *w,
     __attribute__((warn_unused_result));
 
 /*
- * Finishes pending write w (its event is in the log): redis/finish.lua.
- * cb (may be NULL) fires once, with the entries finished (0 or 1).
+ * Finishes pending write w (its event is in the log): redis/finish.lua,
+ * sent at the end of this loop turn with the other finishes of the turn
+ * (one call per value key). Nobody hears the answer: an entry a finish
+ * does not reach stays for the applier's resolver. -1 if it could not be
+ * queued.
  */
 int api_redis_finish(api_redis *r, const char *name, const ctr_apply_spec *w,
-                     int timeout_ms, api_redis_undo_cb cb, void *arg)
-    __attribute__((warn_unused_result));
+                     int timeout_ms) __attribute__((warn_unused_result));
+
+/* Writes or finishes queued for the end of this loop turn (a loop turn
+ * sends them). */
+int api_redis_queued(const api_redis *r);
 
 /* The epoch marker last seen ("" before any): the data set's id. */
 const char *api_redis_epoch(const api_redis *r);

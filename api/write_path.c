@@ -359,7 +359,7 @@ static void write_kafka_deadline(evutil_socket_t fd, short what, void *arg)
 static void write_finish(write_op *op)
 {
     if (api_redis_finish(op->app->redis, op->name, &op->spec,
-                         op->app->cfg->redis_write_timeout_ms, NULL, NULL) != 0)
+                         op->app->cfg->redis_write_timeout_ms) != 0)
         ctr_warn("write %s to counter %s: could not finish its pending "
                  "entry; the resolver will",
                  op->event_id, op->name);

@@ -6,6 +6,9 @@
  *
  *   write   one write, whole: epoch, fence, guards, dedup, escrowed
  *           bounds, the change and its pending entry (write.lua)
+ *   writes  the api's writes of one loop turn to one server (one slot in
+ *           a cluster), in one call: write on each, in order
+ *           (writes_head.lua, write.lua, writes_tail.lua)
  *   fold    consecutive external events of one counter, in one call, as
  *           write decides each (fold.lua)
  *   undo    a pending write the log refused, taken back (undo.lua)
@@ -21,6 +24,7 @@
 #define COUNTER_REDIS_SCRIPTS_H
 
 extern const char ctr_script_write[];
+extern const char ctr_script_writes[];
 extern const char ctr_script_fold[];
 extern const char ctr_script_undo[];
 extern const char ctr_script_finish[];
