@@ -20,7 +20,7 @@ MIN = "-9223372036854775808"
 APPLIED, DUP, BOUND, FENCE, DUP_ID, KEY_SEEN, NO_EPOCH, RANGE, SAME_EPOCH = range(9)
 
 
-r, sha = scripts.fixtures(("write", "undo", "finish"))
+r, sha = scripts.fixtures(("write", "writes", "undo", "finish"))
 
 
 MADE = []
@@ -354,3 +354,25 @@ def test_one_finish_confirms_a_user_once_for_two_writes(r, sha):
                k + ":id:w1", k + ":id:w2", "w1", "", "w2", "")
     assert n == 2
     assert c.value() == "1" and c.lo_hi() == [None, None] and c.pending() == {}
+
+
+def test_writes_of_a_turn_in_one_call_each_answered_in_its_place(r, sha):
+    """The api's writes of one loop turn: write.lua on each, in order; one
+    that fails (here a value key that holds no integer) answers its error in
+    its place and the writes after it still run."""
+    a, bad, c = Counter(r, sha), Counter(r, sha), Counter(r, sha)
+    r.call("SET", bad.key, "not a number")
+    keys, argv = [], []
+    for ctr, pend in ((a, "w1"), (bad, "w2"), (c, "w3"), (a, "w4")):
+        k = ctr.key
+        keys += [k, k + ":t", k + ":p", k + ":none", k + ":o:0", k + ":id:" + pend,
+                 ctr.marker, k + ":lo", k + ":hi"]
+        argv += ["add", "2", "1000", "", "", "", "", "reject", "0", "0", "", "0", "", pend,
+                 "1000|0", ""]
+    out = r.call("EVALSHA", sha["writes"], len(keys), *keys, *argv)
+    assert len(out) == 4
+    assert out[0][:2] == [APPLIED, "2"] and out[2][:2] == [APPLIED, "2"]
+    assert out[3][:3] == [APPLIED, "4", "2"], "in order: the second write to a sees the first"
+    assert isinstance(out[1], Exception) or "ERR" in str(out[1]), out[1]
+    assert a.value() == "4" and c.value() == "2" and bad.value() == "not a number"
+    assert set(a.pending()) == {"e:w1", "e:w4"} and bad.pending() == {}
