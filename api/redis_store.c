@@ -1108,6 +1108,10 @@ static void write_flush(evutil_socket_t fd, short what, void *arg)
     size_t n = r->nwrite;
     r->writes = NULL;
     r->nwrite = r->write_cap = 0;
+    if (n == 0) {
+        free(q);
+        return;
+    }
     if (r->cluster)
         qsort(q, n, sizeof(q[0]), write_cmp);
     for (size_t i = 0; i < n;) {

@@ -168,8 +168,7 @@ static int mark_mine(ctr_legacy *l, void (*commit)(void *), void *arg)
         rd_kafka_topic_partition_t *tp = &pos->elems[i];
         int64_t lo, hi;
         if (rd_kafka_query_watermark_offsets(l->rk, tp->topic, tp->partition,
-                                             &lo, &hi,
-                                             BROKER_TIMEOUT_MS) != 0)
+                                             &lo, &hi, BROKER_TIMEOUT_MS) != 0)
             goto out;
         /* a partition that holds nothing has no commit, and nothing to
          * read: it is drained at its end */
