@@ -42,6 +42,11 @@ elseif want ~= '' and epoch == want then
   return {8, '0', '0', '', '', epoch, '0'}
 end
 
+-- MGET reads a key of another type as absent: a value key that is not a
+-- string must fail the write before anything is written, as GET did
+if not got[2] and redis.call('EXISTS', key) == 1 then
+  return redis.error_reply('WRONGTYPE the value key ' .. key .. ' is not a string')
+end
 local prev = got[2] or '0'
 local old_t = got[3] or ''
 local lo, hi = got[4] or prev, got[5] or prev

@@ -376,3 +376,15 @@ def test_writes_of_a_turn_in_one_call_each_answered_in_its_place(r, sha):
     assert isinstance(out[1], Exception) or "ERR" in str(out[1]), out[1]
     assert a.value() == "4" and c.value() == "2" and bad.value() == "not a number"
     assert set(a.pending()) == {"e:w1", "e:w4"} and bad.pending() == {}
+
+
+def test_a_value_key_of_another_type_fails_the_write_before_any_change(r, sha):
+    """MGET reads a key of another type as absent; the write must still fail
+    before it writes the escrow, the stamp or a pending entry."""
+    c = Counter(r, sha)
+    r.call("HSET", c.key, "f", "v")
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        c.write("add", "1", pend="p1")
+    assert r.call("TYPE", c.key) == "hash"
+    assert c.lo_hi() == [None, None] and c.pending() == {}
+    assert r.call("EXISTS", c.key + ":t") == 0
