@@ -330,10 +330,19 @@ static void on_call_reply(const redisReply *r, size_t i, void *arg)
             return;
         }
     }
+    /* A reply the fold never gives is not this call's (a connection out
+     * of step): the call may have run, so it is sent again, where the
+     * fence and the outcome log answer for what it did. */
+    if (r->type != REDIS_REPLY_ERROR) {
+        ctr_warn("redis: a fold call got a reply of type %d that is not "
+                 "its own; sending it again",
+                 r->type);
+        c->status = CALL_RETRY;
+        return;
+    }
     /* an error the script gives again (a key of the wrong type, a
      * damaged value): each event on its own, as before batches */
-    snprintf(c->err, sizeof(c->err), "%s",
-             r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    snprintf(c->err, sizeof(c->err), "%s", r->str);
     c->status = CALL_REFUSED;
 }
 

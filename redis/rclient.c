@@ -305,8 +305,18 @@ static redisReply *route(ctr_rclient *c, int slot, const char *buf, int len)
         redisAppendFormattedCommand(ctx, buf, (size_t)len);
         redisReply *r = NULL;
         if (asking >= 0 && redisGetReply(ctx, (void **)&r) == REDIS_OK) {
-            freeReplyObject(r); /* ASKING's +OK */
+            /* ASKING's +OK; anything else means the replies on this
+             * connection are not the ones expected: drop it */
+            int ok =
+                r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0;
+            freeReplyObject(r);
             r = NULL;
+            if (!ok) {
+                set_err(c, "redis at %s:%d: ASKING was not answered OK",
+                        c->nodes[ni].host, c->nodes[ni].port);
+                node_drop(c, ni);
+                return NULL;
+            }
         }
         if (ctx->err == 0 && redisGetReply(ctx, (void **)&r) != REDIS_OK)
             r = NULL;
@@ -522,22 +532,47 @@ int ctr_rclient_drain(ctr_rclient *c,
 {
     int failed = 0;
     char first[sizeof(c->err)] = "";
+    /*
+     * Every pipelined reply is read first, and only then are the
+     * redirected, refused and unsent commands routed one at a time: route()
+     * sends on a node's connection (ASKING, the command, CLUSTER SLOTS for
+     * a new map) and reads the first reply there, which while other
+     * replies were still queued on it was another command's. A fold call
+     * then took a second call's answer, and the second one ASKING's +OK:
+     * both looked refused, although both had run.
+     */
+    redisReply **got = calloc(c->nqueue ? c->nqueue : 1, sizeof(*got));
+    unsigned char *reroute = calloc(c->nqueue ? c->nqueue : 1, 1);
+    if (got == NULL || reroute == NULL) {
+        free(got);
+        free(reroute);
+        set_err(c, "out of memory");
+        for (size_t i = 0; i < c->nqueue; i++)
+            redisFreeCommand(c->queue[i].buf);
+        for (int k = 0; k < c->nnodes; k++)
+            if (c->nodes[k].queued > 0)
+                node_drop(c, k); /* its replies can no longer be matched */
+        c->nqueue = 0;
+        return -1;
+    }
     for (size_t i = 0; i < c->nqueue; i++) {
         queued_cmd *q = &c->queue[i];
-        redisReply *r = NULL;
         rnode *n = q->node >= 0 ? &c->nodes[q->node] : NULL;
         if (n && n->ctx && n->queued > 0) {
             n->queued--;
-            if (redisGetReply(n->ctx, (void **)&r) != REDIS_OK) {
+            if (redisGetReply(n->ctx, (void **)&got[i]) != REDIS_OK) {
                 set_err(c, "redis at %s:%d: %s", n->host, n->port,
                         n->ctx->errstr);
                 node_drop(c, q->node);
-                r = NULL;
+                got[i] = NULL; /* it may have run: the caller decides */
             }
         } else {
-            /* never queued, or its server failed: one at a time, routed */
-            r = route(c, q->slot, q->buf, q->len);
+            reroute[i] = 1; /* never queued, or its server failed */
         }
+    }
+    for (size_t i = 0; i < c->nqueue; i++) {
+        queued_cmd *q = &c->queue[i];
+        redisReply *r = got[i];
         char host[CTR_HOST_MAX];
         int port, slot;
         if (r && r->type == REDIS_REPLY_ERROR && c->cluster &&
@@ -545,8 +580,11 @@ int ctr_rclient_drain(ctr_rclient *c,
              transient(r))) {
             /* moved while queued: route() follows it */
             freeReplyObject(r);
-            r = route(c, q->slot, q->buf, q->len);
+            r = NULL;
+            reroute[i] = 1;
         }
+        if (reroute[i])
+            r = route(c, q->slot, q->buf, q->len);
         if (on_reply)
             on_reply(r, i, arg);
         if ((r == NULL || (r->type == REDIS_REPLY_ERROR && !on_reply)) &&
@@ -560,6 +598,8 @@ int ctr_rclient_drain(ctr_rclient *c,
         freeReplyObject(r);
         redisFreeCommand(q->buf);
     }
+    free(got);
+    free(reroute);
     c->nqueue = 0;
     if (failed)
         snprintf(c->err, sizeof(c->err), "%s", first);
