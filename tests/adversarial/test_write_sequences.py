@@ -147,6 +147,10 @@ def test_a_replay_across_midnight_answers_the_first_day(api, pg, redis):
     assert first.status == 200
     today = first.json["period"]
     guard = f"{{c:{name}}}:id:{key}"
+    # the record becomes done once the api's finish reaches Redis, which
+    # goes with the other finishes of its loop turn, after the answer
+    wait_until(lambda: redis.cli("GET", guard).startswith("AD|"), 10, 0.02,
+               "the first attempt's record done")
     fields = redis.cli("GET", guard).split("|")
     # AD|lease|token|fingerprint|outcome|value|applied|event ms|gen|seen
     yesterday_ms = int(fields[7]) - 86400 * 1000
