@@ -51,7 +51,9 @@ def test_repeat_replays_the_first_answer_and_applies_once(api, redis, pg, kafka)
     # counted once per (counter, key, generation: when the key was first used)
     assert h["origin"] == "api" and h["epoch"] == redis.epoch(), h
     assert abs(int(h["dedup"]) - int(time.time() * 1000)) < 60000, h
-    assert _guard(redis, name, key).startswith("AD|")
+    # done once the api's finish reaches Redis (with its loop turn's other
+    # finishes, after the answer)
+    wait_until(lambda: _guard(redis, name, key).startswith("AD|"), 10, 0.02, "the record done")
     wait_pg_total(pg, name, 7)
 
 
@@ -133,7 +135,7 @@ def test_pending_first_attempt_is_finished_by_a_retry(api, redis, pg, kafka):
     assert r.status == 200, r.json
     assert r.headers.get("Idempotent-Replayed") == "true"
     assert r.json == first.json
-    assert _guard(redis, name, key).startswith("AD|")
+    wait_until(lambda: _guard(redis, name, key).startswith("AD|"), 10, 0.02, "the record done")
     again = [m for m in kafka.messages(since, key=name) if m["event"]["id"] == key]
     assert len(again) == 1 and again[0]["event"]["delta"] == 4, again
     # logged twice, counted once
