@@ -249,6 +249,11 @@ int ctr_tail_step(ctr_tail *t, ctr_rclient *c, const char *epoch)
         t->lock_sha[0] = '\0';
         return -1;
     }
+    /* the applier's epoch is the one it last read: older than the debt's
+     * (epochs begin with a restore's sequence number) means it has not
+     * seen this restore's marker yet, not that a newer restore came */
+    if (strtoll(t->epoch, NULL, 10) > strtoll(epoch, NULL, 10))
+        return 0;
     if (strcmp(t->epoch, epoch) != 0) {
         /* a newer restore applied the log up to its own end */
         if (epoch[0] && debt_swap(t, c, NULL) == 1)
